@@ -1,0 +1,175 @@
+//! The contract between the XDP program and the edge daemon: every type that crosses the map
+//! boundary, defined once. `#[repr(C)]` so both sides agree on the layout; the `user` feature adds
+//! the `aya::Pod` impls that userspace needs to read and write the maps.
+#![no_std]
+
+/// Key buffer for a wire-format name: RFC 1035 §3.1 caps a name at 255 octets, root label included.
+pub const NAME_KEY_LEN: usize = 256;
+
+/// Most records one fast-path answer holds.
+pub const MAX_ANSWER_RECORDS: usize = 8;
+
+/// Answer section bytes one map entry holds: eight AAAA records with compressed owners
+/// (8 × 28 octets) fit.
+pub const ANSWER_DATA_LEN: usize = 256;
+
+/// Pinned names, relative to the per-interface pin directory.
+pub mod pin {
+    /// Name/type → answer map.
+    pub const ANSWERS: &str = "answers";
+    /// Per-CPU counters.
+    pub const COUNTERS: &str = "counters";
+    /// The XDP link that keeps the program attached while no daemon runs.
+    pub const LINK: &str = "link";
+}
+
+/// Map names as the kernel (and `bpftool map show`) sees them.
+pub mod map_name {
+    pub const ANSWERS: &str = "edge_answers";
+    pub const COUNTERS: &str = "edge_counters";
+}
+
+/// Program names in the object.
+pub mod program_name {
+    /// The DNS responder.
+    pub const DNS: &str = "edge_dns";
+    /// Passes every frame: for the far end of a veth pair, where XDP_TX frames are only received
+    /// when an XDP program is attached.
+    pub const PASS: &str = "edge_pass";
+}
+
+/// Lookup key of the answer map. Aligned to 8 so that the XDP program can fold case a word at a
+/// time; `reserved` makes the tail explicit, since every byte of a key is hashed.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    /// Lower-case wire-format name, zero-padded to the end of the buffer.
+    pub name: [u8; NAME_KEY_LEN],
+    /// Query type in network byte order, as on the wire.
+    pub qtype: u16,
+    /// Always zero.
+    pub reserved: [u16; 3],
+}
+
+impl NameKey {
+    pub const fn zeroed() -> Self {
+        Self {
+            name: [0; NAME_KEY_LEN],
+            qtype: 0,
+            reserved: [0; 3],
+        }
+    }
+}
+
+/// A prebuilt answer: the header fields the fast path writes and the answer section it appends
+/// after the echoed question. Userspace builds it with the same code that answers in userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Response header flags (QR, AA, RCODE), host order. RD and CD are copied from the query.
+    pub flags: u16,
+    /// Records in the answer section.
+    pub ancount: u16,
+    /// Bytes of `data` in use.
+    pub len: u16,
+    pub reserved: u16,
+    /// Answer section, owners compressed to the question name (offset 12).
+    pub data: [u8; ANSWER_DATA_LEN],
+}
+
+/// Header flag bits (RFC 1035 §4.1.1), host order.
+pub mod flags {
+    pub const QR: u16 = 0x8000;
+    pub const OPCODE: u16 = 0x7800;
+    pub const AA: u16 = 0x0400;
+    pub const TC: u16 = 0x0200;
+    pub const RD: u16 = 0x0100;
+    pub const RA: u16 = 0x0080;
+    pub const AD: u16 = 0x0020;
+    pub const CD: u16 = 0x0010;
+    pub const RCODE: u16 = 0x000f;
+}
+
+/// What the XDP program did with a frame: index into the per-CPU counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Answered from the map (XDP_TX).
+    Answered = 0,
+    /// Passed: not IPv4.
+    NotIp,
+    /// Passed: IPv4 with options, or a fragment.
+    IpUnsupported,
+    /// Passed: not UDP.
+    NotUdp,
+    /// Passed: UDP, but not to the DNS port.
+    NotDnsPort,
+    /// Passed: shorter than its headers or lengths claim, or bytes after the question.
+    Malformed,
+    /// Passed: a response, or an opcode other than QUERY.
+    NotQuery,
+    /// Passed: QDCOUNT is not 1.
+    QuestionCount,
+    /// Passed: answer, authority or additional records present.
+    ExtraRecords,
+    /// Passed: the question name does not fit the key.
+    NameTooLong,
+    /// Passed: a compression pointer or reserved label type in the question name.
+    BadName,
+    /// Passed: class other than IN.
+    NotInClass,
+    /// Passed: no answer for this name and type in the map.
+    UnknownName,
+    /// Passed: the frame could not be grown for the reply.
+    ReplyFailed,
+}
+
+impl Counter {
+    pub const ALL: [Self; 14] = [
+        Self::Answered,
+        Self::NotIp,
+        Self::IpUnsupported,
+        Self::NotUdp,
+        Self::NotDnsPort,
+        Self::Malformed,
+        Self::NotQuery,
+        Self::QuestionCount,
+        Self::ExtraRecords,
+        Self::NameTooLong,
+        Self::BadName,
+        Self::NotInClass,
+        Self::UnknownName,
+        Self::ReplyFailed,
+    ];
+
+    /// Entries in the counter array.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// Stable name for logs, `edge stats` and tests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::NotIp => "not_ip",
+            Self::IpUnsupported => "ip_unsupported",
+            Self::NotUdp => "not_udp",
+            Self::NotDnsPort => "not_dns_port",
+            Self::Malformed => "malformed",
+            Self::NotQuery => "not_query",
+            Self::QuestionCount => "question_count",
+            Self::ExtraRecords => "extra_records",
+            Self::NameTooLong => "name_too_long",
+            Self::BadName => "bad_name",
+            Self::NotInClass => "not_in_class",
+            Self::UnknownName => "unknown_name",
+            Self::ReplyFailed => "reply_failed",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` data: every bit pattern is valid, and no padding is read as a value.
+    unsafe impl aya::Pod for super::NameKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Answer {}
+}

@@ -1,0 +1,77 @@
+//! edge's XDP program: answers DNS queries for names in the answer map straight from the NIC
+//! (XDP_TX) and passes everything else to the kernel stack, counting why.
+#![no_std]
+#![no_main]
+
+mod headers;
+mod query;
+mod reply;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{HashMap, PerCpuArray},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use edge_common::{Answer, Counter, NameKey};
+use query::Scratch;
+
+/// Name and type → prebuilt answer. Userspace sizes it at load time.
+#[btf_map(name = "edge_answers")]
+static ANSWERS: HashMap<NameKey, Answer, 65536> = HashMap::new();
+
+/// Per-CPU count of every verdict, indexed by [`Counter`].
+#[btf_map(name = "edge_counters")]
+static COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map(name = "edge_scratch")]
+static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+#[xdp]
+pub fn edge_dns(ctx: XdpContext) -> u32 {
+    match answer(&ctx) {
+        Ok(()) => {
+            count(Counter::Answered);
+            xdp_action::XDP_TX
+        }
+        Err(reason) => {
+            count(reason);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Attached to the far end of a veth pair so that it receives our XDP_TX frames.
+#[xdp]
+pub fn edge_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn answer(ctx: &XdpContext) -> Result<(), Counter> {
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Counter::ReplyFailed)?;
+    // SAFETY: a per-CPU slot, used only by this program invocation.
+    let scratch = unsafe { &mut *scratch };
+    let query = query::parse(ctx, scratch)?;
+    // SAFETY: the value is read before any map update could reuse its slot.
+    let answer = unsafe { ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?;
+    reply::write(ctx, &query, answer)
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot; no other writer on this CPU while we run.
+        unsafe { *value += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

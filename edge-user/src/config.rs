@@ -1,0 +1,253 @@
+//! The TOML configuration file: its shape, defaults, and errors that name the file, the field and
+//! the reason. Semantic checks (names inside their zone, no duplicates) live in [`crate::zone`].
+
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// Where pinned maps and links go unless the config says otherwise; one directory per interface.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
+/// Default size of the answer map (name/type pairs).
+pub const DEFAULT_MAX_ANSWERS: u32 = 65_536;
+/// Default TTL of a zone's records.
+pub const DEFAULT_TTL: u32 = 300;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub xdp: XdpConfig,
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpConfig {
+    /// The interface the program attaches to.
+    pub interface: String,
+    #[serde(default)]
+    pub mode: XdpMode,
+    /// Pins go to `<pin_root>/<interface>/`.
+    #[serde(default = "default_pin_root")]
+    pub pin_root: PathBuf,
+    #[serde(default = "default_max_answers")]
+    pub max_answers: u32,
+}
+
+impl XdpConfig {
+    /// The directory holding this interface's pinned maps and link.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_root.join(&self.interface)
+    }
+}
+
+/// How the program attaches: in the driver (fast; the default), or in the generic path for NICs
+/// whose driver has no XDP support.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    #[default]
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The zone's apex, e.g. `cdn.example.net`.
+    pub apex: String,
+    /// TTL of records that do not set their own.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    #[serde(default)]
+    pub names: Vec<NameConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameConfig {
+    /// Relative to the apex (`www`), `@` for the apex, or absolute with a trailing dot.
+    pub name: String,
+    pub ttl: Option<u32>,
+    #[serde(default)]
+    pub a: Vec<Ipv4Addr>,
+}
+
+fn default_pin_root() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_ROOT)
+}
+
+fn default_max_answers() -> u32 {
+    DEFAULT_MAX_ANSWERS
+}
+
+fn default_ttl() -> u32 {
+    DEFAULT_TTL
+}
+
+/// A refused configuration: which file, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path to the field (`zones[0].names[2].a[1]`), empty when the file as a whole is bad.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.reason
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses `path`. Only the shape is checked here; see [`crate::zone::Zones::build`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: String::new(),
+            reason: format!("cannot read: {error}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: String::new(),
+            reason: describe_toml_error(text, &error),
+        })?;
+        let config: Self =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| ConfigError {
+                file: path.to_path_buf(),
+                field: field_path(error.path()),
+                reason: describe_toml_error(text, error.inner()),
+            })?;
+        config.check_xdp(path)?;
+        Ok(config)
+    }
+
+    fn check_xdp(&self, path: &Path) -> Result<(), ConfigError> {
+        let refuse = |field: &str, reason: &str| ConfigError {
+            file: path.to_path_buf(),
+            field: field.to_string(),
+            reason: reason.to_string(),
+        };
+        let interface = &self.xdp.interface;
+        // IFNAMSIZ is 16 with the terminating NUL.
+        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+            return Err(refuse(
+                "xdp.interface",
+                "not an interface name (1 to 15 characters, no '/' or spaces)",
+            ));
+        }
+        if self.xdp.max_answers == 0 {
+            return Err(refuse("xdp.max_answers", "must be at least 1"));
+        }
+        if !self.xdp.pin_root.is_absolute() {
+            return Err(refuse("xdp.pin_root", "must be an absolute path"));
+        }
+        Ok(())
+    }
+}
+
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." { String::new() } else { text }
+}
+
+/// The error's own message plus the line it points at.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().to_string();
+    match error.span() {
+        Some(span) => {
+            let line = text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&byte| byte == b'\n')
+                .count()
+                + 1;
+            format!("{message} (line {line})")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("edge.toml"), text)
+    }
+
+    const MINIMAL: &str = "[xdp]\ninterface = \"eth0\"\n";
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.xdp.mode, XdpMode::Native);
+        assert_eq!(config.xdp.pin_dir(), Path::new("/sys/fs/bpf/edge/eth0"));
+        assert_eq!(config.xdp.max_answers, DEFAULT_MAX_ANSWERS);
+        assert!(config.zones.is_empty());
+    }
+
+    #[test]
+    fn unknown_field_names_the_field() {
+        let error = parse("[xdp]\ninterface = \"eth0\"\nspeed = 3\n").unwrap_err();
+        assert_eq!(error.file, Path::new("edge.toml"));
+        assert!(error.field.starts_with("xdp"), "{error}");
+        assert!(error.reason.contains("unknown field `speed`"), "{error}");
+        assert!(error.reason.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let text = format!("{MINIMAL}[[zones]]\napex = \"example.com\"\nttl = \"long\"\n");
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.field, "zones[0].ttl", "{error}");
+        assert!(error.reason.contains("invalid type"), "{error}");
+    }
+
+    #[test]
+    fn bad_address_names_the_field() {
+        let text = format!(
+            "{MINIMAL}[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.1\", \"192.0.2.300\"]\n"
+        );
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.field, "zones[0].names[0].a[1]", "{error}");
+        assert!(error.reason.contains("invalid IPv4 address"), "{error}");
+    }
+
+    #[test]
+    fn bad_mode_and_interface_are_refused() {
+        let error = parse("[xdp]\ninterface = \"eth0\"\nmode = \"turbo\"\n").unwrap_err();
+        assert_eq!(error.field, "xdp.mode", "{error}");
+        let error = parse("[xdp]\ninterface = \"a-very-long-interface\"\n").unwrap_err();
+        assert_eq!(error.field, "xdp.interface", "{error}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let error = parse("[xdp\ninterface = 1\n").unwrap_err();
+        assert!(error.field.is_empty());
+        assert!(error.reason.contains("line 1"), "{error}");
+        assert!(error.to_string().starts_with("edge.toml: "), "{error}");
+    }
+}

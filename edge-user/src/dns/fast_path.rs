@@ -1,0 +1,78 @@
+//! What the XDP program answers: one map entry per owner name and record type, keyed by the
+//! lower-case wire name, holding the answer built by [`super::answer`].
+
+use edge_common::{ANSWER_DATA_LEN, Answer, NAME_KEY_LEN, NameKey};
+use hickory_proto::{
+    ProtoError,
+    rr::{Name, RData, RecordType, rdata::A},
+    serialize::binary::BinEncodable,
+};
+
+use super::answer::{AUTHORITATIVE_ANSWER, answer_section};
+use crate::zone::Zones;
+
+/// The map key for `name` (any case) and `qtype`.
+pub fn name_key(name: &Name, qtype: RecordType) -> Result<NameKey, ProtoError> {
+    let wire = name.to_lowercase().to_bytes()?;
+    let mut key = NameKey::zeroed();
+    if wire.len() > NAME_KEY_LEN {
+        return Err(ProtoError::from(format!(
+            "{name} is longer than {NAME_KEY_LEN} octets"
+        )));
+    }
+    key.name[..wire.len()].copy_from_slice(&wire);
+    key.qtype = u16::from(qtype).to_be();
+    Ok(key)
+}
+
+/// The map value answering with `rdatas` at `ttl`.
+pub fn answer_entry(ttl: u32, rdatas: &[RData]) -> Result<Answer, ProtoError> {
+    let section = answer_section(ttl, rdatas)?;
+    if section.len() > ANSWER_DATA_LEN {
+        return Err(ProtoError::from(format!(
+            "answer of {} bytes exceeds the {ANSWER_DATA_LEN} the fast path holds",
+            section.len()
+        )));
+    }
+    let mut answer = Answer {
+        flags: AUTHORITATIVE_ANSWER,
+        ancount: rdatas.len() as u16,
+        len: section.len() as u16,
+        reserved: 0,
+        data: [0; ANSWER_DATA_LEN],
+    };
+    answer.data[..section.len()].copy_from_slice(&section);
+    Ok(answer)
+}
+
+/// Every entry the answer map should hold for `zones`.
+pub fn entries(zones: &Zones) -> Result<Vec<(NameKey, Answer)>, ProtoError> {
+    zones
+        .names()
+        .filter(|(_, records)| !records.a.is_empty())
+        .map(|(name, records)| {
+            let rdatas: Vec<RData> = records.a.iter().map(|&ip| RData::A(A(ip))).collect();
+            Ok((
+                name_key(name, RecordType::A)?,
+                answer_entry(records.ttl, &rdatas)?,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_lower_case_wire_name_with_type_in_network_order() {
+        let key = name_key(
+            &Name::from_ascii("WwW.Example.COM.").unwrap(),
+            RecordType::A,
+        )
+        .unwrap();
+        assert_eq!(&key.name[..17], b"\x03www\x07example\x03com\x00");
+        assert!(key.name[17..].iter().all(|&byte| byte == 0));
+        assert_eq!(key.qtype.to_ne_bytes(), [0, 1]);
+    }
+}

@@ -1,0 +1,14 @@
+//! The edge daemon as a library: the binary (`edge`) is a thin CLI over these modules, and the
+//! integration tests drive the same code.
+//!
+//! Data flows one way: [`config`] → [`zone`] → [`dns`] (answer bytes) → [`maps`] → kernel.
+
+pub mod config;
+pub mod dataplane;
+pub mod dns;
+pub mod maps;
+pub mod zone;
+
+/// The XDP program (edge-ebpf), compiled by the build script and embedded so that the binary is
+/// self-contained.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge-xdp"));
