@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
 };
 
@@ -22,6 +22,39 @@ pub struct Config {
     pub xdp: XdpConfig,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
+    /// Groups of servers that steered names and the cache choose among.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+}
+
+/// A group of interchangeable servers: a customer's origins, or the PoPs of the CDN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Referred to by names and sites.
+    pub name: String,
+    pub kind: PoolKind,
+    pub members: Vec<MemberConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    /// Customer web servers: a page hostname resolves to the least-loaded one.
+    Origin,
+    /// CDN points of presence: a static hostname resolves to the best one.
+    Pop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Unique within the pool; used in logs, status and admin commands.
+    pub name: String,
+    pub address: IpAddr,
+    /// Where the member serves HTTP.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +108,10 @@ pub struct NameConfig {
     pub ttl: Option<u32>,
     #[serde(default)]
     pub a: Vec<Ipv4Addr>,
+}
+
+fn default_http_port() -> u16 {
+    80
 }
 
 fn default_pin_root() -> PathBuf {
@@ -141,6 +178,7 @@ impl Config {
                 reason: describe_toml_error(text, error.inner()),
             })?;
         config.check_xdp(path)?;
+        config.check_pools(path)?;
         Ok(config)
     }
 
@@ -163,6 +201,47 @@ impl Config {
         }
         if !self.xdp.pin_root.is_absolute() {
             return Err(refuse("xdp.pin_root", "must be an absolute path"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    fn check_pools(&self, path: &Path) -> Result<(), ConfigError> {
+        let refuse = |field: String, reason: String| ConfigError {
+            file: path.to_path_buf(),
+            field,
+            reason,
+        };
+        for (p, pool) in self.pools.iter().enumerate() {
+            if let Some(first) = self.pools[..p].iter().position(|o| o.name == pool.name) {
+                return Err(refuse(
+                    format!("pools[{p}].name"),
+                    format!("pool {} is already defined by pools[{first}]", pool.name),
+                ));
+            }
+            if pool.members.is_empty() {
+                return Err(refuse(
+                    format!("pools[{p}].members"),
+                    "a pool needs members".into(),
+                ));
+            }
+            for (m, member) in pool.members.iter().enumerate() {
+                if let Some(first) = pool.members[..m].iter().position(|o| o.name == member.name) {
+                    return Err(refuse(
+                        format!("pools[{p}].members[{m}].name"),
+                        format!(
+                            "member {} is already defined by pools[{p}].members[{first}]",
+                            member.name
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -241,6 +320,21 @@ mod tests {
         assert_eq!(error.field, "xdp.mode", "{error}");
         let error = parse("[xdp]\ninterface = \"a-very-long-interface\"\n").unwrap_err();
         assert_eq!(error.field, "xdp.interface", "{error}");
+    }
+
+    #[test]
+    fn pools_parse_and_duplicates_are_refused() {
+        let pools = "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"2001:db8::1\"\n";
+        let config = parse(&format!("{MINIMAL}{pools}")).unwrap();
+        let pool = config.pool("shop").unwrap();
+        assert_eq!(pool.kind, PoolKind::Origin);
+        assert_eq!(pool.members[0].http_port, 80);
+        let error = parse(&format!("{MINIMAL}{pools}{pools}")).unwrap_err();
+        assert_eq!(error.field, "pools[1].name", "{error}");
+        let twice =
+            format!("{MINIMAL}{pools}[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n");
+        let error = parse(&twice).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[1].name", "{error}");
     }
 
     #[test]
