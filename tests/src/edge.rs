@@ -1,0 +1,138 @@
+//! The real `edge` binary, run inside a namespace, stopped on drop.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::topology::Netns;
+
+/// How long `edge run` may take to attach and publish.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `edge` binary under test: `$EDGE_BIN`, else the workspace's debug build, which
+/// `cargo xtask test` builds before running the tests.
+pub fn binary() -> PathBuf {
+    std::env::var_os("EDGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/edge"))
+}
+
+/// A running `edge run`.
+pub struct EdgeProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl EdgeProcess {
+    /// Starts `edge run --config <config> <extra…>` in `netns` and waits until it has published
+    /// its answers. Its log goes to `<config>.log`.
+    pub fn start(netns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
+        let log = config.with_extension("log");
+        let log_file = fs::File::create(&log)?;
+        let child = netns
+            .command(binary())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", binary().display()))?;
+        let mut process = Self { child, log };
+        process.wait_for_log("answers published", START_TIMEOUT)?;
+        Ok(process)
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; fails early if the process exits.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "edge exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "edge did not log {needle:?} within {timeout:?}:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: libc::c_int) -> Result<()> {
+        // SAFETY: plain kill(2) on our own child's pid.
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
+    pub fn stop(mut self) -> Result<bool> {
+        self.terminate()
+    }
+
+    /// SIGKILL: the daemon dies without cleaning up, as in a crash.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn terminate(&mut self) -> Result<bool> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status.success());
+        }
+        self.signal(libc::SIGTERM)?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        bail!("edge ignored SIGTERM for {STOP_TIMEOUT:?}:\n{}", self.log())
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+/// The XDP counters of the data plane that `config` describes, read with `edge stats --json`.
+pub fn counters(config: &Path) -> Result<std::collections::BTreeMap<String, u64>> {
+    let output = std::process::Command::new(binary())
+        .args(["stats", "--json", "--config"])
+        .arg(config)
+        .output()?;
+    if !output.status.success() {
+        bail!("edge stats: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}

@@ -1,0 +1,244 @@
+//! Hosts as network namespaces joined by veth pairs. One helper owns setup and teardown for every
+//! test: names are unique per test, leftovers of a crashed earlier run are cleared first, and
+//! everything is removed on drop, panics included.
+
+use std::{
+    fs,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    EbpfLoader,
+    programs::{Xdp, XdpMode, links::FdLink},
+};
+use edge_common::{map_name, program_name};
+
+/// Where every test's pins live: `<root>/<topology name>/`.
+const PIN_PARENT: &str = "/sys/fs/bpf";
+
+/// A network namespace, entered with `nsenter --net` so that the caller's mounts (bpffs above
+/// all) stay visible; `ip netns exec` would remount /sys and hide /sys/fs/bpf.
+#[derive(Debug, Clone)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// A command that runs `program` inside this namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// Runs `program args…` inside this namespace and returns its output, failing if it fails.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<Output> {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {program} in {}", self.name))?;
+        if !output.status.success() {
+            bail!(
+                "{program} {args:?} in {} failed: {}{}",
+                self.name,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(output)
+    }
+
+    /// `ip …` inside this namespace.
+    fn ip(&self, args: &[&str]) -> Result<()> {
+        ip(&[&["-n", &self.name], args].concat())
+    }
+}
+
+/// A client and a PoP, each in its own namespace, joined by one veth pair whose ends are both
+/// called `eth0`. The client end runs an XDP_PASS program so that the PoP's XDP_TX replies arrive.
+pub struct Topology {
+    pub name: String,
+    pub client: Netns,
+    pub pop: Netns,
+    pin_root: PathBuf,
+    work_dir: PathBuf,
+}
+
+impl Topology {
+    pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+    pub const POP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    pub const POP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+    /// The interface name on both hosts.
+    pub const INTERFACE: &str = "eth0";
+
+    /// Builds the two hosts for the test called `test` (unique per test).
+    pub fn client_and_pop(test: &str) -> Result<Self> {
+        let name = format!("edge-{test}");
+        let topology = Self {
+            client: Netns {
+                name: format!("{name}-client"),
+            },
+            pop: Netns {
+                name: format!("{name}-pop"),
+            },
+            pin_root: Path::new(PIN_PARENT).join(&name),
+            work_dir: std::env::temp_dir().join(&name),
+            name,
+        };
+        topology.teardown();
+        topology.build()?;
+        Ok(topology)
+    }
+
+    /// The pin root the PoP's `edge` should use: private to this topology.
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// A scratch directory for configs and logs, removed with the topology.
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// Writes `contents` to `name` in the work directory and returns its path.
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf> {
+        let path = self.work_dir.join(name);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    fn build(&self) -> Result<()> {
+        fs::create_dir_all(&self.work_dir)?;
+        for netns in [&self.client, &self.pop] {
+            ip(&["netns", "add", &netns.name])?;
+            netns.ip(&["link", "set", "lo", "up"])?;
+        }
+        ip(&[
+            "link",
+            "add",
+            "name",
+            Self::INTERFACE,
+            "netns",
+            &self.client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::INTERFACE,
+            "netns",
+            &self.pop.name,
+        ])?;
+        for (netns, v4, v6) in [
+            (&self.client, Self::CLIENT_V4, Self::CLIENT_V6),
+            (&self.pop, Self::POP_V4, Self::POP_V6),
+        ] {
+            netns.ip(&["addr", "add", &format!("{v4}/24"), "dev", Self::INTERFACE])?;
+            netns.ip(&[
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                Self::INTERFACE,
+                "nodad",
+            ])?;
+            netns.ip(&["link", "set", Self::INTERFACE, "up"])?;
+        }
+        fs::create_dir_all(&self.pin_root)
+            .with_context(|| format!("creating {}", self.pin_root.display()))?;
+        attach_pass(
+            &self.client,
+            Self::INTERFACE,
+            &self.pin_root.join("client-pass"),
+        )
+    }
+
+    /// Removes whatever this topology (or a crashed run of the same test) left behind.
+    fn teardown(&self) {
+        for netns in [&self.client, &self.pop] {
+            if netns.path().exists() {
+                // Deleting the namespace deletes its veth end and detaches its XDP programs.
+                let _ = ip(&["netns", "del", &netns.name]);
+            }
+        }
+        remove_pins(&self.pin_root);
+        let _ = fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (install iproute2: cargo xtask setup)")?;
+    if !output.status.success() {
+        bail!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Attaches the XDP_PASS program to `interface` inside `netns` and pins its link at `pin`.
+/// Attaching by interface name resolves it in the caller's namespace, so a short-lived thread
+/// enters `netns` first.
+fn attach_pass(netns: &Netns, interface: &str, pin: &Path) -> Result<()> {
+    let netns_file = fs::File::open(netns.path())?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<()> {
+                // SAFETY: setns on this thread only, with a valid namespace fd.
+                if unsafe { libc::setns(netns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns {}: {}", netns.name, std::io::Error::last_os_error());
+                }
+                let mut ebpf = EbpfLoader::new()
+                    .map_max_entries(map_name::ANSWERS, 1)
+                    .load(edge_user::EBPF_OBJECT)?;
+                let program: &mut Xdp = ebpf
+                    .program_mut(program_name::PASS)
+                    .context("pass program missing")?
+                    .try_into()?;
+                program.load()?;
+                let id = program.attach(interface, XdpMode::Driver)?;
+                FdLink::try_from(program.take_link(id)?)?.pin(pin)?;
+                Ok(())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
+    })
+}
+
+/// Removes a pin directory tree (bpffs allows unlink and rmdir, not recursive removal at once).
+pub fn remove_pins(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_pins(&path);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
