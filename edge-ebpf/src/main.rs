@@ -5,6 +5,7 @@
 
 mod headers;
 mod query;
+mod reflect;
 mod reply;
 
 use aya_ebpf::{
