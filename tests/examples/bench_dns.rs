@@ -43,6 +43,10 @@ const LADDER_SECONDS: u64 = 2;
 const RUN_SECONDS: u64 = 3;
 /// A ladder step that does not answer this much more than the best so far adds nothing.
 const IMPROVEMENT: f64 = 1.05;
+/// Below this share of sent queries answered, the server is the limit.
+const SERVER_BOUND_BELOW: f64 = 0.95;
+/// Below this share of the offered rate sent, kxdpgun is.
+const GENERATOR_BOUND_BELOW: f64 = 0.9;
 /// dnsperf: queries in flight for the rate runs, and the fixed rate of the latency runs.
 const DNSPERF_OUTSTANDING: u32 = 100;
 const DNSPERF_SECONDS: u64 = 3;
@@ -53,7 +57,7 @@ const LARGE_START_TIMEOUT: Duration = Duration::from_secs(180);
 const SMALL_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Before each peer, wait up to this long for the machine to be quiet: background CPU use, with
 /// the benchmark itself idle, below `QUIET_BELOW`. Above it, the report calls the numbers noisy.
-const QUIET_WAIT: Duration = Duration::from_secs(20);
+const QUIET_WAIT: Duration = Duration::from_secs(10);
 const QUIET_BELOW: f64 = 0.05;
 
 #[derive(Parser)]
@@ -137,6 +141,13 @@ impl Measured {
         )
     }
 
+    /// What limited the median run.
+    fn limit(&self) -> Option<Limit> {
+        let mut runs = self.saturation.clone();
+        runs.sort_by(|a, b| a.answered_qps.total_cmp(&b.answered_qps));
+        runs.get(runs.len() / 2).map(|run| limit(self.offered, run))
+    }
+
     fn sent(&self) -> Option<f64> {
         median(
             &self
@@ -167,6 +178,38 @@ impl Measured {
             .iter()
             .map(|run| run.replies - run.noerror)
             .sum()
+    }
+}
+
+/// What held a kxdpgun run's answered rate down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// The server answered fewer than `SERVER_BOUND_BELOW` of the queries sent.
+    Server,
+    /// kxdpgun sent less than `GENERATOR_BOUND_BELOW` of the offered rate, and most were
+    /// answered: the peer could do more than this shows.
+    LoadGenerator,
+    /// Neither: the offered rate (a ladder step) was.
+    Offered,
+}
+
+impl Limit {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::LoadGenerator => "kxdpgun",
+            Self::Offered => "offered rate",
+        }
+    }
+}
+
+fn limit(offered: u64, run: &KxdpgunReport) -> Limit {
+    if run.answered_share() < SERVER_BOUND_BELOW {
+        Limit::Server
+    } else if run.sent_qps < GENERATOR_BOUND_BELOW * offered as f64 {
+        Limit::LoadGenerator
+    } else {
+        Limit::Offered
     }
 }
 
@@ -408,40 +451,42 @@ impl Bench {
 
     /// The offered rate at which the peer answers most. The rate doubles from `LADDER_START`
     /// until two steps in a row add less than `IMPROVEMENT` to the best answered rate (the
-    /// server, or kxdpgun, is at its limit); then the rate halfway to the next step above the
-    /// best is tried as well, since an overloaded socket server answers less than at its peak.
+    /// server, or kxdpgun, is at its limit). When the server was the limit at the step above
+    /// the best, the rate halfway between is tried too: an overloaded socket server answers
+    /// less than at its peak.
     fn saturation_rate(&self, queries: &Path) -> Result<u64> {
-        let mut steps: Vec<(u64, f64)> = Vec::new();
+        let mut steps: Vec<(u64, KxdpgunReport)> = Vec::new();
         let mut best = 0.0_f64;
         let mut without_gain = 0;
         let mut offered = LADDER_START;
         while offered <= LADDER_MAX && without_gain < 2 {
             let run = self.step(queries, offered)?;
-            if run > best * IMPROVEMENT {
+            if run.answered_qps > best * IMPROVEMENT {
                 without_gain = 0;
             } else {
                 without_gain += 1;
             }
-            best = best.max(run);
+            best = best.max(run.answered_qps);
             steps.push((offered, run));
             offered *= 2;
         }
         let (best_rate, best) = steps
             .iter()
-            .copied()
+            .map(|&(rate, run)| (rate, run.answered_qps))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .context("no ladder step")?;
+        let server_bound_above = steps
+            .iter()
+            .any(|(rate, run)| *rate == best_rate * 2 && limit(*rate, run) == Limit::Server);
         let between = best_rate / 2 * 3;
-        if steps.iter().any(|&(rate, _)| rate == best_rate * 2)
-            && self.step(queries, between)? > best
-        {
+        if server_bound_above && self.step(queries, between)?.answered_qps > best {
             return Ok(between);
         }
         Ok(best_rate)
     }
 
-    /// One ladder step: the answered rate at `offered`.
-    fn step(&self, queries: &Path, offered: u64) -> Result<f64> {
+    /// One ladder step.
+    fn step(&self, queries: &Path, offered: u64) -> Result<KxdpgunReport> {
         let run = self.kxdpgun(queries, offered, LADDER_SECONDS)?;
         eprintln!(
             "bench:   offered {:>8}: sent {:>8}, answered {:>8}",
@@ -449,7 +494,7 @@ impl Bench {
             rate(run.sent_qps),
             rate(run.answered_qps)
         );
-        Ok(run.answered_qps)
+        Ok(run)
     }
 
     fn kxdpgun(&self, queries: &Path, offered: u64, seconds: u64) -> Result<KxdpgunReport> {
@@ -533,6 +578,7 @@ fn report(
         "peer",
         "kxdpgun answered qps",
         "kxdpgun sent qps",
+        "limited by",
         "answered qps, 3 runs",
         "dnsperf qps",
         "dnsperf latency at 10 k qps",
@@ -549,6 +595,12 @@ fn report(
                     optional(m.sent()),
                     rate(m.offered as f64)
                 ));
+                cells.push(
+                    m.limit()
+                        .map(Limit::describe)
+                        .unwrap_or_default()
+                        .to_string(),
+                );
                 cells.push(
                     m.saturation
                         .iter()
@@ -660,11 +712,14 @@ fn report(
          - CPUs: {layout}\n\
          - kxdpgun (one AF_XDP thread, batches of 64): the offered rate doubles from {start} in \
          {LADDER_SECONDS} s steps until two steps in a row add less than {gain:.0} % to the best \
-         answered rate; the rate halfway to the next step above the best is tried too (an \
-         overloaded socket server answers less than at its peak). At the rate with the most \
+         answered rate; when the server was the limit at the step above the best, the rate \
+         halfway between is tried too (an overloaded socket server answers less than at its \
+         peak). At the rate with the most \
          answers, {RUNS} runs of {RUN_SECONDS} s: the table shows their median, the median sent \
-         rate, and each run. Where sent ≈ answered, kxdpgun was the limit and the peer could do \
-         more.\n\
+         rate, and each run. \"Limited by\" reads the median run: *server* when fewer than \
+         {server_bound:.0} % of the sent queries were answered; *kxdpgun* when it sent less than \
+         {generator_bound:.0} % of the offered rate and most were answered (the peer could do \
+         more than the row shows); *offered rate* otherwise.\n\
          - dnsperf (pinned to CPU {CLIENT_CPU}): {RUNS} runs of {DNSPERF_SECONDS} s with \
          {DNSPERF_OUTSTANDING} queries in flight (median qps; the socket client is usually the \
          limit), and {RUNS} runs of {LATENCY_SECONDS} s at {latency_rate} qps (median of the \
@@ -681,6 +736,8 @@ fn report(
         layout = cpus::LAYOUT,
         start = rate(LADDER_START as f64),
         gain = (IMPROVEMENT - 1.0) * 100.0,
+        server_bound = SERVER_BOUND_BELOW * 100.0,
+        generator_bound = GENERATOR_BOUND_BELOW * 100.0,
         latency_rate = rate(LATENCY_RATE as f64),
     ));
     Ok(text)
