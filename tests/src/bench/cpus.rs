@@ -6,7 +6,7 @@
 //! the server core. Server processes are pinned there too; the load generators to the other.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs,
     time::{Duration, Instant},
 };
@@ -128,5 +128,130 @@ pub fn wait_quiet(quiet: f64, max_wait: Duration) -> Result<f64> {
         if busy < quiet || Instant::now() >= deadline {
             return Ok(busy);
         }
+    }
+}
+
+/// CPU time used by processes outside the benchmark's own process tree, to tell whether other
+/// work ran during a measurement. Kernel threads are left out: NAPI and softirq threads serve
+/// the benchmark's own traffic. A process that starts and exits within the window counts once
+/// its parent reaps it (the parent's children time).
+pub struct OtherWork {
+    ticks: BTreeMap<u32, u64>,
+    since: Instant,
+}
+
+impl OtherWork {
+    pub fn start() -> Result<Self> {
+        Ok(Self {
+            ticks: other_ticks()?,
+            since: Instant::now(),
+        })
+    }
+
+    /// CPUs' worth of time other processes used since [`Self::start`] (1.0: one whole CPU).
+    pub fn cpus_used(&self) -> Result<f64> {
+        let now = other_ticks()?;
+        let used: u64 = now
+            .iter()
+            .map(|(pid, ticks)| ticks.saturating_sub(self.ticks.get(pid).copied().unwrap_or(0)))
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(used as f64 / per_second / self.since.elapsed().as_secs_f64())
+    }
+}
+
+/// `flags` bit of a kernel thread (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// User and system ticks, own and reaped children's, of every process other than this one,
+/// its ancestors and its descendants, and other than kernel threads.
+fn other_ticks() -> Result<BTreeMap<u32, u64>> {
+    struct Stat {
+        ppid: u32,
+        kernel: bool,
+        ticks: u64,
+    }
+    let mut processes = BTreeMap::new();
+    for entry in fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may exit between listing and reading.
+        let Ok(text) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // proc(5): the fields after the parenthesised command name, from `state` (field 3).
+        let Some((_, rest)) = text.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse().unwrap_or(0))
+            .collect();
+        let field = |number: usize| fields.get(number - 4).copied().unwrap_or(0);
+        processes.insert(
+            pid,
+            Stat {
+                ppid: field(4) as u32,
+                kernel: field(9) & PF_KTHREAD != 0,
+                ticks: field(14) + field(15) + field(16) + field(17),
+            },
+        );
+    }
+    let me = std::process::id();
+    let mut ancestors = BTreeSet::new();
+    let mut pid = me;
+    while pid > 1 && ancestors.insert(pid) {
+        pid = processes.get(&pid).map_or(0, |stat| stat.ppid);
+    }
+    let descends_from_me = |mut pid: u32| {
+        let mut hops = 0;
+        while pid > 1 && hops < 64 {
+            if pid == me {
+                return true;
+            }
+            pid = processes.get(&pid).map_or(0, |stat| stat.ppid);
+            hops += 1;
+        }
+        false
+    };
+    Ok(processes
+        .iter()
+        .filter(|(pid, stat)| !stat.kernel && !ancestors.contains(pid) && !descends_from_me(**pid))
+        .map(|(pid, stat)| (*pid, stat.ticks))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// A busy loop orphaned to init is someone else's work, and it shows.
+    #[test]
+    fn other_processes_cpu_time_is_counted() {
+        let other = OtherWork::start().unwrap();
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "timeout 2 sh -c 'while :; do :; done' >/dev/null 2>&1 &",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(1500));
+        let used = other.cpus_used().unwrap();
+        assert!(
+            used > 0.5,
+            "a busy loop for 1.5 s counted as {used:.2} CPUs"
+        );
     }
 }
