@@ -44,7 +44,7 @@ const RUN_SECONDS: u64 = 3;
 /// A final run during which other processes used more CPUs than this is repeated, up to
 /// `MAX_ATTEMPTS` runs in all.
 const DISTURBED_ABOVE: f64 = 0.1;
-const MAX_ATTEMPTS: usize = 6;
+const MAX_ATTEMPTS: usize = 5;
 /// A ladder step that does not answer this much more than the best so far adds nothing.
 const IMPROVEMENT: f64 = 1.05;
 /// Below this share of sent queries answered, the server is the limit.

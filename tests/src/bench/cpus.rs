@@ -133,8 +133,8 @@ pub fn wait_quiet(quiet: f64, max_wait: Duration) -> Result<f64> {
 
 /// CPU time used by processes outside the benchmark's own process tree, to tell whether other
 /// work ran during a measurement. Kernel threads are left out: NAPI and softirq threads serve
-/// the benchmark's own traffic. A process that starts and exits within the window counts once
-/// its parent reaps it (the parent's children time).
+/// the benchmark's own traffic. Only processes alive at the end of the window count (children
+/// reaped within it would bring their whole lifetime along), so this errs low.
 pub struct OtherWork {
     ticks: BTreeMap<u32, u64>,
     since: Instant,
@@ -164,8 +164,8 @@ impl OtherWork {
 /// `flags` bit of a kernel thread (include/linux/sched.h).
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// User and system ticks, own and reaped children's, of every process other than this one,
-/// its ancestors and its descendants, and other than kernel threads.
+/// User and system ticks of every process other than this one, its ancestors and its
+/// descendants, and other than kernel threads.
 fn other_ticks() -> Result<BTreeMap<u32, u64>> {
     struct Stat {
         ppid: u32,
@@ -201,7 +201,7 @@ fn other_ticks() -> Result<BTreeMap<u32, u64>> {
             Stat {
                 ppid: field(4) as u32,
                 kernel: field(9) & PF_KTHREAD != 0,
-                ticks: field(14) + field(15) + field(16) + field(17),
+                ticks: field(14) + field(15),
             },
         );
     }
