@@ -122,6 +122,9 @@ impl Drop for Lead {
 pub enum Progress {
     Writing(u64),
     Complete(Arc<Object>),
+    /// Complete (this many bytes), but too large to store: readers finish from the open file,
+    /// which is already removed.
+    Passed(u64),
     Failed,
 }
 
@@ -147,6 +150,7 @@ impl Partial {
                 let available = match &now {
                     Progress::Writing(written) => *written,
                     Progress::Complete(object) => object.body_len,
+                    Progress::Passed(written) => *written,
                     Progress::Failed => break,
                 };
                 if available > offset {
@@ -162,7 +166,7 @@ impl Partial {
                     .and_then(|read| read);
                     return Some((chunk, Some((partial, progress, offset + len))));
                 }
-                if matches!(now, Progress::Complete(_)) {
+                if matches!(now, Progress::Complete(_) | Progress::Passed(_)) {
                     return None;
                 }
                 if progress.changed().await.is_err() {
@@ -173,7 +177,7 @@ impl Partial {
         })
     }
 
-    /// The stored object once the whole body is written; `None` if the fill failed.
+    /// The stored object once the whole body is written; `None` if it was not stored.
     pub async fn complete(&self) -> Option<Arc<Object>> {
         let mut progress = self.progress.clone();
         let done = progress
@@ -189,8 +193,9 @@ impl Partial {
 
 /// Writes `body` to `writer` in a task of its own (so that the requests reading it may go away
 /// without stopping it), publishes it as the flight's stream, and stores it when complete. A
-/// body that errs, ends short of `content_length` or grows past the cache's object limit is
-/// discarded.
+/// body that errs or ends short of `content_length` fails its readers and is discarded; one that
+/// grows past the cache's object limit (it had no Content-Length) still reaches its readers and
+/// is discarded at the end.
 pub fn fill<S>(
     cache: Arc<Cache>,
     lead: Lead,
@@ -215,22 +220,25 @@ where
         let written = async {
             let mut body = std::pin::pin!(body);
             while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                if writer.written() + chunk.len() as u64 > cache.max_object_size {
-                    return Err(io::Error::other("larger than max_object_size"));
-                }
-                writer.append(chunk).await?;
+                writer.append(chunk?).await?;
                 progress.send_replace(Progress::Writing(writer.written()));
             }
             if content_length.is_some_and(|length| length != writer.written()) {
                 return Err(io::Error::other("body shorter than its Content-Length"));
             }
-            Ok(cache.insert(writer.finish(meta).await?))
+            if writer.written() > cache.max_object_size {
+                return Ok(Err(writer.written()));
+            }
+            Ok(Ok(cache.insert(writer.finish(meta).await?)))
         };
         match written.await {
-            Ok(object) => {
+            Ok(Ok(object)) => {
                 progress.send_replace(Progress::Complete(object));
                 lead.land(Flight::Stored);
+            }
+            Ok(Err(written)) => {
+                progress.send_replace(Progress::Passed(written));
+                lead.land(Flight::Pass);
             }
             Err(error) => {
                 warn!(%key, %error, "origin body not stored");

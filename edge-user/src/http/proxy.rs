@@ -370,7 +370,8 @@ impl Proxy {
     }
 
     /// Answers from a response being stored. Conditional and range requests wait for the
-    /// whole object and are answered from it; the others stream as the body arrives.
+    /// whole object and are answered from it; the others (and those whose object was not
+    /// stored after all) stream the whole body as it arrives.
     async fn stream(
         &self,
         method: &Method,
@@ -385,15 +386,12 @@ impl Proxy {
         .iter()
         .any(|name| headers.contains_key(name));
         let now = SystemTime::now();
-        if conditional {
-            return match partial.complete().await {
-                Some(object) => match object.body() {
-                    Ok(body) => {
-                        respond::from_object(method, headers, &object, body, CacheStatus::Miss, now)
-                    }
-                    Err(_) => origin_failed(StatusCode::BAD_GATEWAY),
-                },
-                None => origin_failed(StatusCode::BAD_GATEWAY),
+        if conditional && let Some(object) = partial.complete().await {
+            return match object.body() {
+                Ok(body) => {
+                    respond::from_object(method, headers, &object, body, CacheStatus::Miss, now)
+                }
+                Err(_) => origin_failed(StatusCode::BAD_GATEWAY),
             };
         }
         let mut response_headers = partial.meta.headers.clone();
