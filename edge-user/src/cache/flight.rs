@@ -229,7 +229,7 @@ where
             if writer.written() > cache.max_object_size {
                 return Ok(Err(writer.written()));
             }
-            Ok(Ok(cache.insert(writer.finish(meta).await?)))
+            Ok(Ok(cache.publish(writer.finish(meta).await?)?))
         };
         match written.await {
             Ok(Ok(object)) => {

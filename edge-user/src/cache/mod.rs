@@ -24,7 +24,7 @@ use self::{
     flight::Flights,
     key::{CacheKey, ObjectId},
     policy::{Reuse, Rules},
-    store::{Meta, Object, Store, Writer},
+    store::{Meta, Object, Sealed, Store, Writer},
 };
 
 /// What the cache holds for a request.
@@ -72,8 +72,16 @@ impl Cache {
             max_object_size,
         };
         let count = objects.len();
-        for object in objects {
-            cache.insert(object);
+        {
+            let mut index = cache.index.lock().expect("cache index lock");
+            for object in objects {
+                for old in index.lru.insert(object.id, object.size) {
+                    if let Some(old) = index.forget(&old) {
+                        cache.store.remove(&old);
+                    }
+                }
+                index.add(object);
+            }
         }
         info!(dir = %dir.display(), objects = count, bytes = cache.used(), "cache opened");
         Ok(cache)
@@ -103,24 +111,29 @@ impl Cache {
         }
     }
 
-    /// Adds a complete object (replacing the one with its id) and evicts what no longer fits.
-    pub fn insert(&self, object: Object) -> Arc<Object> {
-        let object = Arc::new(object);
+    /// Makes room for `sealed`, then publishes it (replacing the object with its id), so that
+    /// the directory never holds more than the capacity.
+    pub fn publish(&self, sealed: Sealed) -> io::Result<Arc<Object>> {
         let mut index = self.index.lock().expect("cache index lock");
-        let evicted = index.lru.insert(object.id, object.size);
-        let ids = index.variants.entry(object.meta.key.clone()).or_default();
-        if !ids.contains(&object.id) {
-            ids.push(object.id);
-        }
-        index.objects.insert(object.id, object.clone());
-        for id in evicted {
-            // The file at the id's path is the evicted object's (or this one's, when it alone
-            // exceeds the capacity).
-            if let Some(old) = index.forget(&id) {
+        let id = sealed.id();
+        let evicted = index.lru.insert(id, sealed.size());
+        // Evicting `id` itself (alone larger than the capacity) removes its previous version.
+        for old in &evicted {
+            if let Some(old) = index.forget(old) {
                 self.store.remove(&old);
             }
         }
-        object
+        if evicted.contains(&id) {
+            return Err(io::Error::other("larger than the cache capacity"));
+        }
+        match sealed.publish() {
+            Ok(object) => Ok(index.add(object)),
+            Err(error) => {
+                index.lru.remove(&id);
+                index.forget(&id);
+                Err(error)
+            }
+        }
     }
 
     /// Removes `object` (one whose file has gone) unless a newer one has replaced it.
@@ -161,10 +174,10 @@ impl Cache {
         meta: Meta,
     ) -> io::Result<Arc<Object>> {
         let cache = self.clone();
-        let rewritten = tokio::task::spawn_blocking(move || cache.store.rewrite(&object, meta))
+        let sealed = tokio::task::spawn_blocking(move || cache.store.rewrite(&object, meta))
             .await
             .map_err(io::Error::other)??;
-        Ok(self.insert(rewritten))
+        self.publish(sealed)
     }
 
     /// Bytes stored.
@@ -174,6 +187,17 @@ impl Cache {
 }
 
 impl Index {
+    /// Adds an object that is on disk and counted in the LRU order.
+    fn add(&mut self, object: Object) -> Arc<Object> {
+        let object = Arc::new(object);
+        let ids = self.variants.entry(object.meta.key.clone()).or_default();
+        if !ids.contains(&object.id) {
+            ids.push(object.id);
+        }
+        self.objects.insert(object.id, object.clone());
+        object
+    }
+
     /// Drops `id` from the maps (not from the LRU order) and returns its object.
     fn forget(&mut self, id: &ObjectId) -> Option<Arc<Object>> {
         let object = self.objects.remove(id)?;

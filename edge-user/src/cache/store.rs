@@ -145,9 +145,9 @@ impl Store {
         })
     }
 
-    /// Writes `object`'s body with new metadata (after a revalidation) as a new file and
-    /// renames it over the old one. The body is copied in the kernel.
-    pub fn rewrite(&self, object: &Object, meta: Meta) -> io::Result<Object> {
+    /// Writes `object`'s body with new metadata (after a revalidation) as a new file, to be
+    /// published over the old one. The body is copied in the kernel.
+    pub fn rewrite(&self, object: &Object, meta: Meta) -> io::Result<Sealed> {
         let mut writer = self.writer(object.id)?;
         let mut source = File::open(&object.path)?;
         let file = writer.file.clone();
@@ -180,7 +180,7 @@ impl Store {
     }
 }
 
-/// A body being written to `tmp/`. Dropped before [`Writer::finish`], it removes its file.
+/// A body being written to `tmp/`. Dropped before it is published, it removes its file.
 #[derive(Debug)]
 pub struct Writer {
     file: Arc<File>,
@@ -211,38 +211,62 @@ impl Writer {
         Ok(())
     }
 
-    /// Appends the metadata, syncs, and renames the file into place.
-    pub async fn finish(self, meta: Meta) -> io::Result<Object> {
+    /// Appends the metadata and syncs: the object is complete but not yet visible.
+    pub async fn finish(self, meta: Meta) -> io::Result<Sealed> {
         tokio::task::spawn_blocking(move || self.finish_blocking(meta))
             .await
             .map_err(io::Error::other)?
     }
 
-    fn finish_blocking(mut self, mut meta: Meta) -> io::Result<Object> {
+    fn finish_blocking(self, mut meta: Meta) -> io::Result<Sealed> {
         meta.id = self.id.to_hex();
-        let json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
-        let mut tail = json;
+        let mut tail = serde_json::to_vec(&meta).map_err(io::Error::other)?;
         tail.extend_from_slice(&(tail.len() as u64).to_le_bytes());
         tail.extend_from_slice(&self.written.to_le_bytes());
         tail.extend_from_slice(MAGIC);
         self.file.write_all_at(&tail, self.written)?;
         self.file.sync_data()?;
-        if let Some(parent) = self.path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let tmp = self.tmp.take().expect("finished once");
-        if let Err(error) = fs::rename(&tmp, &self.path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(error);
-        }
-        Ok(Object {
+        let object = Object {
             id: self.id,
             meta,
             body_len: self.written,
             size: self.written + tail.len() as u64,
             path: self.path.clone(),
             body: OnceLock::new(),
+        };
+        Ok(Sealed {
+            writer: self,
+            object,
         })
+    }
+}
+
+/// A complete object in `tmp/`, made visible by [`Sealed::publish`]; dropped, it is removed.
+#[derive(Debug)]
+pub struct Sealed {
+    writer: Writer,
+    object: Object,
+}
+
+impl Sealed {
+    pub fn id(&self) -> ObjectId {
+        self.object.id
+    }
+
+    /// Bytes it will take in the cache directory.
+    pub fn size(&self) -> u64 {
+        self.object.size
+    }
+
+    /// Renames the file into place: from now on the object is found, whole, after any restart.
+    pub fn publish(mut self) -> io::Result<Object> {
+        if let Some(parent) = self.object.path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let tmp = self.writer.tmp.as_ref().expect("a sealed object is in tmp");
+        fs::rename(tmp, &self.object.path)?;
+        self.writer.tmp = None;
+        Ok(self.object)
     }
 }
 
@@ -335,7 +359,7 @@ mod tests {
         let mut writer = store.writer(id).unwrap();
         writer.append(Bytes::from_static(b"hello ")).await.unwrap();
         writer.append(Bytes::from_static(b"world")).await.unwrap();
-        let object = writer.finish(meta(&key)).await.unwrap();
+        let object = writer.finish(meta(&key)).await.unwrap().publish().unwrap();
         assert_eq!(&object.body().unwrap()[..], b"hello world");
 
         // An unfinished write, a truncated object and a stray file are all discarded.
@@ -383,11 +407,11 @@ mod tests {
 
         let mut writer = store.writer(id).unwrap();
         writer.append(Bytes::from_static(b"body")).await.unwrap();
-        let object = writer.finish(meta(&key)).await.unwrap();
+        let object = writer.finish(meta(&key)).await.unwrap().publish().unwrap();
         let mapped = object.body().unwrap();
         let mut newer = meta(&key);
         newer.headers.insert("x-new", HeaderValue::from_static("1"));
-        let rewritten = store.rewrite(&object, newer).unwrap();
+        let rewritten = store.rewrite(&object, newer).unwrap().publish().unwrap();
         assert_eq!(&rewritten.body().unwrap()[..], b"body");
         assert_eq!(&mapped[..], b"body", "an old mapping stays valid");
         let (_, objects) = Store::open(&dir).unwrap();
