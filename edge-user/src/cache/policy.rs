@@ -47,13 +47,21 @@ impl Rules {
         response: &response::Parts,
         now: SystemTime,
     ) -> Option<CachePolicy> {
-        let request = kept_request(request, &response.headers);
-        let policy =
-            CachePolicy::new_options(&request, &self.negative(response), now, self.options);
+        let response = self.negative(response);
+        // Storability is judged on the whole request (credentials count); what is kept is less.
+        let judged = CachePolicy::new_options(request, &response, now, self.options);
         let has_validator = response.headers.contains_key(header::ETAG)
             || response.headers.contains_key(header::LAST_MODIFIED);
-        (policy.is_storable() && (!policy.time_to_live(now).is_zero() || has_validator))
-            .then_some(policy)
+        if !judged.is_storable() || (judged.time_to_live(now).is_zero() && !has_validator) {
+            return None;
+        }
+        let kept = kept_request(request, &response.headers);
+        Some(CachePolicy::new_options(
+            &kept,
+            &response,
+            now,
+            self.options,
+        ))
     }
 
     /// The policy after the origin answered a revalidation with 304, or `None` when the 304
@@ -202,4 +210,122 @@ fn clone_parts(response: &response::Parts) -> response::Parts {
     parts.version = response.version;
     parts.headers = response.headers.clone();
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&'static str, &'static str)]) -> response::Parts {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = StatusCode::from_u16(status).unwrap();
+        for (name, value) in headers {
+            parts.headers.append(*name, HeaderValue::from_static(value));
+        }
+        parts
+    }
+
+    fn request(headers: &[(&'static str, &'static str)]) -> request::Parts {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        view("/a?b".parse().unwrap(), "h.example", &map)
+    }
+
+    #[test]
+    fn what_is_stored() {
+        let rules = Rules::new(0.0, Duration::from_secs(10));
+        let now = SystemTime::now();
+        let stored =
+            |status, headers| rules.storable(&request(&[]), &response(status, headers), now);
+        assert!(stored(200, &[("cache-control", "max-age=60")]).is_some());
+        assert!(stored(200, &[("cache-control", "no-store, max-age=60")]).is_none());
+        assert!(stored(200, &[("cache-control", "private, max-age=60")]).is_none());
+        // No freshness and no validator: it could never be reused.
+        assert!(stored(200, &[]).is_none());
+        // No freshness but a validator: stored, always revalidated.
+        let etag = stored(200, &[("etag", "\"1\"")]).unwrap();
+        assert!(matches!(
+            reuse(&etag, &request(&[]), now),
+            Reuse::Stale { .. }
+        ));
+        // 404 without explicit freshness: fresh for the negative TTL only.
+        let missing = stored(404, &[]).unwrap();
+        assert_eq!(missing.time_to_live(now), Duration::from_secs(10));
+        let explicit = stored(404, &[("cache-control", "max-age=100")]).unwrap();
+        assert_eq!(explicit.time_to_live(now), Duration::from_secs(100));
+        let off = Rules::new(0.0, Duration::ZERO);
+        assert!(
+            off.storable(&request(&[]), &response(404, &[]), now)
+                .is_none()
+        );
+        // Credentials make a response private unless it says otherwise.
+        let authorized = request(&[("authorization", "Basic eDp5")]);
+        let plain = response(200, &[("cache-control", "max-age=60")]);
+        assert!(rules.storable(&authorized, &plain, now).is_none());
+        let public = response(200, &[("cache-control", "public, max-age=60")]);
+        assert!(rules.storable(&authorized, &public, now).is_some());
+    }
+
+    #[test]
+    fn heuristic_freshness_only_when_configured() {
+        let now = SystemTime::now();
+        let modified = response(200, &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]);
+        let strict = Rules::new(0.0, Duration::ZERO)
+            .storable(&request(&[]), &modified, now)
+            .unwrap();
+        assert!(strict.time_to_live(now).is_zero());
+        let heuristic = Rules::new(0.1, Duration::ZERO)
+            .storable(&request(&[]), &modified, now)
+            .unwrap();
+        assert!(!heuristic.time_to_live(now).is_zero());
+    }
+
+    #[test]
+    fn requests_and_variants() {
+        let rules = Rules::new(0.0, Duration::ZERO);
+        let now = SystemTime::now();
+        let gzip = request(&[("accept-encoding", "gzip"), ("cookie", "secret")]);
+        let varied = response(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
+        );
+        let policy = rules.storable(&gzip, &varied, now).unwrap();
+        assert!(matches!(reuse(&policy, &gzip, now), Reuse::Fresh));
+        let br = request(&[("accept-encoding", "br")]);
+        assert!(matches!(reuse(&policy, &br, now), Reuse::Mismatch));
+        let no_cache = request(&[("accept-encoding", "gzip"), ("cache-control", "no-cache")]);
+        assert!(matches!(
+            reuse(&policy, &no_cache, now),
+            Reuse::Stale { .. }
+        ));
+        // The client's own conditions and ranges never reach the stored request.
+        let conditional = request(&[("if-none-match", "\"x\""), ("range", "bytes=0-1")]);
+        assert!(!conditional.headers.contains_key("if-none-match"));
+        assert!(!conditional.headers.contains_key("range"));
+        assert_eq!(conditional.headers["host"], "h.example");
+        // Only Host and the varied headers are kept on disk.
+        let kept = serde_json::to_string(&policy).unwrap();
+        assert!(!kept.contains("secret"), "{kept}");
+    }
+
+    #[test]
+    fn stale_allowances() {
+        let headers = |value: &'static str| response(200, &[("cache-control", value)]).headers;
+        assert_eq!(
+            stale_allowance(&headers(
+                "max-age=1, stale-while-revalidate=30, stale-if-error=600"
+            )),
+            (
+                Some(Duration::from_secs(30)),
+                Some(Duration::from_secs(600))
+            )
+        );
+        assert_eq!(stale_allowance(&headers("max-age=1")), (None, None));
+        assert_eq!(
+            stale_allowance(&headers("must-revalidate, stale-if-error=600")),
+            (None, None)
+        );
+    }
 }
