@@ -1,7 +1,7 @@
 //! The XDP program on crafted frames through BPF_PROG_TEST_RUN, Katran-style: this frame in, that
 //! frame out, this verdict, this counter. No NIC involved; the kernel's verifier and helpers are.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use anyhow::{Context as _, Result};
 use aya::{
@@ -12,7 +12,7 @@ use edge_common::{Counter, map_name, program_name};
 use edge_user::{
     config::Config,
     dns::fast_path,
-    maps::{AnswerMap, Counters},
+    maps::{AnswerMap, Counters, ServiceMap},
     zone::Zones,
 };
 use etherparse::PacketBuilder;
@@ -24,6 +24,9 @@ const POP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 const CLIENT_IP: [u8; 4] = [198, 18, 0, 1];
 const POP_IP: [u8; 4] = [198, 18, 0, 2];
 const CLIENT_PORT: u16 = 40_000;
+const CLIENT_IP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const POP_IP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const VLAN_ID: u16 = 42;
 
 /// A 255-octet name (the RFC 1035 maximum) inside example.com.
 fn longest_name() -> String {
@@ -60,25 +63,35 @@ struct Program {
     ebpf: Ebpf,
     counters: Counters,
     _answers: AnswerMap,
+    _services: ServiceMap,
 }
 
 impl Program {
-    /// The embedded object, loaded with private (unpinned) maps holding [`zone`].
+    /// The embedded object, loaded with private (unpinned) maps holding [`zone`], answering on
+    /// port 53 of every address.
     fn load() -> Result<Self> {
+        Self::serving(&[])
+    }
+
+    /// As [`Program::load`], answering on `listen` only.
+    fn serving(listen: &[SocketAddr]) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_name::ANSWERS, 64)
             .load(edge_user::EBPF_OBJECT)?;
         let mut answers = AnswerMap::new(ebpf.take_map(map_name::ANSWERS).context("answers")?)?;
+        let mut services = ServiceMap::new(ebpf.take_map(map_name::SERVICES).context("services")?)?;
         let counters = Counters::new(ebpf.take_map(map_name::COUNTERS).context("counters")?)?;
         let path = Path::new("fixture.toml");
         let config = Config::parse(path, &zone())?;
         answers.replace(&fast_path::entries(&Zones::build(path, &config)?)?)?;
+        services.replace(&fast_path::services(listen))?;
         let program: &mut Xdp = ebpf.program_mut(program_name::DNS).unwrap().try_into()?;
         program.load()?;
         Ok(Self {
             ebpf,
             counters,
             _answers: answers,
+            _services: services,
         })
     }
 
@@ -148,6 +161,26 @@ struct Query {
     name: Vec<u8>,
     qtype: u16,
     qclass: u16,
+    /// Bytes after the question (an OPT record, or junk).
+    additional: Vec<u8>,
+}
+
+/// An OPT record: payload size 4096, `version`, DO if `dnssec_ok`, and `options` as RDATA.
+fn opt(version: u8, dnssec_ok: bool, options: &[u8]) -> Vec<u8> {
+    let mut out = vec![
+        0,
+        0,
+        41,
+        0x10,
+        0x00,
+        0,
+        version,
+        if dnssec_ok { 0x80 } else { 0 },
+        0,
+    ];
+    out.extend_from_slice(&(options.len() as u16).to_be_bytes());
+    out.extend_from_slice(options);
+    out
 }
 
 impl Query {
@@ -159,6 +192,16 @@ impl Query {
             name: wire(name),
             qtype: 1,
             qclass: 1,
+            additional: Vec::new(),
+        }
+    }
+
+    /// The query with an OPT record.
+    fn with_edns(name: &str, dnssec_ok: bool) -> Self {
+        Self {
+            counts: [1, 0, 0, 1],
+            additional: opt(0, dnssec_ok, &[]),
+            ..Self::new(name)
         }
     }
 
@@ -172,6 +215,7 @@ impl Query {
         out.extend_from_slice(&self.name);
         out.extend_from_slice(&self.qtype.to_be_bytes());
         out.extend_from_slice(&self.qclass.to_be_bytes());
+        out.extend_from_slice(&self.additional);
         out
     }
 
@@ -186,6 +230,73 @@ impl Query {
             &self.bytes(),
         )
     }
+
+    fn frame_v6(&self) -> Vec<u8> {
+        let builder = PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
+            .ipv6(CLIENT_IP6, POP_IP6, 64)
+            .udp(CLIENT_PORT, 53);
+        let mut out = Vec::new();
+        builder.write(&mut out, &self.bytes()).unwrap();
+        out
+    }
+
+    /// The query in an 802.1Q frame.
+    fn vlan_frame(&self, ipv6: bool) -> Vec<u8> {
+        let builder =
+            PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC).single_vlan(VLAN_ID.try_into().unwrap());
+        let mut out = Vec::new();
+        if ipv6 {
+            let builder = builder.ipv6(CLIENT_IP6, POP_IP6, 64).udp(CLIENT_PORT, 53);
+            builder.write(&mut out, &self.bytes()).unwrap();
+        } else {
+            let builder = builder.ipv4(CLIENT_IP, POP_IP, 64).udp(CLIENT_PORT, 53);
+            builder.write(&mut out, &self.bytes()).unwrap();
+        }
+        out
+    }
+}
+
+/// Checks a reply frame's headers (addresses and ports swapped, lengths and checksums right) and
+/// returns its DNS message.
+fn dns_of_reply(frame: &[u8], ipv6: bool, vlan: bool) -> Vec<u8> {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let packet = SlicedPacket::from_ethernet(frame).expect("reply parses");
+    let Some(etherparse::LinkSlice::Ethernet2(eth)) = &packet.link else {
+        panic!("not Ethernet")
+    };
+    assert_eq!((eth.source(), eth.destination()), (POP_MAC, CLIENT_MAC));
+    assert_eq!(packet.vlan().is_some(), vlan);
+    let Some(TransportSlice::Udp(udp)) = &packet.transport else {
+        panic!("not UDP")
+    };
+    assert_eq!(
+        (udp.source_port(), udp.destination_port()),
+        (53, CLIENT_PORT)
+    );
+    let payload = udp.payload().to_vec();
+    assert_eq!(usize::from(udp.length()), 8 + payload.len());
+    match packet.net.as_ref().unwrap() {
+        NetSlice::Ipv6(ip) => {
+            assert!(ipv6);
+            let header = ip.header().to_header();
+            assert_eq!((header.source, header.destination), (POP_IP6, CLIENT_IP6));
+            assert_eq!(usize::from(header.payload_length), 8 + payload.len());
+            let expected = udp
+                .to_header()
+                .calc_checksum_ipv6(&header, &payload)
+                .unwrap();
+            assert_eq!(udp.checksum(), expected, "UDP checksum over IPv6");
+        }
+        NetSlice::Ipv4(ip) => {
+            assert!(!ipv6);
+            let header = ip.header().to_header();
+            assert_eq!((header.source, header.destination), (POP_IP, CLIENT_IP));
+            assert_eq!(header.header_checksum, header.calc_header_checksum());
+            assert_eq!(udp.checksum(), 0);
+        }
+        NetSlice::Arp(_) => panic!("ARP"),
+    }
+    payload
 }
 
 fn udp_frame(
@@ -281,7 +392,7 @@ fn frames_we_must_not_answer_are_passed_with_their_reason() -> Result<()> {
         5353,
         &query().bytes(),
     );
-    program.assert_passed(&wrong_port, Counter::NotDnsPort)?;
+    program.assert_passed(&wrong_port, Counter::NotService)?;
 
     let response = Query {
         flags: 0x8500,
@@ -302,11 +413,16 @@ fn frames_we_must_not_answer_are_passed_with_their_reason() -> Result<()> {
         .frame();
         program.assert_passed(&frame, Counter::QuestionCount)?;
     }
-    let with_opt = Query {
+    for counts in [[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 2]] {
+        let frame = Query { counts, ..query() }.frame();
+        program.assert_passed(&frame, Counter::ExtraRecords)?;
+    }
+    // ARCOUNT 1 but no record follows the question.
+    let missing_opt = Query {
         counts: [1, 0, 0, 1],
         ..query()
     };
-    program.assert_passed(&with_opt.frame(), Counter::ExtraRecords)?;
+    program.assert_passed(&missing_opt.frame(), Counter::Malformed)?;
 
     let too_long = format!(
         "{}.x.example.com",
@@ -351,12 +467,13 @@ fn non_dns_frames_are_passed_with_their_reason() -> Result<()> {
     let mut program = Program::load()?;
     let payload = Query::new("www.example.com").bytes();
 
-    let mut v6 = Vec::new();
+    let mut v6_fragment = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
-        .ipv6([0x20; 16], [0x21; 16], 64)
+        .ipv6(CLIENT_IP6, POP_IP6, 64)
         .udp(CLIENT_PORT, 53)
-        .write(&mut v6, &payload)?;
-    program.assert_passed(&v6, Counter::NotIp)?;
+        .write(&mut v6_fragment, &payload)?;
+    v6_fragment[20] = 44; // next header: a fragment header, not UDP
+    program.assert_passed(&v6_fragment, Counter::IpUnsupported)?;
 
     let mut tcp = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
@@ -376,6 +493,10 @@ fn non_dns_frames_are_passed_with_their_reason() -> Result<()> {
     let mut arp = Query::new("www.example.com").frame();
     arp[12..14].copy_from_slice(&0x0806_u16.to_be_bytes());
     program.assert_passed(&arp, Counter::NotIp)?;
+
+    let mut qinq = Query::new("www.example.com").vlan_frame(false);
+    qinq[16..18].copy_from_slice(&0x8100_u16.to_be_bytes());
+    program.assert_passed(&qinq, Counter::NotIp)?;
     Ok(())
 }
 
@@ -384,4 +505,112 @@ fn fix_lengths(frame: &mut [u8]) {
     let ip_len = (frame.len() - 14) as u16;
     frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
     frame[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+}
+
+#[test]
+fn ipv6_and_vlan_queries_are_answered_with_valid_checksums() -> Result<()> {
+    let mut program = Program::load()?;
+    let query = Query::new("WWW.example.com");
+    let v4 = dns_of_reply(&program.run(&query.frame())?.1, false, false);
+    let shapes: [(Vec<u8>, bool, bool); 3] = [
+        (query.frame_v6(), true, false),
+        (query.vlan_frame(false), false, true),
+        (query.vlan_frame(true), true, true),
+    ];
+    for (frame, ipv6, vlan) in shapes {
+        let (verdict, out) = program.run(&frame)?;
+        assert_eq!(verdict, XDP_TX, "ipv6 {ipv6} vlan {vlan}");
+        // The DNS message does not depend on the frame's shape.
+        assert_eq!(dns_of_reply(&out, ipv6, vlan), v4);
+    }
+    assert_eq!(program.counts()?["answered"], 4);
+    // Every length of the UDP checksum's tail, with and without OPT.
+    for name in ["www.example.com", "wWw.example.com", &longest_name()] {
+        for edns in [false, true] {
+            let query = if edns {
+                Query::with_edns(name, true)
+            } else {
+                Query::new(name)
+            };
+            let (verdict, out) = program.run(&query.frame_v6())?;
+            assert_eq!(verdict, XDP_TX, "{name} edns {edns}");
+            dns_of_reply(&out, true, false);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn edns_query_gets_our_opt_record() -> Result<()> {
+    let mut program = Program::load()?;
+    for dnssec_ok in [false, true] {
+        let (verdict, out) =
+            program.run(&Query::with_edns("www.example.com", dnssec_ok).frame())?;
+        assert_eq!(verdict, XDP_TX);
+        let dns = dns_of_reply(&out, false, false);
+        assert_eq!(
+            &dns[6..12],
+            [0, 2, 0, 0, 0, 1],
+            "ANCOUNT 2, NSCOUNT 0, ARCOUNT 1"
+        );
+        let flags = if dnssec_ok { "8000" } else { "0000" };
+        assert_eq!(
+            dns[dns.len() - 11..],
+            hex(&format!("00 0029 04d0 00 00 {flags} 0000"))
+        );
+    }
+    // Options the client sent (a cookie here) are not echoed: we support none.
+    let cookie = Query {
+        counts: [1, 0, 0, 1],
+        additional: opt(0, false, &hex("000a 0008 0102030405060708")),
+        ..Query::new("www.example.com")
+    };
+    let (verdict, out) = program.run(&cookie.frame())?;
+    assert_eq!(verdict, XDP_TX);
+    let dns = dns_of_reply(&out, false, false);
+    assert_eq!(dns[dns.len() - 11..], hex("00 0029 04d0 00 00 0000 0000"));
+
+    let version_one = Query {
+        counts: [1, 0, 0, 1],
+        additional: opt(1, false, &[]),
+        ..Query::new("www.example.com")
+    };
+    program.assert_passed(&version_one.frame(), Counter::EdnsVersion)?;
+    let not_opt = Query {
+        counts: [1, 0, 0, 1],
+        additional: hex("00 0001 0001 00000000 0004 c0000201"),
+        ..Query::new("www.example.com")
+    };
+    program.assert_passed(&not_opt.frame(), Counter::ExtraRecords)?;
+    let mut short_rdata = Query::with_edns("www.example.com", false);
+    short_rdata.additional[10] = 4; // RDLENGTH 4 with no RDATA following
+    program.assert_passed(&short_rdata.frame(), Counter::Malformed)?;
+    Ok(())
+}
+
+#[test]
+fn only_service_addresses_are_answered() -> Result<()> {
+    let listen: Vec<SocketAddr> = vec!["198.18.0.2:53".parse()?, "[2001:db8::2]:5353".parse()?];
+    let mut program = Program::serving(&listen)?;
+    let query = Query::new("www.example.com");
+    assert_eq!(program.run(&query.frame())?.0, XDP_TX);
+    let other_address = udp_frame(
+        CLIENT_MAC,
+        POP_MAC,
+        CLIENT_IP,
+        [198, 18, 0, 3],
+        CLIENT_PORT,
+        53,
+        &query.bytes(),
+    );
+    program.assert_passed(&other_address, Counter::NotService)?;
+    // IPv6 is served on port 5353 only.
+    program.assert_passed(&query.frame_v6(), Counter::NotService)?;
+    let mut v6_5353 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
+        .ipv6(CLIENT_IP6, POP_IP6, 64)
+        .udp(CLIENT_PORT, 5353)
+        .write(&mut v6_5353, &query.bytes())?;
+    assert_eq!(program.run(&v6_5353)?.0, XDP_TX);
+    Ok(())
 }
