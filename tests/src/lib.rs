@@ -4,3 +4,4 @@
 pub mod dig;
 pub mod edge;
 pub mod topology;
+pub mod xdp;

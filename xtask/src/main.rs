@@ -30,6 +30,11 @@ enum Task {
     Test,
     /// Start edge in a two-namespace topology and query it with kdig.
     Demo,
+    /// Run 1,000,000 random and mutated frames through the XDP program.
+    FuzzXdp {
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -46,6 +51,29 @@ fn main() -> Result<()> {
         Task::Build => {
             setup::run()?;
             cargo(&["build", "--workspace", "--exclude", "edge-ebpf"])?;
+        }
+        Task::FuzzXdp { frames } => {
+            setup::run()?;
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            step(
+                &format!("fuzz the XDP program with {frames} frames"),
+                || {
+                    exec(
+                        Command::new(cargo)
+                            .args([
+                                "test",
+                                "--release",
+                                "-p",
+                                "edge-tests",
+                                "--test",
+                                "xdp_fuzz",
+                            ])
+                            .args(["--", "--nocapture"])
+                            .env("EDGE_FUZZ_FRAMES", frames.to_string())
+                            .current_dir(workspace_root()),
+                    )
+                },
+            )?;
         }
         Task::Demo => {
             setup::run()?;
