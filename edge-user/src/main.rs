@@ -133,6 +133,7 @@ async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane
 }
 
 fn publish(plane: &mut DataPlane, zones: &Zones) -> Result<()> {
+    plane.services.replace(&fast_path::services(&[]))?;
     let entries = fast_path::entries(zones).context("building answers")?;
     let changes = plane.answers.replace(&entries)?;
     info!(

@@ -41,7 +41,7 @@ impl Zones {
         let mut zones: Vec<Zone> = Vec::with_capacity(config.zones.len());
         for (z, zone) in config.zones.iter().enumerate() {
             let apex = parse_name(&zone.apex)
-                .and_then(|name| Ok(name.append_domain(&Name::root())?))
+                .and_then(|name| name.append_domain(&Name::root()))
                 .map_err(|error| refuse(format!("zones[{z}].apex"), error.to_string()))?
                 .to_lowercase();
             if let Some(other) = zones.iter().position(|known| known.apex == apex) {

@@ -6,3 +6,4 @@ pub mod dig;
 pub mod edge;
 pub mod origin;
 pub mod topology;
+pub mod xdp;
