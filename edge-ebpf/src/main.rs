@@ -82,7 +82,7 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     let query = query::parse::<L>(ctx, scratch)?;
     // SAFETY: the value is read before any map update could reuse its slot.
     let answer = unsafe { ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?;
-    reply::write::<L>(ctx, &query, answer)
+    reply::write::<L>(ctx, &query, answer, scratch)
 }
 
 #[inline(always)]

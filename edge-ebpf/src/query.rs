@@ -35,11 +35,18 @@ pub struct Query {
 /// Per-CPU working memory: the key (258 bytes would crowd the 512-byte stack) and the name
 /// length. The length goes through map memory on purpose: read back, it is an unknown scalar for
 /// the verifier, so every exit of the label walk continues as one state instead of 128.
+/// `frame` holds the headers and question while the reply grows at the head (see
+/// [`crate::reply`]).
 #[repr(C)]
 pub struct Scratch {
     pub key: NameKey,
     pub name_len: u32,
+    pub frame: [u8; FRAME_COPY_MAX],
 }
+
+/// Bytes before the answer in the longest query we answer: Ethernet, VLAN, IPv6, UDP, DNS
+/// header and a 255-octet question, rounded up.
+pub const FRAME_COPY_MAX: usize = 384;
 
 /// Checks that the frame is a DNS query over UDP to one of our services, with one question and at
 /// most an OPT record besides, and writes its lower-cased name and type into the scratch key.

@@ -3,7 +3,9 @@
 //! one; addresses and ports swap.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    helpers::generated::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     programs::XdpContext,
 };
 use edge_common::{ANSWER_DATA_LEN, Answer, Counter, EDNS_PAYLOAD_SIZE, flags};
@@ -11,14 +13,19 @@ use edge_common::{ANSWER_DATA_LEN, Answer, Counter, EDNS_PAYLOAD_SIZE, flags};
 use crate::{
     checksum,
     headers::{DnsHdr, EthHdr, Ipv4Hdr, Ipv6Hdr, Layout, UdpHdr, ptr_at},
-    query::{EDNS_DO, OPT_LEN, Query},
+    query::{EDNS_DO, FRAME_COPY_MAX, OPT_LEN, Query, Scratch},
 };
 
 /// TTL / hop limit of the replies we send.
 const REPLY_TTL: u8 = 64;
 
 #[inline(always)]
-pub fn write<L: Layout>(ctx: &XdpContext, query: &Query, answer: &Answer) -> Result<(), Counter> {
+pub fn write<L: Layout>(
+    ctx: &XdpContext,
+    query: &Query,
+    answer: &Answer,
+    scratch: &mut Scratch,
+) -> Result<(), Counter> {
     let len = usize::from(answer.len);
     if len == 0 || len > ANSWER_DATA_LEN {
         return Err(Counter::ReplyFailed);
@@ -26,9 +33,7 @@ pub fn write<L: Layout>(ctx: &XdpContext, query: &Query, answer: &Answer) -> Res
     let opt_len = if query.edns.is_some() { OPT_LEN } else { 0 };
     let reply_end = query.question_end + len + opt_len;
     let delta = reply_end as i32 - (ctx.data_end() - ctx.data()) as i32;
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return Err(Counter::ReplyFailed);
-    }
+    resize(ctx, delta, query.question_end, scratch)?;
     store(ctx, query.question_end, answer.data.as_ptr(), len)?;
     if let Some(edns) = query.edns {
         let opt = opt_record(edns & EDNS_DO);
@@ -73,6 +78,28 @@ pub fn write<L: Layout>(ctx: &XdpContext, query: &Query, answer: &Answer) -> Res
         // UDP checksum zero: "none", allowed over IPv4 (RFC 768).
     }
     Ok(())
+}
+
+/// Makes the frame `delta` bytes longer (or shorter), keeping its first `keep` bytes (headers
+/// and question) in place. Growing the tail needs tailroom, which a driver's page has but a
+/// veth or generic-XDP frame (the sender's skb) often lacks; then the frame grows at the head,
+/// where XDP always has room, and the kept bytes move to the new start.
+#[inline(always)]
+fn resize(ctx: &XdpContext, delta: i32, keep: usize, scratch: &mut Scratch) -> Result<(), Counter> {
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0 {
+        return Ok(());
+    }
+    if delta <= 0 || keep == 0 || keep > FRAME_COPY_MAX {
+        return Err(Counter::ReplyFailed);
+    }
+    let buf = scratch.frame.as_mut_ptr();
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, buf.cast(), keep as u32) } != 0 {
+        return Err(Counter::ReplyFailed);
+    }
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
+        return Err(Counter::ReplyFailed);
+    }
+    store(ctx, 0, buf, keep)
 }
 
 /// Our OPT record: no options, our payload size, version 0, the query's DO bit echoed. The

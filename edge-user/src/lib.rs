@@ -5,6 +5,7 @@
 //! [`http`] serves static content from [`cache`], filled from the sites' origins.
 
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod dns;

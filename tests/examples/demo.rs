@@ -59,7 +59,7 @@ fn main() -> Result<()> {
             println!("{counter:<16} {count}");
         }
     }
-    let pins = topology.pin_root().join(Topology::INTERFACE);
+    let pins = edge_user::config::Config::load(&config)?.xdp.pin_dir();
     println!("\n$ bpftool map show pinned {}/answers", pins.display());
     let shown = Command::new("bpftool")
         .args(["map", "show", "pinned"])

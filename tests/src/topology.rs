@@ -98,9 +98,12 @@ impl Topology {
     /// The interface name on both hosts.
     pub const INTERFACE: &str = "eth0";
 
-    /// Builds the two hosts for the test called `test` (unique per test).
+    /// Builds the two hosts for the test called `test` (unique per test binary). Names carry the
+    /// process id, so that two test runs at once (two checkouts, say) never share a namespace;
+    /// what a dead run left behind is removed first.
     pub fn client_and_pop(test: &str) -> Result<Self> {
-        let name = format!("edge-{test}");
+        remove_leftovers();
+        let name = format!("edge-{test}-{}", std::process::id());
         let topology = Self {
             client: Netns {
                 name: format!("{name}-client"),
@@ -216,6 +219,43 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+/// Removes namespaces, pins and work directories of test runs whose process is gone.
+fn remove_leftovers() {
+    let dead = |name: &str| -> bool {
+        let Some(rest) = name.strip_prefix("edge-") else {
+            return false;
+        };
+        let rest = rest
+            .strip_suffix("-client")
+            .or_else(|| rest.strip_suffix("-pop"))
+            .unwrap_or(rest);
+        match rest.rsplit_once('-').map(|(_, pid)| pid.parse::<u32>()) {
+            Some(Ok(pid)) => !Path::new("/proc").join(pid.to_string()).exists(),
+            _ => false,
+        }
+    };
+    let names = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    .filter(|name| dead(name))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for netns in names(Path::new("/run/netns")) {
+        let _ = ip(&["netns", "del", &netns]);
+    }
+    for pins in names(Path::new(PIN_PARENT)) {
+        remove_pins(&Path::new(PIN_PARENT).join(pins));
+    }
+    for dir in names(&std::env::temp_dir()) {
+        let _ = fs::remove_dir_all(std::env::temp_dir().join(dir));
     }
 }
 

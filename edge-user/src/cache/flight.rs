@@ -153,6 +153,13 @@ impl Partial {
                     Progress::Passed(written) => *written,
                     Progress::Failed => break,
                 };
+                // Hold the last byte back until the object is stored: a client that has the
+                // whole body can then count on its next request being a hit. (Without a
+                // Content-Length the end of the stream comes after the store anyway.)
+                let available = match (&now, partial.content_length) {
+                    (Progress::Writing(_), Some(length)) => available.min(length.saturating_sub(1)),
+                    _ => available,
+                };
                 if available > offset {
                     let len = (available - offset).min(READ_CHUNK);
                     let file = partial.file.clone();

@@ -1,0 +1,190 @@
+//! The `edge` command line: the PoP daemon (`edge run`) and its tools.
+
+use std::{
+    io::IsTerminal as _,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    config::Config,
+    dataplane::{self, DataPlane},
+    dns::fast_path,
+    http::{HttpServer, admin},
+    zone::Zones,
+};
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the XDP program, fill its maps from the config, and serve until SIGINT/SIGTERM.
+    /// SIGHUP reloads the config; a bad one is refused and the running one stays.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// On exit, leave the program attached and answering from the pinned maps.
+        #[arg(long)]
+        keep_data_plane: bool,
+    },
+    /// Check a config file and print what it defines.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the XDP counters of the interface in the config.
+    Stats {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object of counter → count.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached variant of URL from the running daemon's cache (via its admin address).
+    Purge {
+        #[arg(long, short)]
+        config: PathBuf,
+        url: String,
+    },
+    /// Detach a data plane left running (`run --keep-data-plane`) and remove its pins.
+    Detach {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; the `edge` binary's whole `main`.
+pub fn main() -> std::process::ExitCode {
+    match execute(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edge: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match command {
+        Command::Run {
+            config,
+            keep_data_plane,
+        } => tokio::runtime::Runtime::new()?.block_on(run(&config, keep_data_plane)),
+        Command::Check { config } => check(&config),
+        Command::Stats { config, json } => stats(&config, json),
+        Command::Purge { config, url } => purge(&config, &url),
+        Command::Detach { config } => {
+            let config = Config::load(&config)?;
+            dataplane::detach(&config.xdp.pin_dir())
+        }
+    }
+}
+
+/// A config with its zones validated.
+fn load(path: &Path) -> Result<(Config, Zones)> {
+    let config = Config::load(path)?;
+    let zones = Zones::build(path, &config)?;
+    Ok((config, zones))
+}
+
+async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
+    let (config, zones) = load(path)?;
+    let _http = HttpServer::start(&config).await?;
+    let mut plane = DataPlane::start(&config.xdp)?;
+    let result = serve(path, &config, zones, &mut plane).await;
+    plane.stop(keep_data_plane)?;
+    result
+}
+
+async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane) -> Result<()> {
+    publish(plane, &zones)?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => match load(path) {
+                Ok((reloaded, zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
+                    publish(plane, &zones)?;
+                }
+                Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
+                Err(err) => error!("reload refused, keeping the running config: {err:#}"),
+            },
+        }
+    }
+    info!("stopping");
+    Ok(())
+}
+
+fn publish(plane: &mut DataPlane, zones: &Zones) -> Result<()> {
+    plane.services.replace(&fast_path::services(&[]))?;
+    let entries = fast_path::entries(zones).context("building answers")?;
+    let changes = plane.answers.replace(&entries)?;
+    info!(
+        names = entries.len(),
+        written = changes.written,
+        removed = changes.removed,
+        unchanged = changes.unchanged,
+        "answers published"
+    );
+    Ok(())
+}
+
+fn check(path: &Path) -> Result<()> {
+    let (config, zones) = load(path)?;
+    println!(
+        "{}: ok: interface {} ({:?} mode), pins in {}",
+        path.display(),
+        config.xdp.interface,
+        config.xdp.mode,
+        config.xdp.pin_dir().display()
+    );
+    for zone in &zones.zones {
+        println!("zone {}: {} names", zone.apex, zone.names.len());
+    }
+    Ok(())
+}
+
+fn purge(path: &Path, url: &str) -> Result<()> {
+    let config = Config::load(path)?;
+    let http = config
+        .http
+        .with_context(|| format!("{}: no [http] section", path.display()))?;
+    let answer = tokio::runtime::Runtime::new()?.block_on(admin::purge(http.admin_listen, url))?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn stats(path: &Path, json: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let counters = dataplane::pinned_counters(&config.xdp.pin_dir())?.read()?;
+    if json {
+        let object: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(counter, count)| (counter.name().to_string(), (*count).into()))
+            .collect();
+        println!("{}", serde_json::Value::Object(object));
+    } else {
+        for (counter, count) in counters {
+            println!("{:<16} {count}", counter.name());
+        }
+    }
+    Ok(())
+}
