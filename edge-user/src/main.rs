@@ -3,6 +3,7 @@
 use std::{
     io::IsTerminal as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::{Context as _, Result};
@@ -10,11 +11,14 @@ use clap::{Parser, Subcommand};
 use edge_user::{
     config::Config,
     dataplane::{self, DataPlane},
-    dns::fast_path,
+    dns::{fast_path, server::Server},
     zone::Zones,
 };
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -102,7 +106,9 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
 }
 
 async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane) -> Result<()> {
-    publish(plane, &zones)?;
+    let (current_zones, zones_watch) = watch::channel(Arc::new(zones));
+    let _dns = Server::start(&config.dns, &zones_watch)?;
+    publish(plane, &current_zones.borrow())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -112,7 +118,11 @@ async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane
             _ = interrupt.recv() => break,
             _ = hangup.recv() => match load(path) {
                 Ok((reloaded, zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
+                    if reloaded.dns != config.dns {
+                        warn!("dns.listen changes need a restart; serving the new zones on the old addresses");
+                    }
                     publish(plane, &zones)?;
+                    current_zones.send_replace(Arc::new(zones));
                 }
                 Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
                 Err(err) => error!("reload refused, keeping the running config: {err:#}"),
