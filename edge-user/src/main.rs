@@ -121,8 +121,9 @@ async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane
                     if reloaded.dns != config.dns {
                         warn!("dns.listen changes need a restart; serving the new zones on the old addresses");
                     }
+                    let zones = Arc::new(zones);
+                    current_zones.send_replace(zones.clone());
                     publish(plane, &zones)?;
-                    current_zones.send_replace(Arc::new(zones));
                 }
                 Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
                 Err(err) => error!("reload refused, keeping the running config: {err:#}"),
