@@ -948,4 +948,23 @@ txt = ["v=DKIM1; p="]
         );
         assert!(zones.find(&name("example.org.")).is_none());
     }
+
+    #[test]
+    fn the_example_config_builds() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/authoritative.toml"
+        ));
+        let config = Config::load(path).unwrap();
+        let zones = Zones::build(path, &config).unwrap();
+        // The CNAME hand-over target is a steered name; the NS hand-over is a zone of its own.
+        let shop = &zones.zones[0].names[&name("shop.cdn.example.net.")];
+        assert_eq!(shop.pool.as_deref(), Some("shop-origins"));
+        let books = zones.find(&name("cdn.books.example.")).unwrap();
+        assert_eq!(
+            books.names[&books.apex].pool.as_deref(),
+            Some("books-origins")
+        );
+        assert_eq!(config.dns.listen.len(), 2);
+    }
 }
