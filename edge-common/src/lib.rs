@@ -19,6 +19,8 @@ pub mod pin {
     pub const ANSWERS: &str = "answers";
     /// Per-CPU counters.
     pub const COUNTERS: &str = "counters";
+    /// Service addresses and ports the program answers on.
+    pub const SERVICES: &str = "services";
     /// The XDP link that keeps the program attached while no daemon runs.
     pub const LINK: &str = "link";
 }
@@ -27,6 +29,7 @@ pub mod pin {
 pub mod map_name {
     pub const ANSWERS: &str = "edge_answers";
     pub const COUNTERS: &str = "edge_counters";
+    pub const SERVICES: &str = "edge_services";
 }
 
 /// Program names in the object.
@@ -60,6 +63,34 @@ impl NameKey {
         }
     }
 }
+
+/// An address and UDP port the fast path answers on. An all-zero address is the wildcard for its
+/// family, as with a socket bound to `0.0.0.0` or `::`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// IPv4 in the first four bytes (rest zero), or IPv6; network byte order.
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    /// 4 or 6.
+    pub family: u8,
+    pub reserved: u8,
+}
+
+impl ServiceKey {
+    pub const fn new(family: u8, addr: [u8; 16], port: u16) -> Self {
+        Self {
+            addr,
+            port: port.to_be(),
+            family,
+            reserved: 0,
+        }
+    }
+}
+
+/// The EDNS payload size we advertise (RFC 9715 / DNS flag day 2020 default).
+pub const EDNS_PAYLOAD_SIZE: u16 = 1232;
 
 /// A prebuilt answer: the header fields the fast path writes and the answer section it appends
 /// after the echoed question. Userspace builds it with the same code that answers in userspace.
@@ -96,22 +127,24 @@ pub mod flags {
 pub enum Counter {
     /// Answered from the map (XDP_TX).
     Answered = 0,
-    /// Passed: not IPv4.
+    /// Passed: not IPv4 or IPv6 (after at most one VLAN tag).
     NotIp,
-    /// Passed: IPv4 with options, or a fragment.
+    /// Passed: IPv4 with options or fragmented, or IPv6 with extension headers.
     IpUnsupported,
     /// Passed: not UDP.
     NotUdp,
-    /// Passed: UDP, but not to the DNS port.
-    NotDnsPort,
+    /// Passed: UDP, but not to a service address and port.
+    NotService,
     /// Passed: shorter than its headers or lengths claim, or bytes after the question.
     Malformed,
     /// Passed: a response, or an opcode other than QUERY.
     NotQuery,
     /// Passed: QDCOUNT is not 1.
     QuestionCount,
-    /// Passed: answer, authority or additional records present.
+    /// Passed: answer or authority records, or additional records other than one OPT.
     ExtraRecords,
+    /// Passed: EDNS version other than 0 (userspace answers BADVERS).
+    EdnsVersion,
     /// Passed: the question name does not fit the key.
     NameTooLong,
     /// Passed: a compression pointer or reserved label type in the question name.
@@ -125,16 +158,17 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Answered,
         Self::NotIp,
         Self::IpUnsupported,
         Self::NotUdp,
-        Self::NotDnsPort,
+        Self::NotService,
         Self::Malformed,
         Self::NotQuery,
         Self::QuestionCount,
         Self::ExtraRecords,
+        Self::EdnsVersion,
         Self::NameTooLong,
         Self::BadName,
         Self::NotInClass,
@@ -152,11 +186,12 @@ impl Counter {
             Self::NotIp => "not_ip",
             Self::IpUnsupported => "ip_unsupported",
             Self::NotUdp => "not_udp",
-            Self::NotDnsPort => "not_dns_port",
+            Self::NotService => "not_service",
             Self::Malformed => "malformed",
             Self::NotQuery => "not_query",
             Self::QuestionCount => "question_count",
             Self::ExtraRecords => "extra_records",
+            Self::EdnsVersion => "edns_version",
             Self::NameTooLong => "name_too_long",
             Self::BadName => "bad_name",
             Self::NotInClass => "not_in_class",
@@ -172,4 +207,6 @@ mod pod {
     unsafe impl aya::Pod for super::NameKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Answer {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ServiceKey {}
 }

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod checksum;
 mod headers;
 mod query;
 mod reply;
@@ -13,12 +14,17 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use edge_common::{Answer, Counter, NameKey};
+use edge_common::{Answer, Counter, NameKey, ServiceKey};
+use headers::{ETH_LEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Layout, ptr_at};
 use query::Scratch;
 
 /// Name and type → prebuilt answer. Userspace sizes it at load time.
 #[btf_map(name = "edge_answers")]
 static ANSWERS: HashMap<NameKey, Answer, 65536> = HashMap::new();
+
+/// Addresses and ports we answer on.
+#[btf_map(name = "edge_services")]
+static SERVICES: HashMap<ServiceKey, u8, 64> = HashMap::new();
 
 /// Per-CPU count of every verdict, indexed by [`Counter`].
 #[btf_map(name = "edge_counters")]
@@ -29,7 +35,7 @@ static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
 #[xdp]
 pub fn edge_dns(ctx: XdpContext) -> u32 {
-    match answer(&ctx) {
+    match dispatch(&ctx) {
         Ok(()) => {
             count(Counter::Answered);
             xdp_action::XDP_TX
@@ -47,15 +53,36 @@ pub fn edge_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Picks the frame's shape (IPv4 or IPv6, at most one VLAN tag) so that the rest of the work
+/// runs with constant header offsets.
 #[inline(always)]
-fn answer(ctx: &XdpContext) -> Result<(), Counter> {
+fn dispatch(ctx: &XdpContext) -> Result<(), Counter> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    match u16::from_be(unsafe { (*eth).proto }) {
+        ETH_P_IPV4 => answer::<headers::V4>(ctx),
+        ETH_P_IPV6 => answer::<headers::V6>(ctx),
+        ETH_P_8021Q => {
+            // The tag's TCI, then the encapsulated EtherType.
+            let inner: *const u16 = ptr_at(ctx, ETH_LEN + 2)?;
+            match u16::from_be(unsafe { *inner }) {
+                ETH_P_IPV4 => answer::<headers::VlanV4>(ctx),
+                ETH_P_IPV6 => answer::<headers::VlanV6>(ctx),
+                _ => Err(Counter::NotIp),
+            }
+        }
+        _ => Err(Counter::NotIp),
+    }
+}
+
+#[inline(always)]
+fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(Counter::ReplyFailed)?;
     // SAFETY: a per-CPU slot, used only by this program invocation.
     let scratch = unsafe { &mut *scratch };
-    let query = query::parse(ctx, scratch)?;
+    let query = query::parse::<L>(ctx, scratch)?;
     // SAFETY: the value is read before any map update could reuse its slot.
     let answer = unsafe { ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?;
-    reply::write(ctx, &query, answer)
+    reply::write::<L>(ctx, &query, answer)
 }
 
 #[inline(always)]

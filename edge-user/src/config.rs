@@ -34,6 +34,8 @@ pub struct Config {
     /// Groups of servers that steered names and the cache choose among.
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
+    /// The HTTP server and static content cache; absent, the PoP serves no HTTP.
+    pub http: Option<crate::http::config::HttpConfig>,
 }
 
 /// A group of interchangeable servers: a customer's origins, or the PoPs of the CDN.
@@ -298,6 +300,9 @@ impl Config {
         config.check_xdp(path)?;
         config.check_dns(path)?;
         config.check_pools(path)?;
+        if let Some(http) = &config.http {
+            http.check(path, &config)?;
+        }
         Ok(config)
     }
 

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::{
     EBPF_OBJECT,
     config::{self, XdpConfig},
-    maps::{AnswerMap, Counters},
+    maps::{AnswerMap, Counters, ServiceMap},
 };
 
 /// `statfs` magic of bpffs.
@@ -36,6 +36,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub struct DataPlane {
     pin_dir: PathBuf,
     pub answers: AnswerMap,
+    pub services: ServiceMap,
     pub counters: Counters,
     /// Whether pins of an earlier run were found and adopted.
     pub adopted: bool,
@@ -53,8 +54,10 @@ impl DataPlane {
 
         let answers_pin = pin_dir.join(pin::ANSWERS);
         let counters_pin = pin_dir.join(pin::COUNTERS);
+        let services_pin = pin_dir.join(pin::SERVICES);
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(map_name::ANSWERS, answers_pin.as_path())
+            .map_pin_path(map_name::SERVICES, services_pin.as_path())
             .map_pin_path(map_name::COUNTERS, counters_pin.as_path())
             .map_max_entries(map_name::ANSWERS, xdp.max_answers)
             .load(EBPF_OBJECT)
@@ -95,10 +98,12 @@ impl DataPlane {
         );
 
         let answers = AnswerMap::new(take_map(&mut ebpf, map_name::ANSWERS)?)?;
+        let services = ServiceMap::new(take_map(&mut ebpf, map_name::SERVICES)?)?;
         let counters = Counters::new(take_map(&mut ebpf, map_name::COUNTERS)?)?;
         Ok(Self {
             pin_dir,
             answers,
+            services,
             counters,
             adopted,
             _ebpf: ebpf,
@@ -126,7 +131,7 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         Ok(link) => drop(link.unpin().context("unpinning the XDP link")?),
         Err(error) => warn!(%error, path = %link_pin.display(), "no pinned link"),
     }
-    for name in [pin::ANSWERS, pin::COUNTERS] {
+    for name in [pin::ANSWERS, pin::SERVICES, pin::COUNTERS] {
         remove_if_present(&pin_dir.join(name))?;
     }
     match fs::remove_dir(pin_dir) {

@@ -2,10 +2,13 @@
 //! integration tests drive the same code.
 //!
 //! Data flows one way: [`config`] → [`zone`] → [`dns`] (answer bytes) → [`maps`] → kernel.
+//! [`http`] serves static content from [`cache`], filled from the sites' origins.
 
+pub mod cache;
 pub mod config;
 pub mod dataplane;
 pub mod dns;
+pub mod http;
 pub mod maps;
 pub mod zone;
 

@@ -12,6 +12,7 @@ use edge_user::{
     config::Config,
     dataplane::{self, DataPlane},
     dns::{fast_path, server::Server},
+    http::{HttpServer, admin},
     zone::Zones,
 };
 use tokio::{
@@ -51,6 +52,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove every cached variant of URL from the running daemon's cache (via its admin address).
+    Purge {
+        #[arg(long, short)]
+        config: PathBuf,
+        url: String,
+    },
     /// Detach a data plane left running (`run --keep-data-plane`) and remove its pins.
     Detach {
         #[arg(long, short)]
@@ -83,6 +90,7 @@ fn execute(command: Command) -> Result<()> {
         } => tokio::runtime::Runtime::new()?.block_on(run(&config, keep_data_plane)),
         Command::Check { config } => check(&config),
         Command::Stats { config, json } => stats(&config, json),
+        Command::Purge { config, url } => purge(&config, &url),
         Command::Detach { config } => {
             let config = Config::load(&config)?;
             dataplane::detach(&config.xdp.pin_dir())
@@ -99,6 +107,7 @@ fn load(path: &Path) -> Result<(Config, Zones)> {
 
 async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let (config, zones) = load(path)?;
+    let _http = HttpServer::start(&config).await?;
     let mut plane = DataPlane::start(&config.xdp)?;
     let result = serve(path, &config, zones, &mut plane).await;
     plane.stop(keep_data_plane)?;
@@ -135,6 +144,7 @@ async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane
 }
 
 fn publish(plane: &mut DataPlane, zones: &Zones) -> Result<()> {
+    plane.services.replace(&fast_path::services(&[]))?;
     let entries = fast_path::entries(zones).context("building answers")?;
     let changes = plane.answers.replace(&entries)?;
     info!(
@@ -159,6 +169,16 @@ fn check(path: &Path) -> Result<()> {
     for zone in &zones.zones {
         println!("zone {}: {} names", zone.apex, zone.names.len());
     }
+    Ok(())
+}
+
+fn purge(path: &Path, url: &str) -> Result<()> {
+    let config = Config::load(path)?;
+    let http = config
+        .http
+        .with_context(|| format!("{}: no [http] section", path.display()))?;
+    let answer = tokio::runtime::Runtime::new()?.block_on(admin::purge(http.admin_listen, url))?;
+    println!("{answer}");
     Ok(())
 }
 

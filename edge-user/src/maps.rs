@@ -5,7 +5,7 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use edge_common::{Answer, Counter, NameKey};
+use edge_common::{Answer, Counter, NameKey, ServiceKey};
 
 /// The name/type → answer map that the XDP program answers from.
 pub struct AnswerMap {
@@ -68,6 +68,41 @@ impl AnswerMap {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The addresses and ports the XDP program answers on.
+pub struct ServiceMap {
+    map: HashMap<MapData, ServiceKey, u8>,
+}
+
+impl ServiceMap {
+    pub fn new(map: Map) -> Result<Self> {
+        Ok(Self {
+            map: HashMap::try_from(map).context("service map")?,
+        })
+    }
+
+    /// Makes the map hold exactly `services`. Additions go first, so a service present before and
+    /// after is never missing in between.
+    pub fn replace(&mut self, services: &[ServiceKey]) -> Result<()> {
+        for service in services {
+            self.map
+                .insert(service, 1, 0)
+                .context("writing the service map")?;
+        }
+        let stale: Vec<ServiceKey> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !services.contains(key))
+            .collect();
+        for key in stale {
+            self.map
+                .remove(&key)
+                .context("removing from the service map")?;
+        }
+        Ok(())
     }
 }
 

@@ -712,6 +712,21 @@ a = ["192.0.2.1"]
     }
 
     #[test]
+    fn example_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+                Zones::build(&path, &config).unwrap_or_else(|error| panic!("{error}"));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 2, "examples/ should hold the documented configs");
+    }
+
+    #[test]
     fn duplicate_zone_and_bad_apex_are_refused() {
         let error =
             build("[[zones]]\napex = \"example.com\"\n[[zones]]\napex = \"EXAMPLE.com.\"\n")

@@ -1,6 +1,9 @@
 //! Shared by the integration tests and the demo: network namespace topologies, the real `edge`
-//! binary running inside them, and real DNS clients.
+//! binary running inside them, real DNS and HTTP clients, and a real HTTP origin.
 
+pub mod curl;
 pub mod dig;
 pub mod edge;
+pub mod origin;
 pub mod topology;
+pub mod xdp;

@@ -60,6 +60,20 @@ impl Netns {
         Ok(output)
     }
 
+    /// The MAC address of `interface` in this namespace.
+    pub fn mac(&self, interface: &str) -> Result<String> {
+        // Not /sys/class/net: under nsenter, /sys still shows the caller's namespace.
+        let link = self.run("ip", &["-o", "link", "show", "dev", interface])?;
+        let link = String::from_utf8_lossy(&link.stdout);
+        let from_ip = link
+            .split_whitespace()
+            .skip_while(|word| *word != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+            .with_context(|| format!("no MAC address for {interface} in {}", self.name))?;
+        Ok(from_ip)
+    }
+
     /// `ip …` inside this namespace.
     fn ip(&self, args: &[&str]) -> Result<()> {
         ip(&[&["-n", &self.name], args].concat())
@@ -155,6 +169,27 @@ impl Topology {
                 "nodad",
             ])?;
             netns.ip(&["link", "set", Self::INTERFACE, "up"])?;
+        }
+        // Static neighbours: no ARP or NDP racing the first query (IPv6 neighbour discovery right
+        // after link-up sometimes takes longer than a client's timeout).
+        for (netns, peer, v4, v6) in [
+            (&self.client, &self.pop, Self::POP_V4, Self::POP_V6),
+            (&self.pop, &self.client, Self::CLIENT_V4, Self::CLIENT_V6),
+        ] {
+            let mac = peer.mac(Self::INTERFACE)?;
+            for address in [v4.to_string(), v6.to_string()] {
+                netns.ip(&[
+                    "neigh",
+                    "replace",
+                    &address,
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    Self::INTERFACE,
+                    "nud",
+                    "permanent",
+                ])?;
+            }
         }
         fs::create_dir_all(&self.pin_root)
             .with_context(|| format!("creating {}", self.pin_root.display()))?;

@@ -1,1 +1,203 @@
-fn main() {}
+//! `cargo xtask`: everything that is not `cargo build`. Each command installs what it needs first
+//! (see [`setup`]), so the README's two commands work on a fresh machine.
+
+mod setup;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building, testing and the demo need (idempotent; prints what it does).
+    Setup,
+    /// Build the workspace, the XDP object included.
+    Build,
+    /// Run every test: formatting, lints, unit and integration tests, `vagrant validate`.
+    Test,
+    /// Start edge in a two-namespace topology and query it with kdig.
+    Demo,
+    /// Run 1,000,000 random and mutated frames through the XDP program.
+    FuzzXdp {
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let started = Instant::now();
+    match Cli::parse().command {
+        Task::Setup => setup::run()?,
+        Task::Test => {
+            let tally = test()?;
+            eprintln!("xtask: done in {:.0?}", started.elapsed());
+            // The closing line CI reads.
+            println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
+            return Ok(());
+        }
+        Task::Build => {
+            setup::run()?;
+            cargo(&["build", "--workspace", "--exclude", "edge-ebpf"])?;
+        }
+        Task::FuzzXdp { frames } => {
+            setup::run()?;
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            step(
+                &format!("fuzz the XDP program with {frames} frames"),
+                || {
+                    exec(
+                        Command::new(cargo)
+                            .args([
+                                "test",
+                                "--release",
+                                "-p",
+                                "edge-tests",
+                                "--test",
+                                "xdp_fuzz",
+                            ])
+                            .args(["--", "--nocapture"])
+                            .env("EDGE_FUZZ_FRAMES", frames.to_string())
+                            .current_dir(workspace_root()),
+                    )
+                },
+            )?;
+        }
+        Task::Demo => {
+            setup::run()?;
+            cargo(&["build", "--workspace", "--exclude", "edge-ebpf"])?;
+            cargo(&["run", "--quiet", "-p", "edge-tests", "--example", "demo"])?;
+        }
+    }
+    eprintln!("xtask: done in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Tests counted over every test binary.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+fn test() -> Result<Tally> {
+    setup::run()?;
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["build", "--workspace", "--exclude", "edge-ebpf"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "edge-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    let mut tally = Tally::default();
+    step("cargo test --workspace --exclude edge-ebpf", || {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut child = Command::new(cargo)
+            .args(["test", "--workspace", "--exclude", "edge-ebpf"])
+            .current_dir(workspace_root())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("cargo test stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            tally.add(&line);
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!(
+                "cargo test failed: {} passed, {} failed",
+                tally.passed,
+                tally.failed
+            );
+        }
+        Ok(())
+    })?;
+    step("vagrant validate", || {
+        exec(
+            Command::new("vagrant")
+                .arg("validate")
+                .current_dir(workspace_root().join("vagrant")),
+        )
+    })?;
+    Ok(tally)
+}
+
+impl Tally {
+    /// Adds a libtest summary line (`test result: ok. 3 passed; 0 failed; …`).
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The workspace root (xtask's parent).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    step(&format!("cargo {}", args.join(" ")), || {
+        exec(
+            Command::new(&cargo)
+                .args(args)
+                .current_dir(workspace_root()),
+        )
+    })
+}
+
+/// Runs `body`, announcing it and how long it took.
+pub fn step(what: &str, body: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let started = Instant::now();
+    body()?;
+    eprintln!("xtask: {what}: ok ({:.1?})", started.elapsed());
+    Ok(())
+}
+
+/// Runs `command` with inherited output; fails if it does.
+pub fn exec(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -1,7 +1,9 @@
 //! What the XDP program answers: one map entry per owner name and record type, keyed by the
 //! lower-case wire name, holding the answer built by [`super::answer`].
 
-use edge_common::{ANSWER_DATA_LEN, Answer, NAME_KEY_LEN, NameKey};
+use std::net::{IpAddr, SocketAddr};
+
+use edge_common::{ANSWER_DATA_LEN, Answer, NAME_KEY_LEN, NameKey, ServiceKey};
 use hickory_proto::{
     ProtoError,
     rr::{Name, RData, RecordType},
@@ -10,6 +12,31 @@ use hickory_proto::{
 
 use super::answer::{AUTHORITATIVE_ANSWER, answer_section};
 use crate::zone::Zones;
+
+/// The DNS port, answered on every address when no service address is configured.
+pub const DNS_PORT: u16 = 53;
+
+/// The service map's keys for the configured listen addresses; without any, port 53 of every
+/// IPv4 and IPv6 address (the wildcards).
+pub fn services(listen: &[SocketAddr]) -> Vec<ServiceKey> {
+    if listen.is_empty() {
+        return vec![
+            ServiceKey::new(4, [0; 16], DNS_PORT),
+            ServiceKey::new(6, [0; 16], DNS_PORT),
+        ];
+    }
+    listen
+        .iter()
+        .map(|socket| match socket.ip() {
+            IpAddr::V4(ip) => {
+                let mut addr = [0; 16];
+                addr[..4].copy_from_slice(&ip.octets());
+                ServiceKey::new(4, addr, socket.port())
+            }
+            IpAddr::V6(ip) => ServiceKey::new(6, ip.octets(), socket.port()),
+        })
+        .collect()
+}
 
 /// The map key for `name` (any case) and `qtype`.
 pub fn name_key(name: &Name, qtype: RecordType) -> Result<NameKey, ProtoError> {
@@ -68,6 +95,25 @@ pub fn entries(zones: &Zones) -> Result<Vec<(NameKey, Answer)>, ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_default_to_port_53_everywhere() {
+        let wildcards = services(&[]);
+        assert_eq!(wildcards.len(), 2);
+        assert!(
+            wildcards
+                .iter()
+                .all(|key| key.addr == [0; 16] && key.port == 53_u16.to_be())
+        );
+        let listen: Vec<SocketAddr> = vec![
+            "192.0.2.1:5353".parse().unwrap(),
+            "[2001:db8::1]:53".parse().unwrap(),
+        ];
+        let keys = services(&listen);
+        assert_eq!(&keys[0].addr[..5], &[192, 0, 2, 1, 0]);
+        assert_eq!((keys[0].family, keys[0].port), (4, 5353_u16.to_be()));
+        assert_eq!((keys[1].family, keys[1].addr[0]), (6, 0x20));
+    }
 
     #[test]
     fn key_is_lower_case_wire_name_with_type_in_network_order() {
