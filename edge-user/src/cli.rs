@@ -3,19 +3,23 @@
 use std::{
     io::IsTerminal as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use crate::{
     config::Config,
     dataplane::{self, DataPlane},
-    dns::fast_path,
+    dns::{fast_path, server::Server},
     http::{HttpServer, admin},
     zone::Zones,
 };
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -112,7 +116,9 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
 }
 
 async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane) -> Result<()> {
-    publish(plane, &zones)?;
+    let (current_zones, zones_watch) = watch::channel(Arc::new(zones));
+    let _dns = Server::start(&config.dns, &zones_watch)?;
+    publish(plane, config, &current_zones.borrow())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -122,7 +128,12 @@ async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane
             _ = interrupt.recv() => break,
             _ = hangup.recv() => match load(path) {
                 Ok((reloaded, zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
-                    publish(plane, &zones)?;
+                    if reloaded.dns != config.dns {
+                        warn!("dns.listen changes need a restart; serving the new zones on the old addresses");
+                    }
+                    let zones = Arc::new(zones);
+                    current_zones.send_replace(zones.clone());
+                    publish(plane, config, &zones)?;
                 }
                 Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
                 Err(err) => error!("reload refused, keeping the running config: {err:#}"),
@@ -133,8 +144,12 @@ async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane
     Ok(())
 }
 
-fn publish(plane: &mut DataPlane, zones: &Zones) -> Result<()> {
-    plane.services.replace(&fast_path::services(&[]))?;
+/// Writes the fast path's view of `zones` to the maps: the service addresses of `config` (fixed
+/// until a restart), then the answers.
+fn publish(plane: &mut DataPlane, config: &Config, zones: &Zones) -> Result<()> {
+    plane
+        .services
+        .replace(&fast_path::services(&config.dns.listen))?;
     let entries = fast_path::entries(zones).context("building answers")?;
     let changes = plane.answers.replace(&entries)?;
     info!(

@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -15,11 +15,20 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
 pub const DEFAULT_MAX_ANSWERS: u32 = 65_536;
 /// Default TTL of a zone's records.
 pub const DEFAULT_TTL: u32 = 300;
+/// SOA timers when the config leaves them out (seconds): the values RIPE-203 recommends for
+/// refresh, retry and expire, and a short negative-caching TTL.
+pub const DEFAULT_SOA_REFRESH: u32 = 86_400;
+pub const DEFAULT_SOA_RETRY: u32 = 7_200;
+pub const DEFAULT_SOA_EXPIRE: u32 = 3_600_000;
+pub const DEFAULT_SOA_MINIMUM: u32 = 60;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub xdp: XdpConfig,
+    /// The DNS service: where the XDP program and the userspace server answer.
+    #[serde(default)]
+    pub dns: DnsConfig,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     /// Groups of servers that steered names and the cache choose among.
@@ -90,26 +99,111 @@ pub enum XdpMode {
     Generic,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Addresses and ports answered on, over UDP and TCP; empty: no userspace server.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+}
+
+/// Names in a zone (owners and targets alike) are relative to the apex (`www`), `@` for the
+/// apex, or absolute with a trailing dot (`www.example.org.`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// The zone's apex, e.g. `cdn.example.net`.
     pub apex: String,
-    /// TTL of records that do not set their own.
+    /// TTL of records that do not set their own, and of the SOA and the apex NS records.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    #[serde(default)]
+    pub soa: SoaConfig,
+    /// The zone's name servers: the NS records at the apex.
+    #[serde(default)]
+    pub nameservers: Vec<NameserverConfig>,
     #[serde(default)]
     pub names: Vec<NameConfig>,
 }
 
+/// The SOA record's fields (RFC 1035 §3.3.13).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoaConfig {
+    /// The primary name server; default: the first of `nameservers`, else the apex.
+    pub mname: Option<String>,
+    /// The responsible mailbox as a name (`hostmaster` for hostmaster@apex).
+    #[serde(default = "default_rname")]
+    pub rname: String,
+    #[serde(default = "default_serial")]
+    pub serial: u32,
+    #[serde(default = "default_soa_refresh")]
+    pub refresh: u32,
+    #[serde(default = "default_soa_retry")]
+    pub retry: u32,
+    #[serde(default = "default_soa_expire")]
+    pub expire: u32,
+    /// How long resolvers cache a negative answer (RFC 2308).
+    #[serde(default = "default_soa_minimum")]
+    pub minimum: u32,
+}
+
+impl Default for SoaConfig {
+    fn default() -> Self {
+        Self {
+            mname: None,
+            rname: default_rname(),
+            serial: default_serial(),
+            refresh: DEFAULT_SOA_REFRESH,
+            retry: DEFAULT_SOA_RETRY,
+            expire: DEFAULT_SOA_EXPIRE,
+            minimum: DEFAULT_SOA_MINIMUM,
+        }
+    }
+}
+
+/// One NS record at the apex, with the glue a name server inside the zone needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameserverConfig {
+    pub name: String,
+    /// Its addresses (A and AAAA records): required inside the zone, refused outside it.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The records of one owner name. A name holds either a `cname`, or a delegation (`ns`, with
+/// glue names below it holding only `a`/`aaaa`), or any of the other record types.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameConfig {
-    /// Relative to the apex (`www`), `@` for the apex, or absolute with a trailing dot.
     pub name: String,
+    /// TTL of all of this name's records; default: the zone's.
     pub ttl: Option<u32>,
     #[serde(default)]
     pub a: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub aaaa: Vec<Ipv6Addr>,
+    /// An alias: the name answers with this CNAME and nothing else.
+    pub cname: Option<String>,
+    /// Delegates the name (and everything below it) to these name servers.
+    #[serde(default)]
+    pub ns: Vec<String>,
+    #[serde(default)]
+    pub mx: Vec<MxConfig>,
+    /// One TXT record per entry; entries longer than 255 bytes are split into several strings.
+    #[serde(default)]
+    pub txt: Vec<String>,
+    /// A steered name: it answers with the addresses of this pool's members (A for IPv4, AAAA
+    /// for IPv6), in configured order until steering chooses among them.
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MxConfig {
+    pub preference: u16,
+    pub exchange: String,
 }
 
 fn default_http_port() -> u16 {
@@ -126,6 +220,30 @@ fn default_max_answers() -> u32 {
 
 fn default_ttl() -> u32 {
     DEFAULT_TTL
+}
+
+fn default_rname() -> String {
+    "hostmaster".to_string()
+}
+
+fn default_serial() -> u32 {
+    1
+}
+
+fn default_soa_refresh() -> u32 {
+    DEFAULT_SOA_REFRESH
+}
+
+fn default_soa_retry() -> u32 {
+    DEFAULT_SOA_RETRY
+}
+
+fn default_soa_expire() -> u32 {
+    DEFAULT_SOA_EXPIRE
+}
+
+fn default_soa_minimum() -> u32 {
+    DEFAULT_SOA_MINIMUM
 }
 
 /// A refused configuration: which file, which field, and why.
@@ -180,6 +298,7 @@ impl Config {
                 reason: describe_toml_error(text, error.inner()),
             })?;
         config.check_xdp(path)?;
+        config.check_dns(path)?;
         config.check_pools(path)?;
         if let Some(http) = &config.http {
             http.check(path, &config)?;
@@ -212,6 +331,19 @@ impl Config {
 }
 
 impl Config {
+    fn check_dns(&self, path: &Path) -> Result<(), ConfigError> {
+        for (i, address) in self.dns.listen.iter().enumerate() {
+            if self.dns.listen[..i].contains(address) {
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    field: format!("dns.listen[{i}]"),
+                    reason: format!("{address} is listed twice"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The pool called `name`.
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|pool| pool.name == name)

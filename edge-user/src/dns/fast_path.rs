@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use edge_common::{ANSWER_DATA_LEN, Answer, NAME_KEY_LEN, NameKey, ServiceKey};
 use hickory_proto::{
     ProtoError,
-    rr::{Name, RData, RecordType, rdata::A},
+    rr::{Name, RData, RecordType},
     serialize::binary::BinEncodable,
 };
 
@@ -72,19 +72,24 @@ pub fn answer_entry(ttl: u32, rdatas: &[RData]) -> Result<Answer, ProtoError> {
     Ok(answer)
 }
 
-/// Every entry the answer map should hold for `zones`.
+/// Every entry the answer map should hold for `zones`: one per name and address type, for each
+/// name we answer authoritatively. Names below a delegation (glue) get a referral and aliases
+/// a CNAME, both from the userspace server, so they have no entry.
 pub fn entries(zones: &Zones) -> Result<Vec<(NameKey, Answer)>, ProtoError> {
-    zones
-        .names()
-        .filter(|(_, records)| !records.a.is_empty())
-        .map(|(name, records)| {
-            let rdatas: Vec<RData> = records.a.iter().map(|&ip| RData::A(A(ip))).collect();
-            Ok((
-                name_key(name, RecordType::A)?,
-                answer_entry(records.ttl, &rdatas)?,
-            ))
-        })
-        .collect()
+    let mut entries = Vec::new();
+    for zone in &zones.zones {
+        for name in zone.names.keys() {
+            if zone.delegation(name).is_some() {
+                continue;
+            }
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                if let Some(set) = zone.rrset(name, rtype) {
+                    entries.push((name_key(name, rtype)?, answer_entry(set.ttl, &set.rdatas)?));
+                }
+            }
+        }
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
