@@ -2,15 +2,18 @@
 
 use std::{
     io::IsTerminal as _,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use crate::{
+    agent,
     config::Config,
     dataplane::{self, DataPlane},
     dns::{fast_path, server::Server},
     http::{HttpServer, admin},
+    steer::{self, SelectionsWatch, Steering},
     zone::Zones,
 };
 use anyhow::{Context as _, Result};
@@ -63,6 +66,37 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the running daemon's measurements, health states and selections (via [admin]).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The whole status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a pool member out of every answer (it is still probed) until `undrain`.
+    Drain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        member: String,
+    },
+    /// Put a drained member back.
+    Undrain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        member: String,
+    },
+    /// Serve this host's load (CPU, load average, memory, connections) as JSON on GET /load,
+    /// for the steering probes of the PoPs.
+    Agent {
+        #[arg(long, default_value = "0.0.0.0:9100")]
+        listen: SocketAddr,
+        /// Where to read /proc from (another directory laid out the same way, for tests).
+        #[arg(long, default_value = "/proc")]
+        proc_root: PathBuf,
+    },
 }
 
 /// Runs the command line; the `edge` binary's whole `main`.
@@ -96,6 +130,20 @@ fn execute(command: Command) -> Result<()> {
             let config = Config::load(&config)?;
             dataplane::detach(&config.xdp.pin_dir())
         }
+        Command::Status { config, json } => status(&config, json),
+        Command::Drain {
+            config,
+            pool,
+            member,
+        } => drain(&config, &pool, &member, true),
+        Command::Undrain {
+            config,
+            pool,
+            member,
+        } => drain(&config, &pool, &member, false),
+        Command::Agent { listen, proc_root } => {
+            tokio::runtime::Runtime::new()?.block_on(agent::serve(listen, &proc_root))
+        }
     }
 }
 
@@ -108,15 +156,26 @@ fn load(path: &Path) -> Result<(Config, Zones)> {
 
 async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let (config, zones) = load(path)?;
-    let _http = HttpServer::start(&config).await?;
+    // The first probe round ends before anything is served: no answer from an unchecked state.
+    let steering = Steering::start(&config).await?;
+    let _http = HttpServer::start(&config, &steering.watch()).await?;
     let mut plane = DataPlane::start(&config.xdp)?;
-    let result = serve(path, &config, zones, &mut plane).await;
+    let result = serve(path, &config, zones, steering.watch(), &mut plane).await;
     plane.stop(keep_data_plane)?;
     result
 }
 
-async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane) -> Result<()> {
-    let (current_zones, zones_watch) = watch::channel(Arc::new(zones));
+/// Serves `zones` with the steered names answering as `selections` says; every change of the
+/// selections or the config goes to the userspace server and then, in one call, to the maps.
+async fn serve(
+    path: &Path,
+    config: &Config,
+    mut zones: Zones,
+    mut selections: SelectionsWatch,
+    plane: &mut DataPlane,
+) -> Result<()> {
+    let steered = zones.with_selections(&selections.borrow_and_update());
+    let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
     let _dns = Server::start(&config.dns, &zones_watch)?;
     publish(plane, config, &current_zones.borrow())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -126,14 +185,23 @@ async fn serve(path: &Path, config: &Config, zones: Zones, plane: &mut DataPlane
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            Ok(()) = selections.changed() => {
+                let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
+                current_zones.send_replace(steered.clone());
+                publish(plane, config, &steered)?;
+            }
             _ = hangup.recv() => match load(path) {
-                Ok((reloaded, zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
+                Ok((reloaded, reloaded_zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
                     if reloaded.dns != config.dns {
                         warn!("dns.listen changes need a restart; serving the new zones on the old addresses");
                     }
-                    let zones = Arc::new(zones);
-                    current_zones.send_replace(zones.clone());
-                    publish(plane, config, &zones)?;
+                    if reloaded.pools != config.pools || reloaded.admin != config.admin {
+                        warn!("pool and admin changes need a restart; steering keeps the running pools");
+                    }
+                    zones = reloaded_zones;
+                    let steered = Arc::new(zones.with_selections(&selections.borrow()));
+                    current_zones.send_replace(steered.clone());
+                    publish(plane, config, &steered)?;
                 }
                 Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
                 Err(err) => error!("reload refused, keeping the running config: {err:#}"),
@@ -183,6 +251,30 @@ fn purge(path: &Path, url: &str) -> Result<()> {
         .http
         .with_context(|| format!("{}: no [http] section", path.display()))?;
     let answer = tokio::runtime::Runtime::new()?.block_on(admin::purge(http.admin_listen, url))?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn status(path: &Path, json: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let status =
+        tokio::runtime::Runtime::new()?.block_on(steer::admin::status(config.admin.listen))?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        print!("{status}");
+    }
+    Ok(())
+}
+
+fn drain(path: &Path, pool: &str, member: &str, drained: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let answer = tokio::runtime::Runtime::new()?.block_on(steer::admin::drain(
+        config.admin.listen,
+        pool,
+        member,
+        drained,
+    ))?;
     println!("{answer}");
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::steer::config::{ProbeConfig, SteeringConfig};
+
 /// Where pinned maps and links go unless the config says otherwise; one directory per interface.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
 /// Default size of the answer map (name/type pairs).
@@ -36,16 +38,46 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// The HTTP server and static content cache; absent, the PoP serves no HTTP.
     pub http: Option<crate::http::config::HttpConfig>,
+    /// The daemon's control endpoint: steering status, drain and undrain.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Where `edge status`, `edge drain` and `edge undrain` reach the running daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Loopback by default: only local tools may drain members.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 9081))
 }
 
 /// A group of interchangeable servers: a customer's origins, or the PoPs of the CDN.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Referred to by names and sites.
     pub name: String,
     pub kind: PoolKind,
     pub members: Vec<MemberConfig>,
+    /// How the members are measured (docs/STEERING.md).
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    /// How measurements become answers (docs/STEERING.md).
+    #[serde(default)]
+    pub steering: SteeringConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -57,7 +89,7 @@ pub enum PoolKind {
     Pop,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
     /// Unique within the pool; used in logs, status and admin commands.
@@ -66,6 +98,14 @@ pub struct MemberConfig {
     /// Where the member serves HTTP.
     #[serde(default = "default_http_port")]
     pub http_port: u16,
+    /// Where the member's `edge agent` serves its load report; without one, an origin is
+    /// ranked by response time.
+    pub agent_port: Option<u16>,
+    /// A PoP's FTP service, measured with an anonymous login.
+    pub ftp_port: Option<u16>,
+    /// A member of weight 2 is chosen over one of weight 1 until its score is twice as bad.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +250,10 @@ fn default_http_port() -> u16 {
     80
 }
 
+fn default_weight() -> f64 {
+    1.0
+}
+
 fn default_pin_root() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_ROOT)
 }
@@ -300,6 +344,7 @@ impl Config {
         config.check_xdp(path)?;
         config.check_dns(path)?;
         config.check_pools(path)?;
+        config.check_admin(path)?;
         if let Some(http) = &config.http {
             http.check(path, &config)?;
         }
@@ -379,6 +424,19 @@ impl Config {
                     ));
                 }
             }
+            crate::steer::config::check(path, p, pool)?;
+        }
+        Ok(())
+    }
+
+    fn check_admin(&self, path: &Path) -> Result<(), ConfigError> {
+        let http_admin = self.http.as_ref().map(|http| http.admin_listen);
+        if http_admin == Some(self.admin.listen) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                field: "admin.listen".into(),
+                reason: format!("{} is already http.admin_listen", self.admin.listen),
+            });
         }
         Ok(())
     }

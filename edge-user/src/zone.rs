@@ -14,7 +14,10 @@ use hickory_proto::rr::{
     rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT},
 };
 
-use crate::config::{Config, ConfigError, NameConfig, ZoneConfig};
+use crate::{
+    config::{Config, ConfigError, NameConfig, ZoneConfig},
+    steer::Selections,
+};
 
 /// Longest CNAME chain inside our zones; longer chains (and loops) are refused.
 pub const MAX_CNAME_CHAIN: usize = 8;
@@ -57,6 +60,8 @@ pub struct NameRecords {
     pub txt: Vec<TXT>,
     /// The pool a steered name takes its addresses from (already in `a` and `aaaa`).
     pub pool: Option<String>,
+    /// A steered name whose pool has nothing to answer with: SERVFAIL, from userspace only.
+    pub unavailable: bool,
 }
 
 /// An RRset: the records of one name and type.
@@ -199,6 +204,44 @@ impl Zones {
         zones.check_nesting(config).map_err(|(f, r)| refuse(f, r))?;
         zones.check_targets(config).map_err(|(f, r)| refuse(f, r))?;
         Ok(zones)
+    }
+
+    /// A copy where every steered name answers as `selections` says for its pool: its `a` and
+    /// `aaaa` from the pool's addresses, its TTL from the pool's TTL, and SERVFAIL when the
+    /// pool's addresses are empty. Pools without a selection keep their configured answer.
+    pub fn with_selections(&self, selections: &Selections) -> Self {
+        let mut zones = self.clone();
+        for zone in &mut zones.zones {
+            for records in zone.names.values_mut() {
+                let Some(pool) = &records.pool else {
+                    continue;
+                };
+                let Some(addresses) = selections.addresses.get(pool) else {
+                    continue;
+                };
+                records.a = addresses
+                    .iter()
+                    .filter_map(|ip| match ip {
+                        IpAddr::V4(ip) => Some(*ip),
+                        IpAddr::V6(_) => None,
+                    })
+                    .take(MAX_ANSWER_RECORDS)
+                    .collect();
+                records.aaaa = addresses
+                    .iter()
+                    .filter_map(|ip| match ip {
+                        IpAddr::V6(ip) => Some(*ip),
+                        IpAddr::V4(_) => None,
+                    })
+                    .take(MAX_ANSWER_RECORDS)
+                    .collect();
+                records.unavailable = addresses.is_empty();
+                if let Some(&ttl) = selections.ttls.get(pool) {
+                    records.ttl = ttl;
+                }
+            }
+        }
+        zones
     }
 
     /// Every owner name with its records, zone by zone.
@@ -819,6 +862,39 @@ txt = ["v=DKIM1; p="]
         assert!(!zone.is_empty_non_terminal(&name("nope.example.com.")));
         let apex_ns = zone.rrset(&name("example.com."), RecordType::NS).unwrap();
         assert_eq!((apex_ns.ttl, apex_ns.rdatas.len()), (300, 2));
+    }
+
+    #[test]
+    fn selections_replace_steered_answers() {
+        let zones = build(FULL).unwrap();
+        let shop = name("shop.example.com.");
+        let mut selections = Selections::default();
+        selections.addresses.insert(
+            "shop-origins".into(),
+            vec![
+                "2001:db8::101".parse().unwrap(),
+                "192.0.2.102".parse().unwrap(),
+            ],
+        );
+        selections.ttls.insert("shop-origins".into(), 7);
+        let steered = zones.with_selections(&selections);
+        let records = &steered.zones[0].names[&shop];
+        assert_eq!(records.a, [Ipv4Addr::new(192, 0, 2, 102)]);
+        assert_eq!(records.aaaa.len(), 1);
+        assert_eq!((records.ttl, records.unavailable), (7, false));
+        // Only steered names change.
+        let mail = name("mail.example.com.");
+        assert_eq!(steered.zones[0].names[&mail], zones.zones[0].names[&mail]);
+        selections
+            .addresses
+            .insert("shop-origins".into(), Vec::new());
+        let down = zones.with_selections(&selections);
+        let records = &down.zones[0].names[&shop];
+        assert!(records.unavailable && records.a.is_empty() && records.aaaa.is_empty());
+        assert!(
+            crate::dns::fast_path::entries(&down).unwrap().len()
+                < crate::dns::fast_path::entries(&zones).unwrap().len()
+        );
     }
 
     #[test]

@@ -80,6 +80,16 @@ fn step(zone: &Zone, name: &Name, qtype: RecordType, lookup: &mut Lookup) -> Opt
         negative(zone, lookup);
         return None;
     }
+    if zone
+        .names
+        .get(name)
+        .is_some_and(|records| records.unavailable)
+    {
+        // A steered name whose pool has no member to answer with (all-down policy SERVFAIL).
+        lookup.rcode = ResponseCode::ServFail;
+        lookup.authoritative = false;
+        return None;
+    }
     if let Some(alias) = zone.rrset(name, RecordType::CNAME) {
         let target = alias.rdatas.iter().find_map(|rdata| match rdata {
             RData::CNAME(target) => Some(target.0.clone()),

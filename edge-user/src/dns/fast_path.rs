@@ -73,13 +73,15 @@ pub fn answer_entry(ttl: u32, rdatas: &[RData]) -> Result<Answer, ProtoError> {
 }
 
 /// Every entry the answer map should hold for `zones`: one per name and address type, for each
-/// name we answer authoritatively. Names below a delegation (glue) get a referral and aliases
-/// a CNAME, both from the userspace server, so they have no entry.
+/// name we answer authoritatively. Names below a delegation (glue) get a referral, aliases a
+/// CNAME and unavailable steered names SERVFAIL, all from the userspace server, so they have no
+/// entry.
 pub fn entries(zones: &Zones) -> Result<Vec<(NameKey, Answer)>, ProtoError> {
     let mut entries = Vec::new();
     for zone in &zones.zones {
-        for name in zone.names.keys() {
-            if zone.delegation(name).is_some() {
+        for (name, records) in &zone.names {
+            // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
+            if records.unavailable || zone.delegation(name).is_some() {
                 continue;
             }
             for rtype in [RecordType::A, RecordType::AAAA] {

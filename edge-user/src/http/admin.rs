@@ -47,17 +47,22 @@ pub fn handle(cache: &Cache, request: &Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Asks the daemon listening on `admin` to purge `url`; returns its answer.
-pub async fn purge(admin: SocketAddr, url: &str) -> Result<String> {
-    let admin = match admin.ip() {
+/// Where a local client reaches a daemon listening on `listen`: loopback for a wildcard.
+pub fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), admin.port())
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
         }
         IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), admin.port())
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port())
         }
-        _ => admin,
-    };
+        _ => listen,
+    }
+}
+
+/// Asks the daemon listening on `admin` to purge `url`; returns its answer.
+pub async fn purge(admin: SocketAddr, url: &str) -> Result<String> {
+    let admin = reachable(admin);
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("url", url)
         .finish();

@@ -24,6 +24,7 @@ use self::{config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites};
 use crate::{
     cache::{Cache, policy::Rules},
     config::Config,
+    steer::SelectionsWatch,
 };
 
 /// Every response body: bytes over a mapping, a file being filled, or an origin's stream.
@@ -38,7 +39,8 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Opens the cache, binds both addresses and starts serving, if the config has `[http]`.
-    pub async fn start(config: &Config) -> Result<Option<Self>> {
+    /// Misses go to the origin `selections` chooses.
+    pub async fn start(config: &Config, selections: &SelectionsWatch) -> Result<Option<Self>> {
         let Some(http) = &config.http else {
             return Ok(None);
         };
@@ -52,7 +54,7 @@ impl HttpServer {
             .with_context(|| format!("opening the cache in {}", http.cache_dir.display()))?,
         );
         let proxy = Arc::new(Proxy {
-            sites: Sites::from_config(config),
+            sites: Sites::from_config(config, selections),
             cache: cache.clone(),
             origin: OriginClient::new(http.origin_connect_timeout, http.origin_read_timeout),
         });

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use crate::config::Config;
+use crate::{config::Config, steer::SelectionsWatch};
 
 /// One `static_paths` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,10 @@ impl PathRule {
 #[derive(Debug)]
 pub struct Site {
     pub host: String,
+    /// The origin pool's name and its members' HTTP addresses, in configured order.
+    pool: String,
     origins: Vec<SocketAddr>,
+    selections: SelectionsWatch,
     /// `None`: the whole site is static.
     static_paths: Option<Vec<PathRule>>,
 }
@@ -52,10 +55,14 @@ impl Site {
             .is_none_or(|rules| rules.iter().any(|rule| rule.matches(path)))
     }
 
-    /// The origin that misses and pass-through requests go to. Until steering measures load,
-    /// this is the pool's first member; steering replaces this one function.
+    /// The origin that misses and pass-through requests go to: the one steering answers the
+    /// pool's names with (the least-loaded healthy origin), else the pool's first member.
     pub fn origin(&self) -> SocketAddr {
-        self.origins[0]
+        let selected = self.selections.borrow().first(&self.pool);
+        selected
+            .and_then(|ip| self.origins.iter().find(|origin| origin.ip() == ip))
+            .copied()
+            .unwrap_or(self.origins[0])
     }
 }
 
@@ -65,8 +72,8 @@ pub struct Sites(HashMap<String, Arc<Site>>);
 
 impl Sites {
     /// Builds the sites of a config that [`Config::parse`] accepted (pools exist and have
-    /// members, rules parse).
-    pub fn from_config(config: &Config) -> Self {
+    /// members, rules parse); their origins follow `selections`.
+    pub fn from_config(config: &Config, selections: &SelectionsWatch) -> Self {
         let Some(http) = &config.http else {
             return Self::default();
         };
@@ -88,7 +95,9 @@ impl Sites {
                     });
                     let site = Site {
                         host: site.host.clone(),
+                        pool: pool.name.clone(),
                         origins,
+                        selections: selections.clone(),
                         static_paths,
                     };
                     Some((site.host.clone(), Arc::new(site)))
@@ -120,9 +129,12 @@ mod tests {
         for bad in ["", "*", "assets/", "*/x", "**.css"] {
             assert!(PathRule::parse(bad).is_err(), "{bad:?}");
         }
+        let (_, selections) = tokio::sync::watch::channel(Default::default());
         let site = Site {
             host: "www.example.com".into(),
+            pool: "shop".into(),
             origins: vec!["192.0.2.1:80".parse().unwrap()],
+            selections,
             static_paths: Some(vec![
                 PathRule::parse("/assets/").unwrap(),
                 PathRule::parse("*.css").unwrap(),
@@ -137,5 +149,28 @@ mod tests {
             ..site
         };
         assert!(all.is_static("/cart"));
+    }
+
+    #[test]
+    fn origin_follows_the_selection() {
+        let mut selections = crate::steer::Selections::default();
+        let (sender, receiver) =
+            tokio::sync::watch::channel(std::sync::Arc::new(selections.clone()));
+        let site = Site {
+            host: "www.example.com".into(),
+            pool: "shop".into(),
+            origins: vec![
+                "192.0.2.1:80".parse().unwrap(),
+                "192.0.2.2:8080".parse().unwrap(),
+            ],
+            selections: receiver,
+            static_paths: None,
+        };
+        assert_eq!(site.origin(), "192.0.2.1:80".parse().unwrap());
+        selections
+            .addresses
+            .insert("shop".into(), vec!["192.0.2.2".parse().unwrap()]);
+        sender.send_replace(std::sync::Arc::new(selections));
+        assert_eq!(site.origin(), "192.0.2.2:8080".parse().unwrap());
     }
 }
