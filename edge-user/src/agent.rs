@@ -24,8 +24,9 @@ use tracing::{debug, info, warn};
 
 /// The path the report is served on.
 pub const LOAD_PATH: &str = "/load";
-/// How often CPU counters are sampled: utilisation is the busy share between two samples.
-const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often CPU counters are sampled by default: utilisation is the busy share between two
+/// samples.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A host's load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -164,13 +165,14 @@ fn utilisation(before: CpuTimes, after: CpuTimes) -> f64 {
     100.0 * after.busy.saturating_sub(before.busy) as f64 / total as f64
 }
 
-/// Serves the load report on `listen` until the process is stopped.
-pub async fn serve(listen: SocketAddr, proc_root: &Path) -> Result<()> {
+/// Serves the load report on `listen` until the process is stopped, sampling the CPU counters
+/// every `sample_interval`.
+pub async fn serve(listen: SocketAddr, proc_root: &Path, sample_interval: Duration) -> Result<()> {
     let proc = Arc::new(Proc::new(proc_root));
     proc.report()
         .with_context(|| format!("{} does not look like /proc", proc_root.display()))?;
     let cpu = Arc::new(Mutex::new(0.0));
-    tokio::spawn(sample(proc.clone(), cpu.clone()));
+    tokio::spawn(sample(proc.clone(), cpu.clone(), sample_interval));
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -225,10 +227,10 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 }
 
 /// Keeps `cpu` at the utilisation between the two latest samples.
-async fn sample(proc: Arc<Proc>, cpu: Arc<Mutex<f64>>) {
+async fn sample(proc: Arc<Proc>, cpu: Arc<Mutex<f64>>, interval: Duration) {
     let mut before = proc.cpu_times().ok();
     loop {
-        tokio::time::sleep(SAMPLE_INTERVAL).await;
+        tokio::time::sleep(interval).await;
         let after = match proc.cpu_times() {
             Ok(after) => after,
             Err(error) => {

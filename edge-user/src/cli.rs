@@ -96,6 +96,9 @@ enum Command {
         /// Where to read /proc from (another directory laid out the same way, for tests).
         #[arg(long, default_value = "/proc")]
         proc_root: PathBuf,
+        /// CPU utilisation is measured over this many milliseconds.
+        #[arg(long, default_value_t = agent::DEFAULT_SAMPLE_INTERVAL.as_millis() as u64)]
+        sample_ms: u64,
     },
 }
 
@@ -141,9 +144,15 @@ fn execute(command: Command) -> Result<()> {
             pool,
             member,
         } => drain(&config, &pool, &member, false),
-        Command::Agent { listen, proc_root } => {
-            tokio::runtime::Runtime::new()?.block_on(agent::serve(listen, &proc_root))
-        }
+        Command::Agent {
+            listen,
+            proc_root,
+            sample_ms,
+        } => tokio::runtime::Runtime::new()?.block_on(agent::serve(
+            listen,
+            &proc_root,
+            std::time::Duration::from_millis(sample_ms),
+        )),
     }
 }
 

@@ -143,3 +143,17 @@ pub fn counters(config: &Path) -> Result<std::collections::BTreeMap<String, u64>
     }
     Ok(serde_json::from_slice(&output.stdout)?)
 }
+
+/// The steering status of the daemon that `config` describes, read with `edge status --json`
+/// inside `netns` (the admin endpoint listens on the namespace's loopback).
+pub fn status(netns: &crate::topology::Netns, config: &Path) -> Result<edge_user::steer::status::Status> {
+    let output = netns
+        .command(binary())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()?;
+    if !output.status.success() {
+        bail!("edge status: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}

@@ -1,6 +1,7 @@
 //! Shared by the integration tests and the demo: network namespace topologies, the real `edge`
 //! binary running inside them, real DNS and HTTP clients, and a real HTTP origin.
 
+pub mod agent;
 pub mod curl;
 pub mod dig;
 pub mod edge;

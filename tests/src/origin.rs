@@ -3,7 +3,8 @@
 //! `size=N` (body bytes), `cc=…` (Cache-Control), `status=N`, `etag=…` (answers If-None-Match
 //! with 304), `lm=1` (a fixed Last-Modified; answers If-Modified-Since with 304), `vary=…`,
 //! `delay=MS` (before the head), `slow=MS` (between each of 16 body pieces), `chunked=1` (no
-//! Content-Length). [`Origin::set_failing`] makes every answer a 503.
+//! Content-Length). [`Origin::set_failing`] makes every answer a 503, [`Origin::set_delay`]
+//! delays every answer (a slow origin).
 
 use std::{
     collections::HashMap,
@@ -13,7 +14,7 @@ use std::{
     os::fd::AsRawFd as _,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -43,6 +44,8 @@ pub struct Origin {
     pub address: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     failing: Arc<AtomicBool>,
+    /// Milliseconds every answer waits before its head.
+    delay: Arc<AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -57,18 +60,24 @@ impl Origin {
             .build()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(AtomicBool::new(false));
-        let (record, fail) = (seen.clone(), failing.clone());
+        let delay = Arc::new(AtomicU64::new(0));
+        let (record, fail, slow) = (seen.clone(), failing.clone(), delay.clone());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (record, fail) = (record.clone(), fail.clone());
+                let (record, fail, slow) = (record.clone(), fail.clone(), slow.clone());
                 tokio::spawn(http1::Builder::new().serve_connection(
                     TokioIo::new(stream),
                     service_fn(move |request| {
-                        answer(request, record.clone(), fail.load(Ordering::SeqCst))
+                        let (record, failing) = (record.clone(), fail.load(Ordering::SeqCst));
+                        let delay = Duration::from_millis(slow.load(Ordering::SeqCst));
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            answer(request, record, failing).await
+                        }
                     }),
                 ));
             }
@@ -77,6 +86,7 @@ impl Origin {
             address,
             seen,
             failing,
+            delay,
             runtime: Some(runtime),
         })
     }
@@ -96,6 +106,11 @@ impl Origin {
 
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Delays every answer by `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 }
 

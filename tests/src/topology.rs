@@ -222,20 +222,175 @@ impl Drop for Topology {
     }
 }
 
+/// One host of a [`Lan`]: its namespace and addresses on the shared segment.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub role: String,
+    pub netns: Netns,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
+
+/// Hosts on one Ethernet segment: a bridge in a namespace of its own, one veth pair per host
+/// (`eth0` in the host, `hN` on the bridge), host N (from 1, in the order given) at 198.18.0.N/24
+/// and 2001:db8::N/64, static neighbours everywhere, and an XDP_PASS program on every bridge-side
+/// end so that a host's XDP_TX replies are received.
+pub struct Lan {
+    pub name: String,
+    pub hosts: Vec<Host>,
+    bridge: Netns,
+    pin_root: PathBuf,
+    work_dir: PathBuf,
+}
+
+impl Lan {
+    /// Builds the hosts `roles` for the test called `test` (unique per test binary).
+    pub fn new(test: &str, roles: &[&str]) -> Result<Self> {
+        assert!(roles.len() < 250, "one /24");
+        remove_leftovers();
+        let name = format!("edge-{test}-{}", std::process::id());
+        let hosts = roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| {
+                let n = i as u8 + 1;
+                Host {
+                    role: role.to_string(),
+                    netns: Netns {
+                        name: format!("{name}-{role}"),
+                    },
+                    v4: Ipv4Addr::new(198, 18, 0, n),
+                    v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(n)),
+                }
+            })
+            .collect();
+        let lan = Self {
+            bridge: Netns {
+                name: format!("{name}-bridge"),
+            },
+            hosts,
+            pin_root: Path::new(PIN_PARENT).join(&name),
+            work_dir: std::env::temp_dir().join(&name),
+            name,
+        };
+        lan.teardown();
+        lan.build()?;
+        Ok(lan)
+    }
+
+    /// The host called `role`.
+    pub fn host(&self, role: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|host| host.role == role)
+            .unwrap_or_else(|| panic!("no host {role} in {}", self.name))
+    }
+
+    /// The pin root a host's `edge` should use: private to this LAN.
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// A scratch directory for configs and logs, removed with the LAN.
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    /// Writes `contents` to `name` in the work directory and returns its path.
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf> {
+        let path = self.work_dir.join(name);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    fn build(&self) -> Result<()> {
+        fs::create_dir_all(&self.work_dir)?;
+        fs::create_dir_all(&self.pin_root)
+            .with_context(|| format!("creating {}", self.pin_root.display()))?;
+        ip(&["netns", "add", &self.bridge.name])?;
+        self.bridge.ip(&["link", "add", "br0", "type", "bridge"])?;
+        self.bridge.ip(&["link", "set", "br0", "up"])?;
+        for (i, host) in self.hosts.iter().enumerate() {
+            let port = format!("h{}", i + 1);
+            ip(&["netns", "add", &host.netns.name])?;
+            host.netns.ip(&["link", "set", "lo", "up"])?;
+            ip(&[
+                "link", "add", "name", Topology::INTERFACE, "netns", &host.netns.name, "type",
+                "veth", "peer", "name", &port, "netns", &self.bridge.name,
+            ])?;
+            self.bridge.ip(&["link", "set", &port, "master", "br0"])?;
+            self.bridge.ip(&["link", "set", &port, "up"])?;
+            host.netns.ip(&["addr", "add", &format!("{}/24", host.v4), "dev", Topology::INTERFACE])?;
+            host.netns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/64", host.v6),
+                "dev",
+                Topology::INTERFACE,
+                "nodad",
+            ])?;
+            host.netns.ip(&["link", "set", Topology::INTERFACE, "up"])?;
+            attach_pass(&self.bridge, &port, &self.pin_root.join(format!("pass-{port}")))?;
+        }
+        let macs: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|host| host.netns.mac(Topology::INTERFACE))
+            .collect::<Result<_>>()?;
+        for host in &self.hosts {
+            for (peer, mac) in self.hosts.iter().zip(&macs) {
+                if peer.role == host.role {
+                    continue;
+                }
+                for address in [peer.v4.to_string(), peer.v6.to_string()] {
+                    host.netns.ip(&[
+                        "neigh",
+                        "replace",
+                        &address,
+                        "lladdr",
+                        mac,
+                        "dev",
+                        Topology::INTERFACE,
+                        "nud",
+                        "permanent",
+                    ])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn teardown(&self) {
+        for netns in self.hosts.iter().map(|host| &host.netns).chain([&self.bridge]) {
+            if netns.path().exists() {
+                let _ = ip(&["netns", "del", &netns.name]);
+            }
+        }
+        remove_pins(&self.pin_root);
+        let _ = fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
 /// Removes namespaces, pins and work directories of test runs whose process is gone.
 fn remove_leftovers() {
     let dead = |name: &str| -> bool {
         let Some(rest) = name.strip_prefix("edge-") else {
             return false;
         };
-        let rest = rest
-            .strip_suffix("-client")
-            .or_else(|| rest.strip_suffix("-pop"))
-            .unwrap_or(rest);
-        match rest.rsplit_once('-').map(|(_, pid)| pid.parse::<u32>()) {
-            Some(Ok(pid)) => !Path::new("/proc").join(pid.to_string()).exists(),
-            _ => false,
-        }
+        // `edge-<test>-<pid>` (pins, work directories) or `edge-<test>-<pid>-<role>` (hosts).
+        let mut parts = rest.rsplit('-');
+        let last = parts.next().map(str::parse::<u32>);
+        let pid = match last {
+            Some(Ok(pid)) => Some(pid),
+            _ => parts.next().and_then(|part| part.parse::<u32>().ok()),
+        };
+        pid.is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
     };
     let names = |dir: &Path| -> Vec<String> {
         fs::read_dir(dir)
