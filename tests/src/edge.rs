@@ -146,7 +146,10 @@ pub fn counters(config: &Path) -> Result<std::collections::BTreeMap<String, u64>
 
 /// The steering status of the daemon that `config` describes, read with `edge status --json`
 /// inside `netns` (the admin endpoint listens on the namespace's loopback).
-pub fn status(netns: &crate::topology::Netns, config: &Path) -> Result<edge_user::steer::status::Status> {
+pub fn status(
+    netns: &crate::topology::Netns,
+    config: &Path,
+) -> Result<edge_user::steer::status::Status> {
     let output = netns
         .command(binary())
         .args(["status", "--json", "--config"])

@@ -315,12 +315,29 @@ impl Lan {
             ip(&["netns", "add", &host.netns.name])?;
             host.netns.ip(&["link", "set", "lo", "up"])?;
             ip(&[
-                "link", "add", "name", Topology::INTERFACE, "netns", &host.netns.name, "type",
-                "veth", "peer", "name", &port, "netns", &self.bridge.name,
+                "link",
+                "add",
+                "name",
+                Topology::INTERFACE,
+                "netns",
+                &host.netns.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &self.bridge.name,
             ])?;
             self.bridge.ip(&["link", "set", &port, "master", "br0"])?;
             self.bridge.ip(&["link", "set", &port, "up"])?;
-            host.netns.ip(&["addr", "add", &format!("{}/24", host.v4), "dev", Topology::INTERFACE])?;
+            host.netns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", host.v4),
+                "dev",
+                Topology::INTERFACE,
+            ])?;
             host.netns.ip(&[
                 "addr",
                 "add",
@@ -330,7 +347,11 @@ impl Lan {
                 "nodad",
             ])?;
             host.netns.ip(&["link", "set", Topology::INTERFACE, "up"])?;
-            attach_pass(&self.bridge, &port, &self.pin_root.join(format!("pass-{port}")))?;
+            attach_pass(
+                &self.bridge,
+                &port,
+                &self.pin_root.join(format!("pass-{port}")),
+            )?;
         }
         let macs: Vec<String> = self
             .hosts
@@ -361,7 +382,12 @@ impl Lan {
     }
 
     fn teardown(&self) {
-        for netns in self.hosts.iter().map(|host| &host.netns).chain([&self.bridge]) {
+        for netns in self
+            .hosts
+            .iter()
+            .map(|host| &host.netns)
+            .chain([&self.bridge])
+        {
             if netns.path().exists() {
                 let _ = ip(&["netns", "del", &netns.name]);
             }

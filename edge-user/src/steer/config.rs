@@ -44,7 +44,8 @@ pub struct SteeringConfig {
     #[serde(default = "default_ttl")]
     pub ttl: u32,
     /// TTL while a member's state is changing (a failure seen on an up member, a success on a
-    /// down one), so that resolvers come back soon.
+    /// down one, and for max(rise, fall) rounds after a member went up, down, or was drained),
+    /// so that resolvers come back soon.
     #[serde(default = "default_changing_ttl")]
     pub changing_ttl: u32,
     /// The answer moves only to a member whose score is lower than the current one's by more

@@ -41,8 +41,8 @@ pub struct Pool {
     /// Selections that differed from the one before.
     pub changes: u64,
     pub rounds: u64,
-    /// A member changed state in the latest round.
-    state_changed: bool,
+    /// Rounds the short TTL stays in force after a member changed state (or was drained).
+    settling: u32,
 }
 
 impl Pool {
@@ -68,7 +68,7 @@ impl Pool {
             last_good: None,
             changes: 0,
             rounds: 0,
-            state_changed: false,
+            settling: 0,
         }
     }
 
@@ -76,11 +76,15 @@ impl Pool {
     pub fn record(&mut self, samples: &[Sample]) {
         let probe = &self.config.probe;
         let alpha = self.config.steering.ewma;
-        self.state_changed = false;
+        self.settling = self.settling.saturating_sub(1);
+        let mut changed = false;
         for (member, sample) in self.members.iter_mut().zip(samples) {
-            self.state_changed |= member.health.record(sample.healthy, probe.rise, probe.fall);
+            changed |= member.health.record(sample.healthy, probe.rise, probe.fall);
             member.smoothed.update(sample, alpha);
             member.error = sample.error.clone();
+        }
+        if changed {
+            self.settle();
         }
         self.rounds += 1;
         self.checked = true;
@@ -90,12 +94,20 @@ impl Pool {
     pub fn drain(&mut self, name: &str, drained: bool) -> bool {
         match self.members.iter_mut().find(|member| member.name == name) {
             Some(member) => {
-                self.state_changed |= member.health.drained != drained;
-                member.health.drained = drained;
+                if member.health.drained != drained {
+                    member.health.drained = drained;
+                    self.settle();
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// Keeps the short TTL for as many rounds as a state change needs to be confirmed, so that
+    /// resolvers come back soon while members flip.
+    fn settle(&mut self) {
+        self.settling = self.config.probe.rise.max(self.config.probe.fall);
     }
 
     /// Chooses the answer from the current state; returns whether it changed.
@@ -148,7 +160,7 @@ impl Pool {
             self.last_good = Some(next.clone());
             next
         };
-        let changing = self.state_changed
+        let changing = self.settling > 0
             || self
                 .members
                 .iter()
@@ -302,8 +314,11 @@ mod tests {
         pool.record(&[loaded(10.0), loaded(50.0)]);
         pool.select();
         assert_eq!(pool.selection, [ip("192.0.2.1")]);
-        pool.record(&[loaded(10.0), loaded(50.0)]);
-        pool.select();
+        assert_eq!(pool.ttl, pool.config.steering.changing_ttl);
+        for _ in 0..2 {
+            pool.record(&[loaded(10.0), loaded(50.0)]);
+            pool.select();
+        }
         assert_eq!(pool.ttl, pool.config.steering.ttl);
     }
 
