@@ -533,6 +533,75 @@ mod tests {
     }
 
     #[test]
+    fn probe_and_steering_defaults_and_refusals() {
+        let pool = "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n";
+        let config = parse(&format!("{MINIMAL}{pool}")).unwrap();
+        let shop = config.pool("shop").unwrap();
+        assert_eq!(shop.probe, ProbeConfig::default());
+        assert_eq!(shop.probe.interval, std::time::Duration::from_secs(1));
+        assert_eq!(
+            shop.steering.all_down,
+            crate::steer::config::AllDown::KeepLastGood
+        );
+        assert_eq!(shop.members[0].weight, 1.0);
+        assert_eq!(config.admin.listen, "127.0.0.1:9081".parse().unwrap());
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[pools.probe]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n",
+                "pools[0].probe.timeout",
+                "below probe.interval",
+            ),
+            (
+                "[pools.probe]\nrise = 0\n",
+                "pools[0].probe.rise",
+                "at least 1",
+            ),
+            (
+                "[pools.probe]\nhealth_path = \"health\"\n",
+                "pools[0].probe.health_path",
+                "start with '/'",
+            ),
+            (
+                "[pools.probe]\njitter = 1.5\n",
+                "pools[0].probe.jitter",
+                "fraction",
+            ),
+            (
+                "[pools.steering]\nall_down = \"panic\"\n",
+                "pools[0].steering.all_down",
+                "unknown variant",
+            ),
+            (
+                "[pools.steering]\nttl = 10\nchanging_ttl = 30\n",
+                "pools[0].steering.changing_ttl",
+                "at most steering.ttl",
+            ),
+            (
+                "[pools.steering]\newma = 0\n",
+                "pools[0].steering.ewma",
+                "(0, 1]",
+            ),
+            (
+                "[pools.steering.weights]\ncpu = -1\n",
+                "pools[0].steering.weights",
+                "not negative",
+            ),
+        ];
+        for (table, field, reason) in cases {
+            let error = parse(&format!("{MINIMAL}{pool}{table}")).unwrap_err();
+            assert_eq!(&error.field, field, "{table}: {error}");
+            assert!(error.reason.contains(reason), "{table}: {error}");
+        }
+        let error = parse(&format!("{MINIMAL}{pool}ftp_port = 21\n")).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[0].ftp_port", "{error}");
+        let error = parse(&format!("{MINIMAL}{pool}weight = 0\n")).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[0].weight", "{error}");
+        let pops = pool.replace("origin", "pop") + "ftp_port = 21\nagent_port = 9100\n";
+        let config = parse(&format!("{MINIMAL}{pops}")).unwrap();
+        assert_eq!(config.pools[0].members[0].ftp_port, Some(21));
+    }
+
+    #[test]
     fn syntax_error_names_the_line() {
         let error = parse("[xdp\ninterface = 1\n").unwrap_err();
         assert!(error.field.is_empty());

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod curl;
 pub mod dig;
 pub mod edge;
+pub mod ftp;
 pub mod origin;
 pub mod topology;
 pub mod xdp;

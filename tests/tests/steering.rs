@@ -20,15 +20,20 @@ use edge_tests::{
     curl::curl,
     dig::kdig,
     edge::{EdgeProcess, counters, status},
+    ftp::Vsftpd,
     origin::Origin,
     topology::{Host, Lan},
 };
 
 const HTTP_PORT: u16 = 8080;
 const AGENT_PORT: u16 = 9100;
+const FTP_PORT: u16 = 2121;
 const INTERVAL: Duration = Duration::from_millis(200);
 /// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
 const ALLOWANCE: Duration = Duration::from_millis(1500);
+
+/// The A records of an answer, or its status when it is not NOERROR.
+type Answer = std::result::Result<Vec<IpAddr>, String>;
 
 /// A PoP (`pop`, host 1) serving `example.com` from `pools`, a client (host 2), and hosts
 /// `origin1…` (3…).
@@ -82,15 +87,12 @@ impl Setup {
     }
 
     /// The A records `name` answers with, or the response status if not NOERROR.
-    fn answer(&self, name: &str) -> Result<std::result::Result<Vec<IpAddr>, String>> {
+    fn answer(&self, name: &str) -> Result<Answer> {
         Ok(self.answer_and_ttl(name)?.0)
     }
 
     /// [`Setup::answer`] and the TTL of the first A record.
-    fn answer_and_ttl(
-        &self,
-        name: &str,
-    ) -> Result<(std::result::Result<Vec<IpAddr>, String>, Option<u32>)> {
+    fn answer_and_ttl(&self, name: &str) -> Result<(Answer, Option<u32>)> {
         let server = format!("@{}", self.lan.host("pop").v4);
         let qname = format!("{name}.example.com");
         let reply = kdig(
@@ -121,7 +123,7 @@ impl Setup {
     fn wait_for(
         &self,
         name: &str,
-        expected: std::result::Result<Vec<IpAddr>, String>,
+        expected: Answer,
         bound: Duration,
     ) -> Result<(Duration, Option<u32>)> {
         let start = Instant::now();
@@ -447,6 +449,16 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
         .into_iter()
         .map(|(host, cpu)| start_agent(&lan, host, cpu))
         .collect::<Result<_>>()?;
+    let _ftp: Vec<Vsftpd> = [&pop1, &pop2]
+        .into_iter()
+        .map(|host| {
+            Vsftpd::start(
+                &host.netns,
+                SocketAddr::new(host.v4.into(), FTP_PORT),
+                &lan.work_dir().join(format!("ftp-{}", host.role)),
+            )
+        })
+        .collect::<Result<_>>()?;
     // pop: 40 ms away, 10 % CPU; pop2: 5 ms away, 20 % CPU. Default PoP weights: one ms
     // weighs as much as one percent of CPU.
     servers[0].set_delay(Duration::from_millis(40));
@@ -456,7 +468,7 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
         "pop",
         &[&pop1, &pop2],
         "ewma = 0.6",
-        &format!("agent_port = {AGENT_PORT}"),
+        &format!("agent_port = {AGENT_PORT}\nftp_port = {FTP_PORT}"),
     );
     let setup = Setup::start(lan, &pools, &[("static", "pops")], "")?;
     assert_eq!(setup.answer("static")?, Ok(vec![ip(&pop2)]));
@@ -465,6 +477,11 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
     let score = |i: usize| pops.members[i].score.unwrap();
     assert!(score(1) < score(0), "{pops:#?}");
     assert!(pops.members[0].http_ms.unwrap() >= 40.0, "{pops:#?}");
+    // Both FTP services were logged into (a failed login would count as the timeout, 150 ms).
+    for member in &pops.members {
+        assert!(member.ftp_ms.is_some_and(|ms| ms < 140.0), "{member:#?}");
+        assert_eq!(member.error, None);
+    }
 
     // pop2 gets busy: 90 % CPU outweighs its 35 ms advantage.
     agents[1].set_cpu(90);
