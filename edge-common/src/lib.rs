@@ -21,6 +21,10 @@ pub mod pin {
     pub const COUNTERS: &str = "counters";
     /// Service addresses and ports the program answers on.
     pub const SERVICES: &str = "services";
+    /// Answers of steered names, two generations of them.
+    pub const SELECTIONS: &str = "selections";
+    /// The generation of `selections` in use.
+    pub const STATE: &str = "state";
     /// The XDP link that keeps the program attached while no daemon runs.
     pub const LINK: &str = "link";
 }
@@ -30,6 +34,8 @@ pub mod map_name {
     pub const ANSWERS: &str = "edge_answers";
     pub const COUNTERS: &str = "edge_counters";
     pub const SERVICES: &str = "edge_services";
+    pub const SELECTIONS: &str = "edge_selections";
+    pub const STATE: &str = "edge_state";
 }
 
 /// Program names in the object.
@@ -103,9 +109,38 @@ pub struct Answer {
     pub ancount: u16,
     /// Bytes of `data` in use.
     pub len: u16,
-    pub reserved: u16,
+    /// Zero: this entry is the answer. Otherwise (a steered name) the answer is the entry
+    /// `selection_key(generation, selection)` of the selection map, in the generation the state
+    /// map names, so that a steering round becomes visible to every CPU at once.
+    pub selection: u16,
     /// Answer section, owners compressed to the question name (offset 12).
     pub data: [u8; ANSWER_DATA_LEN],
+}
+
+impl Answer {
+    /// The answer-map entry of a steered name: a reference to its slot in the selection map.
+    pub const fn selected(selection: u16) -> Self {
+        Self {
+            flags: 0,
+            ancount: 0,
+            len: 0,
+            selection,
+            data: [0; ANSWER_DATA_LEN],
+        }
+    }
+}
+
+/// Which generation of the selection map the fast path reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// 0 or 1.
+    pub generation: u32,
+}
+
+/// Key of a steered answer in the selection map.
+pub const fn selection_key(generation: u32, selection: u16) -> u32 {
+    (generation << 16) | selection as u32
 }
 
 /// Header flag bits (RFC 1035 §4.1.1), host order.
@@ -209,4 +244,6 @@ mod pod {
     unsafe impl aya::Pod for super::Answer {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::State {}
 }

@@ -10,17 +10,25 @@ mod reply;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use edge_common::{Answer, Counter, NameKey, ServiceKey};
+use edge_common::{Answer, Counter, NameKey, ServiceKey, State, selection_key};
 use headers::{ETH_LEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Layout, ptr_at};
 use query::Scratch;
 
 /// Name and type → prebuilt answer. Userspace sizes it at load time.
 #[btf_map(name = "edge_answers")]
 static ANSWERS: HashMap<NameKey, Answer, 65536> = HashMap::new();
+
+/// Answers of steered names: `selection_key(generation, selection)` → answer.
+#[btf_map(name = "edge_selections")]
+static SELECTIONS: HashMap<u32, Answer, 8192> = HashMap::new();
+
+/// The generation of `SELECTIONS` in use; userspace flips it after writing a whole round.
+#[btf_map(name = "edge_state")]
+static STATE: Array<State, 1> = Array::new();
 
 /// Addresses and ports we answer on.
 #[btf_map(name = "edge_services")]
@@ -80,8 +88,14 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     // SAFETY: a per-CPU slot, used only by this program invocation.
     let scratch = unsafe { &mut *scratch };
     let query = query::parse::<L>(ctx, scratch)?;
-    // SAFETY: the value is read before any map update could reuse its slot.
-    let answer = unsafe { ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?;
+    // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced meanwhile.
+    let mut answer = unsafe { ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?;
+    if answer.selection != 0 {
+        let generation = STATE.get(0).map_or(0, |state| state.generation);
+        let key = selection_key(generation, answer.selection);
+        // SAFETY: as above.
+        answer = unsafe { SELECTIONS.get(&key) }.ok_or(Counter::UnknownName)?;
+    }
     reply::write::<L>(ctx, &query, answer, scratch)
 }
 

@@ -228,12 +228,14 @@ fn publish(plane: &mut DataPlane, config: &Config, zones: &Zones) -> Result<()> 
         .services
         .replace(&fast_path::services(&config.dns.listen))?;
     let entries = fast_path::entries(zones).context("building answers")?;
-    let changes = plane.answers.replace(&entries)?;
+    let published = plane.answers.publish(&entries)?;
     info!(
         names = entries.len(),
-        written = changes.written,
-        removed = changes.removed,
-        unchanged = changes.unchanged,
+        written = published.answers.written,
+        removed = published.answers.removed,
+        unchanged = published.answers.unchanged,
+        steered_written = published.steered_written,
+        flipped = published.flipped,
         "answers published"
     );
     Ok(())

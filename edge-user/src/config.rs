@@ -15,6 +15,8 @@ use crate::steer::config::{ProbeConfig, SteeringConfig};
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
 /// Default size of the answer map (name/type pairs).
 pub const DEFAULT_MAX_ANSWERS: u32 = 65_536;
+/// Default number of steered (name, type) answers.
+pub const DEFAULT_MAX_STEERED: u16 = 4096;
 /// Default TTL of a zone's records.
 pub const DEFAULT_TTL: u32 = 300;
 /// SOA timers when the config leaves them out (seconds): the values RIPE-203 recommends for
@@ -120,6 +122,9 @@ pub struct XdpConfig {
     pub pin_root: PathBuf,
     #[serde(default = "default_max_answers")]
     pub max_answers: u32,
+    /// Steered (name, type) answers the fast path holds, each in two generations.
+    #[serde(default = "default_max_steered")]
+    pub max_steered: u16,
 }
 
 impl XdpConfig {
@@ -258,6 +263,10 @@ fn default_pin_root() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_ROOT)
 }
 
+fn default_max_steered() -> u16 {
+    DEFAULT_MAX_STEERED
+}
+
 fn default_max_answers() -> u32 {
     DEFAULT_MAX_ANSWERS
 }
@@ -367,6 +376,9 @@ impl Config {
         }
         if self.xdp.max_answers == 0 {
             return Err(refuse("xdp.max_answers", "must be at least 1"));
+        }
+        if self.xdp.max_steered == 0 {
+            return Err(refuse("xdp.max_steered", "must be at least 1"));
         }
         if !self.xdp.pin_root.is_absolute() {
             return Err(refuse("xdp.pin_root", "must be an absolute path"));

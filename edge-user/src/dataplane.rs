@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::{
     EBPF_OBJECT,
     config::{self, XdpConfig},
-    maps::{AnswerMap, Counters, ServiceMap},
+    maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
 };
 
 /// `statfs` magic of bpffs.
@@ -35,7 +35,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The attached program and its maps.
 pub struct DataPlane {
     pin_dir: PathBuf,
-    pub answers: AnswerMap,
+    pub answers: AnswerMaps,
     pub services: ServiceMap,
     pub counters: Counters,
     /// Whether pins of an earlier run were found and adopted.
@@ -55,9 +55,14 @@ impl DataPlane {
         let answers_pin = pin_dir.join(pin::ANSWERS);
         let counters_pin = pin_dir.join(pin::COUNTERS);
         let services_pin = pin_dir.join(pin::SERVICES);
+        let selections_pin = pin_dir.join(pin::SELECTIONS);
+        let state_pin = pin_dir.join(pin::STATE);
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(map_name::ANSWERS, answers_pin.as_path())
             .map_pin_path(map_name::SERVICES, services_pin.as_path())
+            .map_pin_path(map_name::SELECTIONS, selections_pin.as_path())
+            .map_pin_path(map_name::STATE, state_pin.as_path())
+            .map_max_entries(map_name::SELECTIONS, 2 * u32::from(xdp.max_steered))
             .map_pin_path(map_name::COUNTERS, counters_pin.as_path())
             .map_max_entries(map_name::ANSWERS, xdp.max_answers)
             .load(EBPF_OBJECT)
@@ -97,7 +102,14 @@ impl DataPlane {
             "XDP program attached"
         );
 
-        let answers = AnswerMap::new(take_map(&mut ebpf, map_name::ANSWERS)?)?;
+        let answers = AnswerMaps {
+            answers: AnswerMap::new(take_map(&mut ebpf, map_name::ANSWERS)?)?,
+            selections: SelectionMap::new(
+                take_map(&mut ebpf, map_name::SELECTIONS)?,
+                take_map(&mut ebpf, map_name::STATE)?,
+                xdp.max_steered,
+            )?,
+        };
         let services = ServiceMap::new(take_map(&mut ebpf, map_name::SERVICES)?)?;
         let counters = Counters::new(take_map(&mut ebpf, map_name::COUNTERS)?)?;
         Ok(Self {
@@ -131,7 +143,13 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         Ok(link) => drop(link.unpin().context("unpinning the XDP link")?),
         Err(error) => warn!(%error, path = %link_pin.display(), "no pinned link"),
     }
-    for name in [pin::ANSWERS, pin::SERVICES, pin::COUNTERS] {
+    for name in [
+        pin::ANSWERS,
+        pin::SERVICES,
+        pin::SELECTIONS,
+        pin::STATE,
+        pin::COUNTERS,
+    ] {
         remove_if_present(&pin_dir.join(name))?;
     }
     match fs::remove_dir(pin_dir) {

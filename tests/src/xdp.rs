@@ -13,7 +13,7 @@ use edge_common::{Counter, map_name, program_name};
 use edge_user::{
     config::Config,
     dns::fast_path,
-    maps::{AnswerMap, Counters, ServiceMap},
+    maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
     zone::Zones,
 };
 use etherparse::PacketBuilder;
@@ -29,10 +29,13 @@ pub const CLIENT_IP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0
 pub const POP_IP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 pub const VLAN_ID: u16 = 42;
 
+/// Steered answers the harness's maps hold.
+const STEERED: u16 = 1024;
+
 pub struct Program {
     ebpf: Ebpf,
     counters: Counters,
-    _answers: AnswerMap,
+    pub answers: AnswerMaps,
     _services: ServiceMap,
 }
 
@@ -42,20 +45,28 @@ impl Program {
     pub fn load(config: &str, listen: &[SocketAddr]) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_name::ANSWERS, 4096)
+            .map_max_entries(map_name::SELECTIONS, 2 * u32::from(STEERED))
             .load(edge_user::EBPF_OBJECT)?;
-        let mut answers = AnswerMap::new(ebpf.take_map(map_name::ANSWERS).context("answers")?)?;
+        let mut answers = AnswerMaps {
+            answers: AnswerMap::new(ebpf.take_map(map_name::ANSWERS).context("answers")?)?,
+            selections: SelectionMap::new(
+                ebpf.take_map(map_name::SELECTIONS).context("selections")?,
+                ebpf.take_map(map_name::STATE).context("state")?,
+                STEERED,
+            )?,
+        };
         let mut services = ServiceMap::new(ebpf.take_map(map_name::SERVICES).context("services")?)?;
         let counters = Counters::new(ebpf.take_map(map_name::COUNTERS).context("counters")?)?;
         let path = Path::new("fixture.toml");
         let config = Config::parse(path, config)?;
-        answers.replace(&fast_path::entries(&Zones::build(path, &config)?)?)?;
+        answers.publish(&fast_path::entries(&Zones::build(path, &config)?)?)?;
         services.replace(&fast_path::services(listen))?;
         let program: &mut Xdp = ebpf.program_mut(program_name::DNS).unwrap().try_into()?;
         program.load()?;
         Ok(Self {
             ebpf,
             counters,
-            _answers: answers,
+            answers,
             _services: services,
         })
     }

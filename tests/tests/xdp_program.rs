@@ -329,3 +329,89 @@ fn only_service_addresses_are_answered() -> Result<()> {
     assert_eq!(program.run(&v6_5353)?.0, XDP_TX);
     Ok(())
 }
+
+/// A zone with two steered names on one pool, whose member order is `members`, and a static name.
+fn steered_zone(members: [&str; 2]) -> String {
+    format!(
+        r#"
+[xdp]
+interface = "eth0"
+[[pools]]
+name = "shop"
+kind = "origin"
+members = [{{ name = "m1", address = "{}" }}, {{ name = "m2", address = "{}" }}]
+[[zones]]
+apex = "example.com"
+[[zones.names]]
+name = "www"
+pool = "shop"
+[[zones.names]]
+name = "shop"
+pool = "shop"
+[[zones.names]]
+name = "static"
+a = ["192.0.2.99"]
+"#,
+        members[0], members[1]
+    )
+}
+
+fn publish(program: &mut Program, zone: &str) -> Result<edge_user::maps::Publication> {
+    let path = std::path::Path::new("steered.toml");
+    let config = edge_user::config::Config::parse(path, zone)?;
+    let zones = edge_user::zone::Zones::build(path, &config)?;
+    program
+        .answers
+        .publish(&edge_user::dns::fast_path::entries(&zones)?)
+}
+
+/// The first address a name's answer carries.
+fn first_address(program: &mut Program, name: &str) -> Result<[u8; 4]> {
+    let (verdict, out) = program.run(&Query::new(name).frame())?;
+    assert_eq!(verdict, XDP_TX, "{name}");
+    let dns = dns_of_reply(&out, false, false);
+    let question_end = 12 + wire(name).len() + 4;
+    // First record: pointer, type, class, TTL, RDLENGTH, then the address.
+    Ok(dns[question_end + 12..question_end + 16].try_into()?)
+}
+
+#[test]
+fn steered_answers_change_together_by_a_generation_flip() -> Result<()> {
+    let forward = steered_zone(["198.51.100.1", "198.51.100.2"]);
+    let backward = steered_zone(["198.51.100.2", "198.51.100.1"]);
+    let mut program = Program::load(&forward, &[])?;
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 1]);
+    }
+
+    let swap = publish(&mut program, &backward)?;
+    assert!(swap.flipped);
+    assert_eq!(
+        swap.steered_written, 2,
+        "both steered names, into the other generation"
+    );
+    assert_eq!(
+        swap.answers.written, 0,
+        "the answer map only points at the selection"
+    );
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 2]);
+    }
+    assert_eq!(
+        first_address(&mut program, "static.example.com")?,
+        [192, 0, 2, 99]
+    );
+
+    let again = publish(&mut program, &backward)?;
+    assert!(!again.flipped, "an unchanged selection is not rewritten");
+    assert_eq!(again.steered_written, 0);
+
+    // Back to the first order: the other generation still holds it, so only the flip is written.
+    let back = publish(&mut program, &forward)?;
+    assert!(back.flipped);
+    assert_eq!(back.steered_written, 0);
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 1]);
+    }
+    Ok(())
+}

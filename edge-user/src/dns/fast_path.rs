@@ -65,18 +65,27 @@ pub fn answer_entry(ttl: u32, rdatas: &[RData]) -> Result<Answer, ProtoError> {
         flags: AUTHORITATIVE_ANSWER,
         ancount: rdatas.len() as u16,
         len: section.len() as u16,
-        reserved: 0,
+        selection: 0,
         data: [0; ANSWER_DATA_LEN],
     };
     answer.data[..section.len()].copy_from_slice(&section);
     Ok(answer)
 }
 
-/// Every entry the answer map should hold for `zones`: one per name and address type, for each
+/// One answer of the fast path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: NameKey,
+    pub answer: Answer,
+    /// A steered name's answer, which changes with each steering round.
+    pub steered: bool,
+}
+
+/// Every answer the fast path should hold for `zones`: one per name and address type, for each
 /// name we answer authoritatively. Names below a delegation (glue) get a referral, aliases a
 /// CNAME and unavailable steered names SERVFAIL, all from the userspace server, so they have no
 /// entry.
-pub fn entries(zones: &Zones) -> Result<Vec<(NameKey, Answer)>, ProtoError> {
+pub fn entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
     let mut entries = Vec::new();
     for zone in &zones.zones {
         for (name, records) in &zone.names {
@@ -86,7 +95,11 @@ pub fn entries(zones: &Zones) -> Result<Vec<(NameKey, Answer)>, ProtoError> {
             }
             for rtype in [RecordType::A, RecordType::AAAA] {
                 if let Some(set) = zone.rrset(name, rtype) {
-                    entries.push((name_key(name, rtype)?, answer_entry(set.ttl, &set.rdatas)?));
+                    entries.push(Entry {
+                        key: name_key(name, rtype)?,
+                        answer: answer_entry(set.ttl, &set.rdatas)?,
+                        steered: records.pool.is_some(),
+                    });
                 }
             }
         }

@@ -699,9 +699,9 @@ txt = ["{}", "{}", "{}"]
         let entries = fast_path::entries(&zones).unwrap();
         let mut names: Vec<(String, u16)> = entries
             .iter()
-            .map(|(key, _)| {
-                let name = Name::from_bytes(&key.name).unwrap().to_string();
-                (name, u16::from_be(key.qtype))
+            .map(|entry| {
+                let name = Name::from_bytes(&entry.key.name).unwrap().to_string();
+                (name, u16::from_be(entry.key.qtype))
             })
             .collect();
         names.sort();
@@ -715,7 +715,10 @@ txt = ["{}", "{}", "{}"]
                 ("www.example.com.".to_string(), A),
             ]
         );
-        for (key, entry) in &entries {
+        for fast_path::Entry {
+            key, answer: entry, ..
+        } in &entries
+        {
             let name = Name::from_bytes(&key.name).unwrap();
             let qtype = u16::from_be(key.qtype);
             for (case, opt) in [
