@@ -38,13 +38,14 @@ impl Health {
         }
     }
 
-    /// Counts one probe result; returns whether the state changed. The first result decides at
-    /// once, so that a name is served as soon as its pool has been checked.
+    /// Counts one probe result; returns whether the member went up or down. The first result
+    /// decides at once (not a change: there was no state before), so that a name is served as
+    /// soon as its pool has been checked.
     pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> bool {
         let (threshold, next) = match (self.state, ok) {
             (State::Unchecked, _) => {
                 self.state = if ok { State::Up } else { State::Down };
-                return true;
+                return false;
             }
             (State::Up, true) | (State::Down, false) => {
                 self.streak = 0;
@@ -81,7 +82,7 @@ mod tests {
     fn first_result_decides_then_thresholds_apply() {
         let mut health = Health::new();
         assert!(!health.serves());
-        assert!(health.record(true, 3, 2));
+        assert!(!health.record(true, 3, 2));
         assert!(health.serves());
         assert!(!health.record(false, 3, 2));
         assert!(health.is_changing() && health.serves());
@@ -106,7 +107,8 @@ mod tests {
         health.drained = false;
         assert!(health.serves());
         let mut down = Health::new();
-        assert!(down.record(false, 1, 1));
+        down.record(false, 1, 1);
+        assert_eq!(down.state, State::Down);
         assert!(!down.serves());
     }
 }

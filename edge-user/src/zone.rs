@@ -207,8 +207,9 @@ impl Zones {
     }
 
     /// A copy where every steered name answers as `selections` says for its pool: its `a` and
-    /// `aaaa` from the pool's addresses, its TTL from the pool's TTL, and SERVFAIL when the
-    /// pool's addresses are empty. Pools without a selection keep their configured answer.
+    /// `aaaa` from the pool's addresses, its TTL the pool's TTL (or its own, if lower), and
+    /// SERVFAIL when the pool's addresses are empty. Pools without a selection keep their
+    /// configured answer.
     pub fn with_selections(&self, selections: &Selections) -> Self {
         let mut zones = self.clone();
         for zone in &mut zones.zones {
@@ -237,7 +238,7 @@ impl Zones {
                     .collect();
                 records.unavailable = addresses.is_empty();
                 if let Some(&ttl) = selections.ttls.get(pool) {
-                    records.ttl = ttl;
+                    records.ttl = records.ttl.min(ttl);
                 }
             }
         }
@@ -877,6 +878,7 @@ txt = ["v=DKIM1; p="]
             ],
         );
         selections.ttls.insert("shop-origins".into(), 7);
+        // shop's own TTL is 20: the lower of the two.
         let steered = zones.with_selections(&selections);
         let records = &steered.zones[0].names[&shop];
         assert_eq!(records.a, [Ipv4Addr::new(192, 0, 2, 102)]);
@@ -885,6 +887,11 @@ txt = ["v=DKIM1; p="]
         // Only steered names change.
         let mail = name("mail.example.com.");
         assert_eq!(steered.zones[0].names[&mail], zones.zones[0].names[&mail]);
+        selections.ttls.insert("shop-origins".into(), 60);
+        assert_eq!(
+            zones.with_selections(&selections).zones[0].names[&shop].ttl,
+            20
+        );
         selections
             .addresses
             .insert("shop-origins".into(), Vec::new());

@@ -31,7 +31,9 @@ use crate::topology::Netns;
 /// The Last-Modified date of `lm=1` answers.
 pub const LAST_MODIFIED: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
 
-/// One request as the origin saw it.
+/// One request as the origin saw it. The PoP's health probes (User-Agent
+/// [`edge_user::probe::http::USER_AGENT`]) are answered but not recorded: tests count what
+/// clients cause.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
@@ -133,11 +135,17 @@ async fn answer(
         .uri()
         .path_and_query()
         .map_or("/".to_string(), |p| p.to_string());
-    seen.lock().unwrap().push(Seen {
-        method: request.method().to_string(),
-        target: target.clone(),
-        headers: request.headers().clone(),
-    });
+    let probe = request
+        .headers()
+        .get(header::USER_AGENT)
+        .is_some_and(|agent| agent == edge_user::probe::http::USER_AGENT);
+    if !probe {
+        seen.lock().unwrap().push(Seen {
+            method: request.method().to_string(),
+            target: target.clone(),
+            headers: request.headers().clone(),
+        });
+    }
     let query: HashMap<String, String> = request
         .uri()
         .query()

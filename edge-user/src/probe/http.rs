@@ -13,6 +13,9 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// The User-Agent of every probe, so that origins can tell probes from clients in their logs.
+pub const USER_AGENT: &str = "edge-probe";
+
 /// Bodies larger than this are not probes: the read stops with an error.
 const MAX_BODY: usize = 1 << 20;
 
@@ -47,7 +50,7 @@ async fn exchange(address: SocketAddr, path: &str) -> Result<Timed> {
     let driver = tokio::spawn(connection);
     let request = Request::get(path)
         .header(header::HOST, address.to_string())
-        .header(header::USER_AGENT, "edge-probe")
+        .header(header::USER_AGENT, USER_AGENT)
         .body(Empty::<Bytes>::new())
         .context("building the request")?;
     let sent = Instant::now();
