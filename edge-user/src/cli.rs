@@ -13,7 +13,7 @@ use crate::{
     dataplane::{self, DataPlane},
     dns::{fast_path, server::Server},
     http::{HttpServer, admin},
-    steer::{self, SelectionsWatch, Steering},
+    steer::{self, Steering},
     zone::Zones,
 };
 use anyhow::{Context as _, Result};
@@ -166,23 +166,24 @@ fn load(path: &Path) -> Result<(Config, Zones)> {
 async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let (config, zones) = load(path)?;
     // The first probe round ends before anything is served: no answer from an unchecked state.
-    let steering = Steering::start(&config).await?;
+    let mut steering = Steering::start(&config).await?;
     let _http = HttpServer::start(&config, &steering.watch()).await?;
     let mut plane = DataPlane::start(&config.xdp)?;
-    let result = serve(path, &config, zones, steering.watch(), &mut plane).await;
+    let result = serve(path, &config, zones, &mut steering, &mut plane).await;
     plane.stop(keep_data_plane)?;
     result
 }
 
-/// Serves `zones` with the steered names answering as `selections` says; every change of the
+/// Serves `zones` with the steered names answering as `steering` selects; every change of the
 /// selections or the config goes to the userspace server and then, in one call, to the maps.
 async fn serve(
     path: &Path,
     config: &Config,
     mut zones: Zones,
-    mut selections: SelectionsWatch,
+    steering: &mut Steering,
     plane: &mut DataPlane,
 ) -> Result<()> {
+    let mut selections = steering.watch();
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
     let _dns = Server::start(&config.dns, &zones_watch)?;
@@ -204,9 +205,10 @@ async fn serve(
                     if reloaded.dns != config.dns {
                         warn!("dns.listen changes need a restart; serving the new zones on the old addresses");
                     }
-                    if reloaded.pools != config.pools || reloaded.admin != config.admin {
-                        warn!("pool and admin changes need a restart; steering keeps the running pools");
+                    if reloaded.admin != config.admin {
+                        warn!("admin.listen changes need a restart; the endpoint stays where it is");
                     }
+                    steering.reload(&reloaded).await;
                     zones = reloaded_zones;
                     let steered = Arc::new(zones.with_selections(&selections.borrow()));
                     current_zones.send_replace(steered.clone());

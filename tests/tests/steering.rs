@@ -495,3 +495,38 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
     setup.wait_for("static", Ok(vec![ip(&pop2)]), 3 * INTERVAL + ALLOWANCE)?;
     Ok(())
 }
+
+#[test]
+fn a_reload_adds_a_member_and_keeps_the_rest() -> Result<()> {
+    let lan = Setup::lan("steer-reload", 2)?;
+    let hosts: Vec<Host> = (1..=2)
+        .map(|i| lan.host(&format!("origin{i}")).clone())
+        .collect();
+    let _origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
+    let _agents: Vec<Agent> = hosts
+        .iter()
+        .zip([60, 10])
+        .map(|(host, cpu)| start_agent(&lan, host, cpu))
+        .collect::<Result<_>>()?;
+    let agent = format!("agent_port = {AGENT_PORT}");
+    let kept = pool("kept", "origin", &[&hosts[0], &hosts[1]], "", &agent);
+    let before = pool("grown", "origin", &[&hosts[0]], "", &agent) + &kept;
+    let mut setup = Setup::start(lan, &before, &[("grown", "grown"), ("kept", "kept")], "")?;
+    let netns = setup.lan.host("pop").netns.clone();
+    assert_eq!(setup.answer("grown")?, Ok(vec![ip(&hosts[0])]));
+    assert_eq!(setup.answer("kept")?, Ok(vec![ip(&hosts[1])]));
+    let rounds = status(&netns, &setup.config)?.pool("kept").unwrap().rounds;
+
+    let text = std::fs::read_to_string(&setup.config)?;
+    let grown = pool("grown", "origin", &[&hosts[0], &hosts[1]], "", &agent);
+    std::fs::write(&setup.config, text.replace(&before, &(grown + &kept)))?;
+    setup.edge.as_mut().unwrap().signal(libc::SIGHUP)?;
+    setup.wait_for("grown", Ok(vec![ip(&hosts[1])]), ALLOWANCE)?;
+    // The unchanged pool went on counting: its state was kept, not started afresh (which
+    // would show one round).
+    let state = status(&netns, &setup.config)?;
+    assert!(rounds > 1, "{rounds}");
+    assert!(state.pool("kept").unwrap().rounds >= rounds, "{state:#?}");
+    assert_eq!(state.pool("grown").unwrap().members.len(), 2);
+    Ok(())
+}

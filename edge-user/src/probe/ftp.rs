@@ -27,3 +27,23 @@ pub async fn login(address: SocketAddr, timeout: Duration) -> Result<Duration> {
     .map_err(|_| anyhow::anyhow!("no session within {timeout:?}"))??;
     Ok(start.elapsed())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_is_not_ftp_fails() {
+        // Refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        assert!(login(address, Duration::from_millis(200)).await.is_err());
+        // Accepts but never sends a banner.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let error = login(silent.local_addr().unwrap(), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("no session within"), "{error:#}");
+    }
+}

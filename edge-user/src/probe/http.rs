@@ -70,3 +70,24 @@ async fn exchange(address: SocketAddr, path: &str) -> Result<Timed> {
         elapsed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        // Connections complete in the kernel's backlog, but nobody reads the request.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let error = get(address, "/", Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("no answer within"), "{error:#}");
+        drop(listener);
+        let error = get(address, "/", Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("connecting"), "{error:#}");
+    }
+}

@@ -111,15 +111,7 @@ impl Steering {
     /// Probes every member of every pool once, so that no name is answered from an unchecked
     /// state, then keeps probing each pool on its interval.
     pub async fn start(config: &Config) -> Result<Self> {
-        let mut pools: Vec<Pool> = config.pools.iter().map(Pool::new).collect();
-        let samples = join_all(pools.iter().map(|pool| probe_all(&pool.config))).await;
-        for (pool, samples) in pools.iter_mut().zip(samples) {
-            pool.record(&samples);
-            pool.select();
-        }
-        for pool in &pools {
-            info!(pool = pool.config.name, selection = ?pool.selection, "first selection");
-        }
+        let pools = first_rounds(&config.pools).await;
         let (selections, _) = watch::channel(Arc::new(Selections::default()));
         let shared = Arc::new(Shared {
             pools: Mutex::new(Vec::new()),
@@ -128,14 +120,47 @@ impl Steering {
         shared.publish(&pools);
         *shared.pools.lock().expect("not poisoned") = pools;
         let mut tasks = JoinSet::new();
-        for (index, pool) in config.pools.iter().enumerate() {
-            tasks.spawn(probe_pool(index, pool.clone(), shared.clone()));
+        for pool in &config.pools {
+            tasks.spawn(probe_pool(pool.clone(), shared.clone()));
         }
         if !config.pools.is_empty() {
             let listener = admin::bind(config.admin.listen).await?;
             tasks.spawn(admin::serve(listener, shared.clone()));
         }
         Ok(Self { shared, tasks })
+    }
+
+    /// Takes the pools of a reloaded config: a pool whose settings did not change keeps its
+    /// state and its probe task; a new or changed one is probed once before it is answered
+    /// from. The admin endpoint stays where it is.
+    pub async fn reload(&mut self, config: &Config) {
+        while self.tasks.try_join_next().is_some() {}
+        let kept: Vec<Option<Pool>> = {
+            let pools = self.shared.pools.lock().expect("not poisoned");
+            config
+                .pools
+                .iter()
+                .map(|wanted| pools.iter().find(|pool| pool.config == *wanted).cloned())
+                .collect()
+        };
+        let new: Vec<PoolConfig> = config
+            .pools
+            .iter()
+            .zip(&kept)
+            .filter(|(_, kept)| kept.is_none())
+            .map(|(pool, _)| pool.clone())
+            .collect();
+        let mut fresh = first_rounds(&new).await.into_iter();
+        let pools: Vec<Pool> = kept
+            .into_iter()
+            .map(|kept| kept.unwrap_or_else(|| fresh.next().expect("one per new pool")))
+            .collect();
+        let mut current = self.shared.pools.lock().expect("not poisoned");
+        *current = pools;
+        self.shared.publish(&current);
+        for pool in new {
+            self.tasks.spawn(probe_pool(pool, self.shared.clone()));
+        }
     }
 
     /// The selections, updated after every round that changed them.
@@ -150,6 +175,18 @@ impl Drop for Steering {
     }
 }
 
+/// New pools of `configs`, each probed once and selected from.
+async fn first_rounds(configs: &[PoolConfig]) -> Vec<Pool> {
+    let mut pools: Vec<Pool> = configs.iter().map(Pool::new).collect();
+    let samples = join_all(configs.iter().map(probe_all)).await;
+    for (pool, samples) in pools.iter_mut().zip(samples) {
+        pool.record(&samples);
+        pool.select();
+        info!(pool = pool.config.name, selection = ?pool.selection, "first selection");
+    }
+    pools
+}
+
 /// Probes every member of a pool at once; samples in member order.
 async fn probe_all(config: &PoolConfig) -> Vec<probe::Sample> {
     join_all(
@@ -161,8 +198,9 @@ async fn probe_all(config: &PoolConfig) -> Vec<probe::Sample> {
     .await
 }
 
-/// Probes the pool at `index` forever, a jittered interval apart (counted from round start).
-async fn probe_pool(index: usize, config: PoolConfig, shared: Arc<Shared>) {
+/// Probes the pool of `config` a jittered interval apart (counted from round start), until a
+/// reload removes or changes it.
+async fn probe_pool(config: PoolConfig, shared: Arc<Shared>) {
     let mut start = Instant::now();
     loop {
         tokio::time::sleep_until(start + jittered(config.probe.interval, config.probe.jitter))
@@ -170,7 +208,9 @@ async fn probe_pool(index: usize, config: PoolConfig, shared: Arc<Shared>) {
         start = Instant::now();
         let samples = probe_all(&config).await;
         let mut pools = shared.pools.lock().expect("not poisoned");
-        let pool = &mut pools[index];
+        let Some(pool) = pools.iter_mut().find(|pool| pool.config == config) else {
+            return;
+        };
         pool.record(&samples);
         if pool.select() {
             info!(pool = config.name, selection = ?pool.selection, ttl = pool.ttl, "selection changed");
