@@ -34,8 +34,6 @@ pub struct Pool {
     /// answers with more; empty means SERVFAIL.
     pub selection: Vec<IpAddr>,
     pub ttl: u32,
-    /// Whether a selection was made since the pool was last checked (no answer before that).
-    pub checked: bool,
     /// The last answer made while a member was up.
     last_good: Option<Vec<IpAddr>>,
     /// Selections that differed from the one before.
@@ -64,7 +62,6 @@ impl Pool {
             config: config.clone(),
             selection: Vec::new(),
             ttl: config.steering.ttl,
-            checked: false,
             last_good: None,
             changes: 0,
             rounds: 0,
@@ -87,7 +84,6 @@ impl Pool {
             self.settle();
         }
         self.rounds += 1;
-        self.checked = true;
     }
 
     /// Drains or undrains the member called `name`; false if there is none.
@@ -274,7 +270,7 @@ mod tests {
     #[test]
     fn least_loaded_wins_and_hysteresis_holds_near_ties() {
         let mut pool = pool(PoolKind::Origin, &["192.0.2.1", "192.0.2.2"]);
-        assert!(pool.selection.is_empty() && !pool.checked);
+        assert!(pool.selection.is_empty());
         pool.record(&[loaded(50.0), loaded(20.0)]);
         assert!(pool.select());
         assert_eq!(pool.selection, [ip("192.0.2.2")]);
