@@ -210,7 +210,7 @@ async fn serve(
                     }
                     steering.reload(&reloaded).await;
                     zones = reloaded_zones;
-                    let steered = Arc::new(zones.with_selections(&selections.borrow()));
+                    let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                     current_zones.send_replace(steered.clone());
                     publish(plane, config, &steered)?;
                 }
