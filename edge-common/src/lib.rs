@@ -6,6 +6,10 @@
 /// Key buffer for a wire-format name: RFC 1035 §3.1 caps a name at 255 octets, root label included.
 pub const NAME_KEY_LEN: usize = 256;
 
+/// Names up to this many octets (most names) go to the map with the short key: a smaller key
+/// hashes faster and, in a large table, costs fewer cache misses to compare.
+pub const SHORT_NAME_LEN: usize = 64;
+
 /// Most records one fast-path answer holds.
 pub const MAX_ANSWER_RECORDS: usize = 8;
 
@@ -15,8 +19,10 @@ pub const ANSWER_DATA_LEN: usize = 256;
 
 /// Pinned names, relative to the per-interface pin directory.
 pub mod pin {
-    /// Name/type → answer map.
+    /// Name/type → answer map for names up to [`super::SHORT_NAME_LEN`] octets.
     pub const ANSWERS: &str = "answers";
+    /// The same for longer names.
+    pub const LONG_ANSWERS: &str = "long_answers";
     /// Per-CPU counters.
     pub const COUNTERS: &str = "counters";
     /// Service addresses and ports the program answers on.
@@ -32,6 +38,7 @@ pub mod pin {
 /// Map names as the kernel (and `bpftool map show`) sees them.
 pub mod map_name {
     pub const ANSWERS: &str = "edge_answers";
+    pub const LONG_ANSWERS: &str = "edge_long_names";
     pub const COUNTERS: &str = "edge_counters";
     pub const SERVICES: &str = "edge_services";
     pub const SELECTIONS: &str = "edge_selections";
@@ -47,23 +54,29 @@ pub mod program_name {
     pub const PASS: &str = "edge_pass";
 }
 
-/// Lookup key of the answer map. Aligned to 8 so that the XDP program can fold case a word at a
-/// time; `reserved` makes the tail explicit, since every byte of a key is hashed.
+/// Lookup key of an answer map: a name buffer of `N` bytes. Aligned to 8 so that the XDP program
+/// can fold case a word at a time; `reserved` makes the tail explicit, since every byte of a key
+/// is hashed.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct NameKey {
+pub struct NameKey<const N: usize> {
     /// Lower-case wire-format name, zero-padded to the end of the buffer.
-    pub name: [u8; NAME_KEY_LEN],
+    pub name: [u8; N],
     /// Query type in network byte order, as on the wire.
     pub qtype: u16,
     /// Always zero.
     pub reserved: [u16; 3],
 }
 
-impl NameKey {
+/// Key of the map for names up to [`SHORT_NAME_LEN`] octets.
+pub type ShortNameKey = NameKey<SHORT_NAME_LEN>;
+/// Key of the map for longer names, and the form userspace works with.
+pub type LongNameKey = NameKey<NAME_KEY_LEN>;
+
+impl<const N: usize> NameKey<N> {
     pub const fn zeroed() -> Self {
         Self {
-            name: [0; NAME_KEY_LEN],
+            name: [0; N],
             qtype: 0,
             reserved: [0; 3],
         }
@@ -239,7 +252,7 @@ impl Counter {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` data: every bit pattern is valid, and no padding is read as a value.
-    unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl<const N: usize> aya::Pod for super::NameKey<N> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Answer {}
     // SAFETY: as above.

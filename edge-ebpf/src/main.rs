@@ -14,13 +14,17 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use edge_common::{Answer, Counter, NameKey, ServiceKey, State, selection_key};
+use edge_common::{Answer, Counter, LongNameKey, ServiceKey, ShortNameKey, State, selection_key};
 use headers::{ETH_LEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Layout, ptr_at};
 use query::Scratch;
 
-/// Name and type → prebuilt answer. Userspace sizes it at load time.
+/// Name and type → prebuilt answer, for names up to 64 octets. Userspace sizes it at load time.
 #[btf_map(name = "edge_answers")]
-static ANSWERS: HashMap<NameKey, Answer, 65536> = HashMap::new();
+static ANSWERS: HashMap<ShortNameKey, Answer, 65536> = HashMap::new();
+
+/// The same for longer names.
+#[btf_map(name = "edge_long_names")]
+static LONG_ANSWERS: HashMap<LongNameKey, Answer, 4096> = HashMap::new();
 
 /// Answers of steered names: `selection_key(generation, selection)` → answer.
 #[btf_map(name = "edge_selections")]
@@ -89,7 +93,12 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     let scratch = unsafe { &mut *scratch };
     let query = query::parse::<L>(ctx, scratch)?;
     // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced meanwhile.
-    let mut answer = unsafe { ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?;
+    let found = if query.short {
+        unsafe { ANSWERS.get(&scratch.short) }
+    } else {
+        unsafe { LONG_ANSWERS.get(&scratch.key) }
+    };
+    let mut answer = found.ok_or(Counter::UnknownName)?;
     if answer.selection != 0 {
         let generation = STATE.get(0).map_or(0, |state| state.generation);
         let key = selection_key(generation, answer.selection);

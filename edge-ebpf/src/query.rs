@@ -1,7 +1,9 @@
 //! Parsing a DNS query frame down to the answer-map key.
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use edge_common::{Counter, NAME_KEY_LEN, NameKey, ServiceKey, flags};
+use edge_common::{
+    Counter, LongNameKey, NAME_KEY_LEN, SHORT_NAME_LEN, ServiceKey, ShortNameKey, flags,
+};
 
 use crate::{
     SERVICES,
@@ -24,6 +26,8 @@ pub const EDNS_DO: u16 = 0x8000;
 
 /// What the reply needs to know about the query.
 pub struct Query {
+    /// The question name fits the short key (and `Scratch::short` holds it).
+    pub short: bool,
     /// Frame offset just past the question: where the answer goes.
     pub question_end: usize,
     /// The query's header flags, host order.
@@ -39,7 +43,10 @@ pub struct Query {
 /// [`crate::reply`]).
 #[repr(C)]
 pub struct Scratch {
-    pub key: NameKey,
+    /// The name as read, then the key for long names.
+    pub key: LongNameKey,
+    /// The key for names up to [`SHORT_NAME_LEN`] octets.
+    pub short: ShortNameKey,
     pub name_len: u32,
     pub frame: [u8; FRAME_COPY_MAX],
 }
@@ -85,7 +92,9 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     if u16::from_be_bytes([type_class[2], type_class[3]]) != CLASS_IN {
         return Err(Counter::NotInClass);
     }
-    scratch.key.qtype = u16::from_ne_bytes([type_class[0], type_class[1]]);
+    let qtype = u16::from_ne_bytes([type_class[0], type_class[1]]);
+    scratch.key.qtype = qtype;
+    scratch.short.qtype = qtype;
 
     let edns = if arcount == 1 {
         Some(read_opt(ctx, question_end, end)?)
@@ -95,6 +104,7 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
         None
     };
     Ok(Query {
+        short: name_len <= SHORT_NAME_LEN,
         question_end,
         flags: query_flags,
         edns,
@@ -223,7 +233,15 @@ fn read_name<L: Layout>(
     if name_len > NAME_MAX || name_len + 4 > available {
         return Err(Counter::Malformed);
     }
-    fold_case(name, name_len);
+    if name_len <= SHORT_NAME_LEN {
+        fold_case::<{ SHORT_NAME_LEN / 8 }>(&mut scratch.key.name, name_len);
+        scratch
+            .short
+            .name
+            .copy_from_slice(&scratch.key.name[..SHORT_NAME_LEN]);
+    } else {
+        fold_case::<{ NAME_KEY_LEN / 8 }>(&mut scratch.key.name, name_len);
+    }
     Ok(name_len)
 }
 
@@ -252,13 +270,14 @@ fn walk_labels(name: &[u8; NAME_KEY_LEN], copy: usize) -> Result<usize, Counter>
 }
 
 /// Lower-cases the first `len` bytes eight at a time, without branches per byte, and zeroes the
-/// rest. Length octets are below 64, so only label bytes can be upper-case letters.
+/// rest of the first `WORDS` words. Length octets are below 64, so only label bytes can be
+/// upper-case letters.
 #[inline(always)]
-fn fold_case(name: &mut [u8; NAME_KEY_LEN], len: usize) {
+fn fold_case<const WORDS: usize>(name: &mut [u8; NAME_KEY_LEN], len: usize) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // SAFETY: `NameKey` is 8-aligned with `name` at offset 0, and 256 bytes are 32 words.
-    let words = unsafe { &mut *(name.as_mut_ptr() as *mut [u64; NAME_KEY_LEN / 8]) };
+    // SAFETY: `NameKey` is 8-aligned with `name` at offset 0; WORDS is at most 256 / 8.
+    let words = unsafe { &mut *(name.as_mut_ptr() as *mut [u64; WORDS]) };
     for (i, word) in words.iter_mut().enumerate() {
         let start = i * 8;
         let keep = if len >= start + 8 {

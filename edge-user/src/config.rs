@@ -15,6 +15,8 @@ use crate::steer::config::{ProbeConfig, SteeringConfig};
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
 /// Default size of the answer map (name/type pairs).
 pub const DEFAULT_MAX_ANSWERS: u32 = 65_536;
+/// Default size of the answer map for names longer than 64 octets.
+pub const DEFAULT_MAX_LONG_ANSWERS: u32 = 4096;
 /// Default number of steered (name, type) answers.
 pub const DEFAULT_MAX_STEERED: u16 = 4096;
 /// Default TTL of a zone's records.
@@ -122,6 +124,9 @@ pub struct XdpConfig {
     pub pin_root: PathBuf,
     #[serde(default = "default_max_answers")]
     pub max_answers: u32,
+    /// Size of the answer map for names longer than 64 octets.
+    #[serde(default = "default_max_long_answers")]
+    pub max_long_answers: u32,
     /// Steered (name, type) answers the fast path holds, each in two generations.
     #[serde(default = "default_max_steered")]
     pub max_steered: u16,
@@ -263,6 +268,10 @@ fn default_pin_root() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_ROOT)
 }
 
+fn default_max_long_answers() -> u32 {
+    DEFAULT_MAX_LONG_ANSWERS
+}
+
 fn default_max_steered() -> u16 {
     DEFAULT_MAX_STEERED
 }
@@ -376,6 +385,9 @@ impl Config {
         }
         if self.xdp.max_answers == 0 {
             return Err(refuse("xdp.max_answers", "must be at least 1"));
+        }
+        if self.xdp.max_long_answers == 0 {
+            return Err(refuse("xdp.max_long_answers", "must be at least 1"));
         }
         if self.xdp.max_steered == 0 {
             return Err(refuse("xdp.max_steered", "must be at least 1"));

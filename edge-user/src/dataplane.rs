@@ -53,12 +53,15 @@ impl DataPlane {
         fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
 
         let answers_pin = pin_dir.join(pin::ANSWERS);
+        let long_answers_pin = pin_dir.join(pin::LONG_ANSWERS);
         let counters_pin = pin_dir.join(pin::COUNTERS);
         let services_pin = pin_dir.join(pin::SERVICES);
         let selections_pin = pin_dir.join(pin::SELECTIONS);
         let state_pin = pin_dir.join(pin::STATE);
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(map_name::ANSWERS, answers_pin.as_path())
+            .map_pin_path(map_name::LONG_ANSWERS, long_answers_pin.as_path())
+            .map_max_entries(map_name::LONG_ANSWERS, xdp.max_long_answers)
             .map_pin_path(map_name::SERVICES, services_pin.as_path())
             .map_pin_path(map_name::SELECTIONS, selections_pin.as_path())
             .map_pin_path(map_name::STATE, state_pin.as_path())
@@ -103,7 +106,10 @@ impl DataPlane {
         );
 
         let answers = AnswerMaps {
-            answers: AnswerMap::new(take_map(&mut ebpf, map_name::ANSWERS)?)?,
+            answers: AnswerMap::new(
+                take_map(&mut ebpf, map_name::ANSWERS)?,
+                take_map(&mut ebpf, map_name::LONG_ANSWERS)?,
+            )?,
             selections: SelectionMap::new(
                 take_map(&mut ebpf, map_name::SELECTIONS)?,
                 take_map(&mut ebpf, map_name::STATE)?,
@@ -145,6 +151,7 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
     }
     for name in [
         pin::ANSWERS,
+        pin::LONG_ANSWERS,
         pin::SERVICES,
         pin::SELECTIONS,
         pin::STATE,
@@ -166,11 +173,6 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
 /// Counters of the data plane pinned in `pin_dir`, whether or not a daemon runs.
 pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
     Counters::from_pin(&pin_dir.join(pin::COUNTERS))
-}
-
-/// Answer map of the data plane pinned in `pin_dir`.
-pub fn pinned_answers(pin_dir: &Path) -> Result<AnswerMap> {
-    AnswerMap::from_pin(&pin_dir.join(pin::ANSWERS))
 }
 
 /// Swaps `program` into the link pinned at `path`, if there is one.

@@ -8,7 +8,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use edge_common::{Answer, Counter, NameKey, ServiceKey, State, selection_key};
+use edge_common::{
+    Answer, Counter, LongNameKey, SHORT_NAME_LEN, ServiceKey, ShortNameKey, State, selection_key,
+};
 
 use crate::dns::fast_path::Entry;
 
@@ -73,9 +75,11 @@ impl AnswerMaps {
     }
 }
 
-/// The name/type → answer map that the XDP program answers from.
+/// The name/type → answer maps that the XDP program answers from: one keyed by short names,
+/// one by long names. Callers see one map keyed by [`LongNameKey`].
 pub struct AnswerMap {
-    map: HashMap<MapData, NameKey, Answer>,
+    short: HashMap<MapData, ShortNameKey, Answer>,
+    long: HashMap<MapData, LongNameKey, Answer>,
 }
 
 /// What [`AnswerMap::replace`] did.
@@ -87,22 +91,43 @@ pub struct AnswerChanges {
 }
 
 impl AnswerMap {
-    pub fn new(map: Map) -> Result<Self> {
+    pub fn new(short: Map, long: Map) -> Result<Self> {
         Ok(Self {
-            map: HashMap::try_from(map).context("answer map")?,
+            short: HashMap::try_from(short).context("answer map")?,
+            long: HashMap::try_from(long).context("long-name answer map")?,
         })
     }
 
-    pub fn from_pin(path: &Path) -> Result<Self> {
-        Self::new(open_pinned(path)?)
+    /// Every entry.
+    pub fn contents(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
+        let mut contents = StdHashMap::new();
+        for entry in self.short.iter() {
+            let (key, answer) = entry.context("reading the answer map")?;
+            contents.insert(widen(&key), answer);
+        }
+        for entry in self.long.iter() {
+            let (key, answer) = entry.context("reading the long-name answer map")?;
+            contents.insert(key, answer);
+        }
+        Ok(contents)
     }
 
-    /// Every entry.
-    pub fn contents(&self) -> Result<StdHashMap<NameKey, Answer>> {
-        self.map
-            .iter()
-            .collect::<Result<_, _>>()
-            .context("reading the answer map")
+    fn insert(&mut self, key: &LongNameKey, answer: &Answer) -> Result<()> {
+        match narrow(key) {
+            Some(short) => self.short.insert(short, answer, 0),
+            None => self.long.insert(key, answer, 0),
+        }
+        .context(
+            "writing an answer map (are xdp.max_answers and xdp.max_long_answers large enough?)",
+        )
+    }
+
+    fn remove(&mut self, key: &LongNameKey) -> Result<()> {
+        match narrow(key) {
+            Some(short) => self.short.remove(&short),
+            None => self.long.remove(key),
+        }
+        .context("removing from an answer map")
     }
 
     /// Makes the map, which holds `current`, hold exactly `entries`. New and changed entries are
@@ -110,8 +135,8 @@ impl AnswerMap {
     /// removed; unchanged ones are not touched.
     fn replace(
         &mut self,
-        current: &StdHashMap<NameKey, Answer>,
-        entries: &[(NameKey, Answer)],
+        current: &StdHashMap<LongNameKey, Answer>,
+        entries: &[(LongNameKey, Answer)],
     ) -> Result<AnswerChanges> {
         let mut changes = AnswerChanges::default();
         for (key, answer) in entries {
@@ -119,28 +144,47 @@ impl AnswerMap {
                 changes.unchanged += 1;
                 continue;
             }
-            self.map
-                .insert(key, answer, 0)
-                .context("writing the answer map (is xdp.max_answers large enough?)")?;
+            self.insert(key, answer)?;
             changes.written += 1;
         }
-        let wanted: HashSet<&NameKey> = entries.iter().map(|(k, _)| k).collect();
+        let wanted: HashSet<&LongNameKey> = entries.iter().map(|(k, _)| k).collect();
         for key in current.keys().filter(|key| !wanted.contains(key)) {
-            self.map
-                .remove(key)
-                .context("removing from the answer map")?;
+            self.remove(key)?;
             changes.removed += 1;
         }
         Ok(changes)
     }
+}
 
-    /// Number of entries in the map.
-    pub fn len(&self) -> usize {
-        self.map.keys().count()
+/// The short-map key for `key`, if its name fits.
+fn narrow(key: &LongNameKey) -> Option<ShortNameKey> {
+    if key.name[SHORT_NAME_LEN..].iter().any(|&byte| byte != 0)
+        || wire_len(&key.name)? > SHORT_NAME_LEN
+    {
+        return None;
     }
+    let mut short = ShortNameKey::zeroed();
+    short.name.copy_from_slice(&key.name[..SHORT_NAME_LEN]);
+    short.qtype = key.qtype;
+    Some(short)
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+fn widen(key: &ShortNameKey) -> LongNameKey {
+    let mut long = LongNameKey::zeroed();
+    long.name[..SHORT_NAME_LEN].copy_from_slice(&key.name);
+    long.qtype = key.qtype;
+    long
+}
+
+/// Length of the wire-format name at the start of `name`, root label included.
+fn wire_len(name: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let label = usize::from(*name.get(pos)?);
+        pos += 1 + label;
+        if label == 0 {
+            return Some(pos);
+        }
     }
 }
 
@@ -282,4 +326,35 @@ impl Counters {
 fn open_pinned(path: &Path) -> Result<Map> {
     let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     Map::from_map_data(data).with_context(|| format!("opening {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+    use crate::dns::fast_path::name_key;
+
+    /// A name of exactly `len` wire octets.
+    fn name_of(len: usize) -> LongNameKey {
+        // The "x…" label with its length octet, "example" with its, and the root.
+        let label = "x".repeat(len - 1 - 8 - 1);
+        let key = name_key(
+            &Name::from_ascii(format!("{label}.example.")).unwrap(),
+            RecordType::A,
+        );
+        let key = key.unwrap();
+        assert_eq!(wire_len(&key.name), Some(len));
+        key
+    }
+
+    #[test]
+    fn names_up_to_the_short_length_take_the_short_key() {
+        for len in [12, SHORT_NAME_LEN - 1, SHORT_NAME_LEN] {
+            let key = name_of(len);
+            let short = narrow(&key).expect("fits");
+            assert_eq!(widen(&short), key);
+        }
+        assert_eq!(narrow(&name_of(SHORT_NAME_LEN + 1)), None);
+    }
 }

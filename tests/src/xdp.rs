@@ -45,10 +45,15 @@ impl Program {
     pub fn load(config: &str, listen: &[SocketAddr]) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_name::ANSWERS, 4096)
+            .map_max_entries(map_name::LONG_ANSWERS, 1024)
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(STEERED))
             .load(edge_user::EBPF_OBJECT)?;
         let mut answers = AnswerMaps {
-            answers: AnswerMap::new(ebpf.take_map(map_name::ANSWERS).context("answers")?)?,
+            answers: AnswerMap::new(
+                ebpf.take_map(map_name::ANSWERS).context("answers")?,
+                ebpf.take_map(map_name::LONG_ANSWERS)
+                    .context("long answers")?,
+            )?,
             selections: SelectionMap::new(
                 ebpf.take_map(map_name::SELECTIONS).context("selections")?,
                 ebpf.take_map(map_name::STATE).context("state")?,

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use edge_common::{ANSWER_DATA_LEN, Answer, NAME_KEY_LEN, NameKey, ServiceKey};
+use edge_common::{ANSWER_DATA_LEN, Answer, LongNameKey, NAME_KEY_LEN, ServiceKey};
 use hickory_proto::{
     ProtoError,
     rr::{Name, RData, RecordType},
@@ -39,9 +39,9 @@ pub fn services(listen: &[SocketAddr]) -> Vec<ServiceKey> {
 }
 
 /// The map key for `name` (any case) and `qtype`.
-pub fn name_key(name: &Name, qtype: RecordType) -> Result<NameKey, ProtoError> {
+pub fn name_key(name: &Name, qtype: RecordType) -> Result<LongNameKey, ProtoError> {
     let wire = name.to_lowercase().to_bytes()?;
-    let mut key = NameKey::zeroed();
+    let mut key = LongNameKey::zeroed();
     if wire.len() > NAME_KEY_LEN {
         return Err(ProtoError::from(format!(
             "{name} is longer than {NAME_KEY_LEN} octets"
@@ -75,7 +75,7 @@ pub fn answer_entry(ttl: u32, rdatas: &[RData]) -> Result<Answer, ProtoError> {
 /// One answer of the fast path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub key: NameKey,
+    pub key: LongNameKey,
     pub answer: Answer,
     /// A steered name's answer, which changes with each steering round.
     pub steered: bool,
