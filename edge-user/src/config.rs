@@ -562,7 +562,7 @@ mod tests {
         let config = parse(&format!("{MINIMAL}{pool}")).unwrap();
         let shop = config.pool("shop").unwrap();
         assert_eq!(shop.probe, ProbeConfig::default());
-        assert_eq!(shop.probe.interval, std::time::Duration::from_secs(1));
+        assert_eq!(shop.probe.interval, std::time::Duration::from_millis(500));
         assert_eq!(
             shop.steering.all_down,
             crate::steer::config::AllDown::KeepLastGood
