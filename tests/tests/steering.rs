@@ -268,6 +268,7 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
         .output()?;
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{table}");
+    eprintln!("{table}");
     assert!(
         table.contains(&format!("answer {}", hosts[2].v4)),
         "{table}"
