@@ -52,6 +52,8 @@ pub mod program_name {
     /// Passes every frame: for the far end of a veth pair, where XDP_TX frames are only received
     /// when an XDP program is attached.
     pub const PASS: &str = "edge_pass";
+    /// Reflects every DNS query as a response without a lookup: the benchmark's ceiling.
+    pub const REFLECT: &str = "edge_reflect";
 }
 
 /// Lookup key of an answer map: a name buffer of `N` bytes. Aligned to 8 so that the XDP program

@@ -6,6 +6,7 @@
 mod checksum;
 mod headers;
 mod query;
+mod reflect;
 mod reply;
 
 use aya_ebpf::{

@@ -41,6 +41,16 @@ impl EdgeProcess {
     /// Starts `edge run --config <config> <extra…>` in `netns` and waits until it has published
     /// its answers. Its log goes to `<config>.log`.
     pub fn start(netns: &Netns, config: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_within(netns, config, extra, START_TIMEOUT)
+    }
+
+    /// As [`Self::start`], for a config that takes longer than usual to load (a million names).
+    pub fn start_within(
+        netns: &Netns,
+        config: &Path,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> Result<Self> {
         let log = config.with_extension("log");
         let log_file = fs::File::create(&log)?;
         let child = netns
@@ -55,8 +65,13 @@ impl EdgeProcess {
             .spawn()
             .with_context(|| format!("starting {}", binary().display()))?;
         let mut process = Self { child, log };
-        process.wait_for_log("answers published", START_TIMEOUT)?;
+        process.wait_for_log("answers published", timeout)?;
         Ok(process)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the process has logged so far.

@@ -78,10 +78,96 @@ impl Netns {
     fn ip(&self, args: &[&str]) -> Result<()> {
         ip(&[&["-n", &self.name], args].concat())
     }
+
+    /// Writes `value` to `/sys/class/net/<interface>/<attribute>` of this namespace. Through
+    /// `ip netns exec`, whose private /sys shows this namespace's devices.
+    pub fn set_device_attribute(
+        &self,
+        interface: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<()> {
+        let path = format!("/sys/class/net/{interface}/{attribute}");
+        ip(&[
+            "netns",
+            "exec",
+            &self.name,
+            "sh",
+            "-c",
+            &format!("echo {value} > {path}"),
+        ])
+        .with_context(|| format!("setting {path} to {value} in {}", self.name))
+    }
+
+    /// Attaches `program` (a name from [`program_name`]) of edge's XDP object to `interface` in
+    /// driver mode. The program stays attached until the returned link is dropped.
+    pub fn attach_xdp(&self, interface: &str, program: &str) -> Result<FdLink> {
+        // Attaching by interface name resolves it in the caller's namespace, so a short-lived
+        // thread enters this one first.
+        let netns_file = fs::File::open(self.path())?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<FdLink> {
+                    // SAFETY: setns on this thread only, with a valid namespace fd.
+                    if unsafe { libc::setns(netns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
+                    }
+                    let mut ebpf = EbpfLoader::new()
+                        .map_max_entries(map_name::ANSWERS, 1)
+                        .load(edge_user::EBPF_OBJECT)?;
+                    let xdp: &mut Xdp = ebpf
+                        .program_mut(program)
+                        .with_context(|| format!("program {program} missing from the object"))?
+                        .try_into()?;
+                    xdp.load()?;
+                    let id = xdp.attach(interface, XdpMode::Driver)?;
+                    Ok(FdLink::try_from(xdp.take_link(id)?)?)
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
+        })
+        .with_context(|| format!("attaching {program} to {interface} in {}", self.name))
+    }
+
+    /// The MAC address of `interface` in this namespace, as `ip` prints it.
+    pub fn mac_address(&self, interface: &str) -> Result<String> {
+        let output = Command::new("ip")
+            .args(["-n", &self.name, "-j", "link", "show", "dev", interface])
+            .output()
+            .context("running ip")?;
+        if !output.status.success() {
+            bail!(
+                "ip link show {interface} in {}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let links: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        links[0]["address"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no address for {interface} in {}", self.name))
+    }
+
+    /// Detaches whatever XDP program another tool attached to `interface` through netlink and
+    /// left behind (kxdpgun and Knot DNS do).
+    pub fn detach_xdp(&self, interface: &str) -> Result<()> {
+        self.ip(&["link", "set", "dev", interface, "xdp", "off"])
+    }
+}
+
+/// What the client end of the veth pair runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientXdp {
+    /// The XDP_PASS program, so that the PoP's XDP_TX replies arrive: what tests want.
+    Pass,
+    /// Nothing, for a client tool that attaches its own program (kxdpgun).
+    None,
 }
 
 /// A client and a PoP, each in its own namespace, joined by one veth pair whose ends are both
-/// called `eth0`. The client end runs an XDP_PASS program so that the PoP's XDP_TX replies arrive.
+/// called `eth0`. The client end runs an XDP_PASS program so that the PoP's XDP_TX replies arrive,
+/// unless built with [`ClientXdp::None`].
 pub struct Topology {
     pub name: String,
     pub client: Netns,
@@ -98,10 +184,15 @@ impl Topology {
     /// The interface name on both hosts.
     pub const INTERFACE: &str = "eth0";
 
-    /// Builds the two hosts for the test called `test` (unique per test binary). Names carry the
-    /// process id, so that two test runs at once (two checkouts, say) never share a namespace;
-    /// what a dead run left behind is removed first.
+    /// Builds the two hosts for the test called `test` (unique per test binary), the XDP_PASS
+    /// program on the client end. Names carry the process id, so that two test runs at once (two
+    /// checkouts, say) never share a namespace; what a dead run left behind is removed first.
     pub fn client_and_pop(test: &str) -> Result<Self> {
+        Self::client_and_pop_with(test, ClientXdp::Pass)
+    }
+
+    /// As [`Self::client_and_pop`], with `client_xdp` on the client end.
+    pub fn client_and_pop_with(test: &str, client_xdp: ClientXdp) -> Result<Self> {
         remove_leftovers();
         let name = format!("edge-{test}-{}", std::process::id());
         let topology = Self {
@@ -116,7 +207,7 @@ impl Topology {
             name,
         };
         topology.teardown();
-        topology.build()?;
+        topology.build(client_xdp)?;
         Ok(topology)
     }
 
@@ -137,7 +228,13 @@ impl Topology {
         Ok(path)
     }
 
-    fn build(&self) -> Result<()> {
+    /// Attaches the XDP_PASS program to the client end of a topology built with
+    /// [`ClientXdp::None`], until the returned link is dropped.
+    pub fn attach_client_pass(&self) -> Result<FdLink> {
+        self.client.attach_xdp(Self::INTERFACE, program_name::PASS)
+    }
+
+    fn build(&self, client_xdp: ClientXdp) -> Result<()> {
         fs::create_dir_all(&self.work_dir)?;
         for netns in [&self.client, &self.pop] {
             ip(&["netns", "add", &netns.name])?;
@@ -196,11 +293,11 @@ impl Topology {
         }
         fs::create_dir_all(&self.pin_root)
             .with_context(|| format!("creating {}", self.pin_root.display()))?;
-        attach_pass(
-            &self.client,
-            Self::INTERFACE,
-            &self.pin_root.join("client-pass"),
-        )
+        if client_xdp == ClientXdp::Pass {
+            let pin = self.pin_root.join("client-pass");
+            self.attach_client_pass()?.pin(&pin)?;
+        }
+        Ok(())
     }
 
     /// Removes whatever this topology (or a crashed run of the same test) left behind.
@@ -347,11 +444,9 @@ impl Lan {
                 "nodad",
             ])?;
             host.netns.ip(&["link", "set", Topology::INTERFACE, "up"])?;
-            attach_pass(
-                &self.bridge,
-                &port,
-                &self.pin_root.join(format!("pass-{port}")),
-            )?;
+            self.bridge
+                .attach_xdp(&port, program_name::PASS)?
+                .pin(self.pin_root.join(format!("pass-{port}")))?;
         }
         let macs: Vec<String> = self
             .hosts
@@ -452,35 +547,6 @@ fn ip(args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Attaches the XDP_PASS program to `interface` inside `netns` and pins its link at `pin`.
-/// Attaching by interface name resolves it in the caller's namespace, so a short-lived thread
-/// enters `netns` first.
-fn attach_pass(netns: &Netns, interface: &str, pin: &Path) -> Result<()> {
-    let netns_file = fs::File::open(netns.path())?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<()> {
-                // SAFETY: setns on this thread only, with a valid namespace fd.
-                if unsafe { libc::setns(netns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns {}: {}", netns.name, std::io::Error::last_os_error());
-                }
-                let mut ebpf = EbpfLoader::new()
-                    .map_max_entries(map_name::ANSWERS, 1)
-                    .load(edge_user::EBPF_OBJECT)?;
-                let program: &mut Xdp = ebpf
-                    .program_mut(program_name::PASS)
-                    .context("pass program missing")?
-                    .try_into()?;
-                program.load()?;
-                let id = program.attach(interface, XdpMode::Driver)?;
-                FdLink::try_from(program.take_link(id)?)?.pin(pin)?;
-                Ok(())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
-    })
 }
 
 /// Removes a pin directory tree (bpffs allows unlink and rmdir, not recursive removal at once).

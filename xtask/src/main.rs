@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -35,6 +35,18 @@ enum Task {
         #[arg(long, default_value_t = 1_000_000)]
         frames: u64,
     },
+    /// Measure edge against its peers; prints a table and rewrites its section of
+    /// docs/BENCHMARKS.md.
+    Bench {
+        #[arg(value_enum)]
+        what: Benchmark,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Benchmark {
+    /// Authoritative DNS: edge's XDP and userspace paths, Knot DNS, NSD, an XDP reflector.
+    Dns,
 }
 
 fn main() -> Result<()> {
@@ -80,9 +92,47 @@ fn main() -> Result<()> {
             cargo(&["build", "--workspace", "--exclude", "edge-ebpf"])?;
             cargo(&["run", "--quiet", "-p", "edge-tests", "--example", "demo"])?;
         }
+        Task::Bench { what } => {
+            setup::run()?;
+            bench(what)?;
+        }
     }
     eprintln!("xtask: done in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Builds the release `edge` binary and runs the benchmark's driver (an example of edge-tests,
+/// which this crate cannot depend on: it must build before bpf-linker is installed).
+fn bench(what: Benchmark) -> Result<()> {
+    let (example, command) = match what {
+        Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
+    };
+    cargo(&["build", "--release", "-p", "edge-user"])?;
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    step(command, || {
+        exec(
+            Command::new(&cargo)
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "edge-tests",
+                    "--example",
+                ])
+                .arg(example)
+                .arg("--")
+                .arg("--out")
+                .arg(root.join("docs/BENCHMARKS.md"))
+                .args(["--command", command])
+                .env("EDGE_BIN", target.join("release/edge"))
+                .current_dir(&root),
+        )
+    })
 }
 
 /// Tests counted over every test binary.

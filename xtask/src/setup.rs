@@ -12,6 +12,7 @@ const PACKAGES: &[&str] = &[
     "iproute2",       // ip, netns, veth
     "util-linux",     // nsenter
     "bpftool",        // inspecting maps
+    "ethtool",        // benchmarks: GRO on the veth end, for threaded NAPI
     "knot-dnsutils",  // kdig, kxdpgun
     "bind9-dnsutils", // dig
     "dnsperf",

@@ -1,0 +1,9 @@
+//! The parts of `cargo xtask bench`: the generated zone and query set, the peer servers, the
+//! load generators and who runs on which core. `tests/examples/bench_dns.rs` puts them together.
+//! Benchmarks print and record numbers; nothing here asserts a timing.
+
+pub mod cpus;
+pub mod load;
+pub mod peers;
+pub mod report;
+pub mod zone;
