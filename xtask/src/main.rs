@@ -47,6 +47,9 @@ enum Task {
 enum Benchmark {
     /// Authoritative DNS: edge's XDP and userspace paths, Knot DNS, NSD, an XDP reflector.
     Dns,
+    /// Steering: decision to visible answer, origin death to moved answers, queries lost while
+    /// the maps are rewritten.
+    Steer,
 }
 
 fn main() -> Result<()> {
@@ -106,6 +109,7 @@ fn main() -> Result<()> {
 fn bench(what: Benchmark) -> Result<()> {
     let (example, command) = match what {
         Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
+        Benchmark::Steer => ("bench_steer", "cargo xtask bench steer"),
     };
     cargo(&["build", "--release", "-p", "edge-user"])?;
     let root = workspace_root();
