@@ -286,8 +286,11 @@ fn origin_death(run: usize) -> Result<f64> {
     }
 }
 
-/// (sent, replies) without and with continuous rewrites, and the flips done meanwhile.
-fn lost_during_rewrites() -> Result<((u64, u64), (u64, u64), u64)> {
+/// Queries sent and replies received in one kxdpgun run.
+type Counts = (u64, u64);
+
+/// Counts without and with continuous rewrites, and the flips done meanwhile.
+fn lost_during_rewrites() -> Result<(Counts, Counts, u64)> {
     let topology = Topology::client_and_pop_with("bench-steer", ClientXdp::None)?;
     let text = zone(100, 1000, Topology::INTERFACE, topology.pin_root());
     let config_path = topology.write_file("edge.toml", &text)?;
@@ -341,7 +344,7 @@ fn lost_during_rewrites() -> Result<((u64, u64), (u64, u64), u64)> {
     ready_rx
         .recv_timeout(Duration::from_secs(20))
         .context("the data plane did not start")?;
-    let run = || -> Result<(u64, u64)> {
+    let run = || -> Result<Counts> {
         let report = kxdpgun(
             &topology.client,
             &KxdpgunRun {
