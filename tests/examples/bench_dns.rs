@@ -243,7 +243,7 @@ fn main() -> Result<()> {
     let topology = Topology::client_and_pop_with("bench-dns", ClientXdp::None)?;
     let bench = Bench {
         napi: cpus::prepare_pop(&topology.pop, INTERFACE)?,
-        server_mac: topology.pop.mac_address(INTERFACE)?,
+        server_mac: topology.pop.mac(INTERFACE)?,
         topology,
     };
 

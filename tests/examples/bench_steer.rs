@@ -13,7 +13,6 @@ use std::{
     collections::BTreeMap,
     fs,
     net::{IpAddr, SocketAddr},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -310,15 +309,12 @@ fn lost_during_rewrites() -> Result<(Counts, Counts, u64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let flips = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let netns_file = fs::File::open(format!("/run/netns/{}", topology.pop.name))?;
+    let pop = topology.pop.clone();
     let writer = {
         let (rewriting, stop, flips) = (rewriting.clone(), stop.clone(), flips.clone());
         let xdp = config.xdp.clone();
         thread::spawn(move || -> Result<()> {
-            // SAFETY: setns on this thread only, with a valid namespace fd.
-            if unsafe { libc::setns(netns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
+            pop.enter_on_this_thread()?;
             let mut plane = DataPlane::start(&xdp)?;
             plane.services.replace(&fast_path::services(&[]))?;
             plane.answers.publish(&fast_path::entries(&base)?)?;
