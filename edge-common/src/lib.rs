@@ -6,6 +6,10 @@
 /// Key buffer for a wire-format name: RFC 1035 §3.1 caps a name at 255 octets, root label included.
 pub const NAME_KEY_LEN: usize = 256;
 
+/// Names up to this many octets (most names) go to the map with the short key: a smaller key
+/// hashes faster and, in a large table, costs fewer cache misses to compare.
+pub const SHORT_NAME_LEN: usize = 64;
+
 /// Most records one fast-path answer holds.
 pub const MAX_ANSWER_RECORDS: usize = 8;
 
@@ -15,10 +19,18 @@ pub const ANSWER_DATA_LEN: usize = 256;
 
 /// Pinned names, relative to the per-interface pin directory.
 pub mod pin {
-    /// Name/type → answer map.
+    /// Name/type → answer map for names up to [`super::SHORT_NAME_LEN`] octets.
     pub const ANSWERS: &str = "answers";
+    /// The same for longer names.
+    pub const LONG_ANSWERS: &str = "long_answers";
     /// Per-CPU counters.
     pub const COUNTERS: &str = "counters";
+    /// Service addresses and ports the program answers on.
+    pub const SERVICES: &str = "services";
+    /// Answers of steered names, two generations of them.
+    pub const SELECTIONS: &str = "selections";
+    /// The generation of `selections` in use.
+    pub const STATE: &str = "state";
     /// The XDP link that keeps the program attached while no daemon runs.
     pub const LINK: &str = "link";
 }
@@ -26,7 +38,11 @@ pub mod pin {
 /// Map names as the kernel (and `bpftool map show`) sees them.
 pub mod map_name {
     pub const ANSWERS: &str = "edge_answers";
+    pub const LONG_ANSWERS: &str = "edge_long_names";
     pub const COUNTERS: &str = "edge_counters";
+    pub const SERVICES: &str = "edge_services";
+    pub const SELECTIONS: &str = "edge_selections";
+    pub const STATE: &str = "edge_state";
 }
 
 /// Program names in the object.
@@ -40,28 +56,62 @@ pub mod program_name {
     pub const REFLECT: &str = "edge_reflect";
 }
 
-/// Lookup key of the answer map. Aligned to 8 so that the XDP program can fold case a word at a
-/// time; `reserved` makes the tail explicit, since every byte of a key is hashed.
+/// Lookup key of an answer map: a name buffer of `N` bytes. Aligned to 8 so that the XDP program
+/// can fold case a word at a time; `reserved` makes the tail explicit, since every byte of a key
+/// is hashed.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct NameKey {
+pub struct NameKey<const N: usize> {
     /// Lower-case wire-format name, zero-padded to the end of the buffer.
-    pub name: [u8; NAME_KEY_LEN],
+    pub name: [u8; N],
     /// Query type in network byte order, as on the wire.
     pub qtype: u16,
     /// Always zero.
     pub reserved: [u16; 3],
 }
 
-impl NameKey {
+/// Key of the map for names up to [`SHORT_NAME_LEN`] octets.
+pub type ShortNameKey = NameKey<SHORT_NAME_LEN>;
+/// Key of the map for longer names, and the form userspace works with.
+pub type LongNameKey = NameKey<NAME_KEY_LEN>;
+
+impl<const N: usize> NameKey<N> {
     pub const fn zeroed() -> Self {
         Self {
-            name: [0; NAME_KEY_LEN],
+            name: [0; N],
             qtype: 0,
             reserved: [0; 3],
         }
     }
 }
+
+/// An address and UDP port the fast path answers on. An all-zero address is the wildcard for its
+/// family, as with a socket bound to `0.0.0.0` or `::`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// IPv4 in the first four bytes (rest zero), or IPv6; network byte order.
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    /// 4 or 6.
+    pub family: u8,
+    pub reserved: u8,
+}
+
+impl ServiceKey {
+    pub const fn new(family: u8, addr: [u8; 16], port: u16) -> Self {
+        Self {
+            addr,
+            port: port.to_be(),
+            family,
+            reserved: 0,
+        }
+    }
+}
+
+/// The EDNS payload size we advertise (RFC 9715 / DNS flag day 2020 default).
+pub const EDNS_PAYLOAD_SIZE: u16 = 1232;
 
 /// A prebuilt answer: the header fields the fast path writes and the answer section it appends
 /// after the echoed question. Userspace builds it with the same code that answers in userspace.
@@ -74,9 +124,38 @@ pub struct Answer {
     pub ancount: u16,
     /// Bytes of `data` in use.
     pub len: u16,
-    pub reserved: u16,
+    /// Zero: this entry is the answer. Otherwise (a steered name) the answer is the entry
+    /// `selection_key(generation, selection)` of the selection map, in the generation the state
+    /// map names, so that a steering round becomes visible to every CPU at once.
+    pub selection: u16,
     /// Answer section, owners compressed to the question name (offset 12).
     pub data: [u8; ANSWER_DATA_LEN],
+}
+
+impl Answer {
+    /// The answer-map entry of a steered name: a reference to its slot in the selection map.
+    pub const fn selected(selection: u16) -> Self {
+        Self {
+            flags: 0,
+            ancount: 0,
+            len: 0,
+            selection,
+            data: [0; ANSWER_DATA_LEN],
+        }
+    }
+}
+
+/// Which generation of the selection map the fast path reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// 0 or 1.
+    pub generation: u32,
+}
+
+/// Key of a steered answer in the selection map.
+pub const fn selection_key(generation: u32, selection: u16) -> u32 {
+    (generation << 16) | selection as u32
 }
 
 /// Header flag bits (RFC 1035 §4.1.1), host order.
@@ -98,22 +177,24 @@ pub mod flags {
 pub enum Counter {
     /// Answered from the map (XDP_TX).
     Answered = 0,
-    /// Passed: not IPv4.
+    /// Passed: not IPv4 or IPv6 (after at most one VLAN tag).
     NotIp,
-    /// Passed: IPv4 with options, or a fragment.
+    /// Passed: IPv4 with options or fragmented, or IPv6 with extension headers.
     IpUnsupported,
     /// Passed: not UDP.
     NotUdp,
-    /// Passed: UDP, but not to the DNS port.
-    NotDnsPort,
+    /// Passed: UDP, but not to a service address and port.
+    NotService,
     /// Passed: shorter than its headers or lengths claim, or bytes after the question.
     Malformed,
     /// Passed: a response, or an opcode other than QUERY.
     NotQuery,
     /// Passed: QDCOUNT is not 1.
     QuestionCount,
-    /// Passed: answer, authority or additional records present.
+    /// Passed: answer or authority records, or additional records other than one OPT.
     ExtraRecords,
+    /// Passed: EDNS version other than 0 (userspace answers BADVERS).
+    EdnsVersion,
     /// Passed: the question name does not fit the key.
     NameTooLong,
     /// Passed: a compression pointer or reserved label type in the question name.
@@ -127,16 +208,17 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Answered,
         Self::NotIp,
         Self::IpUnsupported,
         Self::NotUdp,
-        Self::NotDnsPort,
+        Self::NotService,
         Self::Malformed,
         Self::NotQuery,
         Self::QuestionCount,
         Self::ExtraRecords,
+        Self::EdnsVersion,
         Self::NameTooLong,
         Self::BadName,
         Self::NotInClass,
@@ -154,11 +236,12 @@ impl Counter {
             Self::NotIp => "not_ip",
             Self::IpUnsupported => "ip_unsupported",
             Self::NotUdp => "not_udp",
-            Self::NotDnsPort => "not_dns_port",
+            Self::NotService => "not_service",
             Self::Malformed => "malformed",
             Self::NotQuery => "not_query",
             Self::QuestionCount => "question_count",
             Self::ExtraRecords => "extra_records",
+            Self::EdnsVersion => "edns_version",
             Self::NameTooLong => "name_too_long",
             Self::BadName => "bad_name",
             Self::NotInClass => "not_in_class",
@@ -171,7 +254,11 @@ impl Counter {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` data: every bit pattern is valid, and no padding is read as a value.
-    unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl<const N: usize> aya::Pod for super::NameKey<N> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Answer {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::State {}
 }

@@ -7,11 +7,15 @@ use aya_ebpf::programs::XdpContext;
 use edge_common::Counter;
 
 pub const ETH_LEN: usize = 14;
+pub const VLAN_LEN: usize = 4;
 pub const IPV4_LEN: usize = 20;
+pub const IPV6_LEN: usize = 40;
 pub const UDP_LEN: usize = 8;
 pub const DNS_HEADER_LEN: usize = 12;
 
 pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
 pub const IPPROTO_UDP: u8 = 17;
 
 #[repr(C)]
@@ -32,8 +36,18 @@ pub struct Ipv4Hdr {
     pub ttl: u8,
     pub proto: u8,
     pub check: u16,
-    pub src: u32,
-    pub dst: u32,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub version_class_flow: [u8; 4],
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
 }
 
 #[repr(C)]
@@ -65,16 +79,38 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Counter> {
     Ok((start + offset) as *mut T)
 }
 
-/// RFC 1071 checksum of an IPv4 header without options.
-#[inline(always)]
-pub fn ipv4_checksum(ip: &Ipv4Hdr) -> u16 {
-    // SAFETY: `Ipv4Hdr` is 20 bytes of plain data, readable as ten u16 words.
-    let words = unsafe { &*(ip as *const Ipv4Hdr as *const [u16; IPV4_LEN / 2]) };
-    let mut sum: u32 = 0;
-    for word in words {
-        sum += u32::from(*word);
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
+/// Where the headers sit in a frame: known at compile time for each of the four shapes
+/// (IPv4/IPv6, with or without a VLAN tag), so every offset below is a constant.
+pub trait Layout {
+    /// Offset of the IP header.
+    const L3: usize;
+    const IPV6: bool;
+    /// Offset of the UDP header.
+    const L4: usize = Self::L3 + if Self::IPV6 { IPV6_LEN } else { IPV4_LEN };
+    /// Offset of the DNS header.
+    const DNS: usize = Self::L4 + UDP_LEN;
+    /// Offset of the question name.
+    const QNAME: usize = Self::DNS + DNS_HEADER_LEN;
+}
+
+pub struct V4;
+pub struct V6;
+pub struct VlanV4;
+pub struct VlanV6;
+
+impl Layout for V4 {
+    const L3: usize = ETH_LEN;
+    const IPV6: bool = false;
+}
+impl Layout for V6 {
+    const L3: usize = ETH_LEN;
+    const IPV6: bool = true;
+}
+impl Layout for VlanV4 {
+    const L3: usize = ETH_LEN + VLAN_LEN;
+    const IPV6: bool = false;
+}
+impl Layout for VlanV6 {
+    const L3: usize = ETH_LEN + VLAN_LEN;
+    const IPV6: bool = true;
 }

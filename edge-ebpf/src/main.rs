@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod checksum;
 mod headers;
 mod query;
 mod reflect;
@@ -10,16 +11,33 @@ mod reply;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use edge_common::{Answer, Counter, NameKey};
+use edge_common::{Answer, Counter, LongNameKey, ServiceKey, ShortNameKey, State, selection_key};
+use headers::{ETH_LEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Layout, ptr_at};
 use query::Scratch;
 
-/// Name and type → prebuilt answer. Userspace sizes it at load time.
+/// Name and type → prebuilt answer, for names up to 64 octets. Userspace sizes it at load time.
 #[btf_map(name = "edge_answers")]
-static ANSWERS: HashMap<NameKey, Answer, 65536> = HashMap::new();
+static ANSWERS: HashMap<ShortNameKey, Answer, 65536> = HashMap::new();
+
+/// The same for longer names.
+#[btf_map(name = "edge_long_names")]
+static LONG_ANSWERS: HashMap<LongNameKey, Answer, 4096> = HashMap::new();
+
+/// Answers of steered names: `selection_key(generation, selection)` → answer.
+#[btf_map(name = "edge_selections")]
+static SELECTIONS: HashMap<u32, Answer, 8192> = HashMap::new();
+
+/// The generation of `SELECTIONS` in use; userspace flips it after writing a whole round.
+#[btf_map(name = "edge_state")]
+static STATE: Array<State, 1> = Array::new();
+
+/// Addresses and ports we answer on.
+#[btf_map(name = "edge_services")]
+static SERVICES: HashMap<ServiceKey, u8, 64> = HashMap::new();
 
 /// Per-CPU count of every verdict, indexed by [`Counter`].
 #[btf_map(name = "edge_counters")]
@@ -30,7 +48,7 @@ static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
 #[xdp]
 pub fn edge_dns(ctx: XdpContext) -> u32 {
-    match answer(&ctx) {
+    match dispatch(&ctx) {
         Ok(()) => {
             count(Counter::Answered);
             xdp_action::XDP_TX
@@ -48,15 +66,47 @@ pub fn edge_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Picks the frame's shape (IPv4 or IPv6, at most one VLAN tag) so that the rest of the work
+/// runs with constant header offsets.
 #[inline(always)]
-fn answer(ctx: &XdpContext) -> Result<(), Counter> {
+fn dispatch(ctx: &XdpContext) -> Result<(), Counter> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    match u16::from_be(unsafe { (*eth).proto }) {
+        ETH_P_IPV4 => answer::<headers::V4>(ctx),
+        ETH_P_IPV6 => answer::<headers::V6>(ctx),
+        ETH_P_8021Q => {
+            // The tag's TCI, then the encapsulated EtherType.
+            let inner: *const u16 = ptr_at(ctx, ETH_LEN + 2)?;
+            match u16::from_be(unsafe { *inner }) {
+                ETH_P_IPV4 => answer::<headers::VlanV4>(ctx),
+                ETH_P_IPV6 => answer::<headers::VlanV6>(ctx),
+                _ => Err(Counter::NotIp),
+            }
+        }
+        _ => Err(Counter::NotIp),
+    }
+}
+
+#[inline(always)]
+fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(Counter::ReplyFailed)?;
     // SAFETY: a per-CPU slot, used only by this program invocation.
     let scratch = unsafe { &mut *scratch };
-    let query = query::parse(ctx, scratch)?;
-    // SAFETY: the value is read before any map update could reuse its slot.
-    let answer = unsafe { ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?;
-    reply::write(ctx, &query, answer)
+    let query = query::parse::<L>(ctx, scratch)?;
+    // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced meanwhile.
+    let found = if query.short {
+        unsafe { ANSWERS.get(&scratch.short) }
+    } else {
+        unsafe { LONG_ANSWERS.get(&scratch.key) }
+    };
+    let mut answer = found.ok_or(Counter::UnknownName)?;
+    if answer.selection != 0 {
+        let generation = STATE.get(0).map_or(0, |state| state.generation);
+        let key = selection_key(generation, answer.selection);
+        // SAFETY: as above.
+        answer = unsafe { SELECTIONS.get(&key) }.ok_or(Counter::UnknownName)?;
+    }
+    reply::write::<L>(ctx, &query, answer, scratch)
 }
 
 #[inline(always)]

@@ -7,24 +7,11 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use edge_common::{Counter, flags};
 
 use crate::headers::{
-    DNS_HEADER_LEN, DnsHdr, ETH_LEN, ETH_P_IPV4, EthHdr, IPPROTO_UDP, IPV4_LEN, Ipv4Hdr, UDP_LEN,
-    UdpHdr, ptr_at,
+    DNS_HEADER_LEN, DnsHdr, ETH_LEN, ETH_P_IPV4, ETH_P_IPV6, EthHdr, IPPROTO_UDP, IPV4_LEN,
+    IPV6_LEN, Ipv4Hdr, Ipv6Hdr, UDP_LEN, UdpHdr, ptr_at,
 };
 
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPV6_LEN: usize = 40;
 const DNS_PORT: u16 = 53;
-
-/// The fixed IPv6 header (RFC 8200 §3); only frames without extension headers are reflected.
-#[repr(C)]
-struct Ipv6Hdr {
-    version_class_flow: u32,
-    payload_len: u16,
-    next_header: u8,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
-}
 
 /// Reflects DNS queries (XDP_TX); passes everything else.
 #[xdp]
@@ -76,7 +63,7 @@ fn respond(ctx: &XdpContext, udp_offset: usize) -> Result<&mut UdpHdr, Counter> 
     let dns: *mut DnsHdr = ptr_at(ctx, udp_offset + UDP_LEN)?;
     let (udp, dns) = unsafe { (&mut *udp, &mut *dns) };
     if udp.dst != DNS_PORT.to_be() {
-        return Err(Counter::NotDnsPort);
+        return Err(Counter::NotService);
     }
     if usize::from(u16::from_be(udp.len)) < UDP_LEN + DNS_HEADER_LEN {
         return Err(Counter::Malformed);

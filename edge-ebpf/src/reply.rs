@@ -1,66 +1,121 @@
 //! Turning the query frame into its response in place: the question stays where it is (with its
-//! letter case), the prebuilt answer section goes after it, addresses and ports swap.
+//! letter case), the prebuilt answer section goes after it, then our OPT record if the query had
+//! one; addresses and ports swap.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    helpers::generated::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     programs::XdpContext,
 };
-use edge_common::{ANSWER_DATA_LEN, Answer, Counter, flags};
+use edge_common::{ANSWER_DATA_LEN, Answer, Counter, EDNS_PAYLOAD_SIZE, flags};
 
 use crate::{
-    headers::{DnsHdr, ETH_LEN, EthHdr, IPV4_LEN, Ipv4Hdr, UdpHdr, ipv4_checksum, ptr_at},
-    query::{DNS_OFFSET, Query},
+    checksum,
+    headers::{DnsHdr, EthHdr, Ipv4Hdr, Ipv6Hdr, Layout, UdpHdr, ptr_at},
+    query::{EDNS_DO, FRAME_COPY_MAX, OPT_LEN, Query, Scratch},
 };
 
-/// TTL of the replies we send.
+/// TTL / hop limit of the replies we send.
 const REPLY_TTL: u8 = 64;
 
 #[inline(always)]
-pub fn write(ctx: &XdpContext, query: &Query, answer: &Answer) -> Result<(), Counter> {
+pub fn write<L: Layout>(
+    ctx: &XdpContext,
+    query: &Query,
+    answer: &Answer,
+    scratch: &mut Scratch,
+) -> Result<(), Counter> {
     let len = usize::from(answer.len);
     if len == 0 || len > ANSWER_DATA_LEN {
         return Err(Counter::ReplyFailed);
     }
-    let reply_end = query.end + len;
+    let opt_len = if query.edns.is_some() { OPT_LEN } else { 0 };
+    let reply_end = query.question_end + len + opt_len;
     let delta = reply_end as i32 - (ctx.data_end() - ctx.data()) as i32;
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return Err(Counter::ReplyFailed);
-    }
-    let ret = unsafe {
-        bpf_xdp_store_bytes(
-            ctx.ctx,
-            query.end as u32,
-            answer.data.as_ptr() as *mut _,
-            len as u32,
-        )
-    };
-    if ret != 0 {
-        return Err(Counter::ReplyFailed);
+    resize(ctx, delta, query.question_end, scratch)?;
+    store(ctx, query.question_end, answer.data.as_ptr(), len)?;
+    if let Some(edns) = query.edns {
+        let opt = opt_record(edns & EDNS_DO);
+        store(ctx, query.question_end + len, opt.as_ptr(), OPT_LEN)?;
     }
 
     // Packet pointers are stale after the tail moved: look the headers up again.
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN)?;
-    let udp: *mut UdpHdr = ptr_at(ctx, ETH_LEN + IPV4_LEN)?;
-    let dns: *mut DnsHdr = ptr_at(ctx, DNS_OFFSET)?;
-    let (eth, ip, udp, dns) = unsafe { (&mut *eth, &mut *ip, &mut *udp, &mut *dns) };
-
+    let udp: *mut UdpHdr = ptr_at(ctx, L::L4)?;
+    let dns: *mut DnsHdr = ptr_at(ctx, L::DNS)?;
+    let (eth, udp, dns) = unsafe { (&mut *eth, &mut *udp, &mut *dns) };
     core::mem::swap(&mut eth.dst, &mut eth.src);
-
-    let udp_len = (reply_end - ETH_LEN - IPV4_LEN) as u16;
-    core::mem::swap(&mut ip.src, &mut ip.dst);
-    ip.tot_len = (IPV4_LEN as u16 + udp_len).to_be();
-    ip.ttl = REPLY_TTL;
-    ip.check = 0;
-    ip.check = ipv4_checksum(ip);
-
-    core::mem::swap(&mut udp.src, &mut udp.dst);
-    udp.len = udp_len.to_be();
-    // Zero means "no checksum" for UDP over IPv4 (RFC 768).
-    udp.check = 0;
 
     let copied = query.flags & (flags::RD | flags::CD);
     dns.flags = (answer.flags | copied).to_be();
     dns.ancount = answer.ancount.to_be();
+    dns.arcount = u16::from(query.edns.is_some()).to_be();
+
+    let udp_len = reply_end - L::L4;
+    core::mem::swap(&mut udp.src, &mut udp.dst);
+    udp.len = (udp_len as u16).to_be();
+    udp.check = 0;
+
+    if L::IPV6 {
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, L::L3)?;
+        let ip = unsafe { &mut *ip };
+        core::mem::swap(&mut ip.src, &mut ip.dst);
+        ip.payload_len = (udp_len as u16).to_be();
+        ip.hop_limit = REPLY_TTL;
+        let sum = checksum::udp_ipv6(ctx, L::L4, udp_len, &ip.src, &ip.dst)?;
+        // Headers again: the checksum walk checked bounds on its own pointers only.
+        let udp: *mut UdpHdr = ptr_at(ctx, L::L4)?;
+        unsafe { (*udp).check = sum };
+    } else {
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, L::L3)?;
+        let ip = unsafe { &mut *ip };
+        core::mem::swap(&mut ip.src, &mut ip.dst);
+        ip.tot_len = ((L::L4 - L::L3 + udp_len) as u16).to_be();
+        ip.ttl = REPLY_TTL;
+        ip.check = 0;
+        ip.check = checksum::ipv4_header(ip);
+        // UDP checksum zero: "none", allowed over IPv4 (RFC 768).
+    }
+    Ok(())
+}
+
+/// Makes the frame `delta` bytes longer (or shorter), keeping its first `keep` bytes (headers
+/// and question) in place. Growing the tail needs tailroom, which a driver's page has but a
+/// veth or generic-XDP frame (the sender's skb) often lacks; then the frame grows at the head,
+/// where XDP always has room, and the kept bytes move to the new start.
+#[inline(always)]
+fn resize(ctx: &XdpContext, delta: i32, keep: usize, scratch: &mut Scratch) -> Result<(), Counter> {
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0 {
+        return Ok(());
+    }
+    if delta <= 0 || keep == 0 || keep > FRAME_COPY_MAX {
+        return Err(Counter::ReplyFailed);
+    }
+    let buf = scratch.frame.as_mut_ptr();
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, buf.cast(), keep as u32) } != 0 {
+        return Err(Counter::ReplyFailed);
+    }
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
+        return Err(Counter::ReplyFailed);
+    }
+    store(ctx, 0, buf, keep)
+}
+
+/// Our OPT record: no options, our payload size, version 0, the query's DO bit echoed. The
+/// userspace server writes the same bytes (the differential test holds the two equal).
+#[inline(always)]
+fn opt_record(dnssec_ok: u16) -> [u8; OPT_LEN] {
+    let size = EDNS_PAYLOAD_SIZE.to_be_bytes();
+    let flags = dnssec_ok.to_be_bytes();
+    [0, 0, 41, size[0], size[1], 0, 0, flags[0], flags[1], 0, 0]
+}
+
+#[inline(always)]
+fn store(ctx: &XdpContext, offset: usize, bytes: *const u8, len: usize) -> Result<(), Counter> {
+    let ret = unsafe { bpf_xdp_store_bytes(ctx.ctx, offset as u32, bytes as *mut _, len as u32) };
+    if ret != 0 {
+        return Err(Counter::ReplyFailed);
+    }
     Ok(())
 }

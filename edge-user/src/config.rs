@@ -3,38 +3,85 @@
 
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
 use serde::Deserialize;
 
+use crate::steer::config::{ProbeConfig, SteeringConfig};
+
 /// Where pinned maps and links go unless the config says otherwise; one directory per interface.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
 /// Default size of the answer map (name/type pairs).
 pub const DEFAULT_MAX_ANSWERS: u32 = 65_536;
+/// Default size of the answer map for names longer than 64 octets.
+pub const DEFAULT_MAX_LONG_ANSWERS: u32 = 4096;
+/// Default number of steered (name, type) answers.
+pub const DEFAULT_MAX_STEERED: u16 = 4096;
 /// Default TTL of a zone's records.
 pub const DEFAULT_TTL: u32 = 300;
+/// SOA timers when the config leaves them out (seconds): the values RIPE-203 recommends for
+/// refresh, retry and expire, and a short negative-caching TTL.
+pub const DEFAULT_SOA_REFRESH: u32 = 86_400;
+pub const DEFAULT_SOA_RETRY: u32 = 7_200;
+pub const DEFAULT_SOA_EXPIRE: u32 = 3_600_000;
+pub const DEFAULT_SOA_MINIMUM: u32 = 60;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub xdp: XdpConfig,
+    /// The DNS service: where the XDP program and the userspace server answer.
+    #[serde(default)]
+    pub dns: DnsConfig,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     /// Groups of servers that steered names and the cache choose among.
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
+    /// The HTTP server and static content cache; absent, the PoP serves no HTTP.
+    pub http: Option<crate::http::config::HttpConfig>,
+    /// The daemon's control endpoint: steering status, drain and undrain.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Where `edge status`, `edge drain` and `edge undrain` reach the running daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Loopback by default: only local tools may drain members.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 9081))
 }
 
 /// A group of interchangeable servers: a customer's origins, or the PoPs of the CDN.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Referred to by names and sites.
     pub name: String,
     pub kind: PoolKind,
     pub members: Vec<MemberConfig>,
+    /// How the members are measured (docs/STEERING.md).
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    /// How measurements become answers (docs/STEERING.md).
+    #[serde(default)]
+    pub steering: SteeringConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -46,7 +93,7 @@ pub enum PoolKind {
     Pop,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
     /// Unique within the pool; used in logs, status and admin commands.
@@ -55,6 +102,14 @@ pub struct MemberConfig {
     /// Where the member serves HTTP.
     #[serde(default = "default_http_port")]
     pub http_port: u16,
+    /// Where the member's `edge agent` serves its load report; without one, an origin is
+    /// ranked by response time.
+    pub agent_port: Option<u16>,
+    /// A PoP's FTP service, measured with an anonymous login.
+    pub ftp_port: Option<u16>,
+    /// A member of weight 2 is chosen over one of weight 1 until its score is twice as bad.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +124,12 @@ pub struct XdpConfig {
     pub pin_root: PathBuf,
     #[serde(default = "default_max_answers")]
     pub max_answers: u32,
+    /// Size of the answer map for names longer than 64 octets.
+    #[serde(default = "default_max_long_answers")]
+    pub max_long_answers: u32,
+    /// Steered (name, type) answers the fast path holds, each in two generations.
+    #[serde(default = "default_max_steered")]
+    pub max_steered: u16,
 }
 
 impl XdpConfig {
@@ -88,34 +149,131 @@ pub enum XdpMode {
     Generic,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Addresses and ports answered on, over UDP and TCP; empty: no userspace server.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+}
+
+/// Names in a zone (owners and targets alike) are relative to the apex (`www`), `@` for the
+/// apex, or absolute with a trailing dot (`www.example.org.`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// The zone's apex, e.g. `cdn.example.net`.
     pub apex: String,
-    /// TTL of records that do not set their own.
+    /// TTL of records that do not set their own, and of the SOA and the apex NS records.
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    #[serde(default)]
+    pub soa: SoaConfig,
+    /// The zone's name servers: the NS records at the apex.
+    #[serde(default)]
+    pub nameservers: Vec<NameserverConfig>,
     #[serde(default)]
     pub names: Vec<NameConfig>,
 }
 
+/// The SOA record's fields (RFC 1035 §3.3.13).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoaConfig {
+    /// The primary name server; default: the first of `nameservers`, else the apex.
+    pub mname: Option<String>,
+    /// The responsible mailbox as a name (`hostmaster` for hostmaster@apex).
+    #[serde(default = "default_rname")]
+    pub rname: String,
+    #[serde(default = "default_serial")]
+    pub serial: u32,
+    #[serde(default = "default_soa_refresh")]
+    pub refresh: u32,
+    #[serde(default = "default_soa_retry")]
+    pub retry: u32,
+    #[serde(default = "default_soa_expire")]
+    pub expire: u32,
+    /// How long resolvers cache a negative answer (RFC 2308).
+    #[serde(default = "default_soa_minimum")]
+    pub minimum: u32,
+}
+
+impl Default for SoaConfig {
+    fn default() -> Self {
+        Self {
+            mname: None,
+            rname: default_rname(),
+            serial: default_serial(),
+            refresh: DEFAULT_SOA_REFRESH,
+            retry: DEFAULT_SOA_RETRY,
+            expire: DEFAULT_SOA_EXPIRE,
+            minimum: DEFAULT_SOA_MINIMUM,
+        }
+    }
+}
+
+/// One NS record at the apex, with the glue a name server inside the zone needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameserverConfig {
+    pub name: String,
+    /// Its addresses (A and AAAA records): required inside the zone, refused outside it.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The records of one owner name. A name holds either a `cname`, or a delegation (`ns`, with
+/// glue names below it holding only `a`/`aaaa`), or any of the other record types.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameConfig {
-    /// Relative to the apex (`www`), `@` for the apex, or absolute with a trailing dot.
     pub name: String,
+    /// TTL of all of this name's records; default: the zone's.
     pub ttl: Option<u32>,
     #[serde(default)]
     pub a: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub aaaa: Vec<Ipv6Addr>,
+    /// An alias: the name answers with this CNAME and nothing else.
+    pub cname: Option<String>,
+    /// Delegates the name (and everything below it) to these name servers.
+    #[serde(default)]
+    pub ns: Vec<String>,
+    #[serde(default)]
+    pub mx: Vec<MxConfig>,
+    /// One TXT record per entry; entries longer than 255 bytes are split into several strings.
+    #[serde(default)]
+    pub txt: Vec<String>,
+    /// A steered name: it answers with the addresses of this pool's members (A for IPv4, AAAA
+    /// for IPv6), in configured order until steering chooses among them.
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MxConfig {
+    pub preference: u16,
+    pub exchange: String,
 }
 
 fn default_http_port() -> u16 {
     80
 }
 
+fn default_weight() -> f64 {
+    1.0
+}
+
 fn default_pin_root() -> PathBuf {
     PathBuf::from(DEFAULT_PIN_ROOT)
+}
+
+fn default_max_long_answers() -> u32 {
+    DEFAULT_MAX_LONG_ANSWERS
+}
+
+fn default_max_steered() -> u16 {
+    DEFAULT_MAX_STEERED
 }
 
 fn default_max_answers() -> u32 {
@@ -124,6 +282,30 @@ fn default_max_answers() -> u32 {
 
 fn default_ttl() -> u32 {
     DEFAULT_TTL
+}
+
+fn default_rname() -> String {
+    "hostmaster".to_string()
+}
+
+fn default_serial() -> u32 {
+    1
+}
+
+fn default_soa_refresh() -> u32 {
+    DEFAULT_SOA_REFRESH
+}
+
+fn default_soa_retry() -> u32 {
+    DEFAULT_SOA_RETRY
+}
+
+fn default_soa_expire() -> u32 {
+    DEFAULT_SOA_EXPIRE
+}
+
+fn default_soa_minimum() -> u32 {
+    DEFAULT_SOA_MINIMUM
 }
 
 /// A refused configuration: which file, which field, and why.
@@ -178,7 +360,12 @@ impl Config {
                 reason: describe_toml_error(text, error.inner()),
             })?;
         config.check_xdp(path)?;
+        config.check_dns(path)?;
         config.check_pools(path)?;
+        config.check_admin(path)?;
+        if let Some(http) = &config.http {
+            http.check(path, &config)?;
+        }
         Ok(config)
     }
 
@@ -199,6 +386,12 @@ impl Config {
         if self.xdp.max_answers == 0 {
             return Err(refuse("xdp.max_answers", "must be at least 1"));
         }
+        if self.xdp.max_long_answers == 0 {
+            return Err(refuse("xdp.max_long_answers", "must be at least 1"));
+        }
+        if self.xdp.max_steered == 0 {
+            return Err(refuse("xdp.max_steered", "must be at least 1"));
+        }
         if !self.xdp.pin_root.is_absolute() {
             return Err(refuse("xdp.pin_root", "must be an absolute path"));
         }
@@ -207,6 +400,19 @@ impl Config {
 }
 
 impl Config {
+    fn check_dns(&self, path: &Path) -> Result<(), ConfigError> {
+        for (i, address) in self.dns.listen.iter().enumerate() {
+            if self.dns.listen[..i].contains(address) {
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    field: format!("dns.listen[{i}]"),
+                    reason: format!("{address} is listed twice"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The pool called `name`.
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|pool| pool.name == name)
@@ -242,6 +448,19 @@ impl Config {
                     ));
                 }
             }
+            crate::steer::config::check(path, p, pool)?;
+        }
+        Ok(())
+    }
+
+    fn check_admin(&self, path: &Path) -> Result<(), ConfigError> {
+        let http_admin = self.http.as_ref().map(|http| http.admin_listen);
+        if http_admin == Some(self.admin.listen) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                field: "admin.listen".into(),
+                reason: format!("{} is already http.admin_listen", self.admin.listen),
+            });
         }
         Ok(())
     }
@@ -335,6 +554,75 @@ mod tests {
             format!("{MINIMAL}{pools}[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n");
         let error = parse(&twice).unwrap_err();
         assert_eq!(error.field, "pools[0].members[1].name", "{error}");
+    }
+
+    #[test]
+    fn probe_and_steering_defaults_and_refusals() {
+        let pool = "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n";
+        let config = parse(&format!("{MINIMAL}{pool}")).unwrap();
+        let shop = config.pool("shop").unwrap();
+        assert_eq!(shop.probe, ProbeConfig::default());
+        assert_eq!(shop.probe.interval, std::time::Duration::from_millis(500));
+        assert_eq!(
+            shop.steering.all_down,
+            crate::steer::config::AllDown::KeepLastGood
+        );
+        assert_eq!(shop.members[0].weight, 1.0);
+        assert_eq!(config.admin.listen, "127.0.0.1:9081".parse().unwrap());
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[pools.probe]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n",
+                "pools[0].probe.timeout",
+                "below probe.interval",
+            ),
+            (
+                "[pools.probe]\nrise = 0\n",
+                "pools[0].probe.rise",
+                "at least 1",
+            ),
+            (
+                "[pools.probe]\nhealth_path = \"health\"\n",
+                "pools[0].probe.health_path",
+                "start with '/'",
+            ),
+            (
+                "[pools.probe]\njitter = 1.5\n",
+                "pools[0].probe.jitter",
+                "fraction",
+            ),
+            (
+                "[pools.steering]\nall_down = \"panic\"\n",
+                "pools[0].steering.all_down",
+                "unknown variant",
+            ),
+            (
+                "[pools.steering]\nttl = 10\nchanging_ttl = 30\n",
+                "pools[0].steering.changing_ttl",
+                "at most steering.ttl",
+            ),
+            (
+                "[pools.steering]\newma = 0\n",
+                "pools[0].steering.ewma",
+                "(0, 1]",
+            ),
+            (
+                "[pools.steering.weights]\ncpu = -1\n",
+                "pools[0].steering.weights",
+                "not negative",
+            ),
+        ];
+        for (table, field, reason) in cases {
+            let error = parse(&format!("{MINIMAL}{pool}{table}")).unwrap_err();
+            assert_eq!(&error.field, field, "{table}: {error}");
+            assert!(error.reason.contains(reason), "{table}: {error}");
+        }
+        let error = parse(&format!("{MINIMAL}{pool}ftp_port = 21\n")).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[0].ftp_port", "{error}");
+        let error = parse(&format!("{MINIMAL}{pool}weight = 0\n")).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[0].weight", "{error}");
+        let pops = pool.replace("origin", "pop") + "ftp_port = 21\nagent_port = 9100\n";
+        let config = parse(&format!("{MINIMAL}{pops}")).unwrap();
+        assert_eq!(config.pools[0].members[0].ftp_port, Some(21));
     }
 
     #[test]

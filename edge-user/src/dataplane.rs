@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::{
     EBPF_OBJECT,
     config::{self, XdpConfig},
-    maps::{AnswerMap, Counters},
+    maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
 };
 
 /// `statfs` magic of bpffs.
@@ -35,7 +35,8 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The attached program and its maps.
 pub struct DataPlane {
     pin_dir: PathBuf,
-    pub answers: AnswerMap,
+    pub answers: AnswerMaps,
+    pub services: ServiceMap,
     pub counters: Counters,
     /// Whether pins of an earlier run were found and adopted.
     pub adopted: bool,
@@ -52,9 +53,19 @@ impl DataPlane {
         fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
 
         let answers_pin = pin_dir.join(pin::ANSWERS);
+        let long_answers_pin = pin_dir.join(pin::LONG_ANSWERS);
         let counters_pin = pin_dir.join(pin::COUNTERS);
+        let services_pin = pin_dir.join(pin::SERVICES);
+        let selections_pin = pin_dir.join(pin::SELECTIONS);
+        let state_pin = pin_dir.join(pin::STATE);
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(map_name::ANSWERS, answers_pin.as_path())
+            .map_pin_path(map_name::LONG_ANSWERS, long_answers_pin.as_path())
+            .map_max_entries(map_name::LONG_ANSWERS, xdp.max_long_answers)
+            .map_pin_path(map_name::SERVICES, services_pin.as_path())
+            .map_pin_path(map_name::SELECTIONS, selections_pin.as_path())
+            .map_pin_path(map_name::STATE, state_pin.as_path())
+            .map_max_entries(map_name::SELECTIONS, 2 * u32::from(xdp.max_steered))
             .map_pin_path(map_name::COUNTERS, counters_pin.as_path())
             .map_max_entries(map_name::ANSWERS, xdp.max_answers)
             .load(EBPF_OBJECT)
@@ -94,11 +105,23 @@ impl DataPlane {
             "XDP program attached"
         );
 
-        let answers = AnswerMap::new(take_map(&mut ebpf, map_name::ANSWERS)?)?;
+        let answers = AnswerMaps {
+            answers: AnswerMap::new(
+                take_map(&mut ebpf, map_name::ANSWERS)?,
+                take_map(&mut ebpf, map_name::LONG_ANSWERS)?,
+            )?,
+            selections: SelectionMap::new(
+                take_map(&mut ebpf, map_name::SELECTIONS)?,
+                take_map(&mut ebpf, map_name::STATE)?,
+                xdp.max_steered,
+            )?,
+        };
+        let services = ServiceMap::new(take_map(&mut ebpf, map_name::SERVICES)?)?;
         let counters = Counters::new(take_map(&mut ebpf, map_name::COUNTERS)?)?;
         Ok(Self {
             pin_dir,
             answers,
+            services,
             counters,
             adopted,
             _ebpf: ebpf,
@@ -126,7 +149,14 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         Ok(link) => drop(link.unpin().context("unpinning the XDP link")?),
         Err(error) => warn!(%error, path = %link_pin.display(), "no pinned link"),
     }
-    for name in [pin::ANSWERS, pin::COUNTERS] {
+    for name in [
+        pin::ANSWERS,
+        pin::LONG_ANSWERS,
+        pin::SERVICES,
+        pin::SELECTIONS,
+        pin::STATE,
+        pin::COUNTERS,
+    ] {
         remove_if_present(&pin_dir.join(name))?;
     }
     match fs::remove_dir(pin_dir) {
@@ -143,11 +173,6 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
 /// Counters of the data plane pinned in `pin_dir`, whether or not a daemon runs.
 pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
     Counters::from_pin(&pin_dir.join(pin::COUNTERS))
-}
-
-/// Answer map of the data plane pinned in `pin_dir`.
-pub fn pinned_answers(pin_dir: &Path) -> Result<AnswerMap> {
-    AnswerMap::from_pin(&pin_dir.join(pin::ANSWERS))
 }
 
 /// Swaps `program` into the link pinned at `path`, if there is one.

@@ -1,15 +1,85 @@
 //! The only module that reads or writes BPF maps. Everything else goes through these named
 //! operations.
 
-use std::{collections::HashMap as StdHashMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap, HashSet},
+    path::Path,
+};
 
-use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use edge_common::{Answer, Counter, NameKey};
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use edge_common::{
+    Answer, Counter, LongNameKey, SHORT_NAME_LEN, ServiceKey, ShortNameKey, State, selection_key,
+};
 
-/// The name/type → answer map that the XDP program answers from.
+use crate::dns::fast_path::Entry;
+
+/// What the fast path answers from: the answer map, and for steered names the selection map
+/// with its generation.
+pub struct AnswerMaps {
+    pub answers: AnswerMap,
+    pub selections: SelectionMap,
+}
+
+/// What [`AnswerMaps::publish`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Publication {
+    pub answers: AnswerChanges,
+    /// Steered answers written into the next generation.
+    pub steered_written: usize,
+    /// Whether the generation flipped (a steered answer changed).
+    pub flipped: bool,
+}
+
+impl AnswerMaps {
+    /// Makes the maps answer exactly `entries`. Steered answers go through the selection map:
+    /// all of a round's are written into the generation readers do not use, then one write flips
+    /// the generation, so every CPU moves from one complete selection to the next at once. Other
+    /// answers are written in place (each update atomic for readers). Unchanged entries are not
+    /// rewritten.
+    pub fn publish(&mut self, entries: &[Entry]) -> Result<Publication> {
+        let current = self.answers.contents()?;
+        // A steered name keeps its slot; new ones take the lowest free slots.
+        let mut used: HashSet<u16> = current.values().map(|a| a.selection).collect();
+        let mut candidate = 0_u16;
+        let mut steered = BTreeMap::new();
+        let mut wanted = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if !entry.steered {
+                wanted.push((entry.key, entry.answer));
+                continue;
+            }
+            let slot = match current.get(&entry.key).map(|a| a.selection) {
+                Some(slot) if slot != 0 => slot,
+                _ => loop {
+                    candidate += 1;
+                    if candidate > self.selections.capacity {
+                        bail!("more steered answers than xdp.max_steered");
+                    }
+                    if !used.contains(&candidate) {
+                        break candidate;
+                    }
+                },
+            };
+            used.insert(slot);
+            steered.insert(slot, entry.answer);
+            wanted.push((entry.key, Answer::selected(slot)));
+        }
+        let (steered_written, flipped) = self.selections.publish(&steered)?;
+        let answers = self.answers.replace(&current, &wanted)?;
+        Ok(Publication {
+            answers,
+            steered_written,
+            flipped,
+        })
+    }
+}
+
+/// The name/type → answer maps that the XDP program answers from: one keyed by short names,
+/// one by long names. Callers see one map keyed by [`LongNameKey`].
 pub struct AnswerMap {
-    map: HashMap<MapData, NameKey, Answer>,
+    short: HashMap<MapData, ShortNameKey, Answer>,
+    long: HashMap<MapData, LongNameKey, Answer>,
 }
 
 /// What [`AnswerMap::replace`] did.
@@ -21,53 +91,204 @@ pub struct AnswerChanges {
 }
 
 impl AnswerMap {
-    pub fn new(map: Map) -> Result<Self> {
+    pub fn new(short: Map, long: Map) -> Result<Self> {
         Ok(Self {
-            map: HashMap::try_from(map).context("answer map")?,
+            short: HashMap::try_from(short).context("answer map")?,
+            long: HashMap::try_from(long).context("long-name answer map")?,
         })
     }
 
-    pub fn from_pin(path: &Path) -> Result<Self> {
-        Self::new(open_pinned(path)?)
+    /// Every entry.
+    pub fn contents(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
+        let mut contents = StdHashMap::new();
+        for entry in self.short.iter() {
+            let (key, answer) = entry.context("reading the answer map")?;
+            contents.insert(widen(&key), answer);
+        }
+        for entry in self.long.iter() {
+            let (key, answer) = entry.context("reading the long-name answer map")?;
+            contents.insert(key, answer);
+        }
+        Ok(contents)
     }
 
-    /// Makes the map hold exactly `entries`. New and changed entries are written first (each
-    /// update is atomic for readers), then entries no longer wanted are removed; unchanged ones
-    /// are not touched.
-    pub fn replace(&mut self, entries: &[(NameKey, Answer)]) -> Result<AnswerChanges> {
-        let current: StdHashMap<NameKey, Answer> = self
-            .map
-            .iter()
-            .collect::<Result<_, _>>()
-            .context("reading the answer map")?;
+    fn insert(&mut self, key: &LongNameKey, answer: &Answer) -> Result<()> {
+        match narrow(key) {
+            Some(short) => self.short.insert(short, answer, 0),
+            None => self.long.insert(key, answer, 0),
+        }
+        .context(
+            "writing an answer map (are xdp.max_answers and xdp.max_long_answers large enough?)",
+        )
+    }
+
+    fn remove(&mut self, key: &LongNameKey) -> Result<()> {
+        match narrow(key) {
+            Some(short) => self.short.remove(&short),
+            None => self.long.remove(key),
+        }
+        .context("removing from an answer map")
+    }
+
+    /// Makes the map, which holds `current`, hold exactly `entries`. New and changed entries are
+    /// written first (each update is atomic for readers), then entries no longer wanted are
+    /// removed; unchanged ones are not touched.
+    fn replace(
+        &mut self,
+        current: &StdHashMap<LongNameKey, Answer>,
+        entries: &[(LongNameKey, Answer)],
+    ) -> Result<AnswerChanges> {
         let mut changes = AnswerChanges::default();
         for (key, answer) in entries {
             if current.get(key) == Some(answer) {
                 changes.unchanged += 1;
                 continue;
             }
-            self.map
-                .insert(key, answer, 0)
-                .context("writing the answer map (is xdp.max_answers large enough?)")?;
+            self.insert(key, answer)?;
             changes.written += 1;
         }
-        let wanted: std::collections::HashSet<&NameKey> = entries.iter().map(|(k, _)| k).collect();
+        let wanted: HashSet<&LongNameKey> = entries.iter().map(|(k, _)| k).collect();
         for key in current.keys().filter(|key| !wanted.contains(key)) {
-            self.map
-                .remove(key)
-                .context("removing from the answer map")?;
+            self.remove(key)?;
             changes.removed += 1;
         }
         Ok(changes)
     }
+}
 
-    /// Number of entries in the map.
-    pub fn len(&self) -> usize {
-        self.map.keys().count()
+/// The short-map key for `key`, if its name fits.
+fn narrow(key: &LongNameKey) -> Option<ShortNameKey> {
+    if key.name[SHORT_NAME_LEN..].iter().any(|&byte| byte != 0)
+        || wire_len(&key.name)? > SHORT_NAME_LEN
+    {
+        return None;
+    }
+    let mut short = ShortNameKey::zeroed();
+    short.name.copy_from_slice(&key.name[..SHORT_NAME_LEN]);
+    short.qtype = key.qtype;
+    Some(short)
+}
+
+fn widen(key: &ShortNameKey) -> LongNameKey {
+    let mut long = LongNameKey::zeroed();
+    long.name[..SHORT_NAME_LEN].copy_from_slice(&key.name);
+    long.qtype = key.qtype;
+    long
+}
+
+/// Length of the wire-format name at the start of `name`, root label included.
+fn wire_len(name: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let label = usize::from(*name.get(pos)?);
+        pos += 1 + label;
+        if label == 0 {
+            return Some(pos);
+        }
+    }
+}
+
+/// Steered answers in two generations, and the generation the XDP program reads.
+pub struct SelectionMap {
+    map: HashMap<MapData, u32, Answer>,
+    state: Array<MapData, State>,
+    /// Slots per generation.
+    capacity: u16,
+}
+
+impl SelectionMap {
+    pub fn new(map: Map, state: Map, capacity: u16) -> Result<Self> {
+        Ok(Self {
+            map: HashMap::try_from(map).context("selection map")?,
+            state: Array::try_from(state).context("state map")?,
+            capacity,
+        })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The generation the XDP program reads.
+    pub fn generation(&self) -> Result<u32> {
+        Ok(self
+            .state
+            .get(&0, 0)
+            .context("reading the state map")?
+            .generation)
+    }
+
+    /// Makes `answers` (slot → answer) the live selection: written into the other generation
+    /// where it differs from what that generation holds, then the generation flips. Nothing is
+    /// written when the live generation already holds exactly `answers`. Returns the answers
+    /// written and whether it flipped.
+    ///
+    /// Readers of the old generation are safe: hash map values are replaced, never overwritten
+    /// in place, and a reader's value stays valid until it is done (RCU).
+    fn publish(&mut self, answers: &BTreeMap<u16, Answer>) -> Result<(usize, bool)> {
+        let live = self.generation()?;
+        let mut generations: [BTreeMap<u16, Answer>; 2] = Default::default();
+        for entry in self.map.iter() {
+            let (key, answer) = entry.context("reading the selection map")?;
+            generations[(key >> 16) as usize & 1].insert(key as u16, answer);
+        }
+        if generations[live as usize & 1] == *answers {
+            return Ok((0, false));
+        }
+        let next = live ^ 1;
+        let staged = &generations[next as usize & 1];
+        let mut written = 0;
+        for (&slot, answer) in answers {
+            if slot > self.capacity {
+                bail!("selection slot {slot} beyond xdp.max_steered");
+            }
+            if staged.get(&slot) != Some(answer) {
+                self.map
+                    .insert(selection_key(next, slot), answer, 0)
+                    .context("writing the selection map")?;
+                written += 1;
+            }
+        }
+        for slot in staged.keys().filter(|slot| !answers.contains_key(slot)) {
+            self.map
+                .remove(&selection_key(next, *slot))
+                .context("removing from the selection map")?;
+        }
+        self.state
+            .set(0, State { generation: next }, 0)
+            .context("flipping the generation")?;
+        Ok((written, true))
+    }
+}
+
+/// The addresses and ports the XDP program answers on.
+pub struct ServiceMap {
+    map: HashMap<MapData, ServiceKey, u8>,
+}
+
+impl ServiceMap {
+    pub fn new(map: Map) -> Result<Self> {
+        Ok(Self {
+            map: HashMap::try_from(map).context("service map")?,
+        })
+    }
+
+    /// Makes the map hold exactly `services`. Additions go first, so a service present before and
+    /// after is never missing in between.
+    pub fn replace(&mut self, services: &[ServiceKey]) -> Result<()> {
+        for service in services {
+            self.map
+                .insert(service, 1, 0)
+                .context("writing the service map")?;
+        }
+        let stale: Vec<ServiceKey> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !services.contains(key))
+            .collect();
+        for key in stale {
+            self.map
+                .remove(&key)
+                .context("removing from the service map")?;
+        }
+        Ok(())
     }
 }
 
@@ -105,4 +326,35 @@ impl Counters {
 fn open_pinned(path: &Path) -> Result<Map> {
     let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     Map::from_map_data(data).with_context(|| format!("opening {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+    use crate::dns::fast_path::name_key;
+
+    /// A name of exactly `len` wire octets.
+    fn name_of(len: usize) -> LongNameKey {
+        // The "x…" label with its length octet, "example" with its, and the root.
+        let label = "x".repeat(len - 1 - 8 - 1);
+        let key = name_key(
+            &Name::from_ascii(format!("{label}.example.")).unwrap(),
+            RecordType::A,
+        );
+        let key = key.unwrap();
+        assert_eq!(wire_len(&key.name), Some(len));
+        key
+    }
+
+    #[test]
+    fn names_up_to_the_short_length_take_the_short_key() {
+        for len in [12, SHORT_NAME_LEN - 1, SHORT_NAME_LEN] {
+            let key = name_of(len);
+            let short = narrow(&key).expect("fits");
+            assert_eq!(widen(&short), key);
+        }
+        assert_eq!(narrow(&name_of(SHORT_NAME_LEN + 1)), None);
+    }
 }

@@ -263,7 +263,7 @@ fn main() -> Result<()> {
     let topology = Topology::client_and_pop_with("bench-dns", ClientXdp::None)?;
     let bench = Bench {
         napi: cpus::prepare_pop(&topology.pop, INTERFACE)?,
-        server_mac: topology.pop.mac_address(INTERFACE)?,
+        server_mac: topology.pop.mac(INTERFACE)?,
         topology,
     };
 
@@ -362,11 +362,7 @@ impl Bench {
                          refuses `[dns] listen`: {refused})"
                     )));
                 }
-                let edge = self.start_edge(peer, "generic", Some(listen), SMALL_START_TIMEOUT)?;
-                // Every query misses the (empty) answer map and passes to the userspace server.
-                let pin_dir = self.topology.pin_root().join(INTERFACE);
-                edge_user::dataplane::pinned_answers(&pin_dir)?.replace(&[])?;
-                Box::new(edge)
+                Box::new(self.start_edge(peer, "generic", Some(listen), SMALL_START_TIMEOUT)?)
             }
             Peer::KnotXdp => Box::new(peers::start_knot(&setup, Some(INTERFACE))?),
             Peer::KnotSockets => Box::new(peers::start_knot(&setup, None)?),
@@ -382,8 +378,15 @@ impl Bench {
         mode: &str,
         dns_listen: Option<SocketAddr>,
     ) -> Result<PathBuf> {
+        // The userspace row puts the XDP program on lo, so that every query on the veth reaches
+        // the userspace server.
+        let interface = if peer == Peer::EdgeUserspace {
+            "lo"
+        } else {
+            INTERFACE
+        };
         let text = peer.zone().edge_config(&EdgeSettings {
-            interface: INTERFACE,
+            interface,
             pin_root: self.topology.pin_root(),
             mode,
             dns_listen,
@@ -810,8 +813,8 @@ fn report(
          average latency).\n\
          - Knot DNS and NSD: one UDP worker each; Knot's XDP mode with `xdp: listen: eth0` (one \
          XDP worker for the veth's one queue); NSD with minimal responses. edge's userspace \
-         path: `[dns] listen` with the XDP program in generic mode and its answer map emptied, \
-         so that every query passes to the userspace server.\n\
+         path: `[dns] listen` on the veth address with the XDP program attached to `lo` (generic \
+         mode), so that every query reaches the userspace server.\n\
          - The reflector is `edge_reflect` in edge-ebpf/src/reflect.rs: it swaps addresses and \
          ports and sets QR, without parsing the question or any lookup.\n",
         client = Topology::CLIENT_V4,

@@ -16,12 +16,19 @@ use crate::topology::Netns;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `edge` binary under test: `$EDGE_BIN`, else the workspace's debug build, which
-/// `cargo xtask test` builds before running the tests.
+/// The `edge` binary under test: `$EDGE_BIN` if set, else this crate's build of edge-user's
+/// `main.rs` (`edge-under-test`), which cargo builds before it runs the integration tests. It
+/// sits in the target directory, next to the `deps/` or `examples/` folder of the running test.
 pub fn binary() -> PathBuf {
-    std::env::var_os("EDGE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/edge"))
+    if let Some(path) = std::env::var_os("EDGE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let mut dir = exe.parent().expect("a directory").to_path_buf();
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.pop();
+    }
+    dir.join("edge-under-test")
 }
 
 /// A running `edge run`.
@@ -148,6 +155,23 @@ pub fn counters(config: &Path) -> Result<std::collections::BTreeMap<String, u64>
         .output()?;
     if !output.status.success() {
         bail!("edge stats: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The steering status of the daemon that `config` describes, read with `edge status --json`
+/// inside `netns` (the admin endpoint listens on the namespace's loopback).
+pub fn status(
+    netns: &crate::topology::Netns,
+    config: &Path,
+) -> Result<edge_user::steer::status::Status> {
+    let output = netns
+        .command(binary())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()?;
+    if !output.status.success() {
+        bail!("edge status: {}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(serde_json::from_slice(&output.stdout)?)
 }

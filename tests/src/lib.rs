@@ -1,7 +1,13 @@
 //! Shared by the integration tests and the demo: network namespace topologies, the real `edge`
-//! binary running inside them, real DNS clients, and the benchmarks' parts.
+//! binary running inside them, real DNS and HTTP clients, a real HTTP origin, and the
+//! benchmarks' parts.
 
+pub mod agent;
 pub mod bench;
+pub mod curl;
 pub mod dig;
 pub mod edge;
+pub mod ftp;
+pub mod origin;
 pub mod topology;
+pub mod xdp;

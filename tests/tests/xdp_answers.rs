@@ -89,8 +89,38 @@ fn kdig_gets_its_answer_from_xdp() -> Result<()> {
     let reply = kdig(&topology.client, &[&server, "example.com", "A", "+retry=0"])?;
     assert_eq!(reply.section("ANSWER")[0][1], "300", "{}", reply.text);
 
+    // Over IPv6 (UDP checksum computed by the program), with EDNS and DO: our OPT comes back.
+    let server6 = format!("@{}", Topology::POP_V6);
+    let reply = kdig(
+        &topology.client,
+        &[
+            &server6,
+            "www.example.com",
+            "A",
+            "+edns",
+            "+dnssec",
+            "+retry=0",
+            "+time=2",
+        ],
+    )?;
+    assert_eq!(reply.section("ANSWER").len(), 2, "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .contains("Version: 0; flags: do; UDP size: 1232 B"),
+        "{}",
+        reply.text
+    );
+    // dig's defaults: EDNS with a cookie option, which we do not echo.
+    let reply = dig(
+        &topology.client,
+        &[&server, "www.example.com", "+tries=1", "+time=2"],
+    )?;
+    assert_eq!(reply.section("ANSWER").len(), 2, "{}", reply.text);
+    assert!(reply.text.contains("udp: 1232"), "{}", reply.text);
+
     let before = counters(&config)?;
-    assert_eq!(before["answered"], 3, "{before:?}");
+    assert_eq!(before["answered"], 5, "{before:?}");
 
     // No entry: passed to the kernel stack, where nothing listens, so no answer.
     let reply = kdig(
@@ -99,7 +129,7 @@ fn kdig_gets_its_answer_from_xdp() -> Result<()> {
     )?;
     assert!(reply.section("ANSWER").is_empty(), "{}", reply.text);
     let after = counters(&config)?;
-    assert_eq!(after["answered"], 3, "{after:?}");
+    assert_eq!(after["answered"], 5, "{after:?}");
     assert!(after["unknown_name"] >= 1, "{after:?}");
 
     assert!(edge.stop()?, "edge did not exit cleanly");

@@ -1,29 +1,12 @@
 //! The XDP program on crafted frames through BPF_PROG_TEST_RUN, Katran-style: this frame in, that
 //! frame out, this verdict, this counter. No NIC involved; the kernel's verifier and helpers are.
 
-use std::{collections::BTreeMap, path::Path};
+use std::net::SocketAddr;
 
-use anyhow::{Context as _, Result};
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
-use edge_common::{Counter, map_name, program_name};
-use edge_user::{
-    config::Config,
-    dns::fast_path,
-    maps::{AnswerMap, Counters},
-    zone::Zones,
-};
+use anyhow::Result;
+use edge_common::Counter;
+use edge_tests::xdp::*;
 use etherparse::PacketBuilder;
-
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-const POP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
-const CLIENT_IP: [u8; 4] = [198, 18, 0, 1];
-const POP_IP: [u8; 4] = [198, 18, 0, 2];
-const CLIENT_PORT: u16 = 40_000;
 
 /// A 255-octet name (the RFC 1035 maximum) inside example.com.
 fn longest_name() -> String {
@@ -56,166 +39,9 @@ a = ["192.0.2.12"]
     )
 }
 
-struct Program {
-    ebpf: Ebpf,
-    counters: Counters,
-    _answers: AnswerMap,
-}
-
-impl Program {
-    /// The embedded object, loaded with private (unpinned) maps holding [`zone`].
-    fn load() -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_name::ANSWERS, 64)
-            .load(edge_user::EBPF_OBJECT)?;
-        let mut answers = AnswerMap::new(ebpf.take_map(map_name::ANSWERS).context("answers")?)?;
-        let counters = Counters::new(ebpf.take_map(map_name::COUNTERS).context("counters")?)?;
-        let path = Path::new("fixture.toml");
-        let config = Config::parse(path, &zone())?;
-        answers.replace(&fast_path::entries(&Zones::build(path, &config)?)?)?;
-        let program: &mut Xdp = ebpf.program_mut(program_name::DNS).unwrap().try_into()?;
-        program.load()?;
-        Ok(Self {
-            ebpf,
-            counters,
-            _answers: answers,
-        })
-    }
-
-    /// Runs `frame` through the program: its verdict and the frame it leaves.
-    fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(program_name::DNS)
-            .unwrap()
-            .try_into()?;
-        let mut out = vec![0_u8; 4096];
-        let result = program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
-    }
-
-    fn counts(&self) -> Result<BTreeMap<&'static str, u64>> {
-        Ok(self
-            .counters
-            .read()?
-            .into_iter()
-            .map(|(counter, count)| (counter.name(), count))
-            .collect())
-    }
-
-    /// Asserts that `frame` is passed untouched and counted under `reason`.
-    fn assert_passed(&mut self, frame: &[u8], reason: Counter) -> Result<()> {
-        let before = self.counts()?;
-        let (verdict, out) = self.run(frame)?;
-        assert_eq!(verdict, XDP_PASS, "expected XDP_PASS for {}", reason.name());
-        assert_eq!(
-            out,
-            frame,
-            "a passed frame must be left as it was ({})",
-            reason.name()
-        );
-        let after = self.counts()?;
-        assert_eq!(after[reason.name()], before[reason.name()] + 1, "{after:?}");
-        assert_eq!(after["answered"], before["answered"]);
-        Ok(())
-    }
-}
-
-/// Wire-format name from dotted text (no escapes needed here).
-fn wire(name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
-}
-
-struct Query {
-    id: u16,
-    flags: u16,
-    counts: [u16; 4],
-    name: Vec<u8>,
-    qtype: u16,
-    qclass: u16,
-}
-
-impl Query {
-    fn new(name: &str) -> Self {
-        Self {
-            id: 0xbeef,
-            flags: 0x0100,
-            counts: [1, 0, 0, 0],
-            name: wire(name),
-            qtype: 1,
-            qclass: 1,
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.id.to_be_bytes());
-        out.extend_from_slice(&self.flags.to_be_bytes());
-        for count in self.counts {
-            out.extend_from_slice(&count.to_be_bytes());
-        }
-        out.extend_from_slice(&self.name);
-        out.extend_from_slice(&self.qtype.to_be_bytes());
-        out.extend_from_slice(&self.qclass.to_be_bytes());
-        out
-    }
-
-    fn frame(&self) -> Vec<u8> {
-        udp_frame(
-            CLIENT_MAC,
-            POP_MAC,
-            CLIENT_IP,
-            POP_IP,
-            CLIENT_PORT,
-            53,
-            &self.bytes(),
-        )
-    }
-}
-
-fn udp_frame(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
-    let mut out = Vec::with_capacity(builder.size(payload.len()));
-    builder.write(&mut out, payload).unwrap();
-    out
-}
-
-fn hex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-        .collect()
-}
-
 #[test]
 fn known_query_gets_the_exact_reply() -> Result<()> {
-    let mut program = Program::load()?;
+    let mut program = Program::load(&zone(), &[])?;
     let query = Query::new("WwW.ExAmple.COM");
     let (verdict, out) = program.run(&query.frame())?;
     assert_eq!(verdict, XDP_TX);
@@ -244,7 +70,7 @@ fn known_query_gets_the_exact_reply() -> Result<()> {
 
 #[test]
 fn longest_name_is_answered() -> Result<()> {
-    let mut program = Program::load()?;
+    let mut program = Program::load(&zone(), &[])?;
     let name = longest_name().to_uppercase();
     assert_eq!(wire(&name).len(), 255);
     let (verdict, out) = program.run(&Query::new(&name).frame())?;
@@ -256,7 +82,7 @@ fn longest_name_is_answered() -> Result<()> {
 
 #[test]
 fn every_truncation_is_passed() -> Result<()> {
-    let mut program = Program::load()?;
+    let mut program = Program::load(&zone(), &[])?;
     let frame = Query::new("www.example.com").frame();
     // The kernel refuses test frames shorter than an Ethernet header.
     for len in 14..frame.len() {
@@ -269,7 +95,7 @@ fn every_truncation_is_passed() -> Result<()> {
 
 #[test]
 fn frames_we_must_not_answer_are_passed_with_their_reason() -> Result<()> {
-    let mut program = Program::load()?;
+    let mut program = Program::load(&zone(), &[])?;
     let query = || Query::new("www.example.com");
 
     let wrong_port = udp_frame(
@@ -281,7 +107,7 @@ fn frames_we_must_not_answer_are_passed_with_their_reason() -> Result<()> {
         5353,
         &query().bytes(),
     );
-    program.assert_passed(&wrong_port, Counter::NotDnsPort)?;
+    program.assert_passed(&wrong_port, Counter::NotService)?;
 
     let response = Query {
         flags: 0x8500,
@@ -302,11 +128,16 @@ fn frames_we_must_not_answer_are_passed_with_their_reason() -> Result<()> {
         .frame();
         program.assert_passed(&frame, Counter::QuestionCount)?;
     }
-    let with_opt = Query {
+    for counts in [[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 2]] {
+        let frame = Query { counts, ..query() }.frame();
+        program.assert_passed(&frame, Counter::ExtraRecords)?;
+    }
+    // ARCOUNT 1 but no record follows the question.
+    let missing_opt = Query {
         counts: [1, 0, 0, 1],
         ..query()
     };
-    program.assert_passed(&with_opt.frame(), Counter::ExtraRecords)?;
+    program.assert_passed(&missing_opt.frame(), Counter::Malformed)?;
 
     let too_long = format!(
         "{}.x.example.com",
@@ -348,15 +179,16 @@ fn frames_we_must_not_answer_are_passed_with_their_reason() -> Result<()> {
 
 #[test]
 fn non_dns_frames_are_passed_with_their_reason() -> Result<()> {
-    let mut program = Program::load()?;
+    let mut program = Program::load(&zone(), &[])?;
     let payload = Query::new("www.example.com").bytes();
 
-    let mut v6 = Vec::new();
+    let mut v6_fragment = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
-        .ipv6([0x20; 16], [0x21; 16], 64)
+        .ipv6(CLIENT_IP6, POP_IP6, 64)
         .udp(CLIENT_PORT, 53)
-        .write(&mut v6, &payload)?;
-    program.assert_passed(&v6, Counter::NotIp)?;
+        .write(&mut v6_fragment, &payload)?;
+    v6_fragment[20] = 44; // next header: a fragment header, not UDP
+    program.assert_passed(&v6_fragment, Counter::IpUnsupported)?;
 
     let mut tcp = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
@@ -376,6 +208,10 @@ fn non_dns_frames_are_passed_with_their_reason() -> Result<()> {
     let mut arp = Query::new("www.example.com").frame();
     arp[12..14].copy_from_slice(&0x0806_u16.to_be_bytes());
     program.assert_passed(&arp, Counter::NotIp)?;
+
+    let mut qinq = Query::new("www.example.com").vlan_frame(false);
+    qinq[16..18].copy_from_slice(&0x8100_u16.to_be_bytes());
+    program.assert_passed(&qinq, Counter::NotIp)?;
     Ok(())
 }
 
@@ -384,4 +220,198 @@ fn fix_lengths(frame: &mut [u8]) {
     let ip_len = (frame.len() - 14) as u16;
     frame[16..18].copy_from_slice(&ip_len.to_be_bytes());
     frame[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+}
+
+#[test]
+fn ipv6_and_vlan_queries_are_answered_with_valid_checksums() -> Result<()> {
+    let mut program = Program::load(&zone(), &[])?;
+    let query = Query::new("WWW.example.com");
+    let v4 = dns_of_reply(&program.run(&query.frame())?.1, false, false);
+    let shapes: [(Vec<u8>, bool, bool); 3] = [
+        (query.frame_v6(), true, false),
+        (query.vlan_frame(false), false, true),
+        (query.vlan_frame(true), true, true),
+    ];
+    for (frame, ipv6, vlan) in shapes {
+        let (verdict, out) = program.run(&frame)?;
+        assert_eq!(verdict, XDP_TX, "ipv6 {ipv6} vlan {vlan}");
+        // The DNS message does not depend on the frame's shape.
+        assert_eq!(dns_of_reply(&out, ipv6, vlan), v4);
+    }
+    assert_eq!(program.counts()?["answered"], 4);
+    // Every length of the UDP checksum's tail, with and without OPT.
+    for name in ["www.example.com", "wWw.example.com", &longest_name()] {
+        for edns in [false, true] {
+            let query = if edns {
+                Query::with_edns(name, true)
+            } else {
+                Query::new(name)
+            };
+            let (verdict, out) = program.run(&query.frame_v6())?;
+            assert_eq!(verdict, XDP_TX, "{name} edns {edns}");
+            dns_of_reply(&out, true, false);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn edns_query_gets_our_opt_record() -> Result<()> {
+    let mut program = Program::load(&zone(), &[])?;
+    for dnssec_ok in [false, true] {
+        let (verdict, out) =
+            program.run(&Query::with_edns("www.example.com", dnssec_ok).frame())?;
+        assert_eq!(verdict, XDP_TX);
+        let dns = dns_of_reply(&out, false, false);
+        assert_eq!(
+            &dns[6..12],
+            [0, 2, 0, 0, 0, 1],
+            "ANCOUNT 2, NSCOUNT 0, ARCOUNT 1"
+        );
+        let flags = if dnssec_ok { "8000" } else { "0000" };
+        assert_eq!(
+            dns[dns.len() - 11..],
+            hex(&format!("00 0029 04d0 00 00 {flags} 0000"))
+        );
+    }
+    // Options the client sent (a cookie here) are not echoed: we support none.
+    let cookie = Query {
+        counts: [1, 0, 0, 1],
+        additional: opt(0, false, &hex("000a 0008 0102030405060708")),
+        ..Query::new("www.example.com")
+    };
+    let (verdict, out) = program.run(&cookie.frame())?;
+    assert_eq!(verdict, XDP_TX);
+    let dns = dns_of_reply(&out, false, false);
+    assert_eq!(dns[dns.len() - 11..], hex("00 0029 04d0 00 00 0000 0000"));
+
+    let version_one = Query {
+        counts: [1, 0, 0, 1],
+        additional: opt(1, false, &[]),
+        ..Query::new("www.example.com")
+    };
+    program.assert_passed(&version_one.frame(), Counter::EdnsVersion)?;
+    let not_opt = Query {
+        counts: [1, 0, 0, 1],
+        additional: hex("00 0001 0001 00000000 0004 c0000201"),
+        ..Query::new("www.example.com")
+    };
+    program.assert_passed(&not_opt.frame(), Counter::ExtraRecords)?;
+    let mut short_rdata = Query::with_edns("www.example.com", false);
+    short_rdata.additional[10] = 4; // RDLENGTH 4 with no RDATA following
+    program.assert_passed(&short_rdata.frame(), Counter::Malformed)?;
+    Ok(())
+}
+
+#[test]
+fn only_service_addresses_are_answered() -> Result<()> {
+    let listen: Vec<SocketAddr> = vec!["198.18.0.2:53".parse()?, "[2001:db8::2]:5353".parse()?];
+    let mut program = Program::load(&zone(), &listen)?;
+    let query = Query::new("www.example.com");
+    assert_eq!(program.run(&query.frame())?.0, XDP_TX);
+    let other_address = udp_frame(
+        CLIENT_MAC,
+        POP_MAC,
+        CLIENT_IP,
+        [198, 18, 0, 3],
+        CLIENT_PORT,
+        53,
+        &query.bytes(),
+    );
+    program.assert_passed(&other_address, Counter::NotService)?;
+    // IPv6 is served on port 5353 only.
+    program.assert_passed(&query.frame_v6(), Counter::NotService)?;
+    let mut v6_5353 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
+        .ipv6(CLIENT_IP6, POP_IP6, 64)
+        .udp(CLIENT_PORT, 5353)
+        .write(&mut v6_5353, &query.bytes())?;
+    assert_eq!(program.run(&v6_5353)?.0, XDP_TX);
+    Ok(())
+}
+
+/// A zone with two steered names on one pool, whose member order is `members`, and a static name.
+fn steered_zone(members: [&str; 2]) -> String {
+    format!(
+        r#"
+[xdp]
+interface = "eth0"
+[[pools]]
+name = "shop"
+kind = "origin"
+members = [{{ name = "m1", address = "{}" }}, {{ name = "m2", address = "{}" }}]
+[[zones]]
+apex = "example.com"
+[[zones.names]]
+name = "www"
+pool = "shop"
+[[zones.names]]
+name = "shop"
+pool = "shop"
+[[zones.names]]
+name = "static"
+a = ["192.0.2.99"]
+"#,
+        members[0], members[1]
+    )
+}
+
+fn publish(program: &mut Program, zone: &str) -> Result<edge_user::maps::Publication> {
+    let path = std::path::Path::new("steered.toml");
+    let config = edge_user::config::Config::parse(path, zone)?;
+    let zones = edge_user::zone::Zones::build(path, &config)?;
+    program
+        .answers
+        .publish(&edge_user::dns::fast_path::entries(&zones)?)
+}
+
+/// The first address a name's answer carries.
+fn first_address(program: &mut Program, name: &str) -> Result<[u8; 4]> {
+    let (verdict, out) = program.run(&Query::new(name).frame())?;
+    assert_eq!(verdict, XDP_TX, "{name}");
+    let dns = dns_of_reply(&out, false, false);
+    let question_end = 12 + wire(name).len() + 4;
+    // First record: pointer, type, class, TTL, RDLENGTH, then the address.
+    Ok(dns[question_end + 12..question_end + 16].try_into()?)
+}
+
+#[test]
+fn steered_answers_change_together_by_a_generation_flip() -> Result<()> {
+    let forward = steered_zone(["198.51.100.1", "198.51.100.2"]);
+    let backward = steered_zone(["198.51.100.2", "198.51.100.1"]);
+    let mut program = Program::load(&forward, &[])?;
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 1]);
+    }
+
+    let swap = publish(&mut program, &backward)?;
+    assert!(swap.flipped);
+    assert_eq!(
+        swap.steered_written, 2,
+        "both steered names, into the other generation"
+    );
+    assert_eq!(
+        swap.answers.written, 0,
+        "the answer map only points at the selection"
+    );
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 2]);
+    }
+    assert_eq!(
+        first_address(&mut program, "static.example.com")?,
+        [192, 0, 2, 99]
+    );
+
+    let again = publish(&mut program, &backward)?;
+    assert!(!again.flipped, "an unchanged selection is not rewritten");
+    assert_eq!(again.steered_written, 0);
+
+    // Back to the first order: the other generation still holds it, so only the flip is written.
+    let back = publish(&mut program, &forward)?;
+    assert!(back.flipped);
+    assert_eq!(back.steered_written, 0);
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 1]);
+    }
+    Ok(())
 }

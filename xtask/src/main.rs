@@ -30,6 +30,11 @@ enum Task {
     Test,
     /// Start edge in a two-namespace topology and query it with kdig.
     Demo,
+    /// Run 1,000,000 random and mutated frames through the XDP program.
+    FuzzXdp {
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+    },
     /// Measure edge against its peers; prints a table and rewrites its section of
     /// docs/BENCHMARKS.md.
     Bench {
@@ -42,6 +47,9 @@ enum Task {
 enum Benchmark {
     /// Authoritative DNS: edge's XDP and userspace paths, Knot DNS, NSD, an XDP reflector.
     Dns,
+    /// Steering: decision to visible answer, origin death to moved answers, queries lost while
+    /// the maps are rewritten.
+    Steer,
 }
 
 fn main() -> Result<()> {
@@ -58,6 +66,29 @@ fn main() -> Result<()> {
         Task::Build => {
             setup::run()?;
             cargo(&["build", "--workspace", "--exclude", "edge-ebpf"])?;
+        }
+        Task::FuzzXdp { frames } => {
+            setup::run()?;
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            step(
+                &format!("fuzz the XDP program with {frames} frames"),
+                || {
+                    exec(
+                        Command::new(cargo)
+                            .args([
+                                "test",
+                                "--release",
+                                "-p",
+                                "edge-tests",
+                                "--test",
+                                "xdp_fuzz",
+                            ])
+                            .args(["--", "--nocapture"])
+                            .env("EDGE_FUZZ_FRAMES", frames.to_string())
+                            .current_dir(workspace_root()),
+                    )
+                },
+            )?;
         }
         Task::Demo => {
             setup::run()?;
@@ -78,6 +109,7 @@ fn main() -> Result<()> {
 fn bench(what: Benchmark) -> Result<()> {
     let (example, command) = match what {
         Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
+        Benchmark::Steer => ("bench_steer", "cargo xtask bench steer"),
     };
     cargo(&["build", "--release", "-p", "edge-user"])?;
     let root = workspace_root();

@@ -14,24 +14,36 @@ pub const AUTHORITATIVE_ANSWER: u16 = flags::QR | flags::AA;
 /// Offset of the question name in every DNS message: right after the 12-byte header.
 const QUESTION_NAME_POINTER: u16 = 0xc000 | 12;
 
-/// The answer section holding `rdatas` for the question's name, with `ttl`.
-///
-/// Every owner is a compression pointer to the question name, as Knot DNS writes it, so the same
-/// bytes answer the question whatever its letter case.
+/// The answer section holding `rdatas` for the question's name, with `ttl`: what an answer map
+/// entry holds. The userspace server writes the same records with [`emit_at_question`] too.
 pub fn answer_section(ttl: u32, rdatas: &[RData]) -> Result<Vec<u8>, ProtoError> {
     let mut bytes = Vec::with_capacity(rdatas.len() * 28);
     let mut encoder = BinEncoder::new(&mut bytes);
     for rdata in rdatas {
-        encoder.emit_u16(QUESTION_NAME_POINTER)?;
-        rdata.record_type().emit(&mut encoder)?;
-        DNSClass::IN.emit(&mut encoder)?;
-        encoder.emit_u32(ttl)?;
-        let length = encoder.place::<u16>()?;
-        rdata.emit(&mut encoder)?;
-        let written = encoder.len_since_place(&length) as u16;
-        length.replace(&mut encoder, written)?;
+        emit_at_question(&mut encoder, ttl, rdata)?;
     }
     Ok(bytes)
+}
+
+/// Writes one record owned by the question name.
+///
+/// The owner is a compression pointer to the question name, as Knot DNS writes it, so the same
+/// bytes answer the question whatever its letter case. Names inside `rdata` compress against
+/// what `encoder` already holds.
+pub fn emit_at_question(
+    encoder: &mut BinEncoder<'_>,
+    ttl: u32,
+    rdata: &RData,
+) -> Result<(), ProtoError> {
+    encoder.emit_u16(QUESTION_NAME_POINTER)?;
+    rdata.record_type().emit(encoder)?;
+    DNSClass::IN.emit(encoder)?;
+    encoder.emit_u32(ttl)?;
+    let length = encoder.place::<u16>()?;
+    rdata.emit(encoder)?;
+    let written = encoder.len_since_place(&length) as u16;
+    length.replace(encoder, written)?;
+    Ok(())
 }
 
 #[cfg(test)]

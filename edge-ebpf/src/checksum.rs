@@ -1,0 +1,86 @@
+//! Internet checksums (RFC 1071) for the headers the reply rewrites.
+
+use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
+use edge_common::Counter;
+
+use crate::headers::{IPV4_LEN, Ipv4Hdr, ptr_at};
+
+/// Longest UDP datagram a reply can be: header, DNS header, a 255-octet question, the largest
+/// answer, our OPT. Bounds the summing loops.
+const UDP_MAX: usize = 8 + 12 + 259 + edge_common::ANSWER_DATA_LEN + 11;
+const CHUNK: usize = 64;
+
+/// Checksum of an IPv4 header without options (its `check` field must be zero).
+#[inline(always)]
+pub fn ipv4_header(ip: &Ipv4Hdr) -> u16 {
+    // SAFETY: `Ipv4Hdr` is 20 bytes of plain data, readable as ten u16 words.
+    let words = unsafe { &*(ip as *const Ipv4Hdr as *const [u16; IPV4_LEN / 2]) };
+    let mut sum: u32 = 0;
+    for word in words {
+        sum += u32::from(*word);
+    }
+    fold(sum)
+}
+
+/// UDP checksum over IPv6 (mandatory there, RFC 8200 §8.1) of the datagram at `l4`, whose
+/// `check` field must be zero. Sums in memory order, so the result is stored as is.
+#[inline(always)]
+pub fn udp_ipv6(
+    ctx: &XdpContext,
+    l4: usize,
+    len: usize,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+) -> Result<u16, Counter> {
+    let mut pseudo = [0_u8; 40];
+    pseudo[..16].copy_from_slice(src);
+    pseudo[16..32].copy_from_slice(dst);
+    pseudo[34..36].copy_from_slice(&(len as u16).to_be_bytes());
+    pseudo[39] = crate::headers::IPPROTO_UDP;
+    let mut sum = csum(pseudo.as_ptr(), pseudo.len(), 0);
+
+    let end = l4 + len;
+    let mut offset = l4;
+    for _ in 0..UDP_MAX / CHUNK + 1 {
+        if offset + CHUNK > end {
+            break;
+        }
+        let chunk: *mut [u8; CHUNK] = ptr_at(ctx, offset)?;
+        sum = csum(chunk as *const u8, CHUNK, sum);
+        offset += CHUNK;
+    }
+    for _ in 0..CHUNK / 4 {
+        if offset + 4 > end {
+            break;
+        }
+        let word: *mut [u8; 4] = ptr_at(ctx, offset)?;
+        sum = csum(word as *const u8, 4, sum);
+        offset += 4;
+    }
+    // Up to three odd bytes, zero-padded.
+    let mut tail = [0_u8; 4];
+    for (i, byte) in tail.iter_mut().enumerate().take(3) {
+        if offset + i < end {
+            let source: *mut u8 = ptr_at(ctx, offset + i)?;
+            *byte = unsafe { *source };
+        }
+    }
+    sum = csum(tail.as_ptr(), 4, sum);
+    // Zero means "no checksum"; over IPv6 the all-ones form is sent instead.
+    Ok(match fold(sum) {
+        0 => 0xffff,
+        checksum => checksum,
+    })
+}
+
+#[inline(always)]
+fn csum(data: *const u8, len: usize, seed: u32) -> u32 {
+    unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, data as *mut u32, len as u32, seed) as u32 }
+}
+
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}

@@ -1,0 +1,310 @@
+//! The `edge` command line: the PoP daemon (`edge run`) and its tools.
+
+use std::{
+    io::IsTerminal as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use crate::{
+    agent,
+    config::Config,
+    dataplane::{self, DataPlane},
+    dns::{fast_path, server::Server},
+    http::{HttpServer, admin},
+    steer::{self, Steering},
+    zone::Zones,
+};
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the XDP program, fill its maps from the config, and serve until SIGINT/SIGTERM.
+    /// SIGHUP reloads the config; a bad one is refused and the running one stays.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// On exit, leave the program attached and answering from the pinned maps.
+        #[arg(long)]
+        keep_data_plane: bool,
+    },
+    /// Check a config file and print what it defines.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the XDP counters of the interface in the config.
+    Stats {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object of counter → count.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached variant of URL from the running daemon's cache (via its admin address).
+    Purge {
+        #[arg(long, short)]
+        config: PathBuf,
+        url: String,
+    },
+    /// Detach a data plane left running (`run --keep-data-plane`) and remove its pins.
+    Detach {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the running daemon's measurements, health states and selections (via [admin]).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The whole status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a pool member out of every answer (it is still probed) until `undrain`.
+    Drain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        member: String,
+    },
+    /// Put a drained member back.
+    Undrain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        member: String,
+    },
+    /// Serve this host's load (CPU, load average, memory, connections) as JSON on GET /load,
+    /// for the steering probes of the PoPs.
+    Agent {
+        #[arg(long, default_value = "0.0.0.0:9100")]
+        listen: SocketAddr,
+        /// Where to read /proc from (another directory laid out the same way, for tests).
+        #[arg(long, default_value = "/proc")]
+        proc_root: PathBuf,
+        /// CPU utilisation is measured over this many milliseconds.
+        #[arg(long, default_value_t = agent::DEFAULT_SAMPLE_INTERVAL.as_millis() as u64)]
+        sample_ms: u64,
+    },
+}
+
+/// Runs the command line; the `edge` binary's whole `main`.
+pub fn main() -> std::process::ExitCode {
+    match execute(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edge: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match command {
+        Command::Run {
+            config,
+            keep_data_plane,
+        } => tokio::runtime::Runtime::new()?.block_on(run(&config, keep_data_plane)),
+        Command::Check { config } => check(&config),
+        Command::Stats { config, json } => stats(&config, json),
+        Command::Purge { config, url } => purge(&config, &url),
+        Command::Detach { config } => {
+            let config = Config::load(&config)?;
+            dataplane::detach(&config.xdp.pin_dir())
+        }
+        Command::Status { config, json } => status(&config, json),
+        Command::Drain {
+            config,
+            pool,
+            member,
+        } => drain(&config, &pool, &member, true),
+        Command::Undrain {
+            config,
+            pool,
+            member,
+        } => drain(&config, &pool, &member, false),
+        Command::Agent {
+            listen,
+            proc_root,
+            sample_ms,
+        } => tokio::runtime::Runtime::new()?.block_on(agent::serve(
+            listen,
+            &proc_root,
+            std::time::Duration::from_millis(sample_ms),
+        )),
+    }
+}
+
+/// A config with its zones validated.
+fn load(path: &Path) -> Result<(Config, Zones)> {
+    let config = Config::load(path)?;
+    let zones = Zones::build(path, &config)?;
+    Ok((config, zones))
+}
+
+async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
+    let (config, zones) = load(path)?;
+    // The first probe round ends before anything is served: no answer from an unchecked state.
+    let mut steering = Steering::start(&config).await?;
+    let _http = HttpServer::start(&config, &steering.watch()).await?;
+    let mut plane = DataPlane::start(&config.xdp)?;
+    let result = serve(path, &config, zones, &mut steering, &mut plane).await;
+    plane.stop(keep_data_plane)?;
+    result
+}
+
+/// Serves `zones` with the steered names answering as `steering` selects; every change of the
+/// selections or the config goes to the userspace server and then, in one call, to the maps.
+async fn serve(
+    path: &Path,
+    config: &Config,
+    mut zones: Zones,
+    steering: &mut Steering,
+    plane: &mut DataPlane,
+) -> Result<()> {
+    let mut selections = steering.watch();
+    let steered = zones.with_selections(&selections.borrow_and_update());
+    let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
+    let _dns = Server::start(&config.dns, &zones_watch)?;
+    publish(plane, config, &current_zones.borrow())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            Ok(()) = selections.changed() => {
+                let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
+                current_zones.send_replace(steered.clone());
+                publish(plane, config, &steered)?;
+            }
+            _ = hangup.recv() => match load(path) {
+                Ok((reloaded, reloaded_zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
+                    if reloaded.dns != config.dns {
+                        warn!("dns.listen changes need a restart; serving the new zones on the old addresses");
+                    }
+                    if reloaded.admin != config.admin {
+                        warn!("admin.listen changes need a restart; the endpoint stays where it is");
+                    }
+                    steering.reload(&reloaded).await;
+                    zones = reloaded_zones;
+                    let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
+                    current_zones.send_replace(steered.clone());
+                    publish(plane, config, &steered)?;
+                }
+                Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
+                Err(err) => error!("reload refused, keeping the running config: {err:#}"),
+            },
+        }
+    }
+    info!("stopping");
+    Ok(())
+}
+
+/// Writes the fast path's view of `zones` to the maps: the service addresses of `config` (fixed
+/// until a restart), then the answers.
+fn publish(plane: &mut DataPlane, config: &Config, zones: &Zones) -> Result<()> {
+    plane
+        .services
+        .replace(&fast_path::services(&config.dns.listen))?;
+    let entries = fast_path::entries(zones).context("building answers")?;
+    let published = plane.answers.publish(&entries)?;
+    info!(
+        names = entries.len(),
+        written = published.answers.written,
+        removed = published.answers.removed,
+        unchanged = published.answers.unchanged,
+        steered_written = published.steered_written,
+        flipped = published.flipped,
+        "answers published"
+    );
+    Ok(())
+}
+
+fn check(path: &Path) -> Result<()> {
+    let (config, zones) = load(path)?;
+    println!(
+        "{}: ok: interface {} ({:?} mode), pins in {}",
+        path.display(),
+        config.xdp.interface,
+        config.xdp.mode,
+        config.xdp.pin_dir().display()
+    );
+    for zone in &zones.zones {
+        println!("zone {}: {} names", zone.apex, zone.names.len());
+    }
+    Ok(())
+}
+
+fn purge(path: &Path, url: &str) -> Result<()> {
+    let config = Config::load(path)?;
+    let http = config
+        .http
+        .with_context(|| format!("{}: no [http] section", path.display()))?;
+    let answer = tokio::runtime::Runtime::new()?.block_on(admin::purge(http.admin_listen, url))?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn status(path: &Path, json: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let status =
+        tokio::runtime::Runtime::new()?.block_on(steer::admin::status(config.admin.listen))?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        print!("{status}");
+    }
+    Ok(())
+}
+
+fn drain(path: &Path, pool: &str, member: &str, drained: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let answer = tokio::runtime::Runtime::new()?.block_on(steer::admin::drain(
+        config.admin.listen,
+        pool,
+        member,
+        drained,
+    ))?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn stats(path: &Path, json: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let counters = dataplane::pinned_counters(&config.xdp.pin_dir())?.read()?;
+    if json {
+        let object: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(counter, count)| (counter.name().to_string(), (*count).into()))
+            .collect();
+        println!("{}", serde_json::Value::Object(object));
+    } else {
+        for (counter, count) in counters {
+            println!("{:<16} {count}", counter.name());
+        }
+    }
+    Ok(())
+}

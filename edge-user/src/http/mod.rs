@@ -1,0 +1,134 @@
+//! The PoP's HTTP/1.1 server (hyper): the service address, where Host selects the site and
+//! static content comes from [`crate::cache`], and the admin address.
+
+pub mod admin;
+pub mod config;
+pub mod headers;
+pub mod origin;
+pub mod proxy;
+pub mod respond;
+pub mod site;
+
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tracing::{debug, info, warn};
+
+use self::{config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites};
+use crate::{
+    cache::{Cache, policy::Rules},
+    config::Config,
+    steer::SelectionsWatch,
+};
+
+/// Every response body: bytes over a mapping, a file being filled, or an origin's stream.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// The running server; dropping it stops accepting (connections in progress finish on their
+/// own tasks).
+pub struct HttpServer {
+    tasks: Vec<JoinHandle<()>>,
+    pub cache: Arc<Cache>,
+}
+
+impl HttpServer {
+    /// Opens the cache, binds both addresses and starts serving, if the config has `[http]`.
+    /// Misses go to the origin `selections` chooses.
+    pub async fn start(config: &Config, selections: &SelectionsWatch) -> Result<Option<Self>> {
+        let Some(http) = &config.http else {
+            return Ok(None);
+        };
+        let cache = Arc::new(
+            Cache::open(
+                &http.cache_dir,
+                http.cache_capacity.as_u64(),
+                http.max_object_size(),
+                Rules::new(http.heuristic_fraction, http.negative_ttl),
+            )
+            .with_context(|| format!("opening the cache in {}", http.cache_dir.display()))?,
+        );
+        let proxy = Arc::new(Proxy {
+            sites: Sites::from_config(config, selections),
+            cache: cache.clone(),
+            origin: OriginClient::new(http.origin_connect_timeout, http.origin_read_timeout),
+        });
+        let service = bind(http.listen).await?;
+        let admin = bind(http.admin_listen).await?;
+        let serve = {
+            let http = http.clone();
+            accept(service, http.clone(), move |request| {
+                proxy.clone().handle(request)
+            })
+        };
+        let admin_cache = cache.clone();
+        let administer = accept(admin, http.clone(), move |request| {
+            let response = admin::handle(&admin_cache, &request);
+            async move { response }
+        });
+        info!(listen = %http.listen, admin = %http.admin_listen, sites = http.sites.len(), "http serving");
+        Ok(Some(Self {
+            tasks: vec![tokio::spawn(serve), tokio::spawn(administer)],
+            cache,
+        }))
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))
+}
+
+/// Serves HTTP/1.1 connections from `listener` with `handle`, within the configured limits:
+/// request heads larger than `max_header_size` get 431, and a connection that does not deliver
+/// a complete head within `client_timeout` (new, or idle after a response) is closed.
+async fn accept<F, Fut>(listener: TcpListener, config: HttpConfig, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.client_timeout)
+        .max_buf_size(config.max_header_size.as_u64() as usize);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |request| {
+                let response = handle(request);
+                async move { Ok::<_, Infallible>(response.await) }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "connection ended");
+            }
+        });
+    }
+}

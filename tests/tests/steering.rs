@@ -1,0 +1,560 @@
+//! Steering end to end: origins are real HTTP servers (tests/src/origin.rs) with the real
+//! `edge agent` beside them, reading a fake /proc whose CPU load the test sets
+//! (`--proc-root`, tests/src/agent.rs); a PoP runs `edge run`; kdig on a client asks it.
+//! Slow origins are the test origin's delay knob; a killed origin is its server stopped.
+//! Latency between PoPs is simulated the same way, in the PoP's HTTP server, not with netem.
+//!
+//! Intervals are 200 ms; every wait is bounded, with bounds from the configured thresholds plus
+//! a scheduling allowance.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use edge_tests::{
+    agent::{Agent, SAMPLE},
+    curl::curl,
+    dig::kdig,
+    edge::{EdgeProcess, counters, status},
+    ftp::Vsftpd,
+    origin::Origin,
+    topology::{Host, Lan},
+};
+use edge_user::steer::status::PoolStatus;
+
+const HTTP_PORT: u16 = 8080;
+const AGENT_PORT: u16 = 9100;
+const FTP_PORT: u16 = 2121;
+const INTERVAL: Duration = Duration::from_millis(200);
+/// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
+const ALLOWANCE: Duration = Duration::from_millis(1500);
+
+/// The A records of an answer, or its status when it is not NOERROR.
+type Answer = std::result::Result<Vec<IpAddr>, String>;
+
+/// A PoP (`pop`, host 1) serving `example.com` from `pools`, a client (host 2), and hosts
+/// `origin1…` (3…).
+struct Setup {
+    lan: Lan,
+    config: PathBuf,
+    edge: Option<EdgeProcess>,
+}
+
+fn pool(name: &str, kind: &str, hosts: &[&Host], extra: &str, member_extra: &str) -> String {
+    let mut text = format!(
+        "[[pools]]\nname = \"{name}\"\nkind = \"{kind}\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\njitter = 0.1\nrise = 2\nfall = 2\n[pools.steering]\n{extra}\n"
+    );
+    for host in hosts {
+        text += &format!(
+            "[[pools.members]]\nname = \"{}\"\naddress = \"{}\"\nhttp_port = {HTTP_PORT}\n{member_extra}\n",
+            host.role, host.v4
+        );
+    }
+    text
+}
+
+impl Setup {
+    fn lan(test: &str, origins: usize) -> Result<Lan> {
+        let mut roles = vec!["pop".to_string(), "client".to_string()];
+        roles.extend((1..=origins).map(|i| format!("origin{i}")));
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        Lan::new(test, &roles)
+    }
+
+    /// Starts `edge run` on the PoP with `pools`, one name per `(name, pool)`, and `extra` at
+    /// the end of the config.
+    fn start(lan: Lan, pools: &str, names: &[(&str, &str)], extra: &str) -> Result<Self> {
+        let pop = lan.host("pop");
+        let mut text = format!(
+            "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n{pools}\n[[zones]]\napex = \"example.com\"\n",
+            lan.pin_root().display(),
+            pop.v4
+        );
+        for (name, pool) in names {
+            text += &format!("[[zones.names]]\nname = \"{name}\"\npool = \"{pool}\"\n");
+        }
+        text += extra;
+        let config = lan.write_file("edge.toml", &text)?;
+        let edge = EdgeProcess::start(&pop.netns, &config, &[])?;
+        Ok(Self {
+            lan,
+            config,
+            edge: Some(edge),
+        })
+    }
+
+    /// The A records `name` answers with, or the response status if not NOERROR.
+    fn answer(&self, name: &str) -> Result<Answer> {
+        Ok(self.answer_and_ttl(name)?.0)
+    }
+
+    /// [`Setup::answer`] and the TTL of the first A record.
+    fn answer_and_ttl(&self, name: &str) -> Result<(Answer, Option<u32>)> {
+        let server = format!("@{}", self.lan.host("pop").v4);
+        let qname = format!("{name}.example.com");
+        let reply = kdig(
+            &self.lan.host("client").netns,
+            &[&server, &qname, "A", "+retry=0", "+time=2"],
+        )?;
+        let records: Vec<Vec<String>> = reply
+            .section("ANSWER")
+            .into_iter()
+            .filter(|fields| fields.get(3).map(String::as_str) == Some("A"))
+            .collect();
+        let ttl = records.first().and_then(|fields| fields[1].parse().ok());
+        match reply.status().as_deref() {
+            Some("NOERROR") => Ok((
+                Ok(records
+                    .iter()
+                    .map(|fields| fields[4].parse().unwrap())
+                    .collect()),
+                ttl,
+            )),
+            Some(other) => Ok((Err(other.to_string()), None)),
+            None => bail!("no answer: {}", reply.text),
+        }
+    }
+
+    /// Polls `name` until it answers `expected`, within `bound`; returns how long it took and
+    /// the TTL of that first matching answer.
+    fn wait_for(
+        &self,
+        name: &str,
+        expected: Answer,
+        bound: Duration,
+    ) -> Result<(Duration, Option<u32>)> {
+        let start = Instant::now();
+        loop {
+            let (answer, ttl) = self.answer_and_ttl(name)?;
+            if answer == expected {
+                return Ok((start.elapsed(), ttl));
+            }
+            if start.elapsed() > bound {
+                bail!(
+                    "{name}: still {answer:?}, not {expected:?}, after {bound:?}\n{:#?}\n{}",
+                    status(&self.lan.host("pop").netns, &self.config).ok(),
+                    self.edge
+                        .as_ref()
+                        .map(|edge| edge.log())
+                        .unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn start_origin(host: &Host) -> Result<Origin> {
+    Origin::start(&host.netns, SocketAddr::new(host.v4.into(), HTTP_PORT))
+}
+
+fn start_agent(lan: &Lan, host: &Host, cpu: u64) -> Result<Agent> {
+    Agent::start(
+        &host.netns,
+        SocketAddr::new(host.v4.into(), AGENT_PORT),
+        &lan.work_dir().join(format!("proc-{}", host.role)),
+        cpu,
+    )
+}
+
+fn ip(host: &Host) -> IpAddr {
+    host.v4.into()
+}
+
+#[test]
+fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
+    let lan = Setup::lan("steer-load", 3)?;
+    let hosts: Vec<Host> = (1..=3)
+        .map(|i| lan.host(&format!("origin{i}")).clone())
+        .collect();
+    let origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .zip([50, 20, 80])
+        .map(|(host, cpu)| start_agent(&lan, host, cpu))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&Host> = hosts.iter().collect();
+    let pools = pool(
+        "shop",
+        "origin",
+        &refs,
+        "ewma = 0.6\nhysteresis = 0.1\nttl = 20\nchanging_ttl = 5",
+        &format!("agent_port = {AGENT_PORT}"),
+    );
+    let http = format!(
+        "[http]\nlisten = \"{}:80\"\ncache_dir = \"{}\"\ncache_capacity = \"16 MiB\"\n[[http.sites]]\nhost = \"shop.example.com\"\npool = \"shop\"\n",
+        lan.host("pop").v4,
+        lan.work_dir().join("cache").display()
+    );
+    let setup = Setup::start(lan, &pools, &[("shop", "shop")], &http)?;
+    let fetch = |path: &str| -> Result<u16> {
+        let resolve = format!("shop.example.com:80:{}", setup.lan.host("pop").v4);
+        let url = format!("http://shop.example.com{path}");
+        Ok(curl(
+            &setup.lan.host("client").netns,
+            &["--resolve", &resolve, &url],
+        )?
+        .status)
+    };
+
+    // Served from the first round on: the least-loaded origin, answered by XDP with the TTL.
+    assert_eq!(setup.answer("shop")?, Ok(vec![ip(&hosts[1])]));
+    let state = status(&setup.lan.host("pop").netns, &setup.config)?;
+    let shop = state.pool("shop").unwrap();
+    assert_eq!(shop.selection, [ip(&hosts[1])]);
+    assert!(
+        shop.members.iter().all(|member| member.state == "up"),
+        "{shop:#?}"
+    );
+    let cpu: Vec<f64> = shop.members.iter().map(|m| m.cpu.unwrap()).collect();
+    assert!(
+        (cpu[0] - 50.0).abs() < 5.0 && (cpu[2] - 80.0).abs() < 5.0,
+        "{cpu:?}"
+    );
+    // The cache fetches its misses from the same origin.
+    assert_eq!(fetch("/before?cc=no-store")?, 200);
+    assert_eq!(origins[1].count("/before?cc=no-store"), 1);
+
+    // Origin 2 loaded up, origin 3 down to idle: the answer moves once the agents have
+    // sampled the change and one round has seen it.
+    agents[1].set_cpu(90);
+    agents[2].set_cpu(5);
+    // Every snapshot (one lock, one round) holds: the answer stays with origin 2 only while
+    // origin 3 does not beat it by the margin, so it moves in the very round that it does.
+    let netns = setup.lan.host("pop").netns.clone();
+    let deadline = Instant::now() + SAMPLE + 2 * INTERVAL + ALLOWANCE;
+    let mut snapshots = 0;
+    loop {
+        let state = status(&netns, &setup.config)?;
+        let shop = state.pool("shop").unwrap();
+        let score = |i: usize| shop.members[i].score.unwrap();
+        snapshots += 1;
+        if shop.selection == [ip(&hosts[2])] {
+            break;
+        }
+        assert_eq!(shop.selection, [ip(&hosts[1])], "{shop:#?}");
+        assert!(
+            score(2) >= 0.9 * score(1),
+            "stayed although beaten: {shop:#?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the answer did not move: {shop:#?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let (took, _) = setup.wait_for("shop", Ok(vec![ip(&hosts[2])]), ALLOWANCE)?;
+    eprintln!("{snapshots} snapshots before the move; DNS answered it {took:?} later");
+    assert_eq!(fetch("/after?cc=no-store")?, 200);
+    assert_eq!(origins[2].count("/after?cc=no-store"), 1);
+    assert_eq!(origins[1].count("/after?cc=no-store"), 0);
+    assert!(
+        counters(&setup.config)?["answered"] >= 2,
+        "answers came from XDP"
+    );
+
+    // The table for people names every member and the answer.
+    let output = setup
+        .lan
+        .host("pop")
+        .netns
+        .command(edge_tests::edge::binary())
+        .args(["status", "--config"])
+        .arg(&setup.config)
+        .output()?;
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    eprintln!("{table}");
+    assert!(
+        table.contains(&format!("answer {}", hosts[2].v4)),
+        "{table}"
+    );
+    for host in &hosts {
+        assert!(table.contains(&host.role), "{table}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
+    let lan = Setup::lan("steer-dead", 2)?;
+    let hosts: Vec<Host> = (1..=2)
+        .map(|i| lan.host(&format!("origin{i}")).clone())
+        .collect();
+    let mut origins: Vec<Option<Origin>> = hosts
+        .iter()
+        .map(|host| start_origin(host).map(Some))
+        .collect::<Result<_>>()?;
+    let _agents: Vec<Agent> = hosts
+        .iter()
+        .zip([10, 60])
+        .map(|(host, cpu)| start_agent(&lan, host, cpu))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&Host> = hosts.iter().collect();
+    let pools = pool(
+        "shop",
+        "origin",
+        &refs,
+        "ttl = 20\nchanging_ttl = 3",
+        &format!("agent_port = {AGENT_PORT}"),
+    );
+    let setup = Setup::start(lan, &pools, &[("shop", "shop")], "")?;
+    let netns = setup.lan.host("pop").netns.clone();
+    assert_eq!(setup.answer("shop")?, Ok(vec![ip(&hosts[0])]));
+
+    // fall = 2 failed probes, each at most interval + jitter + timeout apart.
+    origins[0] = None;
+    let (left, ttl) = setup.wait_for("shop", Ok(vec![ip(&hosts[1])]), 2 * INTERVAL + ALLOWANCE)?;
+    eprintln!("answer left the dead origin after {left:?}");
+    assert_eq!(ttl, Some(3), "the short TTL while origin1's state changes");
+    let state = status(&netns, &setup.config)?;
+    let member = &state.pool("shop").unwrap().members[0];
+    assert_eq!(member.state, "down", "{member:#?}");
+    assert!(
+        member.error.as_deref().unwrap_or("").contains("health"),
+        "{member:#?}"
+    );
+
+    // Back up: it returns after rise = 2 good probes, not at the first one.
+    let back = Instant::now();
+    origins[0] = Some(start_origin(&hosts[0])?);
+    let (returned, ttl) =
+        setup.wait_for("shop", Ok(vec![ip(&hosts[0])]), 2 * INTERVAL + ALLOWANCE)?;
+    eprintln!("answer returned {returned:?} after the origin came back");
+    assert!(
+        back.elapsed() >= INTERVAL.mul_f64(0.9),
+        "returned before two probes could have seen it"
+    );
+    assert_eq!(ttl, Some(3));
+    // Settled: the steered TTL again.
+    let settled = Instant::now() + 3 * INTERVAL + ALLOWANCE;
+    while setup.answer_and_ttl("shop")?.1 != Some(20) {
+        assert!(Instant::now() < settled, "the TTL did not return to 20");
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    // Drained from the CLI, the origin leaves at once; undrained, it comes back.
+    let edge = |args: &[&str]| -> Result<String> {
+        let output = netns
+            .command(edge_tests::edge::binary())
+            .args(args)
+            .arg("--config")
+            .arg(&setup.config)
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    assert!(edge(&["drain", "shop", "origin1"])?.contains("drained origin1"));
+    setup.wait_for("shop", Ok(vec![ip(&hosts[1])]), ALLOWANCE)?;
+    let state = status(&netns, &setup.config)?;
+    assert!(state.pool("shop").unwrap().members[0].drained);
+    assert!(edge(&["drain", "shop", "nobody"]).is_err());
+    edge(&["undrain", "shop", "origin1"])?;
+    setup.wait_for("shop", Ok(vec![ip(&hosts[0])]), ALLOWANCE)?;
+    Ok(())
+}
+
+#[test]
+fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result<()> {
+    let lan = Setup::lan("steer-flap", 2)?;
+    let hosts: Vec<Host> = (1..=2)
+        .map(|i| lan.host(&format!("origin{i}")).clone())
+        .collect();
+    let origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
+    // No agents: ranked by response time. Origin 2 steady at 30 ms, origin 1 alternating
+    // between 10 and 50 ms (30 on average) faster than the probes come.
+    origins[1].set_delay(Duration::from_millis(30));
+    let refs: Vec<&Host> = hosts.iter().collect();
+    // The same origins twice: smoothed with a margin, and raw (the control: it must flap, or
+    // this test could not tell).
+    let pools = pool(
+        "steady",
+        "origin",
+        &refs,
+        "ewma = 0.3\nhysteresis = 0.3",
+        "",
+    ) + &pool("raw", "origin", &refs, "ewma = 1.0\nhysteresis = 0.0", "");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toggler = {
+        let stop = stop.clone();
+        let origin = &origins[0];
+        move || {
+            let mut slow = false;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                slow = !slow;
+                origin.set_delay(Duration::from_millis(if slow { 50 } else { 10 }));
+                thread::sleep(Duration::from_millis(70));
+            }
+        }
+    };
+    thread::scope(|scope| -> Result<()> {
+        let toggling = scope.spawn(toggler);
+        let setup = Setup::start(lan, &pools, &[("steady", "steady"), ("raw", "raw")], "")?;
+        let netns = setup.lan.host("pop").netns.clone();
+        // Let the averages settle, then count changes over 20 rounds.
+        thread::sleep(8 * INTERVAL);
+        let before = status(&netns, &setup.config)?;
+        thread::sleep(20 * INTERVAL);
+        let after = status(&netns, &setup.config)?;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        toggling.join().expect("toggler");
+        let changes =
+            |pool: &str| after.pool(pool).unwrap().changes - before.pool(pool).unwrap().changes;
+        let rounds = after.pool("steady").unwrap().rounds - before.pool("steady").unwrap().rounds;
+        assert!(rounds >= 10, "only {rounds} rounds");
+        assert_eq!(changes("steady"), 0, "{after:#?}");
+        assert!(changes("raw") >= 2, "the control did not flap: {after:#?}");
+        // The answer itself never moved.
+        let steady = after.pool("steady").unwrap().selection.clone();
+        assert_eq!(setup.answer("steady")?, Ok(steady));
+        Ok(())
+    })
+}
+
+#[test]
+fn all_origins_down_applies_each_pools_policy() -> Result<()> {
+    let lan = Setup::lan("steer-alldown", 2)?;
+    let hosts: Vec<Host> = (1..=2)
+        .map(|i| lan.host(&format!("origin{i}")).clone())
+        .collect();
+    let mut origins: Vec<Option<Origin>> = hosts
+        .iter()
+        .map(|host| start_origin(host).map(Some))
+        .collect::<Result<_>>()?;
+    origins[0]
+        .as_ref()
+        .unwrap()
+        .set_delay(Duration::from_millis(40));
+    let refs: Vec<&Host> = hosts.iter().collect();
+    let pools = pool("all", "origin", &refs, "all_down = \"answer-all\"", "")
+        + &pool("last", "origin", &refs, "all_down = \"keep-last-good\"", "")
+        + &pool("fail", "origin", &refs, "all_down = \"servfail\"", "");
+    let names = [("all", "all"), ("last", "last"), ("fail", "fail")];
+    let setup = Setup::start(lan, &pools, &names, "")?;
+    // Origin 2 answers faster: every pool answers with it.
+    for (name, _) in names {
+        assert_eq!(setup.answer(name)?, Ok(vec![ip(&hosts[1])]), "{name}");
+    }
+    origins.iter_mut().for_each(|origin| *origin = None);
+    // Each pool probes on its own schedule: wait until every one has seen both origins fall.
+    let deadline = Instant::now() + 2 * INTERVAL + ALLOWANCE;
+    loop {
+        let state = status(&setup.lan.host("pop").netns, &setup.config)?;
+        let down = |pool: &PoolStatus| pool.members.iter().all(|m| m.state == "down");
+        if state.pools.iter().all(down) {
+            assert!(state.pool("fail").unwrap().selection.is_empty());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{state:#?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(setup.answer("fail")?, Err("SERVFAIL".into()));
+    assert_eq!(setup.answer("all")?, Ok(vec![ip(&hosts[0]), ip(&hosts[1])]));
+    assert_eq!(setup.answer("last")?, Ok(vec![ip(&hosts[1])]));
+    Ok(())
+}
+
+#[test]
+fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
+    // Two PoPs; this one (pop) measures both. Each serves a small object over HTTP and runs
+    // an agent; latency is simulated by delaying that object.
+    let lan = Lan::new("steer-pops", &["pop", "client", "pop2"])?;
+    let (pop1, pop2) = (lan.host("pop").clone(), lan.host("pop2").clone());
+    let servers: Vec<Origin> = [&pop1, &pop2]
+        .into_iter()
+        .map(start_origin)
+        .collect::<Result<_>>()?;
+    let agents: Vec<Agent> = [(&pop1, 10), (&pop2, 20)]
+        .into_iter()
+        .map(|(host, cpu)| start_agent(&lan, host, cpu))
+        .collect::<Result<_>>()?;
+    let _ftp: Vec<Vsftpd> = [&pop1, &pop2]
+        .into_iter()
+        .map(|host| {
+            Vsftpd::start(
+                &host.netns,
+                SocketAddr::new(host.v4.into(), FTP_PORT),
+                &lan.work_dir().join(format!("ftp-{}", host.role)),
+            )
+        })
+        .collect::<Result<_>>()?;
+    // pop: 40 ms away, 10 % CPU; pop2: 5 ms away, 20 % CPU. Default PoP weights: one ms
+    // weighs as much as one percent of CPU.
+    servers[0].set_delay(Duration::from_millis(40));
+    servers[1].set_delay(Duration::from_millis(5));
+    let pools = pool(
+        "pops",
+        "pop",
+        &[&pop1, &pop2],
+        "ewma = 0.6",
+        &format!("agent_port = {AGENT_PORT}\nftp_port = {FTP_PORT}"),
+    );
+    let setup = Setup::start(lan, &pools, &[("static", "pops")], "")?;
+    assert_eq!(setup.answer("static")?, Ok(vec![ip(&pop2)]));
+    let state = status(&setup.lan.host("pop").netns, &setup.config)?;
+    let pops = state.pool("pops").unwrap();
+    let score = |i: usize| pops.members[i].score.unwrap();
+    assert!(score(1) < score(0), "{pops:#?}");
+    assert!(pops.members[0].http_ms.unwrap() >= 40.0, "{pops:#?}");
+    // Both FTP services were logged into (a failed login would count as the timeout, 150 ms).
+    for member in &pops.members {
+        assert!(member.ftp_ms.is_some_and(|ms| ms < 140.0), "{member:#?}");
+        assert_eq!(member.error, None);
+    }
+
+    // pop2 gets busy: 90 % CPU outweighs its 35 ms advantage.
+    agents[1].set_cpu(90);
+    setup.wait_for(
+        "static",
+        Ok(vec![ip(&pop1)]),
+        SAMPLE + 3 * INTERVAL + ALLOWANCE,
+    )?;
+    // And when pop gets slower still, pop2 wins again despite its load.
+    servers[0].set_delay(Duration::from_millis(120));
+    setup.wait_for("static", Ok(vec![ip(&pop2)]), 3 * INTERVAL + ALLOWANCE)?;
+    Ok(())
+}
+
+#[test]
+fn a_reload_adds_a_member_and_keeps_the_rest() -> Result<()> {
+    let lan = Setup::lan("steer-reload", 2)?;
+    let hosts: Vec<Host> = (1..=2)
+        .map(|i| lan.host(&format!("origin{i}")).clone())
+        .collect();
+    let _origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
+    let _agents: Vec<Agent> = hosts
+        .iter()
+        .zip([60, 10])
+        .map(|(host, cpu)| start_agent(&lan, host, cpu))
+        .collect::<Result<_>>()?;
+    let agent = format!("agent_port = {AGENT_PORT}");
+    let kept = pool("kept", "origin", &[&hosts[0], &hosts[1]], "", &agent);
+    let before = pool("grown", "origin", &[&hosts[0]], "", &agent) + &kept;
+    let mut setup = Setup::start(lan, &before, &[("grown", "grown"), ("kept", "kept")], "")?;
+    let netns = setup.lan.host("pop").netns.clone();
+    assert_eq!(setup.answer("grown")?, Ok(vec![ip(&hosts[0])]));
+    assert_eq!(setup.answer("kept")?, Ok(vec![ip(&hosts[1])]));
+    let rounds = status(&netns, &setup.config)?.pool("kept").unwrap().rounds;
+
+    let text = std::fs::read_to_string(&setup.config)?;
+    let grown = pool("grown", "origin", &[&hosts[0], &hosts[1]], "", &agent);
+    std::fs::write(&setup.config, text.replace(&before, &(grown + &kept)))?;
+    setup.edge.as_mut().unwrap().signal(libc::SIGHUP)?;
+    setup.wait_for("grown", Ok(vec![ip(&hosts[1])]), ALLOWANCE)?;
+    // The unchanged pool went on counting: its state was kept, not started afresh (which
+    // would show one round).
+    let state = status(&netns, &setup.config)?;
+    assert!(rounds > 1, "{rounds}");
+    assert!(state.pool("kept").unwrap().rounds >= rounds, "{state:#?}");
+    assert_eq!(state.pool("grown").unwrap().members.len(), 2);
+    Ok(())
+}
