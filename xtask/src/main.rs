@@ -47,6 +47,8 @@ enum Task {
 enum Benchmark {
     /// Authoritative DNS: edge's XDP and userspace paths, Knot DNS, NSD, an XDP reflector.
     Dns,
+    /// HTTP cache: edge, nginx (sendfile) and Varnish; 1 KB hits, 10 MB hits, misses.
+    Http,
 }
 
 fn main() -> Result<()> {
@@ -106,6 +108,7 @@ fn main() -> Result<()> {
 fn bench(what: Benchmark) -> Result<()> {
     let (example, command) = match what {
         Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
+        Benchmark::Http => ("bench_http", "cargo xtask bench http"),
     };
     cargo(&["build", "--release", "-p", "edge-user"])?;
     let root = workspace_root();
