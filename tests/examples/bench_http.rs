@@ -188,6 +188,7 @@ fn main() -> Result<()> {
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])?;
     // Before this process pins itself to one.
     let nproc = thread::available_parallelism()?.get();
+    let load_before = load_average()?;
     let topology = Topology::client_and_pop("bench-http")?;
     let napi = cpus::prepare_pop(&topology.pop, INTERFACE)?;
     let origin = Origin::start(&topology.client, ORIGIN)?;
@@ -225,7 +226,11 @@ fn main() -> Result<()> {
     }
     drop(bench);
 
-    let section = report(&args.command, &date, nproc, started.elapsed(), &results)?;
+    let machine = Machine {
+        nproc,
+        load: [load_before, load_average()?],
+    };
+    let section = report(&args.command, &date, &machine, started.elapsed(), &results)?;
     print!("{section}");
     if let Some(out) = &args.out {
         let document = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -476,10 +481,29 @@ fn times(part: Option<f64>, whole: Option<f64>) -> String {
     }
 }
 
+/// What the report says about the machine besides its CPU model and kernel.
+struct Machine {
+    /// CPUs before the benchmark pinned itself to one.
+    nproc: usize,
+    /// /proc/loadavg's first three fields at the start and at the end.
+    load: [String; 2],
+}
+
+/// The 1, 5 and 15 minute load averages: runnable processes, short-lived ones (compilers)
+/// included, which the per-run count of other processes' CPU time misses.
+fn load_average() -> Result<String> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    Ok(text
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
 fn report(
     command: &str,
     date: &str,
-    nproc: usize,
+    machine: &Machine,
     took: Duration,
     results: &Results,
 ) -> Result<String> {
@@ -567,6 +591,14 @@ fn report(
         .iter()
         .filter_map(|(_, _, result)| result.as_ref().ok().map(|m| m.background))
         .fold(0.0, f64::max);
+    notes.push(
+        "This machine is shared: another benchmark or a build may run at the same time, so \
+         a row can differ much between invocations. The per-run count of other \
+         processes' CPU time only sees processes still alive at the end of a run, so it misses \
+         short-lived ones such as compilers; the load averages above show them. Compare rows \
+         of one invocation rather than invocations."
+            .to_string(),
+    );
     if busiest > QUIET_BELOW {
         notes.push(format!(
             "Other work shared the machine during this run (up to {:.0} % of all CPU time was \
@@ -593,8 +625,12 @@ fn report(
         took.as_secs_f64()
     ));
     text.push_str(&format!(
-        "Machine: {nproc} CPUs ({cpu_model}), kernel {}. Tools: {}; {}; {}.\n\n",
+        "Machine: {} CPUs ({cpu_model}), kernel {}; load average (1, 5, 15 min) {} at the \
+         start, {} at the end. Tools: {}; {}; {}.\n\n",
+        machine.nproc,
         kernel.trim(),
+        machine.load[0],
+        machine.load[1],
         version("wrk", &["-v"]),
         version("nginx", &["-v"]),
         version("varnishd", &["-V"]),
