@@ -6,6 +6,7 @@
 //! and the date. Nothing here asserts a timing.
 
 use std::{
+    collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Command,
@@ -178,8 +179,8 @@ struct Bench {
     origin: Origin,
     /// nginx's document root: the objects as files.
     root: PathBuf,
-    /// The PoP end's NAPI kthread.
-    napi: u32,
+    /// NAPI kthreads that are not this topology's.
+    foreign_napi: BTreeSet<u32>,
 }
 
 fn main() -> Result<()> {
@@ -190,7 +191,9 @@ fn main() -> Result<()> {
     let nproc = thread::available_parallelism()?.get();
     let load_before = load_average()?;
     let topology = Topology::client_and_pop("bench-http")?;
-    let napi = cpus::prepare_pop(&topology.pop, INTERFACE)?;
+    // Other topologies' NAPI threads (another benchmark's), which this one leaves alone.
+    let foreign_napi = cpus::napi_threads(INTERFACE)?;
+    cpus::prepare_pop(&topology.pop, INTERFACE)?;
     let origin = Origin::start(&topology.client, ORIGIN)?;
     // The origin's threads are this process's: with wrk, on the client side's CPU.
     cpus::pin(std::process::id(), CLIENT_CPU)?;
@@ -205,7 +208,7 @@ fn main() -> Result<()> {
         topology,
         origin,
         root,
-        napi,
+        foreign_napi,
     };
 
     let mut results: Results = Vec::new();
@@ -259,7 +262,7 @@ impl Bench {
     fn measure(&self, server: Server, results: &mut Results) -> Result<()> {
         let mut running = self.start(server)?;
         self.wait_serving(server, &mut running)?;
-        cpus::pin(self.napi, SERVER_CPU).context("the PoP end's NAPI thread is gone")?;
+        self.thread_napi()?;
         for workload in Workload::ALL {
             if !server.serves(workload) {
                 continue;
@@ -276,6 +279,24 @@ impl Bench {
         }
         if let Running::Daemon(daemon) = &mut running {
             daemon.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Turns threaded NAPI on for the PoP end again and pins its kthread to the server CPU:
+    /// detaching an XDP program from a veth (edge's, when edge stops) turns it off, and the
+    /// receive work would then run on the client's CPU.
+    fn thread_napi(&self) -> Result<()> {
+        self.topology
+            .pop
+            .set_device_attribute(INTERFACE, "threaded", "1")?;
+        let ours: Vec<u32> = cpus::napi_threads(INTERFACE)?
+            .difference(&self.foreign_napi)
+            .copied()
+            .collect();
+        ensure!(!ours.is_empty(), "no NAPI thread for the PoP end");
+        for pid in ours {
+            cpus::pin(pid, SERVER_CPU)?;
         }
         Ok(())
     }
@@ -688,7 +709,8 @@ fn report(
          `-s malloc,256m`, default thread pools. Each is started from its own config in a \
          scratch directory (not the system service) and stopped afterwards.\n\
          - CPUs: wrk and the origin pinned to CPU {CLIENT_CPU}; the server's processes and the \
-         PoP end's NAPI kthread (threaded NAPI) pinned to CPU {SERVER_CPU}, as in the DNS \
+         PoP end's NAPI kthread (threaded NAPI, turned on again before each server: \
+         detaching edge's XDP program turns it off) pinned to CPU {SERVER_CPU}, as in the DNS \
          benchmark. Two CPUs in all, so the client side (wrk, and the origin on the miss \
          path) shares one CPU and can be the limit, for 10 MB objects above all.\n\
          - Warm-up: each object is fetched twice with curl (bytes checked; edge's second answer \
