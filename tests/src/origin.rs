@@ -9,9 +9,7 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    fs,
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -19,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, StreamBody, combinators::BoxBody};
@@ -54,7 +52,7 @@ pub struct Origin {
 impl Origin {
     /// Listens on `address` inside `netns`.
     pub fn start(netns: &Netns, address: SocketAddr) -> Result<Self> {
-        let listener = in_netns(netns, || TcpListener::bind(address))??;
+        let listener = netns.run_inside(|| TcpListener::bind(address))??;
         listener.set_nonblocking(true)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -232,27 +230,7 @@ pub fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Runs `f` on a thread that has entered `netns`, so that the sockets it creates live there.
-pub fn in_netns<T: Send>(netns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T> {
-    let file = fs::File::open(format!("/run/netns/{}", netns.name))
-        .with_context(|| format!("opening namespace {}", netns.name))?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns on this thread only, with a valid namespace fd.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns {}: {}", netns.name, std::io::Error::last_os_error());
-                }
-                Ok(f())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("thread in {} panicked", netns.name))?
-    })
-}
-
 /// A TCP connection from inside `netns`.
 pub fn connect(netns: &Netns, address: SocketAddr) -> Result<TcpStream> {
-    Ok(in_netns(netns, || {
-        TcpStream::connect_timeout(&address, Duration::from_secs(5))
-    })??)
+    Ok(netns.run_inside(|| TcpStream::connect_timeout(&address, Duration::from_secs(5)))??)
 }

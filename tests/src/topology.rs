@@ -99,54 +99,48 @@ impl Netns {
         .with_context(|| format!("setting {path} to {value} in {}", self.name))
     }
 
+    /// Moves the calling thread into this namespace: sockets it opens and interfaces it names
+    /// are then this namespace's. Meant for a thread of its own.
+    pub fn enter_on_this_thread(&self) -> Result<()> {
+        let file = fs::File::open(self.path())
+            .with_context(|| format!("opening namespace {}", self.name))?;
+        // SAFETY: setns on the calling thread only, with a valid namespace fd.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a short-lived thread inside this namespace.
+    pub fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<T> {
+                    self.enter_on_this_thread()?;
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("thread in {} panicked", self.name))?
+        })
+    }
+
     /// Attaches `program` (a name from [`program_name`]) of edge's XDP object to `interface` in
     /// driver mode. The program stays attached until the returned link is dropped.
     pub fn attach_xdp(&self, interface: &str, program: &str) -> Result<FdLink> {
-        // Attaching by interface name resolves it in the caller's namespace, so a short-lived
-        // thread enters this one first.
-        let netns_file = fs::File::open(self.path())?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| -> Result<FdLink> {
-                    // SAFETY: setns on this thread only, with a valid namespace fd.
-                    if unsafe { libc::setns(netns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
-                    }
-                    let mut ebpf = EbpfLoader::new()
-                        .map_max_entries(map_name::ANSWERS, 1)
-                        .load(edge_user::EBPF_OBJECT)?;
-                    let xdp: &mut Xdp = ebpf
-                        .program_mut(program)
-                        .with_context(|| format!("program {program} missing from the object"))?
-                        .try_into()?;
-                    xdp.load()?;
-                    let id = xdp.attach(interface, XdpMode::Driver)?;
-                    Ok(FdLink::try_from(xdp.take_link(id)?)?)
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("attach thread panicked"))?
-        })
+        // Attaching by interface name resolves it in the caller's namespace.
+        self.run_inside(|| -> Result<FdLink> {
+            let mut ebpf = EbpfLoader::new()
+                .map_max_entries(map_name::ANSWERS, 1)
+                .load(edge_user::EBPF_OBJECT)?;
+            let xdp: &mut Xdp = ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the object"))?
+                .try_into()?;
+            xdp.load()?;
+            let id = xdp.attach(interface, XdpMode::Driver)?;
+            Ok(FdLink::try_from(xdp.take_link(id)?)?)
+        })?
         .with_context(|| format!("attaching {program} to {interface} in {}", self.name))
-    }
-
-    /// The MAC address of `interface` in this namespace, as `ip` prints it.
-    pub fn mac_address(&self, interface: &str) -> Result<String> {
-        let output = Command::new("ip")
-            .args(["-n", &self.name, "-j", "link", "show", "dev", interface])
-            .output()
-            .context("running ip")?;
-        if !output.status.success() {
-            bail!(
-                "ip link show {interface} in {}: {}",
-                self.name,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        let links: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-        links[0]["address"]
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("no address for {interface} in {}", self.name))
     }
 
     /// Detaches whatever XDP program another tool attached to `interface` through netlink and

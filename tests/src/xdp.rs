@@ -32,8 +32,40 @@ pub const VLAN_ID: u16 = 42;
 /// Steered answers the harness's maps hold.
 const STEERED: u16 = 1024;
 
-pub struct Program {
+/// One program of edge's XDP object, loaded, run on crafted frames.
+pub struct Loaded {
     ebpf: Ebpf,
+    name: &'static str,
+}
+
+impl Loaded {
+    /// Loads `name` (from [`program_name`]) of the already loaded object `ebpf`.
+    pub fn new(mut ebpf: Ebpf, name: &'static str) -> Result<Self> {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("{name} missing from the object"))?
+            .try_into()?;
+        program.load()?;
+        Ok(Self { ebpf, name })
+    }
+
+    /// Runs `frame` through the program: its verdict and the frame it leaves.
+    pub fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let program: &mut Xdp = self.ebpf.program_mut(self.name).unwrap().try_into()?;
+        let mut out = vec![0_u8; 4096];
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+}
+
+/// The DNS responder with its maps.
+pub struct Program {
+    loaded: Loaded,
     counters: Counters,
     pub answers: AnswerMaps,
     _services: ServiceMap,
@@ -66,10 +98,8 @@ impl Program {
         let config = Config::parse(path, config)?;
         answers.publish(&fast_path::entries(&Zones::build(path, &config)?)?)?;
         services.replace(&fast_path::services(listen))?;
-        let program: &mut Xdp = ebpf.program_mut(program_name::DNS).unwrap().try_into()?;
-        program.load()?;
         Ok(Self {
-            ebpf,
+            loaded: Loaded::new(ebpf, program_name::DNS)?,
             counters,
             answers,
             _services: services,
@@ -78,19 +108,7 @@ impl Program {
 
     /// Runs `frame` through the program: its verdict and the frame it leaves.
     pub fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(program_name::DNS)
-            .unwrap()
-            .try_into()?;
-        let mut out = vec![0_u8; 4096];
-        let result = program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        self.loaded.run(frame)
     }
 
     pub fn counts(&self) -> Result<BTreeMap<&'static str, u64>> {

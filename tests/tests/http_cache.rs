@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, ensure};
 use edge_tests::{
     curl::{Reply, curl},
     edge::{EdgeProcess, binary},
-    origin::{LAST_MODIFIED, Origin, connect, in_netns, pattern},
+    origin::{LAST_MODIFIED, Origin, connect, pattern},
     topology::Topology,
 };
 
@@ -585,19 +585,19 @@ fn single_hostname_mode_caches_only_static_paths() -> Result<()> {
 fn origin_failures_and_timeouts() -> Result<()> {
     let pop = Pop::start("http-origin-fail", "")?;
     // A listener with a full accept queue: SYNs go unanswered, so connecting times out.
-    let blackhole = in_netns(
-        &pop.topology.client,
-        || -> Result<(TcpListener, std::net::TcpStream)> {
-            let listener = TcpListener::bind((Topology::CLIENT_V4, BLACKHOLE_PORT))?;
-            // SAFETY: listen(2) on a socket we own, to shrink its backlog.
-            ensure!(
-                unsafe { libc::listen(listener.as_raw_fd(), 0) } == 0,
-                "listen"
-            );
-            let filler = std::net::TcpStream::connect((Topology::CLIENT_V4, BLACKHOLE_PORT))?;
-            Ok((listener, filler))
-        },
-    )??;
+    let blackhole =
+        pop.topology
+            .client
+            .run_inside(|| -> Result<(TcpListener, std::net::TcpStream)> {
+                let listener = TcpListener::bind((Topology::CLIENT_V4, BLACKHOLE_PORT))?;
+                // SAFETY: listen(2) on a socket we own, to shrink its backlog.
+                ensure!(
+                    unsafe { libc::listen(listener.as_raw_fd(), 0) } == 0,
+                    "listen"
+                );
+                let filler = std::net::TcpStream::connect((Topology::CLIENT_V4, BLACKHOLE_PORT))?;
+                Ok((listener, filler))
+            })??;
 
     let timeout = pop.request("blackhole.example.com", "/x", &[])?;
     assert_eq!(timeout.status, 504);

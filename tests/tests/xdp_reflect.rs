@@ -4,53 +4,27 @@
 //! make the benchmark's comparison meaningless.
 
 use anyhow::Result;
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::EbpfLoader;
 use edge_common::{map_name, program_name};
+use edge_tests::xdp::{
+    CLIENT_IP as CLIENT_V4, CLIENT_IP6 as CLIENT_V6, CLIENT_MAC, CLIENT_PORT, Loaded,
+    POP_IP as POP_V4, POP_IP6 as POP_V6, POP_MAC, XDP_PASS, XDP_TX,
+};
 use etherparse::PacketBuilder;
 
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
-const POP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
-const CLIENT_V4: [u8; 4] = [198, 18, 0, 1];
-const POP_V4: [u8; 4] = [198, 18, 0, 2];
-const CLIENT_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const POP_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const CLIENT_PORT: u16 = 40_000;
-
-struct Reflector(Ebpf);
+struct Reflector(Loaded);
 
 impl Reflector {
     fn load() -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .map_max_entries(map_name::ANSWERS, 1)
             .load(edge_user::EBPF_OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(program_name::REFLECT)
-            .unwrap()
-            .try_into()?;
-        program.load()?;
-        Ok(Self(ebpf))
+        Ok(Self(Loaded::new(ebpf, program_name::REFLECT)?))
     }
 
     /// The verdict on `frame` and the frame the program leaves.
     fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let program: &mut Xdp = self
-            .0
-            .program_mut(program_name::REFLECT)
-            .unwrap()
-            .try_into()?;
-        let mut out = vec![0_u8; 4096];
-        let result = program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        self.0.run(frame)
     }
 }
 

@@ -49,6 +49,9 @@ enum Benchmark {
     Dns,
     /// HTTP cache: edge, nginx (sendfile) and Varnish; 1 KB hits, 10 MB hits, misses.
     Http,
+    /// Steering: decision to visible answer, origin death to moved answers, queries lost while
+    /// the maps are rewritten.
+    Steer,
 }
 
 fn main() -> Result<()> {
@@ -109,6 +112,7 @@ fn bench(what: Benchmark) -> Result<()> {
     let (example, command) = match what {
         Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
         Benchmark::Http => ("bench_http", "cargo xtask bench http"),
+        Benchmark::Steer => ("bench_steer", "cargo xtask bench steer"),
     };
     cargo(&["build", "--release", "-p", "edge-user"])?;
     let root = workspace_root();

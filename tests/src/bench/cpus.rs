@@ -96,27 +96,11 @@ pub fn pin(pid: u32, cpu: usize) -> Result<()> {
 /// Share of all CPUs' time spent busy over `window`. Sampled while the benchmark itself is idle,
 /// it tells whether other work shares the machine.
 pub fn busy_share(window: Duration) -> Result<f64> {
-    let sample = || -> Result<(u64, u64)> {
-        let stat = fs::read_to_string("/proc/stat")?;
-        let line = stat.lines().next().context("empty /proc/stat")?;
-        let fields: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        // user nice system idle iowait irq softirq steal …
-        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-        let total = fields.iter().take(8).sum();
-        Ok((total, idle))
-    };
-    let (total_before, idle_before) = sample()?;
+    let busy = CpuBusy::start()?;
     std::thread::sleep(window);
-    let (total_after, idle_after) = sample()?;
-    let total = total_after.saturating_sub(total_before);
-    if total == 0 {
-        return Ok(0.0);
-    }
-    Ok(1.0 - idle_after.saturating_sub(idle_before) as f64 / total as f64)
+    let cpus = busy.before.len();
+    let total: f64 = (0..cpus).map(|cpu| busy.share(cpu)).sum::<Result<f64>>()?;
+    Ok(total / cpus.max(1) as f64)
 }
 
 /// Samples [`busy_share`] a second at a time until it is below `quiet` or `max_wait` has passed;
@@ -227,6 +211,52 @@ fn other_ticks() -> Result<BTreeMap<u32, u64>> {
         .filter(|(pid, stat)| !stat.kernel && !ancestors.contains(pid) && !descends_from_me(**pid))
         .map(|(pid, stat)| (*pid, stat.ticks))
         .collect())
+}
+
+/// Per-CPU busy time over a window, from /proc/stat: whether the server core had time to spare.
+pub struct CpuBusy {
+    before: Vec<(u64, u64)>,
+}
+
+impl CpuBusy {
+    pub fn start() -> Result<Self> {
+        Ok(Self {
+            before: per_cpu_times()?,
+        })
+    }
+
+    /// Share of the window `cpu` was busy (softirq included).
+    pub fn share(&self, cpu: usize) -> Result<f64> {
+        let after = per_cpu_times()?;
+        let (Some(&(total_0, idle_0)), Some(&(total_1, idle_1))) =
+            (self.before.get(cpu), after.get(cpu))
+        else {
+            bail!("no CPU {cpu} in /proc/stat");
+        };
+        let total = total_1.saturating_sub(total_0);
+        if total == 0 {
+            return Ok(0.0);
+        }
+        Ok(1.0 - idle_1.saturating_sub(idle_0) as f64 / total as f64)
+    }
+}
+
+/// (total, idle + iowait) ticks of each CPU.
+fn per_cpu_times() -> Result<Vec<(u64, u64)>> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    stat.lines()
+        .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+        .map(|line| {
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(str::parse)
+                .collect::<Result<_, _>>()?;
+            // user nice system idle iowait irq softirq steal …
+            let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+            Ok((fields.iter().take(8).sum(), idle))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub struct KxdpgunReport {
     pub answered_qps: f64,
     /// Replies with RCODE NOERROR.
     pub noerror: u64,
+    pub queries: u64,
     pub replies: u64,
 }
 
@@ -97,7 +98,7 @@ pub fn parse_kxdpgun(text: &str) -> Result<KxdpgunReport> {
             .parse()?;
         Ok((count, rate))
     };
-    let (_, sent_qps) = total("queries")?;
+    let (queries, sent_qps) = total("queries")?;
     let (replies, answered_qps) = total("replies")?;
     let noerror = text
         .lines()
@@ -109,6 +110,7 @@ pub fn parse_kxdpgun(text: &str) -> Result<KxdpgunReport> {
         sent_qps,
         answered_qps,
         noerror,
+        queries,
         replies,
     })
 }
