@@ -47,6 +47,8 @@ enum Task {
 enum Benchmark {
     /// Authoritative DNS: edge's XDP and userspace paths, Knot DNS, NSD, an XDP reflector.
     Dns,
+    /// HTTP cache: edge, nginx (sendfile) and Varnish; 1 KB hits, 10 MB hits, misses.
+    Http,
     /// Steering: decision to visible answer, origin death to moved answers, queries lost while
     /// the maps are rewritten.
     Steer,
@@ -109,6 +111,7 @@ fn main() -> Result<()> {
 fn bench(what: Benchmark) -> Result<()> {
     let (example, command) = match what {
         Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
+        Benchmark::Http => ("bench_http", "cargo xtask bench http"),
         Benchmark::Steer => ("bench_steer", "cargo xtask bench steer"),
     };
     cargo(&["build", "--release", "-p", "edge-user"])?;

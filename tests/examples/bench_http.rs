@@ -1,0 +1,754 @@
+//! `cargo xtask bench http`: requests per second, throughput and latency (wrk) of edge's HTTP
+//! cache, nginx serving the same files from disk with sendfile, and Varnish caching in memory,
+//! for 1 KB hits, 10 MB hits and the miss path. Every server runs in turn in the PoP namespace of
+//! the same two-namespace topology; the origin (tests/src/origin.rs) runs in the client
+//! namespace. Prints a Markdown table and, with `--out`, writes it with the method, the machine
+//! and the date. Nothing here asserts a timing.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use clap::Parser;
+use edge_tests::{
+    bench::{
+        cpus::{self, CLIENT_CPU, SERVER_CPU},
+        peers::Daemon,
+        report::{Table, median, rate, replace_section},
+        web::{self, WebSetup},
+        wrk::{WrkReport, WrkRun, wrk},
+    },
+    curl::{Reply, curl},
+    edge::EdgeProcess,
+    origin::{Origin, pattern},
+    topology::Topology,
+};
+
+const INTERFACE: &str = Topology::INTERFACE;
+const SERVER: Ipv4Addr = Topology::POP_V4;
+const ORIGIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Topology::CLIENT_V4), 8080);
+/// The site edge serves; nginx and Varnish ignore it.
+const HOST: &str = "static.example.com";
+/// Runs per reported point, and their length.
+const RUNS: usize = 3;
+const RUN_SECONDS: u64 = 4;
+/// One run before the measured ones, not kept: connections, caches and page cache warm up.
+const WARM_SECONDS: u64 = 1;
+/// wrk: one thread (it has one CPU), this many keep-alive connections.
+const THREADS: u32 = 1;
+const CONNECTIONS: u32 = 32;
+const SMALL: usize = 1024;
+const LARGE: usize = 10 * 1024 * 1024;
+/// A run during which processes outside the benchmark used more CPUs than this is repeated, up
+/// to `MAX_ATTEMPTS` runs in all.
+const DISTURBED_ABOVE: f64 = 0.1;
+const MAX_ATTEMPTS: usize = 5;
+/// Before each measurement, wait up to this long for the machine to be quiet.
+const QUIET_WAIT: Duration = Duration::from_secs(5);
+const QUIET_BELOW: f64 = 0.05;
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+struct Args {
+    /// Write the report into the `## HTTP` section of this Markdown file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The command that ran this benchmark, for the report.
+    #[arg(long, default_value = "cargo xtask bench http")]
+    command: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Edge,
+    Nginx,
+    Varnish,
+}
+
+impl Server {
+    const ALL: [Self; 3] = [Self::Edge, Self::Nginx, Self::Varnish];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Edge => "edge",
+            Self::Nginx => "nginx 1.22, sendfile",
+            Self::Varnish => "Varnish 7.1, malloc",
+        }
+    }
+
+    /// nginx serves files; it has no miss path.
+    fn serves(self, workload: Workload) -> bool {
+        self != Self::Nginx || workload != Workload::Miss
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    SmallHit,
+    LargeHit,
+    Miss,
+}
+
+impl Workload {
+    const ALL: [Self; 3] = [Self::SmallHit, Self::LargeHit, Self::Miss];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::SmallHit => "1 KB hit",
+            Self::LargeHit => "10 MB hit",
+            Self::Miss => "1 KB miss (no-store)",
+        }
+    }
+
+    /// The request target. The origin answers by the query string (size, Cache-Control); nginx
+    /// ignores the query and serves the file named by the path, which holds the same bytes.
+    fn target(self) -> String {
+        match self {
+            Self::SmallHit => format!("/1k?size={SMALL}&cc=max-age=3600"),
+            Self::LargeHit => format!("/10m?size={LARGE}&cc=max-age=3600"),
+            Self::Miss => format!("/miss?size={SMALL}&cc=no-store"),
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Self::LargeHit => LARGE,
+            Self::SmallHit | Self::Miss => SMALL,
+        }
+    }
+
+    fn url(self) -> String {
+        format!("http://{SERVER}{}", self.target())
+    }
+}
+
+/// The kept runs of one server and workload.
+struct Measured {
+    /// The kept runs, each with the CPUs other processes used during it.
+    runs: Vec<(WrkReport, f64)>,
+    /// Runs made to keep `RUNS`.
+    attempts: usize,
+    /// Requests wrk completed, and requests the origin received, over every run.
+    requests: u64,
+    origin_requests: usize,
+    /// Background CPU use just before the runs.
+    background: f64,
+}
+
+impl Measured {
+    fn median(&self, value: impl Fn(&WrkReport) -> f64) -> Option<f64> {
+        median(
+            &self
+                .runs
+                .iter()
+                .map(|(run, _)| value(run))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn requests_per_second(&self) -> Option<f64> {
+        self.median(|run| run.requests_per_second)
+    }
+
+    fn bytes_per_second(&self) -> Option<f64> {
+        self.median(|run| run.bytes_per_second)
+    }
+
+    fn errors(&self) -> u64 {
+        self.runs.iter().map(|(run, _)| run.errors).sum()
+    }
+
+    fn disturbance(&self) -> f64 {
+        self.runs
+            .iter()
+            .map(|(_, other)| *other)
+            .fold(0.0, f64::max)
+    }
+}
+
+type Results = Vec<(Server, Workload, Result<Measured, String>)>;
+
+struct Bench {
+    topology: Topology,
+    origin: Origin,
+    /// nginx's document root: the objects as files.
+    root: PathBuf,
+    /// NAPI kthreads that are not this topology's.
+    foreign_napi: BTreeSet<u32>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])?;
+    // Before this process pins itself to one.
+    let nproc = thread::available_parallelism()?.get();
+    let load_before = load_average()?;
+    let topology = Topology::client_and_pop("bench-http")?;
+    // Other topologies' NAPI threads (another benchmark's), which this one leaves alone.
+    let foreign_napi = cpus::napi_threads(INTERFACE)?;
+    cpus::prepare_pop(&topology.pop, INTERFACE)?;
+    let origin = Origin::start(&topology.client, ORIGIN)?;
+    // The origin's threads are this process's: with wrk, on the client side's CPU.
+    cpus::pin(std::process::id(), CLIENT_CPU)?;
+    let root = topology.work_dir().join("www");
+    std::fs::create_dir_all(&root)?;
+    for workload in [Workload::SmallHit, Workload::LargeHit] {
+        let path = workload.target();
+        let name = path[1..].split('?').next().unwrap_or_default();
+        std::fs::write(root.join(name), pattern(workload.size()))?;
+    }
+    let bench = Bench {
+        topology,
+        origin,
+        root,
+        foreign_napi,
+    };
+
+    let mut results: Results = Vec::new();
+    for server in Server::ALL {
+        eprintln!("bench: {}", server.label());
+        if let Err(error) = bench.measure(server, &mut results) {
+            let error = format!("{error:#}");
+            eprintln!("bench: {}: {error}", server.label());
+            for workload in Workload::ALL {
+                let done = results
+                    .iter()
+                    .any(|(s, w, _)| *s == server && *w == workload);
+                if server.serves(workload) && !done {
+                    results.push((server, workload, Err(error.clone())));
+                }
+            }
+        }
+    }
+    drop(bench);
+
+    let machine = Machine {
+        nproc,
+        load: [load_before, load_average()?],
+    };
+    let section = report(&args.command, &date, &machine, started.elapsed(), &results)?;
+    print!("{section}");
+    if let Some(out) = &args.out {
+        let document = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".into());
+        std::fs::write(out, replace_section(&document, "HTTP", &section))
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("bench: wrote the HTTP section of {}", out.display());
+    }
+    let failed = results
+        .iter()
+        .filter(|(_, _, result)| result.is_err())
+        .count();
+    if failed > 0 {
+        bail!("{failed} measurements failed");
+    }
+    Ok(())
+}
+
+/// A server started for the benchmark, held only to be dropped, which stops it.
+enum Running {
+    Edge { _process: EdgeProcess },
+    Daemon(Daemon),
+}
+
+impl Bench {
+    /// Starts `server`, then measures every workload it serves, appending to `results`.
+    fn measure(&self, server: Server, results: &mut Results) -> Result<()> {
+        let mut running = self.start(server)?;
+        self.wait_serving(server, &mut running)?;
+        self.thread_napi()?;
+        for workload in Workload::ALL {
+            if !server.serves(workload) {
+                continue;
+            }
+            eprintln!("bench:   {}", workload.label());
+            let measured = self
+                .warm(server, workload)
+                .and_then(|()| self.runs(workload))
+                .map_err(|error| format!("{error:#}"));
+            if let Err(error) = &measured {
+                eprintln!("bench:   {}: {error}", workload.label());
+            }
+            results.push((server, workload, measured));
+        }
+        if let Running::Daemon(daemon) = &mut running {
+            daemon.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Turns threaded NAPI on for the PoP end again and pins its kthread to the server CPU:
+    /// detaching an XDP program from a veth (edge's, when edge stops) turns it off, and the
+    /// receive work would then run on the client's CPU.
+    fn thread_napi(&self) -> Result<()> {
+        self.topology
+            .pop
+            .set_device_attribute(INTERFACE, "threaded", "1")?;
+        let ours: Vec<u32> = cpus::napi_threads(INTERFACE)?
+            .difference(&self.foreign_napi)
+            .copied()
+            .collect();
+        ensure!(!ours.is_empty(), "no NAPI thread for the PoP end");
+        for pid in ours {
+            cpus::pin(pid, SERVER_CPU)?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, server: Server) -> Result<Running> {
+        let dir = self.topology.work_dir().join(format!("{server:?}"));
+        let setup = WebSetup {
+            netns: &self.topology.pop,
+            dir: &dir,
+            listen: SocketAddr::from((SERVER, 80)),
+            cpu: SERVER_CPU,
+        };
+        Ok(match server {
+            Server::Edge => {
+                let config = self.topology.write_file("edge.toml", &self.edge_config())?;
+                let edge = EdgeProcess::start(&self.topology.pop, &config, &[])?;
+                cpus::pin(edge.id(), SERVER_CPU)?;
+                Running::Edge { _process: edge }
+            }
+            Server::Nginx => Running::Daemon(web::start_nginx(&setup, &self.root)?),
+            Server::Varnish => Running::Daemon(web::start_varnish(&setup, ORIGIN, "256m")?),
+        })
+    }
+
+    fn edge_config(&self) -> String {
+        format!(
+            r#"[xdp]
+interface = "{INTERFACE}"
+pin_root = "{pin_root}"
+
+[[pools]]
+name = "origins"
+kind = "origin"
+[[pools.members]]
+name = "o1"
+address = "{origin}"
+http_port = {port}
+
+[http]
+listen = "{SERVER}:80"
+cache_dir = "{cache_dir}"
+cache_capacity = "256 MiB"
+
+[[http.sites]]
+host = "{HOST}"
+pool = "origins"
+"#,
+            pin_root = self.topology.pin_root().display(),
+            origin = ORIGIN.ip(),
+            port = ORIGIN.port(),
+            cache_dir = self.topology.work_dir().join("edge-cache").display(),
+        )
+    }
+
+    /// Waits until `server` answers on port 80.
+    fn wait_serving(&self, server: Server, running: &mut Running) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let url = format!("http://{SERVER}/");
+        loop {
+            let reply = self.topology.client.run(
+                "curl",
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    &format!("Host: {HOST}"),
+                    &url,
+                ],
+            );
+            if reply.is_ok() {
+                return Ok(());
+            }
+            if let Running::Daemon(daemon) = running {
+                daemon.check_running()?;
+            }
+            if Instant::now() > deadline {
+                bail!("{} does not answer {url}", server.label());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Fetches the object twice and checks the bytes, and that the second answer came from the
+    /// cache (hits) or from the origin (misses).
+    fn warm(&self, server: Server, workload: Workload) -> Result<()> {
+        let url = workload.url();
+        let get = || -> Result<Reply> {
+            let reply = curl(
+                &self.topology.client,
+                &["-H", &format!("Host: {HOST}"), &url],
+            )?;
+            ensure!(reply.status == 200, "{url}: status {}", reply.status);
+            ensure!(
+                reply.body == pattern(workload.size()),
+                "{url}: {} bytes, not the expected {}",
+                reply.body.len(),
+                workload.size()
+            );
+            Ok(reply)
+        };
+        get()?;
+        let before = self.origin.seen().len();
+        let second = get()?;
+        let fetched = self.origin.seen().len() - before;
+        let expected = usize::from(workload == Workload::Miss && server != Server::Nginx);
+        ensure!(
+            fetched == expected,
+            "{}: the second GET of {url} made {fetched} origin requests, not {expected}",
+            server.label()
+        );
+        if server == Server::Edge {
+            let status = if workload == Workload::Miss {
+                "miss"
+            } else {
+                "hit"
+            };
+            ensure!(
+                second.cache() == status,
+                "edge: the second GET of {url} says x-cache: {:?}, not {status}",
+                second.cache()
+            );
+        }
+        Ok(())
+    }
+
+    /// A warm-up run, then `RUNS` measured ones. A run during which other processes used more
+    /// than `DISTURBED_ABOVE` CPUs is repeated, up to `MAX_ATTEMPTS` runs in all; the `RUNS`
+    /// least disturbed are kept.
+    fn runs(&self, workload: Workload) -> Result<Measured> {
+        let url = workload.url();
+        let run = |seconds| {
+            wrk(
+                &self.topology.client,
+                &WrkRun {
+                    url: &url,
+                    host: HOST,
+                    threads: THREADS,
+                    connections: CONNECTIONS,
+                    seconds,
+                    cpu: CLIENT_CPU,
+                },
+            )
+        };
+        run(WARM_SECONDS)?;
+        let background = cpus::wait_quiet(QUIET_BELOW, QUIET_WAIT)?;
+        let before = self.origin.seen().len();
+        let mut runs: Vec<(WrkReport, f64)> = Vec::new();
+        let undisturbed = |runs: &[(WrkReport, f64)]| {
+            runs.iter()
+                .filter(|(_, other)| *other <= DISTURBED_ABOVE)
+                .count()
+        };
+        while runs.len() < RUNS || (undisturbed(&runs) < RUNS && runs.len() < MAX_ATTEMPTS) {
+            let other = cpus::OtherWork::start()?;
+            let report = run(RUN_SECONDS)?;
+            let used = other.cpus_used()?;
+            eprintln!(
+                "bench:     {:>7} requests/s, {:.2} Gbit/s; other processes used {used:.2} CPUs",
+                rate(report.requests_per_second),
+                gbits(report.bytes_per_second)
+            );
+            runs.push((report, used));
+        }
+        let attempts = runs.len();
+        // Counted over every run, kept or not, as is the origin's count.
+        let requests = runs.iter().map(|(run, _)| run.requests).sum();
+        runs.sort_by(|a, b| a.1.total_cmp(&b.1));
+        runs.truncate(RUNS);
+        Ok(Measured {
+            runs,
+            attempts,
+            requests,
+            origin_requests: self.origin.seen().len() - before,
+            background,
+        })
+    }
+}
+
+fn gbits(bytes_per_second: f64) -> f64 {
+    bytes_per_second * 8.0 / 1e9
+}
+
+fn command_output(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+    .trim()
+    .to_string())
+}
+
+/// `part / whole` as a ratio, or `n/a` when either is missing.
+fn times(part: Option<f64>, whole: Option<f64>) -> String {
+    match (part, whole) {
+        (Some(part), Some(whole)) if whole > 0.0 => format!("{:.2}×", part / whole),
+        _ => "n/a".to_string(),
+    }
+}
+
+/// What the report says about the machine besides its CPU model and kernel.
+struct Machine {
+    /// CPUs before the benchmark pinned itself to one.
+    nproc: usize,
+    /// /proc/loadavg's first three fields at the start and at the end.
+    load: [String; 2],
+}
+
+/// The 1, 5 and 15 minute load averages: runnable processes, short-lived ones (compilers)
+/// included, which the per-run count of other processes' CPU time misses.
+fn load_average() -> Result<String> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    Ok(text
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+fn report(
+    command: &str,
+    date: &str,
+    machine: &Machine,
+    took: Duration,
+    results: &Results,
+) -> Result<String> {
+    let measured = |server: Server, workload: Workload| {
+        results.iter().find_map(|(s, w, result)| match result {
+            Ok(measured) if *s == server && *w == workload => Some(measured),
+            _ => None,
+        })
+    };
+    let mut table = Table::new(&[
+        "server",
+        "workload",
+        "requests/s",
+        "throughput",
+        "p50 latency",
+        "p99 latency",
+        "requests/s, 3 runs",
+        "origin requests per request",
+    ]);
+    let mut notes = Vec::new();
+    let millis = |duration: Duration| {
+        let ms = duration.as_secs_f64() * 1e3;
+        if ms >= 100.0 {
+            format!("{ms:.0} ms")
+        } else {
+            format!("{ms:.2} ms")
+        }
+    };
+    for (server, workload, result) in results {
+        let mut cells = vec![server.label().to_string(), workload.label().to_string()];
+        match result {
+            Ok(m) => {
+                let optional = |value: Option<f64>| value.map(rate).unwrap_or_default();
+                cells.push(optional(m.requests_per_second()));
+                cells.push(
+                    m.bytes_per_second()
+                        .map(|bytes| format!("{:.2} Gbit/s", gbits(bytes)))
+                        .unwrap_or_default(),
+                );
+                let latency = |value: fn(&WrkReport) -> Duration| {
+                    m.median(|run| value(run).as_secs_f64())
+                        .map(|seconds| millis(Duration::from_secs_f64(seconds)))
+                        .unwrap_or_default()
+                };
+                cells.push(latency(|run| run.p50));
+                cells.push(latency(|run| run.p99));
+                cells.push(
+                    m.runs
+                        .iter()
+                        .map(|(run, _)| rate(run.requests_per_second))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                );
+                cells.push(format!(
+                    "{:.3}",
+                    m.origin_requests as f64 / m.requests.max(1) as f64
+                ));
+                if m.errors() > 0 {
+                    notes.push(format!(
+                        "{}, {}: {} errors (non-2xx answers or socket errors).",
+                        server.label(),
+                        workload.label(),
+                        m.errors()
+                    ));
+                }
+                if m.disturbance() > DISTURBED_ABOVE {
+                    notes.push(format!(
+                        "{}, {}: other processes used up to {:.2} CPUs during the runs kept \
+                         ({} runs were needed for {RUNS}): noisy.",
+                        server.label(),
+                        workload.label(),
+                        m.disturbance(),
+                        m.attempts
+                    ));
+                }
+            }
+            Err(error) => {
+                cells.push("failed".to_string());
+                notes.push(format!("{}, {}: {error}", server.label(), workload.label()));
+            }
+        }
+        table.row(cells);
+    }
+    let busiest = results
+        .iter()
+        .filter_map(|(_, _, result)| result.as_ref().ok().map(|m| m.background))
+        .fold(0.0, f64::max);
+    notes.push(
+        "This machine is shared: another benchmark or a build may run at the same time, so \
+         a row can differ much between invocations. The per-run count of other \
+         processes' CPU time only sees processes still alive at the end of a run, so it misses \
+         short-lived ones such as compilers; the load averages above show them. Compare rows \
+         of one invocation rather than invocations."
+            .to_string(),
+    );
+    if busiest > QUIET_BELOW {
+        notes.push(format!(
+            "Other work shared the machine during this run (up to {:.0} % of all CPU time was \
+             busy just before a measurement, with the benchmark itself idle, after waiting up \
+             to {} s for quiet): the numbers are noisy.",
+            busiest * 100.0,
+            QUIET_WAIT.as_secs()
+        ));
+    }
+
+    let rps = |server, workload| measured(server, workload).and_then(Measured::requests_per_second);
+    let bps = |server, workload| measured(server, workload).and_then(Measured::bytes_per_second);
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+
+    let mut text = String::new();
+    text.push_str("## HTTP\n\n");
+    text.push_str(&format!(
+        "Produced by `{command}` on {date}, in {:.0} s.\n\n",
+        took.as_secs_f64()
+    ));
+    text.push_str(&format!(
+        "Machine: {} CPUs ({cpu_model}), kernel {}; load average (1, 5, 15 min) {} at the \
+         start, {} at the end. Tools: {}; {}; {}.\n\n",
+        machine.nproc,
+        kernel.trim(),
+        machine.load[0],
+        machine.load[1],
+        version("wrk", &["-v"]),
+        version("nginx", &["-v"]),
+        version("varnishd", &["-V"]),
+    ));
+    text.push_str(&table.markdown());
+    text.push_str(&format!(
+        "\n- edge 1 KB hits vs nginx, requests per second (aim ≥ 1.2×): {}\n\
+         - edge 10 MB hits vs nginx, throughput (aim ≥ 1×): {}\n\
+         - edge vs Varnish: 1 KB hits {}, 10 MB hits {}, misses {}\n",
+        times(
+            rps(Server::Edge, Workload::SmallHit),
+            rps(Server::Nginx, Workload::SmallHit)
+        ),
+        times(
+            bps(Server::Edge, Workload::LargeHit),
+            bps(Server::Nginx, Workload::LargeHit)
+        ),
+        times(
+            rps(Server::Edge, Workload::SmallHit),
+            rps(Server::Varnish, Workload::SmallHit)
+        ),
+        times(
+            bps(Server::Edge, Workload::LargeHit),
+            bps(Server::Varnish, Workload::LargeHit)
+        ),
+        times(
+            rps(Server::Edge, Workload::Miss),
+            rps(Server::Varnish, Workload::Miss)
+        ),
+    ));
+    if !notes.is_empty() {
+        text.push_str("\nNotes:\n\n");
+        for note in &notes {
+            text.push_str(&format!("- {note}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "\n### Method\n\n\
+         - Topology: two network namespaces, client ({client}) and PoP ({SERVER}), joined by one \
+         veth pair. edge, nginx and Varnish run in turn in the PoP namespace on port 80. The \
+         origin is tests/src/origin.rs (hyper, HTTP/1.1, two threads) at {ORIGIN} in the client \
+         namespace; it answers with the size and Cache-Control its query string asks for.\n\
+         - Objects: `{small}` and `{large}` (`Cache-Control: max-age=3600`); nginx serves files \
+         with the same bytes from its document root on disk (its query string is ignored). \
+         The miss path asks for `{miss}`: the origin answers `Cache-Control: no-store`, so \
+         edge and Varnish (a hit-for-miss object, from its built-in VCL) forward every request \
+         to the origin; the last column counts what the origin received during the runs. nginx \
+         has no miss path.\n\
+         - Bodies: edge answers a hit with `Bytes` over the object's memory mapping, which hyper \
+         writes to the socket (one copy into the kernel); nginx uses sendfile (no copy); Varnish \
+         writes from its malloc storage.\n\
+         - Servers: edge with `[http]` (one site, `cache_capacity = \"256 MiB\"`, objects \
+         memory-mapped) and its XDP program on the PoP end; nginx with one worker, `sendfile \
+         on`, `tcp_nopush on`, no access log; Varnish with the built-in VCL, `-b {ORIGIN}`, \
+         `-s malloc,256m`, default thread pools. Each is started from its own config in a \
+         scratch directory (not the system service) and stopped afterwards.\n\
+         - CPUs: wrk and the origin pinned to CPU {CLIENT_CPU}; the server's processes and the \
+         PoP end's NAPI kthread (threaded NAPI, turned on again before each server: \
+         detaching edge's XDP program turns it off) pinned to CPU {SERVER_CPU}, as in the DNS \
+         benchmark. Two CPUs in all, so the client side (wrk, and the origin on the miss \
+         path) shares one CPU and can be the limit, for 10 MB objects above all.\n\
+         - Warm-up: each object is fetched twice with curl (bytes checked; edge's second answer \
+         must say `x-cache: hit`, or `miss` for the miss path; a hit must not reach the \
+         origin), then a {WARM_SECONDS} s wrk run that is not kept.\n\
+         - wrk: {THREADS} thread, {CONNECTIONS} keep-alive connections, `--latency`, \
+         `--timeout 10s`, {RUNS} runs of {RUN_SECONDS} s (a run during which processes outside \
+         the benchmark's process tree used more than {DISTURBED_ABOVE} CPUs is repeated, up to \
+         {MAX_ATTEMPTS} runs, and the {RUNS} least disturbed are kept, as in the DNS benchmark); \
+         the table shows the medians (requests per second, response bytes \
+         per second, and wrk's 50th and 99th latency percentiles) and each run's rate.\n",
+        client = Topology::CLIENT_V4,
+        small = Workload::SmallHit.target(),
+        large = Workload::LargeHit.target(),
+        miss = Workload::Miss.target(),
+    ));
+    Ok(text)
+}
+
+/// `program` and the version it prints in `program args…`: the first word of its first line
+/// with a digit in it, cut to the digits and dots (`wrk debian/4.1.0-3+b2`, `nginx/1.22.1`,
+/// `(varnish-7.1.1`).
+fn version(program: &str, args: &[&str]) -> String {
+    let reported = command_output(program, args).ok().and_then(|text| {
+        let word = text
+            .lines()
+            .next()?
+            .split_whitespace()
+            .find(|word| word.contains(|c: char| c.is_ascii_digit()))?;
+        let start = word.find(|c: char| c.is_ascii_digit())?;
+        let number: String = word[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        Some(number)
+    });
+    format!(
+        "{program} {}",
+        reported.as_deref().unwrap_or("(version unknown)")
+    )
+}

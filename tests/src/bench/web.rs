@@ -1,0 +1,133 @@
+//! The HTTP servers edge's cache is measured against, run in the PoP namespace from configs
+//! written here, not the system services: nginx serving files from disk with sendfile, and
+//! Varnish caching in memory in front of the benchmark's origin. Each is pinned to one CPU.
+
+use std::{fs, net::SocketAddr, path::Path};
+
+use anyhow::Result;
+
+use super::peers::Daemon;
+use crate::topology::Netns;
+
+/// Where a web peer serves, and where its files go.
+#[derive(Debug, Clone)]
+pub struct WebSetup<'a> {
+    pub netns: &'a Netns,
+    /// Config, run state and log go here.
+    pub dir: &'a Path,
+    pub listen: SocketAddr,
+    /// The CPU the server's processes are pinned to.
+    pub cpu: usize,
+}
+
+/// `nginx.conf`: one worker, static files from `root` with sendfile, no access log, keep-alive
+/// connections that last the whole run, every path inside `dir`.
+pub fn nginx_config(setup: &WebSetup, root: &Path) -> String {
+    let dir = setup.dir.display();
+    format!(
+        "daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000000;
+    default_type application/octet-stream;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen {listen};
+        root {root};
+    }}
+}}
+",
+        listen = setup.listen,
+        root = root.display(),
+    )
+}
+
+/// Starts nginx in the foreground, serving the files under `root`.
+pub fn start_nginx(setup: &WebSetup, root: &Path) -> Result<Daemon> {
+    fs::create_dir_all(setup.dir)?;
+    let config = setup.dir.join("nginx.conf");
+    fs::write(&config, nginx_config(setup, root))?;
+    let mut command = setup.netns.command("taskset");
+    command
+        .args(["-c", &setup.cpu.to_string(), "nginx", "-e"])
+        .arg(setup.dir.join("error.log"))
+        .arg("-p")
+        .arg(setup.dir)
+        .arg("-c")
+        .arg(&config);
+    Daemon::spawn("nginx", command, &setup.dir.join("nginx.out"))
+}
+
+/// Starts varnishd in the foreground: the built-in VCL in front of `backend`, objects in
+/// `memory` of malloc storage, its working directory in `dir`, and no privilege separation
+/// (`-j none`: it reads nothing outside `dir`).
+pub fn start_varnish(setup: &WebSetup, backend: SocketAddr, memory: &str) -> Result<Daemon> {
+    fs::create_dir_all(setup.dir)?;
+    let mut command = setup.netns.command("taskset");
+    command
+        .args(["-c", &setup.cpu.to_string(), "varnishd", "-F", "-j", "none"])
+        .arg("-n")
+        .arg(setup.dir.join("varnish"))
+        .args(["-a", &setup.listen.to_string()])
+        .args(["-b", &backend.to_string()])
+        .args(["-s", &format!("malloc,{memory}")]);
+    Daemon::spawn("varnishd", command, &setup.dir.join("varnish.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::TcpListener, process::Command};
+
+    use super::*;
+
+    #[test]
+    fn nginx_accepts_its_config() {
+        let dir = std::env::temp_dir().join(format!("edge-bench-nginx-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let netns = Netns {
+            name: "unused".into(),
+        };
+        let setup = WebSetup {
+            netns: &netns,
+            dir: &dir,
+            // `nginx -t` binds the address: a free port on loopback.
+            listen: TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap(),
+            cpu: 1,
+        };
+        let config = dir.join("nginx.conf");
+        let text = nginx_config(&setup, &dir);
+        assert!(text.contains("sendfile on;"));
+        fs::write(&config, text).unwrap();
+        let output = Command::new("nginx")
+            .arg("-t")
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .expect("nginx (cargo xtask setup installs it)");
+        let _ = fs::remove_dir_all(&dir);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
