@@ -307,7 +307,11 @@ impl Bench {
             Ok(running) => running,
             Err(skipped) => return Ok(Outcome::Skipped(skipped)),
         };
-        // Attaching XDP keeps the NAPI instance (GRO holds it); pinning again proves it.
+        // Detaching an XDP program from a veth (edge's, when it stops) turns threaded NAPI off,
+        // which would move the receive work to the client's CPU: on again for every peer.
+        self.topology
+            .pop
+            .set_device_attribute(INTERFACE, "threaded", "1")?;
         cpus::pin(self.napi, SERVER_CPU).context("the PoP end's NAPI thread is gone")?;
         let background = cpus::wait_quiet(QUIET_BELOW, QUIET_WAIT)?;
         let result = self.load(peer, &files, background);
