@@ -38,7 +38,7 @@ impl AnswerMaps {
     /// answers are written in place (each update atomic for readers). Unchanged entries are not
     /// rewritten.
     pub fn publish(&mut self, entries: &[Entry]) -> Result<Publication> {
-        let current = self.answers.contents()?;
+        let current = self.answers.take_contents()?;
         // A steered name keeps its slot; new ones take the lowest free slots.
         let mut used: HashSet<u16> = current.values().map(|a| a.selection).collect();
         let mut candidate = 0_u16;
@@ -66,7 +66,7 @@ impl AnswerMaps {
             wanted.push((entry.key, Answer::selected(slot)));
         }
         let (steered_written, flipped) = self.selections.publish(&steered)?;
-        let answers = self.answers.replace(&current, &wanted)?;
+        let answers = self.answers.replace(current, &wanted)?;
         Ok(Publication {
             answers,
             steered_written,
@@ -80,6 +80,9 @@ impl AnswerMaps {
 pub struct AnswerMap {
     short: HashMap<MapData, ShortNameKey, Answer>,
     long: HashMap<MapData, LongNameKey, Answer>,
+    /// What the maps hold, read once (we are their only writer) and kept up to date, so that a
+    /// round does not read every entry back from the kernel.
+    known: Option<StdHashMap<LongNameKey, Answer>>,
 }
 
 /// What [`AnswerMap::replace`] did.
@@ -95,11 +98,21 @@ impl AnswerMap {
         Ok(Self {
             short: HashMap::try_from(short).context("answer map")?,
             long: HashMap::try_from(long).context("long-name answer map")?,
+            known: None,
         })
     }
 
-    /// Every entry.
-    pub fn contents(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
+    /// Every entry, taken out of the cache (read from the kernel if there is none); `replace`
+    /// puts it back.
+    fn take_contents(&mut self) -> Result<StdHashMap<LongNameKey, Answer>> {
+        match self.known.take() {
+            Some(known) => Ok(known),
+            None => self.read(),
+        }
+    }
+
+    /// Every entry, read from the kernel.
+    fn read(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
         let mut contents = StdHashMap::new();
         for entry in self.short.iter() {
             let (key, answer) = entry.context("reading the answer map")?;
@@ -135,7 +148,7 @@ impl AnswerMap {
     /// removed; unchanged ones are not touched.
     fn replace(
         &mut self,
-        current: &StdHashMap<LongNameKey, Answer>,
+        mut current: StdHashMap<LongNameKey, Answer>,
         entries: &[(LongNameKey, Answer)],
     ) -> Result<AnswerChanges> {
         let mut changes = AnswerChanges::default();
@@ -145,13 +158,21 @@ impl AnswerMap {
                 continue;
             }
             self.insert(key, answer)?;
+            current.insert(*key, *answer);
             changes.written += 1;
         }
         let wanted: HashSet<&LongNameKey> = entries.iter().map(|(k, _)| k).collect();
-        for key in current.keys().filter(|key| !wanted.contains(key)) {
-            self.remove(key)?;
+        let stale: Vec<LongNameKey> = current
+            .keys()
+            .filter(|key| !wanted.contains(key))
+            .copied()
+            .collect();
+        for key in stale {
+            self.remove(&key)?;
+            current.remove(&key);
             changes.removed += 1;
         }
+        self.known = Some(current);
         Ok(changes)
     }
 }
@@ -194,6 +215,9 @@ pub struct SelectionMap {
     state: Array<MapData, State>,
     /// Slots per generation.
     capacity: u16,
+    /// Both generations as the map holds them, and the live one: read once, then kept up to
+    /// date (as for [`AnswerMap`]).
+    known: Option<([BTreeMap<u16, Answer>; 2], u32)>,
 }
 
 impl SelectionMap {
@@ -202,7 +226,18 @@ impl SelectionMap {
             map: HashMap::try_from(map).context("selection map")?,
             state: Array::try_from(state).context("state map")?,
             capacity,
+            known: None,
         })
+    }
+
+    /// Both generations and the live one, read from the kernel.
+    fn read(&self) -> Result<([BTreeMap<u16, Answer>; 2], u32)> {
+        let mut generations: [BTreeMap<u16, Answer>; 2] = Default::default();
+        for entry in self.map.iter() {
+            let (key, answer) = entry.context("reading the selection map")?;
+            generations[(key >> 16) as usize & 1].insert(key as u16, answer);
+        }
+        Ok((generations, self.generation()?))
     }
 
     /// The generation the XDP program reads.
@@ -222,13 +257,12 @@ impl SelectionMap {
     /// Readers of the old generation are safe: hash map values are replaced, never overwritten
     /// in place, and a reader's value stays valid until it is done (RCU).
     fn publish(&mut self, answers: &BTreeMap<u16, Answer>) -> Result<(usize, bool)> {
-        let live = self.generation()?;
-        let mut generations: [BTreeMap<u16, Answer>; 2] = Default::default();
-        for entry in self.map.iter() {
-            let (key, answer) = entry.context("reading the selection map")?;
-            generations[(key >> 16) as usize & 1].insert(key as u16, answer);
-        }
+        let (mut generations, live) = match self.known.take() {
+            Some(known) => known,
+            None => self.read()?,
+        };
         if generations[live as usize & 1] == *answers {
+            self.known = Some((generations, live));
             return Ok((0, false));
         }
         let next = live ^ 1;
@@ -253,6 +287,8 @@ impl SelectionMap {
         self.state
             .set(0, State { generation: next }, 0)
             .context("flipping the generation")?;
+        generations[next as usize & 1] = answers.clone();
+        self.known = Some((generations, next));
         Ok((written, true))
     }
 }
