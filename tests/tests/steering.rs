@@ -414,7 +414,10 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
         // Probes sample the alternation at unrelated times, so the smoothed figures can drift
         // apart once and move the answer; flapping is moving back and forth, which the control
         // does many times over the same samples.
-        assert!(changes("steady") <= 1, "the steady pool flapped: {after:#?}");
+        assert!(
+            changes("steady") <= 1,
+            "the steady pool flapped: {after:#?}"
+        );
         assert!(changes("raw") >= 4, "the control did not flap: {after:#?}");
         let steady = after.pool("steady").unwrap().selection.clone();
         assert_eq!(setup.answer("steady")?, Ok(steady));
