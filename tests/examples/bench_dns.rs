@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use edge_common::program_name;
 use edge_tests::{
+    bench::command_output,
     bench::{
         cpus::{self, CLIENT_CPU, SERVER_CPU},
         load::{self, DnsperfReport, DnsperfRun, KxdpgunReport, KxdpgunRun},
@@ -601,20 +602,6 @@ fn edge_check(config: &Path) -> Result<Result<(), String>> {
         .unwrap_or_default()
         .trim()
         .to_string()))
-}
-
-fn command_output(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-    .trim()
-    .to_string())
 }
 
 /// `program` and the version it reports in `program args…`.

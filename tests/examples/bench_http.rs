@@ -9,7 +9,6 @@ use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -17,6 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use clap::Parser;
 use edge_tests::{
+    bench::command_output,
     bench::{
         cpus::{self, CLIENT_CPU, SERVER_CPU},
         peers::Daemon,
@@ -478,20 +478,6 @@ pool = "origins"
 
 fn gbits(bytes_per_second: f64) -> f64 {
     bytes_per_second * 8.0 / 1e9
-}
-
-fn command_output(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-    .trim()
-    .to_string())
 }
 
 /// `part / whole` as a ratio, or `n/a` when either is missing.

@@ -27,6 +27,7 @@ use clap::Parser;
 use edge_tests::{
     agent::Agent,
     bench::{
+        command_output,
         load::{KxdpgunRun, kxdpgun},
         report::{Table, median, replace_section},
     },
@@ -66,9 +67,9 @@ fn main() -> Result<()> {
     let mut section = format!(
         "## Steering\n\nProduced by `{}` on {}, in {{elapsed}}.\n\nMachine: {} CPUs, kernel {}.\n\n",
         args.command,
-        output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])?,
-        output("nproc", &[])?,
-        output("uname", &["-r"])?,
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])?,
+        command_output("nproc", &[])?,
+        command_output("uname", &["-r"])?,
     );
 
     eprintln!("bench: decision → visible");
@@ -364,9 +365,4 @@ fn lost_during_rewrites() -> Result<(Counts, Counts, u64)> {
         .join()
         .map_err(|_| anyhow::anyhow!("writer panicked"))??;
     Ok((baseline, loaded, flips.load(Ordering::SeqCst)))
-}
-
-fn output(program: &str, args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new(program).args(args).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

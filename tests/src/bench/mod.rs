@@ -1,6 +1,6 @@
 //! The parts of `cargo xtask bench`: the generated zone and query set, the peer servers, the
 //! load generators and who runs on which core. `tests/examples/bench_dns.rs` and
-//! `tests/examples/bench_http.rs` put them together. Benchmarks print and record numbers;
+//! `tests/examples/bench_http.rs` (and `bench_steer.rs`) put them together. Benchmarks print and record numbers;
 //! nothing here asserts a timing.
 
 pub mod cpus;
@@ -10,3 +10,23 @@ pub mod report;
 pub mod web;
 pub mod wrk;
 pub mod zone;
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+
+/// What `program args…` prints (stdout, then stderr), trimmed: versions, dates, machine facts
+/// for the reports.
+pub fn command_output(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+    .trim()
+    .to_string())
+}
