@@ -148,6 +148,13 @@ impl Setup {
     }
 }
 
+/// Hosts `origin1` to `origin{count}` of `lan`.
+fn origin_hosts(lan: &Lan, count: usize) -> Vec<Host> {
+    (1..=count)
+        .map(|i| lan.host(&format!("origin{i}")).clone())
+        .collect()
+}
+
 fn start_origin(host: &Host) -> Result<Origin> {
     Origin::start(&host.netns, SocketAddr::new(host.v4.into(), HTTP_PORT))
 }
@@ -168,9 +175,7 @@ fn ip(host: &Host) -> IpAddr {
 #[test]
 fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
     let lan = Setup::lan("steer-load", 3)?;
-    let hosts: Vec<Host> = (1..=3)
-        .map(|i| lan.host(&format!("origin{i}")).clone())
-        .collect();
+    let hosts = origin_hosts(&lan, 3);
     let origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
     let agents: Vec<Agent> = hosts
         .iter()
@@ -282,9 +287,7 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
 #[test]
 fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
     let lan = Setup::lan("steer-dead", 2)?;
-    let hosts: Vec<Host> = (1..=2)
-        .map(|i| lan.host(&format!("origin{i}")).clone())
-        .collect();
+    let hosts = origin_hosts(&lan, 2);
     let mut origins: Vec<Option<Origin>> = hosts
         .iter()
         .map(|host| start_origin(host).map(Some))
@@ -365,9 +368,7 @@ fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
 #[test]
 fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result<()> {
     let lan = Setup::lan("steer-flap", 2)?;
-    let hosts: Vec<Host> = (1..=2)
-        .map(|i| lan.host(&format!("origin{i}")).clone())
-        .collect();
+    let hosts = origin_hosts(&lan, 2);
     let origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
     // No agents: ranked by response time. Origin 2 steady at 30 ms, origin 1 alternating
     // between 10 and 50 ms (30 on average) faster than the probes come.
@@ -428,9 +429,7 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
 #[test]
 fn all_origins_down_applies_each_pools_policy() -> Result<()> {
     let lan = Setup::lan("steer-alldown", 2)?;
-    let hosts: Vec<Host> = (1..=2)
-        .map(|i| lan.host(&format!("origin{i}")).clone())
-        .collect();
+    let hosts = origin_hosts(&lan, 2);
     let mut origins: Vec<Option<Origin>> = hosts
         .iter()
         .map(|host| start_origin(host).map(Some))
@@ -532,9 +531,7 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
 #[test]
 fn a_reload_adds_a_member_and_keeps_the_rest() -> Result<()> {
     let lan = Setup::lan("steer-reload", 2)?;
-    let hosts: Vec<Host> = (1..=2)
-        .map(|i| lan.host(&format!("origin{i}")).clone())
-        .collect();
+    let hosts = origin_hosts(&lan, 2);
     let _origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
     let _agents: Vec<Agent> = hosts
         .iter()

@@ -88,21 +88,28 @@ impl Cache {
     }
 
     pub fn lookup(&self, key: &CacheKey, view: &request::Parts, now: SystemTime) -> Lookup {
-        let mut index = self.index.lock().expect("cache index lock");
-        let Some(ids) = index.variants.get(key) else {
-            return Lookup::Miss;
+        // Only the variants are read under the index lock; judging them by RFC 9111 (which
+        // builds request and response views) happens outside it, so hits do not queue on it.
+        let variants: Vec<Arc<Object>> = {
+            let index = self.index.lock().expect("cache index lock");
+            let Some(ids) = index.variants.get(key) else {
+                return Lookup::Miss;
+            };
+            ids.iter()
+                .filter_map(|id| index.objects.get(id).cloned())
+                .collect()
         };
-        let found = ids.iter().find_map(|id| {
-            let object = index.objects.get(id)?;
+        let found = variants.into_iter().find_map(|object| {
             match policy::reuse(&object.meta.policy, view, now) {
-                Reuse::Fresh => Some(Lookup::Fresh(object.clone())),
-                Reuse::Stale { revalidation } => Some(Lookup::Stale(object.clone(), revalidation)),
+                Reuse::Fresh => Some(Lookup::Fresh(object)),
+                Reuse::Stale { revalidation } => Some(Lookup::Stale(object, revalidation)),
                 Reuse::Mismatch => None,
             }
         });
         match found {
             Some(lookup) => {
                 if let Lookup::Fresh(object) | Lookup::Stale(object, _) = &lookup {
+                    let mut index = self.index.lock().expect("cache index lock");
                     index.lru.touch(&object.id);
                 }
                 lookup
