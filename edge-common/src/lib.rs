@@ -25,11 +25,11 @@ pub mod pin {
     pub const LONG_ANSWERS: &str = "long_answers";
     /// Per-CPU counters.
     pub const COUNTERS: &str = "counters";
-    /// Service addresses and ports the program answers on.
+    /// Service addresses and ports the program answers on, two copies.
     pub const SERVICES: &str = "services";
     /// Answers of steered names, two generations of them.
     pub const SELECTIONS: &str = "selections";
-    /// The generation of `selections` in use.
+    /// The copy of `selections` and of `services` in use.
     pub const STATE: &str = "state";
     /// The XDP link that keeps the program attached while no daemon runs.
     pub const LINK: &str = "link";
@@ -85,29 +85,52 @@ impl<const N: usize> NameKey<N> {
     }
 }
 
-/// An address and UDP port the fast path answers on. An all-zero address is the wildcard for its
-/// family, as with a socket bound to `0.0.0.0` or `::`.
+/// Most service addresses per family the fast path answers on.
+pub const SERVICES_MAX: usize = 16;
+
+/// An IPv4 address and UDP port the fast path answers on; address 0 is the wildcard, as with a
+/// socket bound to `0.0.0.0`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceKey {
-    /// IPv4 in the first four bytes (rest zero), or IPv6; network byte order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceV4 {
+    /// Network byte order, as read from the IP header.
+    pub addr: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub reserved: u16,
+}
+
+/// An IPv6 address and UDP port the fast path answers on; `::` is the wildcard.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceV6 {
     pub addr: [u8; 16],
     /// Network byte order.
     pub port: u16,
-    /// 4 or 6.
-    pub family: u8,
-    pub reserved: u8,
+    pub reserved: u16,
 }
 
-impl ServiceKey {
-    pub const fn new(family: u8, addr: [u8; 16], port: u16) -> Self {
-        Self {
-            addr,
-            port: port.to_be(),
-            family,
-            reserved: 0,
-        }
-    }
+/// Every service the fast path answers on, one value of an array that the program scans: with
+/// a handful of services that is cheaper than a hash lookup (two, for the wildcard), and it
+/// keeps key building (byte-wise zeroing in BPF) out of the per-query path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Services {
+    /// Entries in use at the start of `v4` and of `v6`.
+    pub v4_len: u32,
+    pub v6_len: u32,
+    pub v4: [ServiceV4; SERVICES_MAX],
+    pub v6: [ServiceV6; SERVICES_MAX],
+}
+
+/// Entries of the state map. Each names which of two copies of a double-buffered map the program
+/// reads: userspace writes the other copy, then flips the entry.
+pub mod state_slot {
+    /// Generation of the selection map.
+    pub const SELECTIONS: u32 = 0;
+    /// Copy of the service array.
+    pub const SERVICES: u32 = 1;
+    pub const COUNT: usize = 2;
 }
 
 /// The EDNS payload size we advertise (RFC 9715 / DNS flag day 2020 default).
@@ -145,7 +168,7 @@ impl Answer {
     }
 }
 
-/// Which generation of the selection map the fast path reads.
+/// Which of two copies the fast path reads (see [`state_slot`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -258,7 +281,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Answer {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Services {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::State {}
 }

@@ -15,7 +15,9 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use edge_common::{Answer, Counter, LongNameKey, ServiceKey, ShortNameKey, State, selection_key};
+use edge_common::{
+    Answer, Counter, LongNameKey, Services, ShortNameKey, State, selection_key, state_slot,
+};
 use headers::{ETH_LEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Layout, ptr_at};
 use query::Scratch;
 
@@ -31,13 +33,14 @@ static LONG_ANSWERS: HashMap<LongNameKey, Answer, 4096> = HashMap::new();
 #[btf_map(name = "edge_selections")]
 static SELECTIONS: HashMap<u32, Answer, 8192> = HashMap::new();
 
-/// The generation of `SELECTIONS` in use; userspace flips it after writing a whole round.
+/// The generation of `SELECTIONS` and the copy of `SERVICES` in use, indexed by
+/// [`state_slot`]; userspace flips one after writing a whole new copy.
 #[btf_map(name = "edge_state")]
-static STATE: Array<State, 1> = Array::new();
+static STATE: Array<State, { state_slot::COUNT }> = Array::new();
 
-/// Addresses and ports we answer on.
+/// Addresses and ports we answer on, two copies.
 #[btf_map(name = "edge_services")]
-static SERVICES: HashMap<ServiceKey, u8, 64> = HashMap::new();
+static SERVICES: Array<Services, 2> = Array::new();
 
 /// Per-CPU count of every verdict, indexed by [`Counter`].
 #[btf_map(name = "edge_counters")]
@@ -101,12 +104,18 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     };
     let mut answer = found.ok_or(Counter::UnknownName)?;
     if answer.selection != 0 {
-        let generation = STATE.get(0).map_or(0, |state| state.generation);
+        let generation = live(state_slot::SELECTIONS);
         let key = selection_key(generation, answer.selection);
         // SAFETY: as above.
         answer = unsafe { SELECTIONS.get(&key) }.ok_or(Counter::UnknownName)?;
     }
     reply::write::<L>(ctx, &query, answer, scratch)
+}
+
+/// Which copy of a double-buffered map to read.
+#[inline(always)]
+fn live(slot: u32) -> u32 {
+    STATE.get(slot).map_or(0, |state| state.generation)
 }
 
 #[inline(always)]

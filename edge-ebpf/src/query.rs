@@ -1,9 +1,7 @@
 //! Parsing a DNS query frame down to the answer-map key.
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
-use edge_common::{
-    Counter, LongNameKey, NAME_KEY_LEN, SHORT_NAME_LEN, ServiceKey, ShortNameKey, flags,
-};
+use edge_common::{Counter, LongNameKey, SHORT_NAME_LEN, ShortNameKey, flags, state_slot};
 
 use crate::{
     SERVICES,
@@ -43,13 +41,20 @@ pub struct Query {
 /// [`crate::reply`]).
 #[repr(C)]
 pub struct Scratch {
-    /// The name as read, then the key for long names.
+    /// The question and OPT record as read from the frame, in words for the case folding.
+    pub raw: [u64; RAW_WORDS],
+    /// The key for long names.
     pub key: LongNameKey,
     /// The key for names up to [`SHORT_NAME_LEN`] octets.
     pub short: ShortNameKey,
     pub name_len: u32,
     pub frame: [u8; FRAME_COPY_MAX],
 }
+
+/// Bytes of the message read in one helper call: a 255-octet name, type and class, and an OPT
+/// record without its options, rounded up to whole words.
+const RAW_LEN: usize = 272;
+const RAW_WORDS: usize = RAW_LEN / 8;
 
 /// Bytes before the answer in the longest query we answer: Ethernet, VLAN, IPv6, UDP, DNS
 /// header and a 255-octet question, rounded up.
@@ -85,10 +90,12 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
         return Err(Counter::ExtraRecords);
     }
 
-    let name_len = read_name::<L>(ctx, scratch, end - L::QNAME)?;
+    let available = end - L::QNAME;
+    let name_len = read_name::<L>(ctx, scratch, available)?;
     let question_end = L::QNAME + name_len + 4;
-    let mut type_class = [0_u8; 4];
-    load(ctx, L::QNAME + name_len, &mut type_class)?;
+    // SAFETY: `raw` is plain bytes, readable as such.
+    let raw = unsafe { &*(scratch.raw.as_ptr() as *const [u8; RAW_LEN]) };
+    let type_class = raw.get(name_len..name_len + 4).ok_or(Counter::Malformed)?;
     if u16::from_be_bytes([type_class[2], type_class[3]]) != CLASS_IN {
         return Err(Counter::NotInClass);
     }
@@ -97,7 +104,7 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     scratch.short.qtype = qtype;
 
     let edns = if arcount == 1 {
-        Some(read_opt(ctx, question_end, end)?)
+        Some(read_opt(raw, name_len + 4, available)?)
     } else if question_end != end {
         return Err(Counter::Malformed);
     } else {
@@ -129,7 +136,7 @@ fn check_ip<L: Layout>(ctx: &XdpContext) -> Result<usize, Counter> {
                 Counter::IpUnsupported
             });
         }
-        is_service(ServiceKey::new(6, ip.dst, 0), dst_port::<L>(ctx)?)?;
+        is_service_v6(&ip.dst, dst_port::<L>(ctx)?)?;
         Ok(usize::from(u16::from_be(ip.payload_len)))
     } else {
         let ip: *const Ipv4Hdr = ptr_at(ctx, L::L3)?;
@@ -141,9 +148,7 @@ fn check_ip<L: Layout>(ctx: &XdpContext) -> Result<usize, Counter> {
         if ip.proto != IPPROTO_UDP {
             return Err(Counter::NotUdp);
         }
-        let mut addr = [0_u8; 16];
-        addr[..4].copy_from_slice(&ip.dst);
-        is_service(ServiceKey::new(4, addr, 0), dst_port::<L>(ctx)?)?;
+        is_service_v4(u32::from_ne_bytes(ip.dst), dst_port::<L>(ctx)?)?;
         usize::from(u16::from_be(ip.tot_len))
             .checked_sub(IPV4_LEN)
             .ok_or(Counter::Malformed)
@@ -156,40 +161,60 @@ fn dst_port<L: Layout>(ctx: &XdpContext) -> Result<u16, Counter> {
     Ok(unsafe { (*udp).dst })
 }
 
-/// Whether `key`'s address (or its family's wildcard) serves `port` (network order).
+/// Whether IPv4 `addr` (or the wildcard) serves `port`; both in network order.
 #[inline(always)]
-fn is_service(mut key: ServiceKey, port: u16) -> Result<(), Counter> {
-    key.port = port;
-    if SERVICES.get_ptr(&key).is_some() {
-        return Ok(());
-    }
-    key.addr = [0; 16];
-    if SERVICES.get_ptr(&key).is_some() {
-        return Ok(());
+fn is_service_v4(addr: u32, port: u16) -> Result<(), Counter> {
+    let services = live_services()?;
+    for (i, service) in services.v4.iter().enumerate() {
+        if i as u32 >= services.v4_len {
+            break;
+        }
+        if service.port == port && (service.addr == 0 || service.addr == addr) {
+            return Ok(());
+        }
     }
     Err(Counter::NotService)
 }
 
-/// Reads the OPT record at `offset`, which must end the message; returns its flags.
+/// Whether IPv6 `addr` (or the wildcard) serves `port` (network order).
 #[inline(always)]
-fn read_opt(ctx: &XdpContext, offset: usize, end: usize) -> Result<u16, Counter> {
-    let mut opt = [0_u8; OPT_LEN];
-    let ret = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            offset as u32,
-            opt.as_mut_ptr().cast(),
-            OPT_LEN as u32,
-        )
-    };
-    if ret != 0 {
+fn is_service_v6(addr: &[u8; 16], port: u16) -> Result<(), Counter> {
+    let services = live_services()?;
+    let addr = u128::from_ne_bytes(*addr);
+    for (i, service) in services.v6.iter().enumerate() {
+        if i as u32 >= services.v6_len {
+            break;
+        }
+        let served = u128::from_ne_bytes(service.addr);
+        if service.port == port && (served == 0 || served == addr) {
+            return Ok(());
+        }
+    }
+    Err(Counter::NotService)
+}
+
+#[inline(always)]
+fn live_services() -> Result<&'static edge_common::Services, Counter> {
+    SERVICES
+        .get(crate::live(state_slot::SERVICES))
+        .ok_or(Counter::NotService)
+}
+
+/// Reads the OPT record at `offset` of the message bytes `raw`, which must end the message
+/// (`len` bytes); returns its flags.
+#[inline(always)]
+fn read_opt(raw: &[u8; RAW_LEN], offset: usize, len: usize) -> Result<u16, Counter> {
+    if offset + OPT_LEN > len {
         return Err(Counter::Malformed);
     }
+    let opt = raw
+        .get(offset..offset + OPT_LEN)
+        .ok_or(Counter::Malformed)?;
     if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != TYPE_OPT {
         return Err(Counter::ExtraRecords);
     }
     let rdlength = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
-    if offset + OPT_LEN + rdlength != end {
+    if offset + OPT_LEN + rdlength != len {
         return Err(Counter::Malformed);
     }
     // TTL field: extended RCODE, version, flags.
@@ -199,8 +224,9 @@ fn read_opt(ctx: &XdpContext, offset: usize, end: usize) -> Result<u16, Counter>
     Ok(u16::from_be_bytes([opt[7], opt[8]]))
 }
 
-/// Copies the question name into the key (one helper call), walks it label by label, then
-/// lower-cases it and clears the rest of the key. Returns the name's wire length.
+/// Copies the question (and what follows, up to [`RAW_LEN`] bytes) into `raw` with one helper
+/// call, walks the name label by label, then writes it lower-cased and zero-padded into the key
+/// its length calls for. Returns the name's wire length.
 #[inline(always)]
 fn read_name<L: Layout>(
     ctx: &XdpContext,
@@ -211,43 +237,47 @@ fn read_name<L: Layout>(
     if available < 5 {
         return Err(Counter::Malformed);
     }
-    let copy = if available > NAME_KEY_LEN {
-        NAME_KEY_LEN
+    let copy = if available > RAW_LEN {
+        RAW_LEN
     } else {
         available
     };
-    let name = &mut scratch.key.name;
     let ret = unsafe {
         bpf_xdp_load_bytes(
             ctx.ctx,
             L::QNAME as u32,
-            name.as_mut_ptr().cast(),
+            scratch.raw.as_mut_ptr().cast(),
             copy as u32,
         )
     };
     if ret != 0 {
         return Err(Counter::Malformed);
     }
-    scratch.name_len = walk_labels(name, copy)? as u32;
+    // SAFETY: as in `parse`.
+    let raw = unsafe { &*(scratch.raw.as_ptr() as *const [u8; RAW_LEN]) };
+    scratch.name_len = walk_labels(raw, copy)? as u32;
     let name_len = unsafe { core::ptr::read_volatile(&scratch.name_len) } as usize;
     if name_len > NAME_MAX || name_len + 4 > available {
         return Err(Counter::Malformed);
     }
     if name_len <= SHORT_NAME_LEN {
-        fold_case::<{ SHORT_NAME_LEN / 8 }>(&mut scratch.key.name, name_len);
-        scratch
-            .short
-            .name
-            .copy_from_slice(&scratch.key.name[..SHORT_NAME_LEN]);
+        fold_case(&scratch.raw, words_mut(&mut scratch.short.name), name_len);
     } else {
-        fold_case::<{ NAME_KEY_LEN / 8 }>(&mut scratch.key.name, name_len);
+        fold_case(&scratch.raw, words_mut(&mut scratch.key.name), name_len);
     }
     Ok(name_len)
 }
 
+/// A key's name buffer as words.
+#[inline(always)]
+fn words_mut<const N: usize>(name: &mut [u8; N]) -> &mut [u64] {
+    // SAFETY: `NameKey` is 8-aligned with `name` at offset 0, and N is a multiple of 8.
+    unsafe { core::slice::from_raw_parts_mut(name.as_mut_ptr() as *mut u64, N / 8) }
+}
+
 /// Wire length of the name at the start of `name`, of which `copy` bytes came from the frame.
 #[inline(always)]
-fn walk_labels(name: &[u8; NAME_KEY_LEN], copy: usize) -> Result<usize, Counter> {
+fn walk_labels(name: &[u8; RAW_LEN], copy: usize) -> Result<usize, Counter> {
     let mut pos = 0_usize;
     for _ in 0..LABELS_MAX {
         if pos >= copy {
@@ -269,25 +299,24 @@ fn walk_labels(name: &[u8; NAME_KEY_LEN], copy: usize) -> Result<usize, Counter>
     Err(Counter::NameTooLong)
 }
 
-/// Lower-cases the first `len` bytes eight at a time, without branches per byte, and zeroes the
-/// rest of the first `WORDS` words. Length octets are below 64, so only label bytes can be
-/// upper-case letters.
+/// Writes the first `len` bytes of `source` lower-cased into `key`, eight at a time without
+/// branches per byte, and zeroes the rest of `key`. Length octets are below 64, so only label
+/// bytes can be upper-case letters.
 #[inline(always)]
-fn fold_case<const WORDS: usize>(name: &mut [u8; NAME_KEY_LEN], len: usize) {
+fn fold_case(source: &[u64; RAW_WORDS], key: &mut [u64], len: usize) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // SAFETY: `NameKey` is 8-aligned with `name` at offset 0; WORDS is at most 256 / 8.
-    let words = unsafe { &mut *(name.as_mut_ptr() as *mut [u64; WORDS]) };
-    for (i, word) in words.iter_mut().enumerate() {
+    for (i, (word, source)) in key.iter_mut().zip(source).enumerate() {
         let start = i * 8;
-        let keep = if len >= start + 8 {
-            u64::MAX
-        } else if len <= start {
-            0
+        if len <= start {
+            *word = 0;
+            continue;
+        }
+        let w = if len >= start + 8 {
+            *source
         } else {
-            (1_u64 << ((len - start) * 8)) - 1
+            *source & ((1_u64 << ((len - start) * 8)) - 1)
         };
-        let w = *word & keep;
         let low7 = w & !HIGH;
         // High bit set in each byte that is at least 'A', and in each that is above 'Z'.
         let at_least_a = low7 + (0x80 - u64::from(b'A')) * ONES;
@@ -295,13 +324,4 @@ fn fold_case<const WORDS: usize>(name: &mut [u8; NAME_KEY_LEN], len: usize) {
         let upper = (at_least_a ^ above_z) & !w & HIGH;
         *word = w | (upper >> 2);
     }
-}
-
-#[inline(always)]
-fn load(ctx: &XdpContext, offset: usize, buf: &mut [u8; 4]) -> Result<(), Counter> {
-    let ret = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), 4) };
-    if ret != 0 {
-        return Err(Counter::Malformed);
-    }
-    Ok(())
 }

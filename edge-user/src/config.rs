@@ -7,6 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use edge_common::SERVICES_MAX;
 use serde::Deserialize;
 
 use crate::steer::config::{ProbeConfig, SteeringConfig};
@@ -407,6 +408,19 @@ impl Config {
                     file: path.to_path_buf(),
                     field: format!("dns.listen[{i}]"),
                     reason: format!("{address} is listed twice"),
+                });
+            }
+            let family = self.dns.listen[..=i]
+                .iter()
+                .filter(|other| other.is_ipv4() == address.is_ipv4())
+                .count();
+            if family > SERVICES_MAX {
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    field: format!("dns.listen[{i}]"),
+                    reason: format!(
+                        "the XDP program answers on at most {SERVICES_MAX} addresses per family"
+                    ),
                 });
             }
         }

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::{
     EBPF_OBJECT,
     config::{self, XdpConfig},
-    maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
+    maps::{self, AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
 };
 
 /// `statfs` magic of bpffs.
@@ -105,6 +105,11 @@ impl DataPlane {
             "XDP program attached"
         );
 
+        let state = take_map(&mut ebpf, map_name::STATE)?;
+        let services = ServiceMap::new(
+            take_map(&mut ebpf, map_name::SERVICES)?,
+            maps::second_handle(&state)?,
+        )?;
         let answers = AnswerMaps {
             answers: AnswerMap::new(
                 take_map(&mut ebpf, map_name::ANSWERS)?,
@@ -112,11 +117,10 @@ impl DataPlane {
             )?,
             selections: SelectionMap::new(
                 take_map(&mut ebpf, map_name::SELECTIONS)?,
-                take_map(&mut ebpf, map_name::STATE)?,
+                state,
                 xdp.max_steered,
             )?,
         };
-        let services = ServiceMap::new(take_map(&mut ebpf, map_name::SERVICES)?)?;
         let counters = Counters::new(take_map(&mut ebpf, map_name::COUNTERS)?)?;
         Ok(Self {
             pin_dir,

@@ -3,13 +3,15 @@
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap, HashSet},
+    os::fd::AsFd as _,
     path::Path,
 };
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use edge_common::{
-    Answer, Counter, LongNameKey, SHORT_NAME_LEN, ServiceKey, ShortNameKey, State, selection_key,
+    Answer, Counter, LongNameKey, SHORT_NAME_LEN, Services, ShortNameKey, State, selection_key,
+    state_slot,
 };
 
 use crate::dns::fast_path::Entry;
@@ -244,7 +246,7 @@ impl SelectionMap {
     pub fn generation(&self) -> Result<u32> {
         Ok(self
             .state
-            .get(&0, 0)
+            .get(&state_slot::SELECTIONS, 0)
             .context("reading the state map")?
             .generation)
     }
@@ -285,7 +287,7 @@ impl SelectionMap {
                 .context("removing from the selection map")?;
         }
         self.state
-            .set(0, State { generation: next }, 0)
+            .set(state_slot::SELECTIONS, State { generation: next }, 0)
             .context("flipping the generation")?;
         generations[next as usize & 1] = answers.clone();
         self.known = Some((generations, next));
@@ -293,39 +295,57 @@ impl SelectionMap {
     }
 }
 
-/// The addresses and ports the XDP program answers on.
+/// The addresses and ports the XDP program answers on: two copies of the service array, and the
+/// state entry that names the live one.
 pub struct ServiceMap {
-    map: HashMap<MapData, ServiceKey, u8>,
+    map: Array<MapData, Services>,
+    state: Array<MapData, State>,
 }
 
 impl ServiceMap {
-    pub fn new(map: Map) -> Result<Self> {
+    /// `state` is a handle of its own on the state map (see [`second_handle`]).
+    pub fn new(map: Map, state: Map) -> Result<Self> {
         Ok(Self {
-            map: HashMap::try_from(map).context("service map")?,
+            map: Array::try_from(map).context("service map")?,
+            state: Array::try_from(state).context("state map")?,
         })
     }
 
-    /// Makes the map hold exactly `services`. Additions go first, so a service present before and
-    /// after is never missing in between.
-    pub fn replace(&mut self, services: &[ServiceKey]) -> Result<()> {
-        for service in services {
-            self.map
-                .insert(service, 1, 0)
-                .context("writing the service map")?;
+    /// Makes the program answer on exactly `services`: written into the copy it does not read,
+    /// then the state entry flips to it, so a query sees the old set or the new one, never a mix.
+    /// Nothing is written when the live copy already holds `services`.
+    pub fn replace(&mut self, services: &Services) -> Result<()> {
+        let live = self
+            .state
+            .get(&state_slot::SERVICES, 0)
+            .context("reading the state map")?
+            .generation
+            & 1;
+        if self.map.get(&live, 0).context("reading the service map")? == *services {
+            return Ok(());
         }
-        let stale: Vec<ServiceKey> = self
-            .map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| !services.contains(key))
-            .collect();
-        for key in stale {
-            self.map
-                .remove(&key)
-                .context("removing from the service map")?;
-        }
-        Ok(())
+        let next = live ^ 1;
+        self.map
+            .set(next, services, 0)
+            .context("writing the service map")?;
+        self.state
+            .set(state_slot::SERVICES, State { generation: next }, 0)
+            .context("flipping the service copy")
     }
+}
+
+/// Another handle on the array map `map`, for a second owner that writes other entries (the
+/// state map has one entry per double-buffered map).
+pub fn second_handle(map: &Map) -> Result<Map> {
+    let Map::Array(data) = map else {
+        bail!("expected an array map");
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating a map descriptor")?;
+    Ok(Map::Array(MapData::from_fd(fd)?))
 }
 
 /// The XDP program's per-CPU counters.

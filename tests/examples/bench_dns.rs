@@ -77,9 +77,13 @@ struct Args {
     /// The command that ran this benchmark, for the report.
     #[arg(long, default_value = "cargo xtask bench dns")]
     command: String,
+    /// Measure only these peers (default: all), e.g. `--peers edge-xdp,reflector` while
+    /// working on one of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    peers: Vec<Peer>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Peer {
     EdgeXdp,
     EdgeXdpMillion,
@@ -270,6 +274,9 @@ fn main() -> Result<()> {
 
     let mut results = Vec::new();
     for peer in Peer::ALL {
+        if !args.peers.is_empty() && !args.peers.contains(&peer) {
+            continue;
+        }
         eprintln!("bench: {}", peer.label());
         let outcome = match bench.measure(peer) {
             Ok(outcome) => outcome,

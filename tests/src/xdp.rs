@@ -13,7 +13,7 @@ use edge_common::{Counter, map_name, program_name};
 use edge_user::{
     config::Config,
     dns::fast_path,
-    maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
+    maps::{self, AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
     zone::Zones,
 };
 use etherparse::PacketBuilder;
@@ -61,6 +61,17 @@ impl Loaded {
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
     }
+
+    /// Runs `frame` through the program once: its verdict and how long the run took, as the
+    /// kernel measured it.
+    pub fn time(&mut self, frame: &[u8]) -> Result<(u32, std::time::Duration)> {
+        let program: &mut Xdp = self.ebpf.program_mut(self.name).unwrap().try_into()?;
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })?;
+        Ok((result.return_value, result.duration))
+    }
 }
 
 /// The DNS responder with its maps.
@@ -75,11 +86,21 @@ impl Program {
     /// The embedded object, loaded with private (unpinned) maps holding the zones of `config`
     /// (TOML), answering on `listen` (port 53 of every address if empty).
     pub fn load(config: &str, listen: &[SocketAddr]) -> Result<Self> {
+        Self::load_sized(config, listen, 4096)
+    }
+
+    /// [`Self::load`] with room for `answers` short-name answers.
+    pub fn load_sized(config: &str, listen: &[SocketAddr], answers: u32) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_name::ANSWERS, 4096)
+            .map_max_entries(map_name::ANSWERS, answers)
             .map_max_entries(map_name::LONG_ANSWERS, 1024)
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(STEERED))
             .load(edge_user::EBPF_OBJECT)?;
+        let state = ebpf.take_map(map_name::STATE).context("state")?;
+        let mut services = ServiceMap::new(
+            ebpf.take_map(map_name::SERVICES).context("services")?,
+            maps::second_handle(&state)?,
+        )?;
         let mut answers = AnswerMaps {
             answers: AnswerMap::new(
                 ebpf.take_map(map_name::ANSWERS).context("answers")?,
@@ -88,11 +109,10 @@ impl Program {
             )?,
             selections: SelectionMap::new(
                 ebpf.take_map(map_name::SELECTIONS).context("selections")?,
-                ebpf.take_map(map_name::STATE).context("state")?,
+                state,
                 STEERED,
             )?,
         };
-        let mut services = ServiceMap::new(ebpf.take_map(map_name::SERVICES).context("services")?)?;
         let counters = Counters::new(ebpf.take_map(map_name::COUNTERS).context("counters")?)?;
         let path = Path::new("fixture.toml");
         let config = Config::parse(path, config)?;
@@ -109,6 +129,11 @@ impl Program {
     /// Runs `frame` through the program: its verdict and the frame it leaves.
     pub fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         self.loaded.run(frame)
+    }
+
+    /// Runs `frame` through the program: its verdict and the kernel's measure of the run.
+    pub fn time(&mut self, frame: &[u8]) -> Result<(u32, std::time::Duration)> {
+        self.loaded.time(frame)
     }
 
     pub fn counts(&self) -> Result<BTreeMap<&'static str, u64>> {

@@ -3,7 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use edge_common::{ANSWER_DATA_LEN, Answer, LongNameKey, NAME_KEY_LEN, ServiceKey};
+use edge_common::{
+    ANSWER_DATA_LEN, Answer, LongNameKey, NAME_KEY_LEN, SERVICES_MAX, ServiceV4, ServiceV6,
+    Services,
+};
 use hickory_proto::{
     ProtoError,
     rr::{Name, RData, RecordType},
@@ -16,26 +19,43 @@ use crate::zone::Zones;
 /// The DNS port, answered on every address when no service address is configured.
 pub const DNS_PORT: u16 = 53;
 
-/// The service map's keys for the configured listen addresses; without any, port 53 of every
-/// IPv4 and IPv6 address (the wildcards).
-pub fn services(listen: &[SocketAddr]) -> Vec<ServiceKey> {
-    if listen.is_empty() {
-        return vec![
-            ServiceKey::new(4, [0; 16], DNS_PORT),
-            ServiceKey::new(6, [0; 16], DNS_PORT),
-        ];
-    }
-    listen
-        .iter()
-        .map(|socket| match socket.ip() {
-            IpAddr::V4(ip) => {
-                let mut addr = [0; 16];
-                addr[..4].copy_from_slice(&ip.octets());
-                ServiceKey::new(4, addr, socket.port())
+/// The service array for the configured listen addresses; without any, port 53 of every IPv4
+/// and IPv6 address (the wildcards). The config check keeps each family within
+/// [`SERVICES_MAX`]; beyond that, addresses are left out.
+pub fn services(listen: &[SocketAddr]) -> Services {
+    let wildcards = [
+        SocketAddr::from(([0, 0, 0, 0], DNS_PORT)),
+        SocketAddr::from(([0_u16; 8], DNS_PORT)),
+    ];
+    let listen = if listen.is_empty() {
+        &wildcards[..]
+    } else {
+        listen
+    };
+    let mut services = Services::default();
+    for socket in listen {
+        let port = socket.port().to_be();
+        match socket.ip() {
+            IpAddr::V4(ip) if (services.v4_len as usize) < SERVICES_MAX => {
+                services.v4[services.v4_len as usize] = ServiceV4 {
+                    addr: u32::from_ne_bytes(ip.octets()),
+                    port,
+                    reserved: 0,
+                };
+                services.v4_len += 1;
             }
-            IpAddr::V6(ip) => ServiceKey::new(6, ip.octets(), socket.port()),
-        })
-        .collect()
+            IpAddr::V6(ip) if (services.v6_len as usize) < SERVICES_MAX => {
+                services.v6[services.v6_len as usize] = ServiceV6 {
+                    addr: ip.octets(),
+                    port,
+                    reserved: 0,
+                };
+                services.v6_len += 1;
+            }
+            _ => {}
+        }
+    }
+    services
 }
 
 /// The map key for `name` (any case) and `qtype`.
@@ -114,20 +134,23 @@ mod tests {
     #[test]
     fn services_default_to_port_53_everywhere() {
         let wildcards = services(&[]);
-        assert_eq!(wildcards.len(), 2);
-        assert!(
-            wildcards
-                .iter()
-                .all(|key| key.addr == [0; 16] && key.port == 53_u16.to_be())
-        );
+        assert_eq!((wildcards.v4_len, wildcards.v6_len), (1, 1));
+        assert_eq!(wildcards.v4[0].addr, 0);
+        assert_eq!(wildcards.v6[0].addr, [0; 16]);
+        assert_eq!(wildcards.v4[0].port, 53_u16.to_be());
+        assert_eq!(wildcards.v6[0].port, 53_u16.to_be());
         let listen: Vec<SocketAddr> = vec![
             "192.0.2.1:5353".parse().unwrap(),
             "[2001:db8::1]:53".parse().unwrap(),
         ];
-        let keys = services(&listen);
-        assert_eq!(&keys[0].addr[..5], &[192, 0, 2, 1, 0]);
-        assert_eq!((keys[0].family, keys[0].port), (4, 5353_u16.to_be()));
-        assert_eq!((keys[1].family, keys[1].addr[0]), (6, 0x20));
+        let table = services(&listen);
+        assert_eq!((table.v4_len, table.v6_len), (1, 1));
+        assert_eq!(table.v4[0].addr.to_ne_bytes(), [192, 0, 2, 1]);
+        assert_eq!(table.v4[0].port, 5353_u16.to_be());
+        assert_eq!(
+            (table.v6[0].addr[0], table.v6[0].port),
+            (0x20, 53_u16.to_be())
+        );
     }
 
     #[test]
