@@ -19,7 +19,7 @@ pub const ANSWER_DATA_LEN: usize = 256;
 
 /// Pinned names, relative to the per-interface pin directory.
 pub mod pin {
-    /// Name/type → answer map for names up to [`super::SHORT_NAME_LEN`] octets.
+    /// Name/type hash → keyed answer, for names up to [`super::SHORT_NAME_LEN`] octets.
     pub const ANSWERS: &str = "answers";
     /// The same for longer names.
     pub const LONG_ANSWERS: &str = "long_answers";
@@ -82,6 +82,46 @@ impl<const N: usize> NameKey<N> {
             qtype: 0,
             reserved: [0; 3],
         }
+    }
+}
+
+/// Words of a [`ShortNameKey`]: the name's eight, then type and padding.
+const SHORT_KEY_WORDS: usize = SHORT_NAME_LEN / 8 + 1;
+
+impl ShortNameKey {
+    #[inline(always)]
+    fn words(&self) -> &[u64; SHORT_KEY_WORDS] {
+        // SAFETY: `NameKey` is `repr(C, align(8))`, SHORT_NAME_LEN + 8 bytes without padding.
+        unsafe { &*(self as *const Self as *const [u64; SHORT_KEY_WORDS]) }
+    }
+
+    /// The short answer map's key for this name and type: a 64-bit hash, so that the kernel
+    /// hashes and compares 8 bytes instead of 72. The map value carries the whole key, which the
+    /// program checks with [`Self::same`]; of two keys with one hash only one can be in the map,
+    /// and queries for the other are passed to userspace. FxHash steps with MurmurHash3's
+    /// finaliser; the same code runs in the XDP program and in userspace.
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        let mut hash = 0_u64;
+        for word in self.words() {
+            hash = (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        hash ^ (hash >> 33)
+    }
+
+    /// Whether `other` is the same key, compared a word at a time (a derived comparison would
+    /// become a byte loop in BPF).
+    #[inline(always)]
+    pub fn same(&self, other: &Self) -> bool {
+        let mut differ = 0;
+        for (a, b) in self.words().iter().zip(other.words()) {
+            differ |= a ^ b;
+        }
+        differ == 0
     }
 }
 
@@ -153,6 +193,15 @@ pub struct Answer {
     pub selection: u16,
     /// Answer section, owners compressed to the question name (offset 12).
     pub data: [u8; ANSWER_DATA_LEN],
+}
+
+/// Value of the short answer map: the answer with the key it answers, which the hash key
+/// alone does not pin down (see [`ShortNameKey::hash`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyedAnswer {
+    pub key: ShortNameKey,
+    pub answer: Answer,
 }
 
 impl Answer {
@@ -280,6 +329,8 @@ mod pod {
     unsafe impl<const N: usize> aya::Pod for super::NameKey<N> {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Answer {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KeyedAnswer {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Services {}
     // SAFETY: as above.

@@ -16,14 +16,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use edge_common::{
-    Answer, Counter, LongNameKey, Services, ShortNameKey, State, selection_key, state_slot,
+    Answer, Counter, KeyedAnswer, LongNameKey, Services, State, selection_key, state_slot,
 };
 use headers::{ETH_LEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Layout, ptr_at};
 use query::Scratch;
 
-/// Name and type → prebuilt answer, for names up to 64 octets. Userspace sizes it at load time.
+/// Hash of name and type (`ShortNameKey::hash`) → prebuilt answer with its key, for names up
+/// to 64 octets. Userspace sizes it at load time.
 #[btf_map(name = "edge_answers")]
-static ANSWERS: HashMap<ShortNameKey, Answer, 65536> = HashMap::new();
+static ANSWERS: HashMap<u64, KeyedAnswer, 65536> = HashMap::new();
 
 /// The same for longer names.
 #[btf_map(name = "edge_long_names")]
@@ -98,7 +99,9 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     let query = query::parse::<L>(ctx, scratch)?;
     // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced meanwhile.
     let found = if query.short {
-        unsafe { ANSWERS.get(&scratch.short) }
+        unsafe { ANSWERS.get(&scratch.short.hash()) }
+            .filter(|keyed| keyed.key.same(&scratch.short))
+            .map(|keyed| &keyed.answer)
     } else {
         unsafe { LONG_ANSWERS.get(&scratch.key) }
     };

@@ -236,6 +236,7 @@ fn publish(plane: &mut DataPlane, config: &Config, zones: &Zones) -> Result<()> 
         written = published.answers.written,
         removed = published.answers.removed,
         unchanged = published.answers.unchanged,
+        hash_collisions = published.answers.collisions,
         steered_written = published.steered_written,
         flipped = published.flipped,
         "answers published"

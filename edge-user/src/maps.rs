@@ -10,8 +10,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use edge_common::{
-    Answer, Counter, LongNameKey, SHORT_NAME_LEN, Services, ShortNameKey, State, selection_key,
-    state_slot,
+    Answer, Counter, KeyedAnswer, LongNameKey, SHORT_NAME_LEN, Services, ShortNameKey, State,
+    selection_key, state_slot,
 };
 
 use crate::dns::fast_path::Entry;
@@ -77,10 +77,11 @@ impl AnswerMaps {
     }
 }
 
-/// The name/type → answer maps that the XDP program answers from: one keyed by short names,
-/// one by long names. Callers see one map keyed by [`LongNameKey`].
+/// The name/type → answer maps that the XDP program answers from: one for short names (keyed by
+/// [`ShortNameKey::hash`], the value carrying the key), one keyed by long names. Callers see one
+/// map keyed by [`LongNameKey`].
 pub struct AnswerMap {
-    short: HashMap<MapData, ShortNameKey, Answer>,
+    short: HashMap<MapData, u64, KeyedAnswer>,
     long: HashMap<MapData, LongNameKey, Answer>,
     /// What the maps hold, read once (we are their only writer) and kept up to date, so that a
     /// round does not read every entry back from the kernel.
@@ -93,6 +94,8 @@ pub struct AnswerChanges {
     pub written: usize,
     pub removed: usize,
     pub unchanged: usize,
+    /// Entries left out because another short name has the same hash: userspace answers them.
+    pub collisions: usize,
 }
 
 impl AnswerMap {
@@ -117,8 +120,8 @@ impl AnswerMap {
     fn read(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
         let mut contents = StdHashMap::new();
         for entry in self.short.iter() {
-            let (key, answer) = entry.context("reading the answer map")?;
-            contents.insert(widen(&key), answer);
+            let (_, keyed) = entry.context("reading the answer map")?;
+            contents.insert(widen(&keyed.key), keyed.answer);
         }
         for entry in self.long.iter() {
             let (key, answer) = entry.context("reading the long-name answer map")?;
@@ -129,7 +132,14 @@ impl AnswerMap {
 
     fn insert(&mut self, key: &LongNameKey, answer: &Answer) -> Result<()> {
         match narrow(key) {
-            Some(short) => self.short.insert(short, answer, 0),
+            Some(short) => self.short.insert(
+                short.hash(),
+                KeyedAnswer {
+                    key: short,
+                    answer: *answer,
+                },
+                0,
+            ),
             None => self.long.insert(key, answer, 0),
         }
         .context(
@@ -139,7 +149,7 @@ impl AnswerMap {
 
     fn remove(&mut self, key: &LongNameKey) -> Result<()> {
         match narrow(key) {
-            Some(short) => self.short.remove(&short),
+            Some(short) => self.short.remove(&short.hash()),
             None => self.long.remove(key),
         }
         .context("removing from an answer map")
@@ -154,10 +164,22 @@ impl AnswerMap {
         entries: &[(LongNameKey, Answer)],
     ) -> Result<AnswerChanges> {
         let mut changes = AnswerChanges::default();
+        // Short-key hashes in the map and whose they are, built when first needed.
+        let mut hashes: Option<StdHashMap<u64, LongNameKey>> = None;
         for (key, answer) in entries {
             if current.get(key) == Some(answer) {
                 changes.unchanged += 1;
                 continue;
+            }
+            if let Some(short) = narrow(key) {
+                let hashes = hashes.get_or_insert_with(|| short_hashes(&current));
+                match hashes.get(&short.hash()) {
+                    Some(holder) if holder != key => {
+                        changes.collisions += 1;
+                        continue;
+                    }
+                    _ => hashes.insert(short.hash(), *key),
+                };
             }
             self.insert(key, answer)?;
             current.insert(*key, *answer);
@@ -177,6 +199,14 @@ impl AnswerMap {
         self.known = Some(current);
         Ok(changes)
     }
+}
+
+/// The hash of every short key in `contents`, and its key.
+fn short_hashes(contents: &StdHashMap<LongNameKey, Answer>) -> StdHashMap<u64, LongNameKey> {
+    contents
+        .keys()
+        .filter_map(|key| narrow(key).map(|short| (short.hash(), *key)))
+        .collect()
 }
 
 /// The short-map key for `key`, if its name fits.

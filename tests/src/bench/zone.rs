@@ -91,7 +91,14 @@ impl BenchZone {
     /// do not walk the zone in creation order. kxdpgun (`-i`) and dnsperf (`-d`) read the same
     /// `name type` lines.
     pub fn query_file(&self) -> String {
-        let mut order: Vec<usize> = (0..self.names).collect();
+        self.sample_query_file(self.names)
+    }
+
+    /// `asked` names spread evenly over the zone (every name when `asked` is the zone's size),
+    /// each once as an A query, in a fixed shuffled order: a hot set of a large zone whose
+    /// entries lie all over the answer table.
+    pub fn sample_query_file(&self, asked: usize) -> String {
+        let mut order: Vec<usize> = (0..asked).map(|i| i * self.names / asked).collect();
         shuffle(&mut order);
         let mut text = String::with_capacity(32 * self.names);
         for i in order {
@@ -168,6 +175,16 @@ mod tests {
         assert_eq!(asked, expected.iter().map(String::as_str).collect());
         assert_ne!(lines[0], "name0.bench.example A", "the order is shuffled");
         assert_eq!(text, zone.query_file(), "the order is the same every run");
+    }
+
+    #[test]
+    fn sample_spreads_over_the_zone() {
+        let text = BenchZone::new(1_000_000).sample_query_file(1000);
+        let asked: BTreeSet<&str> = text.lines().collect();
+        assert_eq!(asked.len(), 1000);
+        assert!(asked.contains("name0.bench.example A"));
+        assert!(asked.contains("name999000.bench.example A"));
+        assert!(!asked.contains("name1.bench.example A"));
     }
 
     /// NSD's own zone checker reads the file the peers load.
