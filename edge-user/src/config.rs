@@ -556,6 +556,25 @@ mod tests {
     }
 
     #[test]
+    fn more_service_addresses_than_the_fast_path_holds_are_refused() {
+        let listen = |count: u8| {
+            let addresses: Vec<String> = (1..=count)
+                .map(|i| format!("\"192.0.2.{i}:53\""))
+                .chain(["\"[2001:db8::1]:53\"".to_string()])
+                .collect();
+            format!("{MINIMAL}[dns]\nlisten = [{}]\n", addresses.join(", "))
+        };
+        assert!(parse(&listen(SERVICES_MAX as u8)).is_ok());
+        let error = parse(&listen(SERVICES_MAX as u8 + 1)).unwrap_err();
+        assert_eq!(
+            error.field,
+            format!("dns.listen[{SERVICES_MAX}]"),
+            "{error}"
+        );
+        assert!(error.reason.contains("at most 16"), "{error}");
+    }
+
+    #[test]
     fn pools_parse_and_duplicates_are_refused() {
         let pools = "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"2001:db8::1\"\n";
         let config = parse(&format!("{MINIMAL}{pools}")).unwrap();

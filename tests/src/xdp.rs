@@ -79,7 +79,7 @@ pub struct Program {
     loaded: Loaded,
     counters: Counters,
     pub answers: AnswerMaps,
-    _services: ServiceMap,
+    pub services: ServiceMap,
 }
 
 impl Program {
@@ -122,7 +122,7 @@ impl Program {
             loaded: Loaded::new(ebpf, program_name::DNS)?,
             counters,
             answers,
-            _services: services,
+            services,
         })
     }
 

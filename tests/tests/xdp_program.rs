@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Result;
 use edge_common::Counter;
 use edge_tests::xdp::*;
+use edge_user::dns::fast_path;
 use etherparse::PacketBuilder;
 
 /// A 255-octet name (the RFC 1035 maximum) inside example.com.
@@ -327,6 +328,19 @@ fn only_service_addresses_are_answered() -> Result<()> {
         .udp(CLIENT_PORT, 5353)
         .write(&mut v6_5353, &query.bytes())?;
     assert_eq!(program.run(&v6_5353)?.0, XDP_TX);
+
+    // A new set (a restart with another `dns.listen`) replaces the old one whole: the program
+    // flips to the other copy of the table.
+    program
+        .services
+        .replace(&fast_path::services(&["198.18.0.3:53".parse()?]))?;
+    assert_eq!(program.run(&other_address)?.0, XDP_TX);
+    program.assert_passed(&query.frame(), Counter::NotService)?;
+    program.assert_passed(&v6_5353, Counter::NotService)?;
+    // And back: the first copy is written again.
+    program.services.replace(&fast_path::services(&listen))?;
+    assert_eq!(program.run(&query.frame())?.0, XDP_TX);
+    program.assert_passed(&other_address, Counter::NotService)?;
     Ok(())
 }
 
