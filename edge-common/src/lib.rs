@@ -98,19 +98,29 @@ impl ShortNameKey {
     /// The short answer map's key for this name and type: a 64-bit hash, so that the kernel
     /// hashes and compares 8 bytes instead of 72. The map value carries the whole key, which the
     /// program checks with [`Self::same`]; of two keys with one hash only one can be in the map,
-    /// and queries for the other are passed to userspace. FxHash steps with MurmurHash3's
-    /// finaliser; the same code runs in the XDP program and in userspace.
+    /// and queries for the other are passed to userspace. xxHash64's steps for 8-byte lanes and
+    /// its final avalanche (simpler multiply-and-rotate steps collide on names that differ in a
+    /// few digits); the same code runs in the XDP program and in userspace.
     #[inline(always)]
     pub fn hash(&self) -> u64 {
-        let mut hash = 0_u64;
+        const P1: u64 = 0x9e37_79b1_85eb_ca87;
+        const P2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+        const P3: u64 = 0x1656_67b1_9e37_79f9;
+        const P4: u64 = 0x85eb_ca77_c2b2_ae63;
+        const P5: u64 = 0x27d4_eb2f_1656_67c5;
+        let mut hash = P5.wrapping_add((SHORT_KEY_WORDS * 8) as u64);
         for word in self.words() {
-            hash = (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+            let lane = word.wrapping_mul(P2).rotate_left(31).wrapping_mul(P1);
+            hash = (hash ^ lane)
+                .rotate_left(27)
+                .wrapping_mul(P1)
+                .wrapping_add(P4);
         }
         hash ^= hash >> 33;
-        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        hash ^= hash >> 33;
-        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        hash ^ (hash >> 33)
+        hash = hash.wrapping_mul(P2);
+        hash ^= hash >> 29;
+        hash = hash.wrapping_mul(P3);
+        hash ^ (hash >> 32)
     }
 
     /// Whether `other` is the same key, compared a word at a time (a derived comparison would

@@ -20,6 +20,7 @@ use edge_tests::{
     bench::command_output,
     bench::{
         cpus::{self, CLIENT_CPU, SERVER_CPU},
+        program_cost::{self, ProgramCost},
         load::{self, DnsperfReport, DnsperfRun, KxdpgunReport, KxdpgunRun},
         peers::{self, PeerSetup},
         report::{Table, count, median, percent, rate, replace_section},
@@ -81,6 +82,9 @@ struct Args {
     /// working on one of them.
     #[arg(long, value_enum, value_delimiter = ',')]
     peers: Vec<Peer>,
+    /// Skip timing the XDP programs with BPF_PROG_TEST_RUN.
+    #[arg(long)]
+    skip_program_cost: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -299,8 +303,13 @@ fn main() -> Result<()> {
         results.push((peer, outcome));
     }
     drop(bench);
+    let costs = if args.skip_program_cost {
+        Vec::new()
+    } else {
+        program_costs()?
+    };
 
-    let section = report(&args.command, &date, started.elapsed(), &results)?;
+    let section = report(&args.command, &date, started.elapsed(), &results, &costs)?;
     print!("{section}");
     if let Some(out) = &args.out {
         let document = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -639,11 +648,56 @@ fn version(program: &str, args: &[&str]) -> String {
     )
 }
 
+/// Zone size and names asked of each program-cost row: the two zones of the table, and a
+/// sample of the large one spread thinly enough that its lookups miss the caches.
+const COST_ROWS: [(usize, usize); 3] = [
+    (SMALL_ZONE, SMALL_ZONE),
+    (LARGE_ZONE, SMALL_ZONE),
+    (LARGE_ZONE, 10 * SMALL_ZONE),
+];
+
+/// Each [`COST_ROWS`] row's cost, timed with BPF_PROG_TEST_RUN.
+fn program_costs() -> Result<Vec<(usize, usize, ProgramCost)>> {
+    COST_ROWS
+        .iter()
+        .map(|&(names, asked)| {
+            eprintln!("bench: XDP program cost, {names} names, {asked} asked");
+            Ok((names, asked, program_cost::measure(BenchZone::new(names), asked)?))
+        })
+        .collect()
+}
+
+/// The program-cost table.
+fn program_cost_section(costs: &[(usize, usize, ProgramCost)]) -> String {
+    let mut table = Table::new(&["zone", "names asked", "edge_dns", "reflector", "edge_dns − reflector"]);
+    for (names, asked, cost) in costs {
+        table.row(vec![
+            count(*names as u64),
+            count(*asked as u64),
+            format!("{:.0} ns", cost.edge),
+            format!("{:.0} ns", cost.reflector),
+            format!("{:.0} ns", cost.edge - cost.reflector),
+        ]);
+    }
+    format!(
+        "\n### XDP program cost per query\n\n\
+         Apart from the veth pair, kxdpgun and their scheduling: every query frame of the row runs \
+         through `edge_dns` (the zone loaded as edge publishes it) and through the reflector with \
+         BPF_PROG_TEST_RUN, one run per call, {ROUNDS} rounds; the kernel times each run and a \
+         frame's figure is its fastest round (which filters out other work on the machine). The \
+         figures include the test-run call's own overhead, the same for both programs; the last \
+         column is what answering from the maps adds.\n\n{}",
+        table.markdown(),
+        ROUNDS = program_cost::ROUNDS,
+    )
+}
+
 fn report(
     command: &str,
     date: &str,
     took: Duration,
     results: &[(Peer, Outcome)],
+    costs: &[(usize, usize, ProgramCost)],
 ) -> Result<String> {
     let measured = |peer: Peer| {
         results.iter().find_map(|(p, outcome)| match outcome {
@@ -792,6 +846,9 @@ fn report(
         percent(answered(Peer::EdgeXdpMillionHot), edge),
         percent(answered(Peer::EdgeXdpMillion), edge),
     ));
+    if !costs.is_empty() {
+        text.push_str(&program_cost_section(costs));
+    }
     if !notes.is_empty() {
         text.push_str("\nNotes:\n\n");
         for note in &notes {

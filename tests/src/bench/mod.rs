@@ -6,6 +6,7 @@
 pub mod cpus;
 pub mod load;
 pub mod peers;
+pub mod program_cost;
 pub mod report;
 pub mod web;
 pub mod wrk;
