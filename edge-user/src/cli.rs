@@ -102,6 +102,22 @@ enum Command {
     },
 }
 
+/// The daemon's runtime: one worker thread per CPU the process may run on (its affinity mask,
+/// as `available_parallelism` reads it, like nginx's `worker_processes auto`), and a single
+/// thread without a work-stealing scheduler when that is one CPU, where more threads only add
+/// wake-ups and context switches.
+fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cpus);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 /// Runs the command line; the `edge` binary's whole `main`.
 pub fn main() -> std::process::ExitCode {
     match execute(Cli::parse().command) {
@@ -125,7 +141,7 @@ fn execute(command: Command) -> Result<()> {
         Command::Run {
             config,
             keep_data_plane,
-        } => tokio::runtime::Runtime::new()?.block_on(run(&config, keep_data_plane)),
+        } => daemon_runtime()?.block_on(run(&config, keep_data_plane)),
         Command::Check { config } => check(&config),
         Command::Stats { config, json } => stats(&config, json),
         Command::Purge { config, url } => purge(&config, &url),

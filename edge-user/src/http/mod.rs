@@ -13,6 +13,7 @@ use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
+use futures_util::future::{self, Either};
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
@@ -63,7 +64,11 @@ impl HttpServer {
         let serve = {
             let http = http.clone();
             accept(service, http.clone(), move |request| {
-                proxy.clone().handle(request)
+                match proxy.fresh_hit(&request) {
+                    Some(response) => Either::Left(future::ready(response)),
+                    // Boxed: the whole request path's state is large, and moved with the future.
+                    None => Either::Right(Box::pin(proxy.clone().handle(request))),
+                }
             })
         };
         let admin_cache = cache.clone();
