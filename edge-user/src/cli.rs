@@ -324,3 +324,49 @@ fn stats(path: &Path, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    /// This thread's affinity mask, set to `set`; returns the previous one.
+    fn set_affinity(set: &libc::cpu_set_t) -> libc::cpu_set_t {
+        // SAFETY: both masks are valid cpu_set_t values; pid 0 is the calling thread.
+        unsafe {
+            let mut previous = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut previous),
+                0
+            );
+            assert_eq!(
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set),
+                0
+            );
+            previous
+        }
+    }
+
+    #[test]
+    fn one_allowed_cpu_gets_a_single_threaded_runtime() {
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
+        let one = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            set
+        };
+        let previous = set_affinity(&one);
+        let flavor = daemon_runtime().unwrap().handle().runtime_flavor();
+        set_affinity(&previous);
+        assert_eq!(flavor, RuntimeFlavor::CurrentThread);
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let flavor = daemon_runtime().unwrap().handle().runtime_flavor();
+        let expected = if cpus == 1 {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(flavor, expected);
+    }
+}

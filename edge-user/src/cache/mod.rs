@@ -1,10 +1,11 @@
-//! The static content cache: objects on disk ([`store`]), the index of what is stored by key
-//! and Vary variant, freshness rules ([`policy`]), eviction ([`eviction`]) and request
-//! coalescing ([`flight`]). HTTP framing lives in [`crate::http`].
+//! The static content cache: objects on disk ([`store`]) and their mapped bodies ([`mapped`]),
+//! the index of what is stored by key and Vary variant, freshness rules ([`policy`]), eviction
+//! ([`eviction`]) and request coalescing ([`flight`]). HTTP framing lives in [`crate::http`].
 
 pub mod eviction;
 pub mod flight;
 pub mod key;
+pub mod mapped;
 pub mod policy;
 pub mod store;
 

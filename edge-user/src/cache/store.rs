@@ -19,12 +19,12 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_cache_semantics::CachePolicy;
-use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::{
     key::{CacheKey, ObjectId},
+    mapped,
     policy::Clock,
 };
 
@@ -112,17 +112,7 @@ impl Object {
         let body = if self.body_len == 0 {
             Bytes::new()
         } else {
-            let file = File::open(&self.path)?;
-            // SAFETY: the file is ours and never written after the rename that published it;
-            // eviction unlinks it, which leaves the mapping valid.
-            let map = unsafe { Mmap::map(&file)? };
-            if (map.len() as u64) < self.body_len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object shrank",
-                ));
-            }
-            Bytes::from_owner(map).slice(..self.body_len as usize)
+            mapped::map(&self.path, self.body_len)?
         };
         Ok(self.body.get_or_init(|| body).clone())
     }

@@ -8,6 +8,7 @@ pub mod origin;
 pub mod proxy;
 pub mod respond;
 pub mod site;
+pub mod stream;
 
 use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
 
@@ -21,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{debug, info, warn};
 
-use self::{config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites};
+use self::{config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites, stream::Stream};
 use crate::{
     cache::{Cache, policy::Rules},
     config::Config,
@@ -124,7 +125,7 @@ where
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let connection = builder.serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(Stream::new(stream)),
             service_fn(move |request| {
                 let response = handle(request);
                 async move { Ok::<_, Infallible>(response.await) }

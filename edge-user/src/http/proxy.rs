@@ -87,7 +87,7 @@ impl Proxy {
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let (site, key) = match self.target(&request) {
             Ok(target) => target,
-            Err(response) => return response,
+            Err((status, reason)) => return respond::plain(status, &reason),
         };
         let method = request.method().clone();
         if (method == Method::GET || method == Method::HEAD) && site.is_static(key.path()) {
@@ -106,31 +106,30 @@ impl Proxy {
         response
     }
 
-    /// The site and cache key `request` addresses, or the error answer.
-    #[allow(clippy::result_large_err)]
-    fn target(&self, request: &Request<Incoming>) -> Result<(Arc<Site>, CacheKey), Response<Body>> {
+    /// The site and cache key `request` addresses, or the status and reason of the refusal.
+    fn target(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<(Arc<Site>, CacheKey), (StatusCode, String)> {
+        let refuse = |status, reason: &str| Err((status, reason.to_string()));
         let mut hosts = request.headers().get_all(header::HOST).iter();
         let host = hosts.next();
         if hosts.next().is_some() {
-            return Err(respond::plain(
-                StatusCode::BAD_REQUEST,
-                "more than one Host",
-            ));
+            return refuse(StatusCode::BAD_REQUEST, "more than one Host");
         }
         let host = match host.map(HeaderValue::to_str) {
-            Some(Err(_)) => return Err(respond::plain(StatusCode::BAD_REQUEST, "malformed Host")),
+            Some(Err(_)) => return refuse(StatusCode::BAD_REQUEST, "malformed Host"),
             Some(Ok(host)) => Some(host),
             None => None,
         };
-        let key = CacheKey::from_request(host, request.uri())
-            .map_err(|error| respond::plain(StatusCode::BAD_REQUEST, &error.to_string()))?;
-        let Some(site) = self.sites.get(key.host()).cloned() else {
-            return Err(respond::plain(
-                StatusCode::MISDIRECTED_REQUEST,
-                "no such site here",
-            ));
+        let key = match CacheKey::from_request(host, request.uri()) {
+            Ok(key) => key,
+            Err(error) => return refuse(StatusCode::BAD_REQUEST, &error.to_string()),
         };
-        Ok((site, key))
+        match self.sites.get(key.host()) {
+            Some(site) => Ok((site.clone(), key)),
+            None => refuse(StatusCode::MISDIRECTED_REQUEST, "no such site here"),
+        }
     }
 
     /// Hands a request through to the origin, uncached.
