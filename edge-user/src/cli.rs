@@ -102,10 +102,10 @@ enum Command {
     },
 }
 
-/// The daemon's runtime: one worker thread per CPU the process may run on (its affinity mask,
-/// as `available_parallelism` reads it, like nginx's `worker_processes auto`), and a single
-/// thread without a work-stealing scheduler when that is one CPU, where more threads only add
-/// wake-ups and context switches.
+/// The daemon's runtime: one worker thread per CPU the process may use (its affinity mask and
+/// cgroup quota, as `available_parallelism` reads them), and a single thread without a
+/// work-stealing scheduler when that is one CPU, where more threads only add wake-ups and
+/// context switches.
 fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut builder = if cpus == 1 {
