@@ -69,26 +69,30 @@ enum Server {
     Edge,
     Nginx,
     Varnish,
-    /// nginx again, with the client end's TSO on: its requests then bypass the PoP end's NAPI
-    /// and are received on the client's CPU, as every server's were before the harness turned
-    /// TSO off. Kept to show what that layout gave nginx.
-    NginxClientTso,
+    /// nginx again, with the client end's TSO off: its requests are then received by the PoP
+    /// end's NAPI kthread on the server CPU, as edge's are (see [`Bench::client_tso`]).
+    NginxClientTsoOff,
 }
 
 impl Server {
-    const ALL: [Self; 4] = [Self::Edge, Self::Nginx, Self::Varnish, Self::NginxClientTso];
+    const ALL: [Self; 4] = [
+        Self::Edge,
+        Self::Nginx,
+        Self::Varnish,
+        Self::NginxClientTsoOff,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::Edge => "edge",
             Self::Nginx => "nginx 1.22, sendfile",
             Self::Varnish => "Varnish 7.1, malloc",
-            Self::NginxClientTso => "nginx, client TSO on",
+            Self::NginxClientTsoOff => "nginx, client TSO off",
         }
     }
 
     fn is_nginx(self) -> bool {
-        matches!(self, Self::Nginx | Self::NginxClientTso)
+        matches!(self, Self::Nginx | Self::NginxClientTsoOff)
     }
 
     /// nginx serves files; it has no miss path.
@@ -269,7 +273,7 @@ enum Running {
 impl Bench {
     /// Starts `server`, then measures every workload it serves, appending to `results`.
     fn measure(&self, server: Server, results: &mut Results) -> Result<()> {
-        self.client_tso(server == Server::NginxClientTso)?;
+        self.client_tso(server != Server::NginxClientTsoOff)?;
         let mut running = self.start(server)?;
         self.wait_serving(server, &mut running)?;
         self.thread_napi()?;
@@ -311,12 +315,12 @@ impl Bench {
         Ok(())
     }
 
-    /// Turns the client end's TCP segmentation offload on or off. A veth passes a packet to the
-    /// peer's NAPI (GRO) only when the sending end has no TSO; otherwise the peer receives it on
-    /// the sender's CPU. Off, every server's requests are received by the PoP end's NAPI kthread
-    /// on the server CPU, as with edge, whose native XDP program on a veth turns the peer's
-    /// segmentation offloads off whatever this says. Set before a server starts: edge's program
-    /// holds TSO off while attached.
+    /// Turns the client end's TCP segmentation offload on (the default) or off. A veth passes a
+    /// packet to the peer's NAPI (GRO) only when the sending end has no TSO; otherwise the peer
+    /// receives it on the sender's CPU. Off, a server's requests are received by the PoP end's
+    /// NAPI kthread on the server CPU, as edge's always are: its native XDP program on a veth
+    /// turns the peer's segmentation offloads off whatever this says. Set before a server
+    /// starts, while no program holds TSO off.
     fn client_tso(&self, on: bool) -> Result<()> {
         let state = if on { "on" } else { "off" };
         self.topology
@@ -340,7 +344,7 @@ impl Bench {
                 cpus::pin(edge.id(), SERVER_CPU)?;
                 Running::Edge { _process: edge }
             }
-            Server::Nginx | Server::NginxClientTso => {
+            Server::Nginx | Server::NginxClientTsoOff => {
                 Running::Daemon(web::start_nginx(&setup, &self.root)?)
             }
             Server::Varnish => Running::Daemon(web::start_varnish(&setup, ORIGIN, "256m")?),
@@ -673,8 +677,8 @@ fn report(
         "\n- edge 1 KB hits vs nginx, requests per second (aim ≥ 1.2×): {}\n\
          - edge 10 MB hits vs nginx, throughput (aim ≥ 1×): {}\n\
          - edge vs Varnish: 1 KB hits {}, 10 MB hits {}, misses {}\n\
-         - edge vs nginx with the client end's TSO on (nginx's requests received on the \
-         client's CPU, edge's on the server's): 1 KB hits {}, 10 MB hits {}\n",
+         - edge vs `nginx, client TSO off` (requests received on CPU {SERVER_CPU} for both, see \
+         Receive path): 1 KB hits {}, 10 MB hits {}\n",
         times(
             rps(Server::Edge, Workload::SmallHit),
             rps(Server::Nginx, Workload::SmallHit)
@@ -697,11 +701,11 @@ fn report(
         ),
         times(
             rps(Server::Edge, Workload::SmallHit),
-            rps(Server::NginxClientTso, Workload::SmallHit)
+            rps(Server::NginxClientTsoOff, Workload::SmallHit)
         ),
         times(
             bps(Server::Edge, Workload::LargeHit),
-            bps(Server::NginxClientTso, Workload::LargeHit)
+            bps(Server::NginxClientTsoOff, Workload::LargeHit)
         ),
     ));
     if !notes.is_empty() {
@@ -738,17 +742,17 @@ fn report(
          detaching edge's XDP program turns it off) pinned to CPU {SERVER_CPU}, as in the DNS \
          benchmark. Two CPUs in all, so the client side (wrk, and the origin on the miss \
          path) shares one CPU and can be the limit, for 10 MB objects above all.\n\
-         - Receive path: the client end's TSO is off for every server (`ethtool -K eth0 tso \
-         off` in the client namespace) except the row `nginx, client TSO on`. A veth hands a \
-         packet to the peer's GRO, and so to the PoP end's NAPI kthread on CPU {SERVER_CPU}, \
-         only when the sending end has no TSO; with TSO on, the requests and ACKs are received \
-         on the sender's CPU ({CLIENT_CPU}, wrk's), outside the server's CPU budget. Attaching \
-         edge's native XDP program to the PoP end turns the client end's segmentation \
-         offloads off in any case (veth strips them from an XDP program's peer), so turning \
-         TSO off gives every server the same receive path; the extra nginx row shows the \
-         other layout. The client end runs the topology's XDP_PASS program for every server, \
-         so the PoP end segments in software and the client end receives through NAPI, copying \
-         each packet, in softirq on CPU {SERVER_CPU}.\n\
+         - Receive path, which differs between edge and the others: a veth hands a packet to \
+         the peer's GRO, and so to the PoP end's NAPI kthread on CPU {SERVER_CPU}, only when the \
+         sending end has no TSO. With the client end's TSO on (the default), nginx's and \
+         Varnish's requests and ACKs are received on the sender's CPU ({CLIENT_CPU}, wrk's), \
+         outside the server's CPU. edge's native XDP program on the PoP end makes veth turn the \
+         client end's segmentation offloads off, so edge's are received by the NAPI kthread on \
+         CPU {SERVER_CPU}, each packet copied for the XDP program first. The row `nginx, client \
+         TSO off` (`ethtool -K eth0 tso off` in the client namespace) gives nginx edge's receive \
+         path. The client end runs the topology's XDP_PASS program for every server, so the PoP \
+         end segments in software and the client end receives through NAPI, copying each \
+         packet, in softirq on CPU {SERVER_CPU}.\n\
          - Warm-up: each object is fetched twice with curl (bytes checked; edge's second answer \
          must say `x-cache: hit`, or `miss` for the miss path; a hit must not reach the \
          origin), then a {WARM_SECONDS} s wrk run that is not kept.\n\
