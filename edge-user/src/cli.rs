@@ -102,6 +102,22 @@ enum Command {
     },
 }
 
+/// The daemon's runtime: one worker thread per CPU the process may use (its affinity mask and
+/// cgroup quota, as `available_parallelism` reads them), and a single thread without a
+/// work-stealing scheduler when that is one CPU, where more threads only add wake-ups and
+/// context switches.
+fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cpus);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 /// Runs the command line; the `edge` binary's whole `main`.
 pub fn main() -> std::process::ExitCode {
     match execute(Cli::parse().command) {
@@ -125,7 +141,7 @@ fn execute(command: Command) -> Result<()> {
         Command::Run {
             config,
             keep_data_plane,
-        } => tokio::runtime::Runtime::new()?.block_on(run(&config, keep_data_plane)),
+        } => daemon_runtime()?.block_on(run(&config, keep_data_plane)),
         Command::Check { config } => check(&config),
         Command::Stats { config, json } => stats(&config, json),
         Command::Purge { config, url } => purge(&config, &url),
@@ -308,4 +324,50 @@ fn stats(path: &Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    /// This thread's affinity mask, set to `set`; returns the previous one.
+    fn set_affinity(set: &libc::cpu_set_t) -> libc::cpu_set_t {
+        // SAFETY: both masks are valid cpu_set_t values; pid 0 is the calling thread.
+        unsafe {
+            let mut previous = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut previous),
+                0
+            );
+            assert_eq!(
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set),
+                0
+            );
+            previous
+        }
+    }
+
+    #[test]
+    fn one_allowed_cpu_gets_a_single_threaded_runtime() {
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
+        let one = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            set
+        };
+        let previous = set_affinity(&one);
+        let flavor = daemon_runtime().unwrap().handle().runtime_flavor();
+        set_affinity(&previous);
+        assert_eq!(flavor, RuntimeFlavor::CurrentThread);
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let flavor = daemon_runtime().unwrap().handle().runtime_flavor();
+        let expected = if cpus == 1 {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(flavor, expected);
+    }
 }

@@ -69,22 +69,35 @@ enum Server {
     Edge,
     Nginx,
     Varnish,
+    /// nginx again, with the client end's TSO off: its requests are then received by the PoP
+    /// end's NAPI kthread on the server CPU, as edge's are (see [`Bench::client_tso`]).
+    NginxClientTsoOff,
 }
 
 impl Server {
-    const ALL: [Self; 3] = [Self::Edge, Self::Nginx, Self::Varnish];
+    const ALL: [Self; 4] = [
+        Self::Edge,
+        Self::Nginx,
+        Self::Varnish,
+        Self::NginxClientTsoOff,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::Edge => "edge",
             Self::Nginx => "nginx 1.22, sendfile",
             Self::Varnish => "Varnish 7.1, malloc",
+            Self::NginxClientTsoOff => "nginx, client TSO off",
         }
+    }
+
+    fn is_nginx(self) -> bool {
+        matches!(self, Self::Nginx | Self::NginxClientTsoOff)
     }
 
     /// nginx serves files; it has no miss path.
     fn serves(self, workload: Workload) -> bool {
-        self != Self::Nginx || workload != Workload::Miss
+        !self.is_nginx() || workload != Workload::Miss
     }
 }
 
@@ -260,6 +273,7 @@ enum Running {
 impl Bench {
     /// Starts `server`, then measures every workload it serves, appending to `results`.
     fn measure(&self, server: Server, results: &mut Results) -> Result<()> {
+        self.client_tso(server != Server::NginxClientTsoOff)?;
         let mut running = self.start(server)?;
         self.wait_serving(server, &mut running)?;
         self.thread_napi()?;
@@ -301,6 +315,20 @@ impl Bench {
         Ok(())
     }
 
+    /// Turns the client end's TCP segmentation offload on (the default) or off. A veth passes a
+    /// packet to the peer's NAPI (GRO) only when the sending end has no TSO; otherwise the peer
+    /// receives it on the sender's CPU. Off, a server's requests are received by the PoP end's
+    /// NAPI kthread on the server CPU, as edge's always are: its native XDP program on a veth
+    /// turns the peer's segmentation offloads off whatever this says. Set before a server
+    /// starts, while no program holds TSO off.
+    fn client_tso(&self, on: bool) -> Result<()> {
+        let state = if on { "on" } else { "off" };
+        self.topology
+            .client
+            .run("ethtool", &["-K", INTERFACE, "tso", state])?;
+        Ok(())
+    }
+
     fn start(&self, server: Server) -> Result<Running> {
         let dir = self.topology.work_dir().join(format!("{server:?}"));
         let setup = WebSetup {
@@ -316,7 +344,9 @@ impl Bench {
                 cpus::pin(edge.id(), SERVER_CPU)?;
                 Running::Edge { _process: edge }
             }
-            Server::Nginx => Running::Daemon(web::start_nginx(&setup, &self.root)?),
+            Server::Nginx | Server::NginxClientTsoOff => {
+                Running::Daemon(web::start_nginx(&setup, &self.root)?)
+            }
             Server::Varnish => Running::Daemon(web::start_varnish(&setup, ORIGIN, "256m")?),
         })
     }
@@ -402,7 +432,7 @@ pool = "origins"
         let before = self.origin.seen().len();
         let second = get()?;
         let fetched = self.origin.seen().len() - before;
-        let expected = usize::from(workload == Workload::Miss && server != Server::Nginx);
+        let expected = usize::from(workload == Workload::Miss && !server.is_nginx());
         ensure!(
             fetched == expected,
             "{}: the second GET of {url} made {fetched} origin requests, not {expected}",
@@ -646,7 +676,9 @@ fn report(
     text.push_str(&format!(
         "\n- edge 1 KB hits vs nginx, requests per second (aim ≥ 1.2×): {}\n\
          - edge 10 MB hits vs nginx, throughput (aim ≥ 1×): {}\n\
-         - edge vs Varnish: 1 KB hits {}, 10 MB hits {}, misses {}\n",
+         - edge vs Varnish: 1 KB hits {}, 10 MB hits {}, misses {}\n\
+         - edge vs `nginx, client TSO off` (requests received on CPU {SERVER_CPU} for both, see \
+         Receive path): 1 KB hits {}, 10 MB hits {}\n",
         times(
             rps(Server::Edge, Workload::SmallHit),
             rps(Server::Nginx, Workload::SmallHit)
@@ -667,6 +699,14 @@ fn report(
             rps(Server::Edge, Workload::Miss),
             rps(Server::Varnish, Workload::Miss)
         ),
+        times(
+            rps(Server::Edge, Workload::SmallHit),
+            rps(Server::NginxClientTsoOff, Workload::SmallHit)
+        ),
+        times(
+            bps(Server::Edge, Workload::LargeHit),
+            bps(Server::NginxClientTsoOff, Workload::LargeHit)
+        ),
     ));
     if !notes.is_empty() {
         text.push_str("\nNotes:\n\n");
@@ -686,11 +726,14 @@ fn report(
          edge and Varnish (a hit-for-miss object, from its built-in VCL) forward every request \
          to the origin; the last column counts what the origin received during the runs. nginx \
          has no miss path.\n\
-         - Bodies: edge answers a hit with `Bytes` over the object's memory mapping, which hyper \
-         writes to the socket (one copy into the kernel); nginx uses sendfile (no copy); Varnish \
-         writes from its malloc storage.\n\
+         - Bodies: edge answers a hit with `Bytes` over the object's memory mapping; hyper \
+         writes the 1 KB body from it (one copy into the kernel, with the head in one writev), \
+         and edge's stream sends pieces of 64 KiB and more of the 10 MB body with sendfile \
+         from the object's file (no copy); nginx uses sendfile; Varnish writes from its \
+         malloc storage.\n\
          - Servers: edge with `[http]` (one site, `cache_capacity = \"256 MiB\"`, objects \
-         memory-mapped) and its XDP program on the PoP end; nginx with one worker, `sendfile \
+         memory-mapped, one runtime thread: it starts with the benchmark's one-CPU affinity) \
+         and its XDP program on the PoP end; nginx with one worker, `sendfile \
          on`, `tcp_nopush on`, no access log; Varnish with the built-in VCL, `-b {ORIGIN}`, \
          `-s malloc,256m`, default thread pools. Each is started from its own config in a \
          scratch directory (not the system service) and stopped afterwards.\n\
@@ -699,6 +742,17 @@ fn report(
          detaching edge's XDP program turns it off) pinned to CPU {SERVER_CPU}, as in the DNS \
          benchmark. Two CPUs in all, so the client side (wrk, and the origin on the miss \
          path) shares one CPU and can be the limit, for 10 MB objects above all.\n\
+         - Receive path, which differs between edge and the others: a veth hands a packet to \
+         the peer's GRO, and so to the PoP end's NAPI kthread on CPU {SERVER_CPU}, only when the \
+         sending end has no TSO. With the client end's TSO on (the default), nginx's and \
+         Varnish's requests and ACKs are received on the sender's CPU ({CLIENT_CPU}, wrk's), \
+         outside the server's CPU. edge's native XDP program on the PoP end makes veth turn the \
+         client end's segmentation offloads off, so edge's are received by the NAPI kthread on \
+         CPU {SERVER_CPU}, each packet copied for the XDP program first. The row `nginx, client \
+         TSO off` (`ethtool -K eth0 tso off` in the client namespace) gives nginx edge's receive \
+         path. The client end runs the topology's XDP_PASS program for every server, so the PoP \
+         end segments in software and the client end receives through NAPI, copying each \
+         packet, in softirq on CPU {SERVER_CPU}.\n\
          - Warm-up: each object is fetched twice with curl (bytes checked; edge's second answer \
          must say `x-cache: hit`, or `miss` for the miss path; a hit must not reach the \
          origin), then a {WARM_SECONDS} s wrk run that is not kept.\n\

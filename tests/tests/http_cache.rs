@@ -220,6 +220,41 @@ fn miss_then_hit_with_age_and_restart_keeps_hits() -> Result<()> {
     Ok(())
 }
 
+/// Bytes `pid` has read through read-like system calls (sendfile counts; reading a mapping
+/// does not).
+fn read_chars(pid: u32) -> Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar: "))
+        .context("rchar in /proc/PID/io")?
+        .parse()
+        .context("rchar")
+}
+
+#[test]
+fn large_hits_are_sent_from_the_file() -> Result<()> {
+    let pop = Pop::start("http-sendfile", "")?;
+    let size = 3 << 20;
+    let path = format!("/large.bin?size={size}&cc=max-age%3D600");
+    let body = pattern(size);
+    assert_eq!(pop.get(&path)?.body, body);
+    let pid = pop.edge.as_ref().context("edge")?.id();
+    let before = read_chars(pid)?;
+    let hit = pop.get(&path)?;
+    assert_eq!(hit.cache(), "hit");
+    assert_eq!(hit.body, body);
+    let range = pop.request("static.example.com", &path, &["-r", "100000-2999999"])?;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, body[100000..3000000]);
+    let read = read_chars(pid)? - before;
+    // A last piece under 64 KiB of each body is written from the mapping.
+    assert!(
+        read + 2 * 65536 >= size as u64 + 2_900_000,
+        "edge read {read} bytes: the bodies did not go with sendfile"
+    );
+    Ok(())
+}
+
 #[test]
 fn freshness_rules_and_stale_answers() -> Result<()> {
     let pop = Pop::start("http-fresh", "")?;

@@ -43,8 +43,38 @@ impl CacheKey {
         if !target.starts_with('/') {
             return Err(BadTarget::Target);
         }
+        if let Some(key) = Self::already_normal(host, target) {
+            return Ok(key);
+        }
         let url = Url::parse(&format!("http://{host}{target}")).map_err(|_| BadTarget::Host)?;
         Self::from_url(&url).ok_or(BadTarget::Host)
+    }
+
+    /// The key of a request that URL parsing would leave as it is, without parsing (the common
+    /// case, and a cost on every hit otherwise): a lower-case domain name whose last label starts
+    /// with a letter (so no IPv4 form) and that has no IDNA label, and a target of characters the
+    /// URL standard neither encodes nor reinterprets, without dot segments.
+    fn already_normal(host: &str, target: &str) -> Option<Self> {
+        let label = |label: &str| {
+            !label.is_empty()
+                && !label.starts_with("xn--")
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        let last = host.rsplit('.').next()?;
+        if !host.split('.').all(label) || !last.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return None;
+        }
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let kept = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?".contains(&b);
+        if !target.bytes().all(kept) || path.split('/').any(|s| s == "." || s == "..") {
+            return None;
+        }
+        Some(Self {
+            host: host.to_string(),
+            path_and_query: target.to_string(),
+        })
     }
 
     /// The key of an absolute `http://` URL, as `edge purge` is given.
@@ -177,6 +207,60 @@ mod tests {
         let root = key("h.example", "/../../../etc/passwd").unwrap();
         assert_eq!(root.path(), "/etc/passwd");
         assert_eq!(key("h.example", "/%2e%2e/%2e%2e/etc/passwd").unwrap(), root);
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_url_parsing() {
+        let hosts = [
+            "h.example",
+            "static.example.com",
+            "a-1.b2",
+            "1.2.3.4",
+            "example.0x1f",
+            "xn--nxasmq6b.example",
+            "a..b",
+            "h.example.",
+            "H.example",
+        ];
+        let pieces = [
+            "a", "/", ".", "..", "?", "%2e", "%41", "~", "'", "\\", "|", "^", "[", "=", "&", ":",
+            "@", "!", "$", "(", "*", ",", ";", "Z",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let host = hosts[rng.usize(..hosts.len())];
+            let mut target = String::from("/");
+            for _ in 0..rng.usize(..8) {
+                target.push_str(pieces[rng.usize(..pieces.len())]);
+            }
+            let Ok(uri) = target.parse::<Uri>() else {
+                continue;
+            };
+            let Some(short) = CacheKey::already_normal(host, &target) else {
+                continue;
+            };
+            let url = Url::parse(&format!("http://{host}{target}")).unwrap();
+            let parsed = CacheKey::from_url(&url).unwrap();
+            assert_eq!(short, parsed, "{host} {target}");
+            assert_eq!(CacheKey::from_request(Some(host), &uri), Ok(parsed));
+        }
+        for (host, target) in [
+            ("h.example", "/a/b.css?v=1&w=/x?y"),
+            ("a-1.b2", "/~u/(x)*,;=:@!$"),
+        ] {
+            assert!(CacheKey::already_normal(host, target).is_some());
+        }
+        for (host, target) in [
+            ("1.2.3.4", "/"),
+            ("example.0x1f", "/"),
+            ("xn--nxasmq6b.example", "/"),
+            ("H.example", "/"),
+            ("h.example", "/a/../b"),
+            ("h.example", "/%2e"),
+            ("h.example", "/a'?b'"),
+        ] {
+            assert!(CacheKey::already_normal(host, target).is_none());
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! The static content cache: objects on disk ([`store`]), the index of what is stored by key
-//! and Vary variant, freshness rules ([`policy`]), eviction ([`eviction`]) and request
-//! coalescing ([`flight`]). HTTP framing lives in [`crate::http`].
+//! The static content cache: objects on disk ([`store`]) and their mapped bodies ([`mapped`]),
+//! the index of what is stored by key and Vary variant, freshness rules ([`policy`]), eviction
+//! ([`eviction`]) and request coalescing ([`flight`]). HTTP framing lives in [`crate::http`].
 
 pub mod eviction;
 pub mod flight;
 pub mod key;
+pub mod mapped;
 pub mod policy;
 pub mod store;
 
@@ -16,7 +17,7 @@ use std::{
     time::SystemTime,
 };
 
-use http::request;
+use http::{HeaderMap, request};
 use tracing::info;
 
 use self::{
@@ -85,6 +86,31 @@ impl Cache {
         }
         info!(dir = %dir.display(), objects = count, bytes = cache.used(), "cache opened");
         Ok(cache)
+    }
+
+    /// The object for a fresh hit found by its clock alone, without the request view and RFC 9111
+    /// evaluation of [`Self::lookup`]: `request` (the client's headers) carries no cache
+    /// directives and the key has a single stored variant that does not vary. `None` does not
+    /// mean a miss, only that [`Self::lookup`] must decide.
+    pub fn fresh_hit(
+        &self,
+        key: &CacheKey,
+        request: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Arc<Object>> {
+        if !policy::plain_request(request) {
+            return None;
+        }
+        let mut index = self.index.lock().expect("cache index lock");
+        let [id] = index.variants.get(key)?.as_slice() else {
+            return None;
+        };
+        let object = index.objects.get(id)?.clone();
+        if object.fresh_for_plain_request(now) != Some(true) {
+            return None;
+        }
+        index.lru.touch(&object.id);
+        Some(object)
     }
 
     pub fn lookup(&self, key: &CacheKey, view: &request::Parts, now: SystemTime) -> Lookup {

@@ -103,6 +103,49 @@ impl Rules {
     }
 }
 
+/// A stored response's age and freshness as lines over time, computed once per object so that a
+/// hit parses nothing. Exact from `since` on: after the response was received, its age grows by
+/// the time resident in the cache (RFC 9111 §4.2.3) and its freshness lifetime does not change.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    since: SystemTime,
+    age: Duration,
+    stale_at: SystemTime,
+}
+
+impl Clock {
+    /// The clock of `policy` from `since`, or `None` when `since` is before the response was
+    /// received (the system clock stepped back), where age does not grow linearly.
+    pub fn new(policy: &CachePolicy, since: SystemTime) -> Option<Self> {
+        let age = policy.age(since);
+        let second = Duration::from_secs(1);
+        if policy.age(since + second) != age + second {
+            return None;
+        }
+        Some(Self {
+            since,
+            age,
+            stale_at: since + policy.time_to_live(since),
+        })
+    }
+
+    /// The age at `now`, or `None` before `since`.
+    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+        Some(self.age + now.duration_since(self.since).ok()?)
+    }
+
+    /// Whether the response is fresh at `now` (RFC 9111 §4.2), or `None` before `since`.
+    pub fn is_fresh(&self, now: SystemTime) -> Option<bool> {
+        (now >= self.since).then(|| now < self.stale_at)
+    }
+}
+
+/// Whether a request leaves reuse to freshness alone: it has no Cache-Control or Pragma that
+/// could demand revalidation or accept a stale response (RFC 9111 §5.2.1, §5.4).
+pub fn plain_request(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::CACHE_CONTROL) && !headers.contains_key(header::PRAGMA)
+}
+
 /// How `policy` can serve `request` (as [`view`] made it) at `now`.
 pub fn reuse(policy: &CachePolicy, request: &request::Parts, now: SystemTime) -> Reuse {
     match policy.before_request(request, now) {
@@ -308,6 +351,66 @@ mod tests {
         // Only Host and the varied headers are kept on disk.
         let kept = serde_json::to_string(&policy).unwrap();
         assert!(!kept.contains("secret"), "{kept}");
+    }
+
+    #[test]
+    fn the_clock_agrees_with_the_rules() {
+        let rules = Rules::new(0.1, Duration::from_secs(10));
+        let stored = SystemTime::now();
+        let date = httpdate::fmt_http_date(stored - Duration::from_secs(5));
+        let date: &'static str = Box::leak(date.into_boxed_str());
+        let responses = [
+            response(200, &[("cache-control", "max-age=60")]),
+            response(200, &[("cache-control", "max-age=60"), ("age", "50")]),
+            response(200, &[("cache-control", "s-maxage=3, max-age=600")]),
+            response(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("age", "100"),
+                    ("etag", "\"1\""),
+                ],
+            ),
+            response(200, &[("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]),
+            response(200, &[("date", date), ("expires", date), ("etag", "\"1\"")]),
+            response(
+                200,
+                &[("cache-control", "no-cache, max-age=60"), ("etag", "\"1\"")],
+            ),
+            response(
+                200,
+                &[
+                    ("date", date),
+                    ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+                ],
+            ),
+            response(404, &[]),
+        ];
+        for response in &responses {
+            let policy = rules.storable(&request(&[]), response, stored).unwrap();
+            let since = stored + Duration::from_millis(1500);
+            let clock = Clock::new(&policy, since).unwrap();
+            let ttl = policy.time_to_live(since).as_secs();
+            for later in [0, 1, ttl.saturating_sub(1), ttl, ttl + 1, 86_400 * 400] {
+                let now = since + Duration::from_secs(later);
+                let fresh = matches!(reuse(&policy, &request(&[]), now), Reuse::Fresh);
+                assert_eq!(
+                    clock.is_fresh(now),
+                    Some(fresh),
+                    "{response:?} at +{later}s"
+                );
+                assert_eq!(clock.age(now), Some(policy.age(now)));
+            }
+            assert_eq!(clock.is_fresh(since - Duration::from_secs(1)), None);
+            // Before the response arrived (a clock stepped back), age is not a line.
+            assert!(Clock::new(&policy, stored - Duration::from_secs(2)).is_none());
+        }
+        assert!(plain_request(&HeaderMap::new()));
+        for name in ["cache-control", "pragma"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static("no-cache"));
+            assert!(!plain_request(&headers));
+        }
     }
 
     #[test]

@@ -13,17 +13,20 @@ use std::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode, header};
 use http_cache_semantics::CachePolicy;
-use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::key::{CacheKey, ObjectId};
+use super::{
+    key::{CacheKey, ObjectId},
+    mapped,
+    policy::Clock,
+};
 
 const MAGIC: &[u8; 8] = b"EDGEOBJ1";
 const TRAILER_LEN: u64 = 24;
@@ -57,9 +60,49 @@ pub struct Object {
     path: PathBuf,
     /// The body mapped once, on the first hit; every hit after shares it.
     body: OnceLock<Bytes>,
+    /// Age and freshness from the time the object was loaded or stored, without parsing.
+    clock: Option<Clock>,
+    /// The response head of a plain hit, without Age: built once, cloned per hit.
+    hit_head: OnceLock<HeaderMap>,
 }
 
 impl Object {
+    fn new(id: ObjectId, meta: Meta, body_len: u64, size: u64, path: PathBuf) -> Self {
+        let clock = Clock::new(&meta.policy, SystemTime::now());
+        Self {
+            id,
+            meta,
+            body_len,
+            size,
+            path,
+            body: OnceLock::new(),
+            clock,
+            hit_head: OnceLock::new(),
+        }
+    }
+
+    /// The Age at `now` (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        self.clock
+            .and_then(|clock| clock.age(now))
+            .unwrap_or_else(|| self.meta.policy.age(now))
+    }
+
+    /// Whether the object is fresh at `now` for every request that carries no cache directives
+    /// ([`super::policy::plain_request`]), or `None` when that takes the full RFC 9111 evaluation: the
+    /// response varies, or the clock cannot tell.
+    pub fn fresh_for_plain_request(&self, now: SystemTime) -> Option<bool> {
+        if self.meta.headers.contains_key(header::VARY) {
+            return None;
+        }
+        self.clock?.is_fresh(now)
+    }
+
+    /// The response head of a plain hit without Age, made by `build` on the first call.
+    pub fn hit_head(&self, build: impl FnOnce(&Self) -> HeaderMap) -> &HeaderMap {
+        self.hit_head.get_or_init(|| build(self))
+    }
+
     /// The body as bytes over a read-only mapping of the file: serving it copies nothing into
     /// userspace buffers. The mapping outlives an eviction or purge that unlinks the file.
     pub fn body(&self) -> io::Result<Bytes> {
@@ -69,17 +112,7 @@ impl Object {
         let body = if self.body_len == 0 {
             Bytes::new()
         } else {
-            let file = File::open(&self.path)?;
-            // SAFETY: the file is ours and never written after the rename that published it;
-            // eviction unlinks it, which leaves the mapping valid.
-            let map = unsafe { Mmap::map(&file)? };
-            if (map.len() as u64) < self.body_len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object shrank",
-                ));
-            }
-            Bytes::from_owner(map).slice(..self.body_len as usize)
+            mapped::map(&self.path, self.body_len)?
         };
         Ok(self.body.get_or_init(|| body).clone())
     }
@@ -226,14 +259,13 @@ impl Writer {
         tail.extend_from_slice(MAGIC);
         self.file.write_all_at(&tail, self.written)?;
         self.file.sync_data()?;
-        let object = Object {
-            id: self.id,
+        let object = Object::new(
+            self.id,
             meta,
-            body_len: self.written,
-            size: self.written + tail.len() as u64,
-            path: self.path.clone(),
-            body: OnceLock::new(),
-        };
+            self.written,
+            self.written + tail.len() as u64,
+            self.path.clone(),
+        );
         Ok(Sealed {
             writer: self,
             object,
@@ -307,14 +339,7 @@ fn load(path: &Path) -> io::Result<Object> {
     if meta.id != id.to_hex() {
         return Err(invalid("metadata belongs to another object"));
     }
-    Ok(Object {
-        id,
-        meta,
-        body_len,
-        size,
-        path: path.to_path_buf(),
-        body: OnceLock::new(),
-    })
+    Ok(Object::new(id, meta, body_len, size, path.to_path_buf()))
 }
 
 #[cfg(test)]

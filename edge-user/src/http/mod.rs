@@ -8,11 +8,13 @@ pub mod origin;
 pub mod proxy;
 pub mod respond;
 pub mod site;
+pub mod stream;
 
 use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
+use futures_util::future::{self, Either};
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
@@ -20,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{debug, info, warn};
 
-use self::{config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites};
+use self::{config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites, stream::Stream};
 use crate::{
     cache::{Cache, policy::Rules},
     config::Config,
@@ -63,7 +65,11 @@ impl HttpServer {
         let serve = {
             let http = http.clone();
             accept(service, http.clone(), move |request| {
-                proxy.clone().handle(request)
+                match proxy.fresh_hit(&request) {
+                    Some(response) => Either::Left(future::ready(response)),
+                    // Boxed: the whole request path's state is large, and moved with the future.
+                    None => Either::Right(Box::pin(proxy.clone().handle(request))),
+                }
             })
         };
         let admin_cache = cache.clone();
@@ -119,7 +125,7 @@ where
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let connection = builder.serve_connection(
-            TokioIo::new(stream),
+            TokioIo::new(Stream::new(stream)),
             service_fn(move |request| {
                 let response = handle(request);
                 async move { Ok::<_, Infallible>(response.await) }

@@ -59,23 +59,35 @@ enum Led {
 }
 
 impl Proxy {
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        let mut hosts = request.headers().get_all(header::HOST).iter();
-        let host = hosts.next();
-        if hosts.next().is_some() {
-            return respond::plain(StatusCode::BAD_REQUEST, "more than one Host");
+    /// The answer to `request` when it is a fresh hit that needs neither RFC 9111 evaluation
+    /// nor waiting (see [`Cache::fresh_hit`]); `None` leaves it to [`Self::handle`]. Answered
+    /// here, a hit costs no task state of the whole request path.
+    pub fn fresh_hit(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
+        let method = request.method();
+        if *method != Method::GET && *method != Method::HEAD {
+            return None;
         }
-        let host = match host.map(HeaderValue::to_str) {
-            Some(Err(_)) => return respond::plain(StatusCode::BAD_REQUEST, "malformed Host"),
-            Some(Ok(host)) => Some(host),
-            None => None,
-        };
-        let key = match CacheKey::from_request(host, request.uri()) {
-            Ok(key) => key,
-            Err(error) => return respond::plain(StatusCode::BAD_REQUEST, &error.to_string()),
-        };
-        let Some(site) = self.sites.get(key.host()).cloned() else {
-            return respond::plain(StatusCode::MISDIRECTED_REQUEST, "no such site here");
+        let (site, key) = self.target(request).ok()?;
+        if !site.is_static(key.path()) {
+            return None;
+        }
+        let now = SystemTime::now();
+        let object = self.cache.fresh_hit(&key, request.headers(), now)?;
+        let body = object.body().ok()?;
+        Some(respond::from_object(
+            method,
+            request.headers(),
+            &object,
+            body,
+            CacheStatus::Hit,
+            now,
+        ))
+    }
+
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let (site, key) = match self.target(&request) {
+            Ok(target) => target,
+            Err((status, reason)) => return respond::plain(status, &reason),
         };
         let method = request.method().clone();
         if (method == Method::GET || method == Method::HEAD) && site.is_static(key.path()) {
@@ -92,6 +104,32 @@ impl Proxy {
             self.cache.purge(&key);
         }
         response
+    }
+
+    /// The site and cache key `request` addresses, or the status and reason of the refusal.
+    fn target(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<(Arc<Site>, CacheKey), (StatusCode, String)> {
+        let refuse = |status, reason: &str| Err((status, reason.to_string()));
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            return refuse(StatusCode::BAD_REQUEST, "more than one Host");
+        }
+        let host = match host.map(HeaderValue::to_str) {
+            Some(Err(_)) => return refuse(StatusCode::BAD_REQUEST, "malformed Host"),
+            Some(Ok(host)) => Some(host),
+            None => None,
+        };
+        let key = match CacheKey::from_request(host, request.uri()) {
+            Ok(key) => key,
+            Err(error) => return refuse(StatusCode::BAD_REQUEST, &error.to_string()),
+        };
+        match self.sites.get(key.host()) {
+            Some(site) => Ok((site.clone(), key)),
+            None => refuse(StatusCode::MISDIRECTED_REQUEST, "no such site here"),
+        }
     }
 
     /// Hands a request through to the origin, uncached.

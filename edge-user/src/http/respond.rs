@@ -73,12 +73,45 @@ pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
 /// The stored headers with Age and the cache status.
 pub fn head(object: &Object, status: CacheStatus, now: SystemTime) -> HeaderMap {
     let mut headers = object.meta.headers.clone();
-    headers.insert(
-        header::AGE,
-        HeaderValue::from(object.meta.policy.age(now).as_secs()),
-    );
+    headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
     headers.insert(CACHE_STATUS, status.value());
     headers
+}
+
+/// Whether a request takes the whole stored response as it is: no conditions, no ranges.
+fn unconditional(request: &HeaderMap) -> bool {
+    [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::RANGE,
+    ]
+    .iter()
+    .all(|name| !request.contains_key(name))
+}
+
+/// The answer to an unconditional request for a hit: the object's head, prepared on its first
+/// hit with everything but Age, and the whole body.
+fn whole_hit(method: &Method, object: &Object, body: Bytes, now: SystemTime) -> Response<Body> {
+    let mut headers = object
+        .hit_head(|object| {
+            let mut headers = head(object, CacheStatus::Hit, now);
+            if object.meta.status == StatusCode::OK {
+                headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.body_len));
+            headers
+        })
+        .clone();
+    headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
+    let body = if *method == Method::HEAD {
+        Bytes::new()
+    } else {
+        body
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = object.meta.status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// The answer to a GET or HEAD with `request` headers from `object`, whose body is `body`.
@@ -90,6 +123,9 @@ pub fn from_object(
     status: CacheStatus,
     now: SystemTime,
 ) -> Response<Body> {
+    if status == CacheStatus::Hit && unconditional(request) {
+        return whole_hit(method, object, body, now);
+    }
     let mut headers = head(object, status, now);
     let ok = object.meta.status == StatusCode::OK;
     if ok && not_modified(request, &headers) {
