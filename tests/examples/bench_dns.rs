@@ -20,9 +20,9 @@ use edge_tests::{
     bench::command_output,
     bench::{
         cpus::{self, CLIENT_CPU, SERVER_CPU},
-        program_cost::{self, ProgramCost},
         load::{self, DnsperfReport, DnsperfRun, KxdpgunReport, KxdpgunRun},
         peers::{self, PeerSetup},
+        program_cost::{self, ProgramCost},
         report::{Table, count, median, percent, rate, replace_section},
         zone::{BenchZone, EdgeSettings},
     },
@@ -662,14 +662,24 @@ fn program_costs() -> Result<Vec<(usize, usize, ProgramCost)>> {
         .iter()
         .map(|&(names, asked)| {
             eprintln!("bench: XDP program cost, {names} names, {asked} asked");
-            Ok((names, asked, program_cost::measure(BenchZone::new(names), asked)?))
+            Ok((
+                names,
+                asked,
+                program_cost::measure(BenchZone::new(names), asked)?,
+            ))
         })
         .collect()
 }
 
 /// The program-cost table.
 fn program_cost_section(costs: &[(usize, usize, ProgramCost)]) -> String {
-    let mut table = Table::new(&["zone", "names asked", "edge_dns", "reflector", "edge_dns − reflector"]);
+    let mut table = Table::new(&[
+        "zone",
+        "names asked",
+        "edge_dns",
+        "reflector",
+        "edge_dns − reflector",
+    ]);
     for (names, asked, cost) in costs {
         table.row(vec![
             count(*names as u64),

@@ -66,7 +66,12 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Server {
+    /// edge with its XDP program on the PoP namespace's `lo`, so that the veth keeps the
+    /// client end's TSO as for nginx and Varnish (see [`Bench::client_tso`]).
     Edge,
+    /// edge with its XDP program natively on the PoP end of the veth, as a PoP runs it on its
+    /// NIC; on a veth this turns the client end's TSO off.
+    EdgeXdpOnVeth,
     Nginx,
     Varnish,
     /// nginx again, with the client end's TSO off: its requests are then received by the PoP
@@ -75,8 +80,9 @@ enum Server {
 }
 
 impl Server {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Edge,
+        Self::EdgeXdpOnVeth,
         Self::Nginx,
         Self::Varnish,
         Self::NginxClientTsoOff,
@@ -85,10 +91,15 @@ impl Server {
     fn label(self) -> &'static str {
         match self {
             Self::Edge => "edge",
+            Self::EdgeXdpOnVeth => "edge, XDP program on the veth",
             Self::Nginx => "nginx 1.22, sendfile",
             Self::Varnish => "Varnish 7.1, malloc",
             Self::NginxClientTsoOff => "nginx, client TSO off",
         }
+    }
+
+    fn is_edge(self) -> bool {
+        matches!(self, Self::Edge | Self::EdgeXdpOnVeth)
     }
 
     fn is_nginx(self) -> bool {
@@ -338,8 +349,10 @@ impl Bench {
             cpu: SERVER_CPU,
         };
         Ok(match server {
-            Server::Edge => {
-                let config = self.topology.write_file("edge.toml", &self.edge_config())?;
+            Server::Edge | Server::EdgeXdpOnVeth => {
+                let config = self
+                    .topology
+                    .write_file("edge.toml", &self.edge_config(server))?;
                 let edge = EdgeProcess::start(&self.topology.pop, &config, &[])?;
                 cpus::pin(edge.id(), SERVER_CPU)?;
                 Running::Edge { _process: edge }
@@ -351,10 +364,16 @@ impl Bench {
         })
     }
 
-    fn edge_config(&self) -> String {
+    fn edge_config(&self, server: Server) -> String {
+        let (interface, mode) = if server == Server::EdgeXdpOnVeth {
+            (INTERFACE, "native")
+        } else {
+            ("lo", "generic")
+        };
         format!(
             r#"[xdp]
-interface = "{INTERFACE}"
+interface = "{interface}"
+mode = "{mode}"
 pin_root = "{pin_root}"
 
 [[pools]]
@@ -438,7 +457,7 @@ pool = "origins"
             "{}: the second GET of {url} made {fetched} origin requests, not {expected}",
             server.label()
         );
-        if server == Server::Edge {
+        if server.is_edge() {
             let status = if workload == Workload::Miss {
                 "miss"
             } else {
@@ -677,8 +696,8 @@ fn report(
         "\n- edge 1 KB hits vs nginx, requests per second (aim ≥ 1.2×): {}\n\
          - edge 10 MB hits vs nginx, throughput (aim ≥ 1×): {}\n\
          - edge vs Varnish: 1 KB hits {}, 10 MB hits {}, misses {}\n\
-         - edge vs `nginx, client TSO off` (requests received on CPU {SERVER_CPU} for both, see \
-         Receive path): 1 KB hits {}, 10 MB hits {}\n",
+         - `edge, XDP program on the veth` vs `nginx, client TSO off` (requests received on CPU \
+         {SERVER_CPU} for both, see Receive path): 1 KB hits {}, 10 MB hits {}\n",
         times(
             rps(Server::Edge, Workload::SmallHit),
             rps(Server::Nginx, Workload::SmallHit)
@@ -700,11 +719,11 @@ fn report(
             rps(Server::Varnish, Workload::Miss)
         ),
         times(
-            rps(Server::Edge, Workload::SmallHit),
+            rps(Server::EdgeXdpOnVeth, Workload::SmallHit),
             rps(Server::NginxClientTsoOff, Workload::SmallHit)
         ),
         times(
-            bps(Server::Edge, Workload::LargeHit),
+            bps(Server::EdgeXdpOnVeth, Workload::LargeHit),
             bps(Server::NginxClientTsoOff, Workload::LargeHit)
         ),
     ));
@@ -733,7 +752,10 @@ fn report(
          malloc storage.\n\
          - Servers: edge with `[http]` (one site, `cache_capacity = \"256 MiB\"`, objects \
          memory-mapped, one runtime thread: it starts with the benchmark's one-CPU affinity) \
-         and its XDP program on the PoP end; nginx with one worker, `sendfile \
+         and its XDP program on the PoP namespace's `lo` (generic mode, as for the DNS \
+         benchmark's userspace row), so that the veth carries its traffic as it carries \
+         nginx's; the row `edge, XDP program on the veth` attaches it natively to the PoP end \
+         instead, as a PoP runs it on its NIC; nginx with one worker, `sendfile \
          on`, `tcp_nopush on`, no access log; Varnish with the built-in VCL, `-b {ORIGIN}`, \
          `-s malloc,256m`, default thread pools. Each is started from its own config in a \
          scratch directory (not the system service) and stopped afterwards.\n\
@@ -746,11 +768,12 @@ fn report(
          the peer's GRO, and so to the PoP end's NAPI kthread on CPU {SERVER_CPU}, only when the \
          sending end has no TSO. With the client end's TSO on (the default), nginx's and \
          Varnish's requests and ACKs are received on the sender's CPU ({CLIENT_CPU}, wrk's), \
-         outside the server's CPU. edge's native XDP program on the PoP end makes veth turn the \
-         client end's segmentation offloads off, so edge's are received by the NAPI kthread on \
-         CPU {SERVER_CPU}, each packet copied for the XDP program first. The row `nginx, client \
-         TSO off` (`ethtool -K eth0 tso off` in the client namespace) gives nginx edge's receive \
-         path. The client end runs the topology's XDP_PASS program for every server, so the PoP \
+         outside the server's CPU. Any XDP program on the PoP end of a veth makes the kernel \
+         turn the client end's segmentation offloads off (a veth peculiarity: a physical NIC's \
+         XDP program does not change its link partner's offloads), so the requests of `edge, \
+         XDP program on the veth` are received by the NAPI kthread on CPU {SERVER_CPU}, each \
+         packet copied for the XDP program first. The row `nginx, client TSO off` (`ethtool -K \
+         eth0 tso off` in the client namespace) gives nginx that receive path. The client end runs the topology's XDP_PASS program for every server, so the PoP \
          end segments in software and the client end receives through NAPI, copying each \
          packet, in softirq on CPU {SERVER_CPU}.\n\
          - Warm-up: each object is fetched twice with curl (bytes checked; edge's second answer \

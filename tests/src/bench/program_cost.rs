@@ -43,7 +43,10 @@ pub fn measure(zone: BenchZone, asked: usize) -> Result<ProgramCost> {
     for _ in 0..ROUNDS {
         for (frame, fastest) in frames.iter().zip(&mut fastest) {
             let (verdict, took) = edge.time(frame)?;
-            ensure!(verdict == XDP_TX, "edge_dns did not answer a query of the zone");
+            ensure!(
+                verdict == XDP_TX,
+                "edge_dns did not answer a query of the zone"
+            );
             fastest.0 = fastest.0.min(took);
             let (verdict, took) = reflector.time(frame)?;
             ensure!(verdict == XDP_TX, "the reflector did not answer");
@@ -51,7 +54,11 @@ pub fn measure(zone: BenchZone, asked: usize) -> Result<ProgramCost> {
         }
     }
     let mean = |pick: fn(&(Duration, Duration)) -> Duration| {
-        fastest.iter().map(|f| pick(f).as_nanos() as f64).sum::<f64>() / fastest.len() as f64
+        fastest
+            .iter()
+            .map(|f| pick(f).as_nanos() as f64)
+            .sum::<f64>()
+            / fastest.len() as f64
     };
     Ok(ProgramCost {
         edge: mean(|f| f.0),
