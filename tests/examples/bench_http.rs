@@ -62,9 +62,13 @@ struct Args {
     /// The command that ran this benchmark, for the report.
     #[arg(long, default_value = "cargo xtask bench http")]
     command: String,
+    /// Measure only these servers (default: all), e.g. `--servers edge,nginx` while working on
+    /// one of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    servers: Vec<Server>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Server {
     /// edge with its XDP program on the PoP namespace's `lo`, so that the veth keeps the
     /// client end's TSO as for nginx and Varnish (see [`Bench::client_tso`]).
@@ -240,6 +244,9 @@ fn main() -> Result<()> {
 
     let mut results: Results = Vec::new();
     for server in Server::ALL {
+        if !args.servers.is_empty() && !args.servers.contains(&server) {
+            continue;
+        }
         eprintln!("bench: {}", server.label());
         if let Err(error) = bench.measure(server, &mut results) {
             let error = format!("{error:#}");
