@@ -108,14 +108,24 @@ impl ShortNameKey {
         const P3: u64 = 0x1656_67b1_9e37_79f9;
         const P4: u64 = 0x85eb_ca77_c2b2_ae63;
         const P5: u64 = 0x27d4_eb2f_1656_67c5;
-        let mut hash = P5.wrapping_add((SHORT_KEY_WORDS * 8) as u64);
-        for word in self.words() {
+        let step = |hash: u64, word: u64| {
             let lane = word.wrapping_mul(P2).rotate_left(31).wrapping_mul(P1);
-            hash = (hash ^ lane)
+            (hash ^ lane)
                 .rotate_left(27)
                 .wrapping_mul(P1)
-                .wrapping_add(P4);
+                .wrapping_add(P4)
+        };
+        let (name, qtype) = self.words().split_at(SHORT_KEY_WORDS - 1);
+        let mut hash = P5.wrapping_add((SHORT_KEY_WORDS * 8) as u64);
+        // The name's words up to the zero padding (a word of eight zero octets inside a name
+        // is possible but rare: it only shortens what is hashed), then the type's.
+        for &word in name {
+            if word == 0 {
+                break;
+            }
+            hash = step(hash, word);
         }
+        hash = step(hash, qtype[0]);
         hash ^= hash >> 33;
         hash = hash.wrapping_mul(P2);
         hash ^= hash >> 29;
