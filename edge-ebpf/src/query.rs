@@ -51,6 +51,15 @@ pub struct Scratch {
     pub frame: [u8; FRAME_COPY_MAX],
 }
 
+impl Scratch {
+    /// The message bytes read into `raw`.
+    #[inline(always)]
+    fn raw_bytes(&self) -> &[u8; RAW_LEN] {
+        // SAFETY: `raw` is RAW_LEN bytes of plain data, readable as bytes.
+        unsafe { &*(self.raw.as_ptr() as *const [u8; RAW_LEN]) }
+    }
+}
+
 /// Bytes of the message read in one helper call: a 255-octet name, type and class, and an OPT
 /// record without its options, rounded up to whole words.
 const RAW_LEN: usize = 272;
@@ -93,16 +102,12 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     let available = end - L::QNAME;
     let name_len = read_name::<L>(ctx, scratch, available)?;
     let question_end = L::QNAME + name_len + 4;
-    // SAFETY: `raw` is plain bytes, readable as such.
-    let raw = unsafe { &*(scratch.raw.as_ptr() as *const [u8; RAW_LEN]) };
+    let raw = scratch.raw_bytes();
     let type_class = raw.get(name_len..name_len + 4).ok_or(Counter::Malformed)?;
     if u16::from_be_bytes([type_class[2], type_class[3]]) != CLASS_IN {
         return Err(Counter::NotInClass);
     }
     let qtype = u16::from_ne_bytes([type_class[0], type_class[1]]);
-    scratch.key.qtype = qtype;
-    scratch.short.qtype = qtype;
-
     let edns = if arcount == 1 {
         Some(read_opt(raw, name_len + 4, available)?)
     } else if question_end != end {
@@ -110,6 +115,8 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     } else {
         None
     };
+    scratch.key.qtype = qtype;
+    scratch.short.qtype = qtype;
     Ok(Query {
         short: name_len <= SHORT_NAME_LEN,
         question_end,
@@ -165,15 +172,8 @@ fn dst_port<L: Layout>(ctx: &XdpContext) -> Result<u16, Counter> {
 #[inline(always)]
 fn is_service_v4(addr: u32, port: u16) -> Result<(), Counter> {
     let services = live_services()?;
-    for (i, service) in services.v4.iter().enumerate() {
-        if i as u32 >= services.v4_len {
-            break;
-        }
-        if service.port == port && (service.addr == 0 || service.addr == addr) {
-            return Ok(());
-        }
-    }
-    Err(Counter::NotService)
+    let mut live = services.v4.iter().take(services.v4_len as usize);
+    served(live.any(|s| s.port == port && (s.addr == 0 || s.addr == addr)))
 }
 
 /// Whether IPv6 `addr` (or the wildcard) serves `port` (network order).
@@ -181,16 +181,20 @@ fn is_service_v4(addr: u32, port: u16) -> Result<(), Counter> {
 fn is_service_v6(addr: &[u8; 16], port: u16) -> Result<(), Counter> {
     let services = live_services()?;
     let addr = u128::from_ne_bytes(*addr);
-    for (i, service) in services.v6.iter().enumerate() {
-        if i as u32 >= services.v6_len {
-            break;
-        }
-        let served = u128::from_ne_bytes(service.addr);
-        if service.port == port && (served == 0 || served == addr) {
-            return Ok(());
-        }
+    let mut live = services.v6.iter().take(services.v6_len as usize);
+    served(live.any(|s| {
+        let served = u128::from_ne_bytes(s.addr);
+        s.port == port && (served == 0 || served == addr)
+    }))
+}
+
+#[inline(always)]
+fn served(found: bool) -> Result<(), Counter> {
+    if found {
+        Ok(())
+    } else {
+        Err(Counter::NotService)
     }
-    Err(Counter::NotService)
 }
 
 #[inline(always)]
@@ -253,9 +257,7 @@ fn read_name<L: Layout>(
     if ret != 0 {
         return Err(Counter::Malformed);
     }
-    // SAFETY: as in `parse`.
-    let raw = unsafe { &*(scratch.raw.as_ptr() as *const [u8; RAW_LEN]) };
-    scratch.name_len = walk_labels(raw, copy)? as u32;
+    scratch.name_len = walk_labels(scratch.raw_bytes(), copy)? as u32;
     let name_len = unsafe { core::ptr::read_volatile(&scratch.name_len) } as usize;
     if name_len > NAME_MAX || name_len + 4 > available {
         return Err(Counter::Malformed);

@@ -49,6 +49,15 @@ impl Loaded {
         Ok(Self { ebpf, name })
     }
 
+    /// The benchmark's ceiling, `edge_reflect`, which reads no map: the object loads with the
+    /// answer map at its smallest.
+    pub fn reflector() -> Result<Self> {
+        let ebpf = EbpfLoader::new()
+            .map_max_entries(map_name::ANSWERS, 1)
+            .load(edge_user::EBPF_OBJECT)?;
+        Self::new(ebpf, program_name::REFLECT)
+    }
+
     /// Runs `frame` through the program: its verdict and the frame it leaves.
     pub fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let program: &mut Xdp = self.ebpf.program_mut(self.name).unwrap().try_into()?;

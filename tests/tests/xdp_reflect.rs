@@ -4,29 +4,11 @@
 //! make the benchmark's comparison meaningless.
 
 use anyhow::Result;
-use aya::EbpfLoader;
-use edge_common::{map_name, program_name};
 use edge_tests::xdp::{
     CLIENT_IP as CLIENT_V4, CLIENT_IP6 as CLIENT_V6, CLIENT_MAC, CLIENT_PORT, Loaded,
     POP_IP as POP_V4, POP_IP6 as POP_V6, POP_MAC, XDP_PASS, XDP_TX,
 };
 use etherparse::PacketBuilder;
-
-struct Reflector(Loaded);
-
-impl Reflector {
-    fn load() -> Result<Self> {
-        let ebpf = EbpfLoader::new()
-            .map_max_entries(map_name::ANSWERS, 1)
-            .load(edge_user::EBPF_OBJECT)?;
-        Ok(Self(Loaded::new(ebpf, program_name::REFLECT)?))
-    }
-
-    /// The verdict on `frame` and the frame the program leaves.
-    fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        self.0.run(frame)
-    }
-}
 
 /// A DNS message for `www.example.com A` with the given header flags.
 fn dns(flags: u16) -> Vec<u8> {
@@ -60,7 +42,7 @@ fn v6(from: ([u8; 6], [u8; 16], u16), to: ([u8; 6], [u8; 16], u16)) -> PacketBui
 
 #[test]
 fn ipv4_query_is_reflected_as_its_response() -> Result<()> {
-    let mut reflector = Reflector::load()?;
+    let mut reflector = Loaded::reflector()?;
     let client = (CLIENT_MAC, CLIENT_V4, CLIENT_PORT);
     let pop = (POP_MAC, POP_V4, 53);
     let (verdict, out) = reflector.run(&frame(v4(client, pop), &dns(0x0100)))?;
@@ -74,7 +56,7 @@ fn ipv4_query_is_reflected_as_its_response() -> Result<()> {
 
 #[test]
 fn ipv6_query_is_reflected_with_a_valid_udp_checksum() -> Result<()> {
-    let mut reflector = Reflector::load()?;
+    let mut reflector = Loaded::reflector()?;
     let client = (CLIENT_MAC, CLIENT_V6, CLIENT_PORT);
     let pop = (POP_MAC, POP_V6, 53);
     let (verdict, out) = reflector.run(&frame(v6(client, pop), &dns(0x0100)))?;
@@ -86,7 +68,7 @@ fn ipv6_query_is_reflected_with_a_valid_udp_checksum() -> Result<()> {
 
 #[test]
 fn everything_else_is_passed_untouched() -> Result<()> {
-    let mut reflector = Reflector::load()?;
+    let mut reflector = Loaded::reflector()?;
     let client = (CLIENT_MAC, CLIENT_V4, CLIENT_PORT);
     let pop = (POP_MAC, POP_V4, 53);
     let not_dns_port = (POP_MAC, POP_V4, 5353);

@@ -7,8 +7,6 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Result, ensure};
-use aya::EbpfLoader;
-use edge_common::{map_name, program_name};
 
 use super::zone::{BenchZone, EdgeSettings};
 use crate::xdp::{Loaded, Program, Query, XDP_TX};
@@ -32,10 +30,7 @@ pub fn measure(zone: BenchZone, asked: usize) -> Result<ProgramCost> {
         dns_listen: None,
     });
     let mut edge = Program::load_sized(&config, &[], (zone.names + 1024) as u32)?;
-    let ebpf = EbpfLoader::new()
-        .map_max_entries(map_name::ANSWERS, 1)
-        .load(edge_user::EBPF_OBJECT)?;
-    let mut reflector = Loaded::new(ebpf, program_name::REFLECT)?;
+    let mut reflector = Loaded::reflector()?;
     let frames: Vec<Vec<u8>> = (0..asked)
         .map(|i| Query::new(&BenchZone::name(i * zone.names / asked)).frame())
         .collect();
