@@ -1,9 +1,9 @@
 //! Internet checksums (RFC 1071) for the headers the reply rewrites.
 
-use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_md, helpers::generated::bpf_csum_diff, programs::XdpContext};
 use edge_common::Counter;
 
-use crate::headers::{IPV4_LEN, Ipv4Hdr, ptr_at};
+use crate::headers::{ETH_LEN, IPPROTO_UDP, IPV4_LEN, IPV6_LEN, Ipv4Hdr, VLAN_LEN, ptr_at_var};
 
 /// Longest UDP datagram a reply can be: header, DNS header, a 255-octet question, the largest
 /// answer, our OPT. Bounds the summing loops.
@@ -22,30 +22,35 @@ pub fn ipv4_header(ip: &Ipv4Hdr) -> u16 {
     fold(sum)
 }
 
-/// UDP checksum over IPv6 (mandatory there, RFC 8200 §8.1) of the datagram at `l4`, whose
-/// `check` field must be zero. Sums in memory order, so the result is stored as is.
-#[inline(always)]
-pub fn udp_ipv6(
-    ctx: &XdpContext,
-    l4: usize,
-    len: usize,
-    src: &[u8; 16],
-    dst: &[u8; 16],
-) -> Result<u16, Counter> {
-    let mut pseudo = [0_u8; 40];
-    pseudo[..16].copy_from_slice(src);
-    pseudo[16..32].copy_from_slice(dst);
-    pseudo[34..36].copy_from_slice(&(len as u16).to_be_bytes());
-    pseudo[39] = crate::headers::IPPROTO_UDP;
-    let mut sum = csum(pseudo.as_ptr(), pseudo.len(), 0);
+/// UDP checksum over IPv6 (mandatory there, RFC 8200 §8.1) of the datagram of `len` bytes at
+/// frame offset `l4`, whose `check` field must be zero, behind an IPv6 header at `l3`. Sums in
+/// memory order, so the result is stored as is; 0 if the frame is shorter than that. A global
+/// function, so the verifier checks its loops once instead of once per path leading to it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn edge_udp6_checksum(ctx: *mut xdp_md, l3: u64, len: u64) -> u32 {
+    udp_ipv6(&XdpContext::new(ctx), l3 as usize, len as usize).unwrap_or(0)
+}
 
+#[inline(always)]
+fn udp_ipv6(ctx: &XdpContext, l3: usize, len: usize) -> Result<u32, Counter> {
+    if l3 > ETH_LEN + VLAN_LEN || len > UDP_MAX {
+        return Err(Counter::ReplyFailed);
+    }
+    // The pseudo-header: both addresses as they sit in the IP header, then length and protocol.
+    let addresses: *mut [u8; 32] = ptr_at_var(ctx, l3 + 8)?;
+    let mut sum = csum(addresses as *const u8, 32, 0);
+    // Length and protocol as network-order words, read in memory order like the rest.
+    sum += u32::from((len as u16 + u16::from(IPPROTO_UDP)).to_be());
+
+    let l4 = l3 + IPV6_LEN;
     let end = l4 + len;
     let mut offset = l4;
     for _ in 0..UDP_MAX / CHUNK + 1 {
         if offset + CHUNK > end {
             break;
         }
-        let chunk: *mut [u8; CHUNK] = ptr_at(ctx, offset)?;
+        let chunk: *mut [u8; CHUNK] = ptr_at_var(ctx, offset)?;
         sum = csum(chunk as *const u8, CHUNK, sum);
         offset += CHUNK;
     }
@@ -53,7 +58,7 @@ pub fn udp_ipv6(
         if offset + 4 > end {
             break;
         }
-        let word: *mut [u8; 4] = ptr_at(ctx, offset)?;
+        let word: *mut [u8; 4] = ptr_at_var(ctx, offset)?;
         sum = csum(word as *const u8, 4, sum);
         offset += 4;
     }
@@ -61,7 +66,7 @@ pub fn udp_ipv6(
     let mut tail = [0_u8; 4];
     for (i, byte) in tail.iter_mut().enumerate().take(3) {
         if offset + i < end {
-            let source: *mut u8 = ptr_at(ctx, offset + i)?;
+            let source: *mut u8 = ptr_at_var(ctx, offset + i)?;
             *byte = unsafe { *source };
         }
     }
@@ -69,7 +74,7 @@ pub fn udp_ipv6(
     // Zero means "no checksum"; over IPv6 the all-ones form is sent instead.
     Ok(match fold(sum) {
         0 => 0xffff,
-        checksum => checksum,
+        checksum => u32::from(checksum),
     })
 }
 

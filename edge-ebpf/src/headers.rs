@@ -79,6 +79,18 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Counter> {
     Ok((start + offset) as *mut T)
 }
 
+/// [`ptr_at`] for an offset known only at run time. The barriers keep the compiler from folding
+/// the access size into the offset before adding it to the frame start: the verifier only
+/// follows a bounds check made on the very pointer that is then dereferenced.
+#[inline(always)]
+pub fn ptr_at_var<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Counter> {
+    let ptr = core::hint::black_box(ctx.data() + core::hint::black_box(offset));
+    if ptr + size_of::<T>() > ctx.data_end() {
+        return Err(Counter::Malformed);
+    }
+    Ok(ptr as *mut T)
+}
+
 /// Where the headers sit in a frame: known at compile time for each of the four shapes
 /// (IPv4/IPv6, with or without a VLAN tag), so every offset below is a constant.
 pub trait Layout {
