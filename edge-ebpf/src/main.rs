@@ -8,6 +8,7 @@ mod headers;
 mod query;
 mod reflect;
 mod reply;
+mod words;
 
 use aya_ebpf::{
     bindings::xdp_action,

@@ -7,8 +7,9 @@ use crate::{
     SERVICES,
     headers::{
         DNS_HEADER_LEN, DnsHdr, IPPROTO_UDP, IPV4_LEN, Ipv4Hdr, Ipv6Hdr, Layout, UDP_LEN, UdpHdr,
-        ptr_at, ptr_at_var,
+        ptr_at,
     },
+    words::{self, WORD},
 };
 
 /// Wire-format names are at most 255 octets (RFC 1035 §3.1), root label included.
@@ -64,7 +65,6 @@ impl Scratch {
 /// record without its options, rounded up to whole words.
 const RAW_LEN: usize = 272;
 const RAW_WORDS: usize = RAW_LEN / WORD;
-const WORD: usize = 8;
 /// Beyond where any question starts.
 const OFFSET_MAX: usize = 128;
 
@@ -311,28 +311,16 @@ fn read_message(
         if i >= before_last {
             break;
         }
-        *word = read_word(ctx, offset + i * WORD)?;
+        *word = words::read_frame(ctx, offset + i * WORD)?;
     }
     let len = core::hint::black_box(len);
-    let last = read_word(ctx, offset + len - WORD)?;
+    let last = words::read_frame(ctx, offset + len - WORD)?;
     if len >= WORD {
-        let at = len - WORD;
-        if at > RAW_LEN - WORD {
-            return Err(Counter::Malformed);
-        }
-        // SAFETY: `at + WORD <= RAW_LEN`; unaligned word access to map memory is allowed.
-        unsafe { (raw.as_mut_ptr().cast::<u8>().add(at).cast::<u64>()).write_unaligned(last) };
+        words::store(raw, len - WORD, last)?;
     } else {
         raw[0] = last >> ((WORD - len) * 8);
     }
     Ok(())
-}
-
-#[inline(always)]
-fn read_word(ctx: &XdpContext, offset: usize) -> Result<u64, Counter> {
-    let word: *const u64 = ptr_at_var(ctx, offset)?;
-    // SAFETY: `ptr_at_var` checked that the word lies inside the frame.
-    Ok(unsafe { word.read_unaligned() })
 }
 
 /// A key's name buffer as words.

@@ -13,11 +13,11 @@ use edge_common::{ANSWER_DATA_LEN, Answer, Counter, EDNS_PAYLOAD_SIZE, flags};
 
 use crate::{
     checksum,
-    headers::{DnsHdr, EthHdr, Ipv4Hdr, Ipv6Hdr, Layout, UdpHdr, ptr_at, ptr_at_var},
+    headers::{DnsHdr, EthHdr, Ipv4Hdr, Ipv6Hdr, Layout, UdpHdr, ptr_at},
     query::{EDNS_DO, FRAME_COPY_MAX, OPT_LEN, Query, Scratch},
+    words::{self, WORD},
 };
 
-const WORD: usize = 8;
 /// Beyond where any reply's answer section starts.
 const OFFSET_MAX: usize = 512;
 
@@ -143,27 +143,10 @@ fn write_answer(ctx: &XdpContext, offset: usize, answer: &Answer) -> Result<(), 
         if i >= before_last {
             break;
         }
-        write_word(ctx, offset + i * WORD, word_at(&answer.data, i * WORD)?)?;
+        words::write_frame(ctx, offset + i * WORD, words::load(&answer.data, i * WORD)?)?;
     }
     let last = core::hint::black_box(len) - WORD;
-    write_word(ctx, offset + last, word_at(&answer.data, last)?)
-}
-
-/// The word at byte `at` of `source`, which need not be aligned.
-#[inline(always)]
-fn word_at<const N: usize>(source: &[u8; N], at: usize) -> Result<u64, Counter> {
-    let word = source.get(at..at + WORD).ok_or(Counter::ReplyFailed)?;
-    // SAFETY: `get` checked that the eight bytes exist.
-    Ok(unsafe { core::ptr::read_unaligned(word.as_ptr().cast()) })
-}
-
-/// Stores `word` at frame `offset`.
-#[inline(always)]
-fn write_word(ctx: &XdpContext, offset: usize, word: u64) -> Result<(), Counter> {
-    let target: *mut u64 = ptr_at_var(ctx, offset)?;
-    // SAFETY: `ptr_at_var` checked that the word lies inside the frame.
-    unsafe { target.write_unaligned(word) };
-    Ok(())
+    words::write_frame(ctx, offset + last, words::load(&answer.data, last)?)
 }
 
 /// Writes our OPT record at frame `offset`: no options, our payload size, version 0, the query's
@@ -175,8 +158,8 @@ fn write_opt(ctx: &XdpContext, offset: usize, dnssec_ok: u16) -> Result<(), Coun
     // order, bytes 0-7 and bytes 3-10. Built in registers: the stack allows no unaligned loads.
     let size = u64::from(EDNS_PAYLOAD_SIZE.to_be());
     let flags = u64::from(dnssec_ok.to_be());
-    write_word(ctx, offset, 41 << 16 | size << 24 | flags << 56)?;
-    write_word(ctx, offset + OPT_LEN - WORD, size | flags << 32)
+    words::write_frame(ctx, offset, 41 << 16 | size << 24 | flags << 56)?;
+    words::write_frame(ctx, offset + OPT_LEN - WORD, size | flags << 32)
 }
 
 #[inline(always)]
