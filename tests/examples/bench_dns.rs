@@ -572,9 +572,8 @@ impl Bench {
             offered = (offered as f64 * LADDER_FACTOR) as u64;
         }
         let near_best = |run: &KxdpgunReport| run.answered_qps >= NEAR_BEST * best;
-        let saturated = |offered: u64, run: &KxdpgunReport| {
-            run.answered_qps < SATURATED_BELOW * offered as f64
-        };
+        let saturated =
+            |offered: u64, run: &KxdpgunReport| run.answered_qps < SATURATED_BELOW * offered as f64;
         steps
             .iter()
             .filter(|(rate, run)| near_best(run) && saturated(*rate, run))

@@ -73,6 +73,15 @@ impl Loaded {
 
     /// Runs `frame` through the program once: its verdict and how long the run took, as the
     /// kernel measured it.
+    /// Instructions the verifier walked to accept the program.
+    pub fn verified_instructions(&self) -> Result<u32> {
+        let program: &Xdp = self.ebpf.program(self.name).unwrap().try_into()?;
+        program
+            .info()?
+            .verified_instruction_count()
+            .context("the kernel reports no verified instruction count")
+    }
+
     pub fn time(&mut self, frame: &[u8]) -> Result<(u32, std::time::Duration)> {
         let program: &mut Xdp = self.ebpf.program_mut(self.name).unwrap().try_into()?;
         let result = program.test_run(TestRunOptions {
@@ -143,6 +152,10 @@ impl Program {
     /// Runs `frame` through the program: its verdict and the kernel's measure of the run.
     pub fn time(&mut self, frame: &[u8]) -> Result<(u32, std::time::Duration)> {
         self.loaded.time(frame)
+    }
+
+    pub fn verified_instructions(&self) -> Result<u32> {
+        self.loaded.verified_instructions()
     }
 
     pub fn counts(&self) -> Result<BTreeMap<&'static str, u64>> {

@@ -40,6 +40,20 @@ a = ["192.0.2.12"]
     )
 }
 
+/// The verifier walks every path of the program and gives up at 1 M instructions: past that
+/// the program does not load at all. A change that multiplies the paths (an inlined loop, one
+/// more length class) shows here while there is still room, not as a load failure.
+#[test]
+fn verification_leaves_headroom() -> Result<()> {
+    const LIMIT: u32 = 1_000_000;
+    let verified = Program::load(&zone(), &[])?.verified_instructions()?;
+    assert!(
+        verified < LIMIT * 3 / 4,
+        "the verifier walked {verified} instructions of its {LIMIT}"
+    );
+    Ok(())
+}
+
 #[test]
 fn known_query_gets_the_exact_reply() -> Result<()> {
     let mut program = Program::load(&zone(), &[])?;
