@@ -22,10 +22,10 @@ pub fn ipv4_header(ip: &Ipv4Hdr) -> u16 {
     fold(sum)
 }
 
-/// UDP checksum over IPv6 (mandatory there, RFC 8200 §8.1) of the datagram of `len` bytes at
-/// frame offset `l4`, whose `check` field must be zero, behind an IPv6 header at `l3`. Sums in
-/// memory order, so the result is stored as is; 0 if the frame is shorter than that. A global
-/// function, so the verifier checks its loops once instead of once per path leading to it.
+/// UDP checksum over IPv6 (mandatory there, RFC 8200 §8.1) of the `len`-byte datagram behind
+/// the IPv6 header at frame offset `l3`; its `check` field must be zero. Sums in memory order,
+/// so the result is stored as is; 0 if the frame is shorter than that. A global function, so
+/// the verifier checks its loops once instead of once per path leading to it.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn edge_udp6_checksum(ctx: *mut xdp_md, l3: u64, len: u64) -> u32 {

@@ -61,7 +61,7 @@ impl Scratch {
     }
 }
 
-/// Bytes of the message read in one helper call: a 255-octet name, type and class, and an OPT
+/// Bytes of the message copied into scratch: a 255-octet name, type and class, and an OPT
 /// record without its options, rounded up to whole words.
 const RAW_LEN: usize = 272;
 const RAW_WORDS: usize = RAW_LEN / WORD;
