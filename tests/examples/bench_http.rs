@@ -677,6 +677,14 @@ fn report(
 
     let rps = |server, workload| measured(server, workload).and_then(Measured::requests_per_second);
     let bps = |server, workload| measured(server, workload).and_then(Measured::bytes_per_second);
+    // Throughput for large bodies, requests per second for the rest.
+    let versus = |server, peer, workload| {
+        let metric = |of| match workload {
+            Workload::LargeHit => bps(of, workload),
+            Workload::SmallHit | Workload::Miss => rps(of, workload),
+        };
+        times(metric(server), metric(peer))
+    };
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")?
         .lines()
         .find_map(|line| line.strip_prefix("model name"))
@@ -708,33 +716,20 @@ fn report(
          - edge vs Varnish: 1 KB hits {}, 10 MB hits {}, misses {}\n\
          - `edge, XDP program on the veth` vs `nginx, client TSO off` (requests received on CPU \
          {SERVER_CPU} for both, see Receive path): 1 KB hits {}, 10 MB hits {}\n",
-        times(
-            rps(Server::Edge, Workload::SmallHit),
-            rps(Server::Nginx, Workload::SmallHit)
+        versus(Server::Edge, Server::Nginx, Workload::SmallHit),
+        versus(Server::Edge, Server::Nginx, Workload::LargeHit),
+        versus(Server::Edge, Server::Varnish, Workload::SmallHit),
+        versus(Server::Edge, Server::Varnish, Workload::LargeHit),
+        versus(Server::Edge, Server::Varnish, Workload::Miss),
+        versus(
+            Server::EdgeXdpOnVeth,
+            Server::NginxClientTsoOff,
+            Workload::SmallHit
         ),
-        times(
-            bps(Server::Edge, Workload::LargeHit),
-            bps(Server::Nginx, Workload::LargeHit)
-        ),
-        times(
-            rps(Server::Edge, Workload::SmallHit),
-            rps(Server::Varnish, Workload::SmallHit)
-        ),
-        times(
-            bps(Server::Edge, Workload::LargeHit),
-            bps(Server::Varnish, Workload::LargeHit)
-        ),
-        times(
-            rps(Server::Edge, Workload::Miss),
-            rps(Server::Varnish, Workload::Miss)
-        ),
-        times(
-            rps(Server::EdgeXdpOnVeth, Workload::SmallHit),
-            rps(Server::NginxClientTsoOff, Workload::SmallHit)
-        ),
-        times(
-            bps(Server::EdgeXdpOnVeth, Workload::LargeHit),
-            bps(Server::NginxClientTsoOff, Workload::LargeHit)
+        versus(
+            Server::EdgeXdpOnVeth,
+            Server::NginxClientTsoOff,
+            Workload::LargeHit
         ),
     ));
     if !notes.is_empty() {
