@@ -291,9 +291,9 @@ pub extern "C" fn edge_read_message(
     }
 }
 
-/// The whole words of the message, then the word that ends where the message ends. That word
-/// lies inside the frame even for a message shorter than a word, whose first bytes then come
-/// from the DNS header before it and are shifted out.
+/// The message's words (see [`words::each_word`]). A message shorter than a word comes from
+/// the word that ends where it ends: that word lies inside the frame, its first bytes in the DNS
+/// header before the message, and they are shifted out.
 #[inline(always)]
 fn read_message(
     ctx: &XdpContext,
@@ -304,23 +304,13 @@ fn read_message(
     if offset < WORD || offset > OFFSET_MAX || len > RAW_LEN || len == 0 {
         return Err(Counter::Malformed);
     }
-    // The barriers keep the compiler from merging these bounds into the check above, in a form
-    // from which the verifier cannot learn them. The mask changes nothing after that check.
-    let before_last = ((core::hint::black_box(len) - 1) / WORD) & 63;
-    for (i, word) in raw.iter_mut().enumerate().take(RAW_WORDS - 1) {
-        if i >= before_last {
-            break;
-        }
-        *word = words::read_frame(ctx, offset + i * WORD)?;
+    if len < WORD {
+        raw[0] = words::read_frame(ctx, offset + len - WORD)? >> ((WORD - len) * 8);
+        return Ok(());
     }
-    let len = core::hint::black_box(len);
-    let last = words::read_frame(ctx, offset + len - WORD)?;
-    if len >= WORD {
-        words::store(raw, len - WORD, last)?;
-    } else {
-        raw[0] = last >> ((WORD - len) * 8);
-    }
-    Ok(())
+    words::each_word::<RAW_WORDS>(len, |at| {
+        words::store(raw, at, words::read_frame(ctx, offset + at)?)
+    })
 }
 
 /// A key's name buffer as words.
