@@ -886,9 +886,9 @@ fn report(
          in {LADDER_SECONDS} s steps until two steps in a row add less than {gain:.0} % to the \
          best answered rate. The final runs offer the lowest rate that saturated the peer (it \
          answered less than {saturated:.0} % of the offered rate) and was answered at least \
-         {near:.0} % as well as the best step: far beyond its peak an XDP peer often drops into a \
-         slower steady state (the hand-off between kxdpgun's copy-mode AF_XDP transmit and the \
-         veth changes), so the runs stay near the knee, for every peer alike. At that rate, \
+         {near:.0} % as well as the best step: far beyond its peak an XDP peer more often settles \
+         into a slower steady state (it flips between two also near the knee; why is not \
+         established), so the runs stay near the knee, for every peer alike. At that rate, \
          {RUNS} runs of {RUN_SECONDS} s (a run during which processes outside the \
          benchmark's process tree used more than {DISTURBED_ABOVE} CPUs is repeated, up to \
          {MAX_ATTEMPTS} runs, and the {RUNS} least disturbed are kept): the table shows their \
