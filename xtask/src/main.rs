@@ -187,10 +187,12 @@ fn test() -> Result<Tally> {
         }
         Ok(())
     })?;
-    step("vagrant validate", || {
+    // The Vagrantfile's syntax and settings, without asking for a provider: which one a machine
+    // has (VirtualBox, libvirt, none) is not what this step tests.
+    step("vagrant validate --ignore-provider", || {
         exec(
             Command::new("vagrant")
-                .arg("validate")
+                .args(["validate", "--ignore-provider"])
                 .current_dir(workspace_root().join("vagrant")),
         )
     })?;
