@@ -67,6 +67,7 @@ fn udp_ipv6(ctx: &XdpContext, l3: usize, len: usize) -> Result<u32, Counter> {
     for (i, byte) in tail.iter_mut().enumerate().take(3) {
         if offset + i < end {
             let source: *mut u8 = ptr_at_var(ctx, offset + i)?;
+            // SAFETY: `ptr_at_var` checked that the byte lies inside the frame.
             *byte = unsafe { *source };
         }
     }
@@ -80,6 +81,8 @@ fn udp_ipv6(ctx: &XdpContext, l3: usize, len: usize) -> Result<u32, Counter> {
 
 #[inline(always)]
 fn csum(data: *const u8, len: usize, seed: u32) -> u32 {
+    // SAFETY: `data` points at `len` readable bytes (a bounds-checked frame word or a stack
+    // array); the helper only reads them.
     unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, data as *mut u32, len as u32, seed) as u32 }
 }
 

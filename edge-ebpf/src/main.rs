@@ -76,12 +76,14 @@ pub fn edge_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn dispatch(ctx: &XdpContext) -> Result<(), Counter> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: `ptr_at` checked that the header lies inside the frame.
     match u16::from_be(unsafe { (*eth).proto }) {
         ETH_P_IPV4 => answer::<headers::V4>(ctx),
         ETH_P_IPV6 => answer::<headers::V6>(ctx),
         ETH_P_8021Q => {
             // The tag's TCI, then the encapsulated EtherType.
             let inner: *const u16 = ptr_at(ctx, ETH_LEN + 2)?;
+            // SAFETY: `ptr_at` checked that the header lies inside the frame.
             match u16::from_be(unsafe { *inner }) {
                 ETH_P_IPV4 => answer::<headers::VlanV4>(ctx),
                 ETH_P_IPV6 => answer::<headers::VlanV6>(ctx),
@@ -98,20 +100,28 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     // SAFETY: a per-CPU slot, used only by this program invocation.
     let scratch = unsafe { &mut *scratch };
     let query = query::parse::<L>(ctx, scratch)?;
-    // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced meanwhile.
     let found = if query.short {
-        unsafe { ANSWERS.get(&scratch.short.hash()) }
+        // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced
+        // meanwhile.
+        unsafe { ANSWERS.get(scratch.short.hash()) }
             .filter(|keyed| keyed.key.same(&scratch.short))
             .map(|keyed| &keyed.answer)
     } else {
-        unsafe { LONG_ANSWERS.get(&scratch.key) }
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "by value the key would be copied onto the 512-byte BPF stack"
+        )]
+        // SAFETY: as above.
+        unsafe {
+            LONG_ANSWERS.get(&scratch.key)
+        }
     };
     let mut answer = found.ok_or(Counter::UnknownName)?;
     if answer.selection != 0 {
         let generation = live(state_slot::SELECTIONS);
         let key = selection_key(generation, answer.selection);
         // SAFETY: as above.
-        answer = unsafe { SELECTIONS.get(&key) }.ok_or(Counter::UnknownName)?;
+        answer = unsafe { SELECTIONS.get(key) }.ok_or(Counter::UnknownName)?;
     }
     reply::write::<L>(ctx, &query, answer, scratch)
 }

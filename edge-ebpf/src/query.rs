@@ -81,6 +81,7 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     // Fetch the DNS header before the length checks below, which would otherwise let the
     // compiler drop this constant-offset bounds check that the verifier needs.
     let dns: *const DnsHdr = ptr_at(ctx, L::DNS)?;
+    // SAFETY: `ptr_at` checked that both headers lie inside the frame.
     let (udp, dns) = unsafe { (&*udp, &*dns) };
     if usize::from(u16::from_be(udp.len)) != udp_len || udp_len < UDP_LEN + DNS_HEADER_LEN + 5 {
         return Err(Counter::Malformed);
@@ -134,6 +135,7 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
 fn check_ip<L: Layout>(ctx: &XdpContext) -> Result<usize, Counter> {
     if L::IPV6 {
         let ip: *const Ipv6Hdr = ptr_at(ctx, L::L3)?;
+        // SAFETY: `ptr_at` checked that the header lies inside the frame.
         let ip = unsafe { &*ip };
         if ip.version_class_flow[0] >> 4 != 6 {
             return Err(Counter::NotIp);
@@ -150,6 +152,7 @@ fn check_ip<L: Layout>(ctx: &XdpContext) -> Result<usize, Counter> {
         Ok(usize::from(u16::from_be(ip.payload_len)))
     } else {
         let ip: *const Ipv4Hdr = ptr_at(ctx, L::L3)?;
+        // SAFETY: `ptr_at` checked that the header lies inside the frame.
         let ip = unsafe { &*ip };
         // Version 4 with a 20-byte header, and not a fragment (MF clear, offset 0).
         if ip.version_ihl != 0x45 || ip.frag_off & 0x3fff_u16.to_be() != 0 {
@@ -168,6 +171,7 @@ fn check_ip<L: Layout>(ctx: &XdpContext) -> Result<usize, Counter> {
 #[inline(always)]
 fn dst_port<L: Layout>(ctx: &XdpContext) -> Result<u16, Counter> {
     let udp: *const UdpHdr = ptr_at(ctx, L::L4)?;
+    // SAFETY: `ptr_at` checked that the header lies inside the frame.
     Ok(unsafe { (*udp).dst })
 }
 
@@ -253,6 +257,8 @@ fn read_name<L: Layout>(
         return Err(Counter::Malformed);
     }
     scratch.name_len = walk_labels(scratch.raw_bytes(), copy)? as u32;
+    // SAFETY: a read of a field of our own per-CPU scratch; volatile so that the verifier
+    // sees the length reloaded from map memory (see ARCHITECTURE.md).
     let name_len = unsafe { core::ptr::read_volatile(&scratch.name_len) } as usize;
     if name_len > NAME_MAX || name_len + 4 > available {
         return Err(Counter::Malformed);
@@ -295,6 +301,11 @@ pub extern "C" fn edge_read_message(
 /// the word that ends where it ends: that word lies inside the frame, its first bytes in the DNS
 /// header before the message, and they are shifted out.
 #[inline(always)]
+#[expect(
+    clippy::manual_range_contains,
+    reason = "two comparisons give the verifier both bounds; `contains` compiles to one \
+              subtract-and-compare that it cannot follow (seen: the program failed to load)"
+)]
 fn read_message(
     ctx: &XdpContext,
     offset: usize,

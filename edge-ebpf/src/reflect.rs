@@ -25,9 +25,11 @@ pub fn edge_reflect(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn reflect(ctx: &XdpContext) -> Result<(), Counter> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: `ptr_at` checked that the header lies inside the frame.
     let eth = unsafe { &mut *eth };
     if eth.proto == ETH_P_IPV4.to_be() {
         let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_LEN)?;
+        // SAFETY: `ptr_at` checked that the header lies inside the frame.
         let ip = unsafe { &mut *ip };
         if ip.version_ihl != 0x45 || ip.proto != IPPROTO_UDP {
             return Err(Counter::IpUnsupported);
@@ -39,6 +41,7 @@ fn reflect(ctx: &XdpContext) -> Result<(), Counter> {
         udp.check = 0;
     } else if eth.proto == ETH_P_IPV6.to_be() {
         let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
+        // SAFETY: `ptr_at` checked that the header lies inside the frame.
         let ip = unsafe { &mut *ip };
         if ip.next_header != IPPROTO_UDP {
             return Err(Counter::NotUdp);
@@ -58,9 +61,14 @@ fn reflect(ctx: &XdpContext) -> Result<(), Counter> {
 /// Checks that the UDP datagram at `udp_offset` is a DNS query to port 53, turns it into a
 /// response (ports swapped, QR set) and returns its UDP header for the checksum.
 #[inline(always)]
+#[expect(
+    clippy::mut_from_ref,
+    reason = "the header lives in the frame, which this invocation owns, not in `ctx`"
+)]
 fn respond(ctx: &XdpContext, udp_offset: usize) -> Result<&mut UdpHdr, Counter> {
     let udp: *mut UdpHdr = ptr_at(ctx, udp_offset)?;
     let dns: *mut DnsHdr = ptr_at(ctx, udp_offset + UDP_LEN)?;
+    // SAFETY: `ptr_at` checked that both headers lie inside the frame.
     let (udp, dns) = unsafe { (&mut *udp, &mut *dns) };
     if udp.dst != DNS_PORT.to_be() {
         return Err(Counter::NotService);

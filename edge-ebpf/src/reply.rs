@@ -25,6 +25,11 @@ const OFFSET_MAX: usize = 512;
 const REPLY_TTL: u8 = 64;
 
 #[inline(always)]
+#[expect(
+    clippy::manual_range_contains,
+    reason = "two comparisons give the verifier both bounds; `contains` compiles to one \
+              subtract-and-compare that it cannot follow (seen: the program failed to load)"
+)]
 pub fn write<L: Layout>(
     ctx: &XdpContext,
     query: &Query,
@@ -50,6 +55,7 @@ pub fn write<L: Layout>(
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let udp: *mut UdpHdr = ptr_at(ctx, L::L4)?;
     let dns: *mut DnsHdr = ptr_at(ctx, L::DNS)?;
+    // SAFETY: `ptr_at` checked that the three headers lie inside the frame, after the resize.
     let (eth, udp, dns) = unsafe { (&mut *eth, &mut *udp, &mut *dns) };
     core::mem::swap(&mut eth.dst, &mut eth.src);
 
@@ -65,6 +71,7 @@ pub fn write<L: Layout>(
 
     if L::IPV6 {
         let ip: *mut Ipv6Hdr = ptr_at(ctx, L::L3)?;
+        // SAFETY: `ptr_at` checked that the header lies inside the frame.
         let ip = unsafe { &mut *ip };
         core::mem::swap(&mut ip.src, &mut ip.dst);
         ip.payload_len = (udp_len as u16).to_be();
@@ -75,9 +82,11 @@ pub fn write<L: Layout>(
         }
         // Headers again: the verifier forgets packet bounds across the call.
         let udp: *mut UdpHdr = ptr_at(ctx, L::L4)?;
+        // SAFETY: `ptr_at` checked that the UDP header lies inside the frame.
         unsafe { (*udp).check = sum as u16 };
     } else {
         let ip: *mut Ipv4Hdr = ptr_at(ctx, L::L3)?;
+        // SAFETY: `ptr_at` checked that the header lies inside the frame.
         let ip = unsafe { &mut *ip };
         core::mem::swap(&mut ip.src, &mut ip.dst);
         ip.tot_len = ((L::L4 - L::L3 + udp_len) as u16).to_be();
@@ -95,6 +104,7 @@ pub fn write<L: Layout>(
 /// where XDP always has room, and the kept bytes move to the new start.
 #[inline(always)]
 fn resize(ctx: &XdpContext, delta: i32, keep: usize, scratch: &mut Scratch) -> Result<(), Counter> {
+    // SAFETY: the helper checks `delta` against the frame's room itself.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0 {
         return Ok(());
     }
@@ -102,9 +112,12 @@ fn resize(ctx: &XdpContext, delta: i32, keep: usize, scratch: &mut Scratch) -> R
         return Err(Counter::ReplyFailed);
     }
     let buf = scratch.frame.as_mut_ptr();
+    // SAFETY: the helper writes at most `keep` bytes into `buf`, our per-CPU frame copy of
+    // `FRAME_COPY_MAX` bytes, and `keep` is at most that.
     if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, buf.cast(), keep as u32) } != 0 {
         return Err(Counter::ReplyFailed);
     }
+    // SAFETY: the helper checks `-delta` against the headroom itself.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
         return Err(Counter::ReplyFailed);
     }
@@ -129,6 +142,11 @@ pub extern "C" fn edge_write_answer(ctx: *mut xdp_md, offset: u64, answer: *cons
 
 /// Plain word stores (see [`words::each_word`]), cheaper than a helper call.
 #[inline(always)]
+#[expect(
+    clippy::manual_range_contains,
+    reason = "two comparisons give the verifier both bounds; `contains` compiles to one \
+              subtract-and-compare that it cannot follow (seen: the program failed to load)"
+)]
 fn write_answer(ctx: &XdpContext, offset: usize, answer: &Answer) -> Result<(), Counter> {
     let len = usize::from(answer.len);
     if offset > OFFSET_MAX || len < WORD || len > ANSWER_DATA_LEN {
@@ -154,6 +172,8 @@ fn write_opt(ctx: &XdpContext, offset: usize, dnssec_ok: u16) -> Result<(), Coun
 
 #[inline(always)]
 fn store(ctx: &XdpContext, offset: usize, bytes: *const u8, len: usize) -> Result<(), Counter> {
+    // SAFETY: the helper reads `len` bytes from `bytes`, which the caller holds readable, and
+    // checks the frame range itself.
     let ret = unsafe { bpf_xdp_store_bytes(ctx.ctx, offset as u32, bytes as *mut _, len as u32) };
     if ret != 0 {
         return Err(Counter::ReplyFailed);
