@@ -36,7 +36,11 @@ impl CacheKey {
             Some(authority) => authority.as_str(),
             None => host.ok_or(BadTarget::NoHost)?,
         };
-        if host.is_empty() || host.contains(['@', '/', '\\', '?', '#']) {
+        // Control characters and spaces first: URL parsing would drop a TAB and accept the rest.
+        if host.is_empty()
+            || host.bytes().any(|b| b.is_ascii_control() || b == b' ')
+            || host.contains(['@', '/', '\\', '?', '#'])
+        {
             return Err(BadTarget::Host);
         }
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -283,6 +287,9 @@ mod tests {
             "h.example/x",
             "h.example:notaport",
             "[::1",
+            "cdn.relp\t.test",
+            "h.example\x7f",
+            "h.\x01example",
         ] {
             assert_eq!(key(host, "/"), Err(BadTarget::Host), "{host:?}");
         }

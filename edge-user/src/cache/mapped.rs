@@ -12,7 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 /// Start address → length and file of every live mapping.
 static MAPPINGS: RwLock<BTreeMap<usize, (usize, Arc<Source>)>> = RwLock::new(BTreeMap::new());
@@ -60,19 +60,20 @@ impl Drop for Mapping {
     }
 }
 
-/// Maps the file at `path` (never written again) and returns its first `len` bytes.
+/// Maps the first `len` bytes of the file at `path` (a body, never written again).
 pub fn map(path: &Path, len: u64) -> io::Result<Bytes> {
     let file = File::open(path)?;
     let metadata = file.metadata()?;
-    // SAFETY: the file is ours and never written after the rename that published it; eviction
-    // unlinks it, which leaves the mapping valid.
-    let map = unsafe { Mmap::map(&file)? };
-    if (map.len() as u64) < len {
+    if metadata.len() < len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "object shrank",
         ));
     }
+    // SAFETY: the file is ours, and its first `len` bytes (the body) are never written after
+    // the rename that published it, nor truncated: a metadata update rewrites only what follows
+    // them. Eviction unlinks the file, which leaves the mapping valid.
+    let map = unsafe { MmapOptions::new().len(len as usize).map(&file)? };
     let source = Source {
         path: path.to_path_buf(),
         device: metadata.dev(),
@@ -82,7 +83,7 @@ pub fn map(path: &Path, len: u64) -> io::Result<Bytes> {
         .write()
         .expect("mappings lock")
         .insert(map.as_ptr() as usize, (map.len(), Arc::new(source)));
-    Ok(Bytes::from_owner(Mapping(map)).slice(..len as usize))
+    Ok(Bytes::from_owner(Mapping(map)))
 }
 
 /// The file `bytes` were mapped from and their offset in it, if they lie within a mapped body.

@@ -98,7 +98,7 @@ impl Cache {
         request: &HeaderMap,
         now: SystemTime,
     ) -> Option<Arc<Object>> {
-        if !policy::plain_request(request) {
+        if !self.rules.plain_request(request) {
             return None;
         }
         let mut index = self.index.lock().expect("cache index lock");
@@ -200,17 +200,34 @@ impl Cache {
         self.store.writer(id)
     }
 
-    /// Stores `object`'s body again under new metadata (after a 304).
-    pub async fn rewrite(
+    /// Gives `object` new metadata (after a 304) without writing its body again, and indexes
+    /// the result in its place. An object purged or replaced meanwhile is not indexed again;
+    /// the refreshed object still answers the request that revalidated it.
+    pub async fn refresh(
         self: &Arc<Self>,
         object: Arc<Object>,
         meta: Meta,
     ) -> io::Result<Arc<Object>> {
         let cache = self.clone();
-        let sealed = tokio::task::spawn_blocking(move || cache.store.rewrite(&object, meta))
+        let old = object.clone();
+        let refreshed = tokio::task::spawn_blocking(move || cache.store.refresh(&old, meta))
             .await
             .map_err(io::Error::other)??;
-        self.publish(sealed)
+        let mut index = self.index.lock().expect("cache index lock");
+        let current = index.objects.get(&object.id);
+        if !current.is_some_and(|current| Arc::ptr_eq(current, &object)) {
+            return Ok(Arc::new(refreshed));
+        }
+        let evicted = index.lru.insert(object.id, refreshed.size);
+        for old in &evicted {
+            if let Some(old) = index.forget(old) {
+                self.store.remove(&old);
+            }
+        }
+        if evicted.contains(&object.id) {
+            return Ok(Arc::new(refreshed));
+        }
+        Ok(index.add(refreshed))
     }
 
     /// Bytes stored.

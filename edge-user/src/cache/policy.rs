@@ -1,18 +1,35 @@
 //! Freshness (RFC 9111): whether a response may be stored, whether a stored one may be reused,
 //! and how to revalidate it. The rules are http-cache-semantics'; this module adds what that
 //! crate leaves to the cache: the RFC 5861 extensions (stale-while-revalidate, stale-if-error),
-//! negative caching of 404/410, and which request headers are kept with a stored response.
+//! negative caching of 404/410, whether a client's own directives count, and which request
+//! headers are kept with a stored response.
 
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request, response};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use serde::Deserialize;
 
 /// The configured knobs of the rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
     options: CacheOptions,
     negative_ttl: Duration,
+    request_directives: RequestDirectives,
+}
+
+/// What a client's own Cache-Control and Pragma do (`[http] request_cache_control`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestDirectives {
+    /// Nothing, as most CDNs do by default: a client cannot make the PoP go to the origin (a
+    /// reload's `no-cache`, `max-age=0`) or skip storing (`no-store`); the origin's headers
+    /// alone decide.
+    #[default]
+    Ignore,
+    /// What RFC 9111 §5.2.1 says: `no-cache` revalidates, `max-age`, `min-fresh`, `max-stale`
+    /// and `only-if-cached` count.
+    Honour,
 }
 
 /// What a stored response can do for a request.
@@ -27,7 +44,11 @@ pub enum Reuse {
 }
 
 impl Rules {
-    pub fn new(heuristic_fraction: f32, negative_ttl: Duration) -> Self {
+    pub fn new(
+        heuristic_fraction: f32,
+        negative_ttl: Duration,
+        request_directives: RequestDirectives,
+    ) -> Self {
         Self {
             options: CacheOptions {
                 shared: true,
@@ -36,10 +57,49 @@ impl Rules {
                 ignore_cargo_cult: false,
             },
             negative_ttl,
+            request_directives,
         }
     }
 
-    /// The policy to store with `response` to `request` (as [`view`] made it), or `None` when
+    /// The request as the cache sees it: a GET (HEAD is served from GET responses) for the
+    /// normalised target, with the normalised host, and without the client's own conditions and
+    /// ranges, which the cache answers itself from the whole stored response, nor its
+    /// Cache-Control and Pragma unless they are honoured. `headers` are those the origin may
+    /// see ([`crate::http::headers::for_cache_fetch`]).
+    pub fn view(&self, uri: http::Uri, host: &str, headers: &HeaderMap) -> request::Parts {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = Method::GET;
+        parts.uri = uri;
+        parts.headers = headers.clone();
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+            header::RANGE,
+        ] {
+            parts.headers.remove(name);
+        }
+        if self.request_directives == RequestDirectives::Ignore {
+            parts.headers.remove(header::CACHE_CONTROL);
+            parts.headers.remove(header::PRAGMA);
+        }
+        if let Ok(host) = HeaderValue::from_str(host) {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts
+    }
+
+    /// Whether a request with these headers leaves reuse to freshness alone: its directives are
+    /// ignored, or it has no Cache-Control or Pragma that could demand revalidation or accept a
+    /// stale response (RFC 9111 §5.2.1, §5.4).
+    pub fn plain_request(&self, headers: &HeaderMap) -> bool {
+        self.request_directives == RequestDirectives::Ignore
+            || !headers.contains_key(header::CACHE_CONTROL) && !headers.contains_key(header::PRAGMA)
+    }
+
+    /// The policy to store with `response` to `request` (as [`Self::view`] made it), or `None` when
     /// the response must not be stored or could never be reused.
     pub fn storable(
         &self,
@@ -140,13 +200,7 @@ impl Clock {
     }
 }
 
-/// Whether a request leaves reuse to freshness alone: it has no Cache-Control or Pragma that
-/// could demand revalidation or accept a stale response (RFC 9111 §5.2.1, §5.4).
-pub fn plain_request(headers: &HeaderMap) -> bool {
-    !headers.contains_key(header::CACHE_CONTROL) && !headers.contains_key(header::PRAGMA)
-}
-
-/// How `policy` can serve `request` (as [`view`] made it) at `now`.
+/// How `policy` can serve `request` (as [`Rules::view`] made it) at `now`.
 pub fn reuse(policy: &CachePolicy, request: &request::Parts, now: SystemTime) -> Reuse {
     match policy.before_request(request, now) {
         BeforeRequest::Fresh(_) => Reuse::Fresh,
@@ -158,30 +212,6 @@ pub fn reuse(policy: &CachePolicy, request: &request::Parts, now: SystemTime) ->
         },
         BeforeRequest::Stale { matches: false, .. } => Reuse::Mismatch,
     }
-}
-
-/// The request as the cache sees it: a GET (HEAD is served from GET responses) for the
-/// normalised target, with the normalised host, and without the client's own conditions and
-/// ranges, which the cache answers itself from the whole stored response.
-pub fn view(uri: http::Uri, host: &str, headers: &HeaderMap) -> request::Parts {
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = Method::GET;
-    parts.uri = uri;
-    parts.headers = headers.clone();
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
-        parts.headers.remove(name);
-    }
-    if let Ok(host) = HeaderValue::from_str(host) {
-        parts.headers.insert(header::HOST, host);
-    }
-    parts
 }
 
 /// Seconds a stale response may still be served while it is revalidated in the background,
@@ -273,12 +303,16 @@ mod tests {
         for (name, value) in headers {
             map.append(*name, HeaderValue::from_static(value));
         }
-        view("/a?b".parse().unwrap(), "h.example", &map)
+        Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour).view(
+            "/a?b".parse().unwrap(),
+            "h.example",
+            &map,
+        )
     }
 
     #[test]
     fn what_is_stored() {
-        let rules = Rules::new(0.0, Duration::from_secs(10));
+        let rules = Rules::new(0.0, Duration::from_secs(10), RequestDirectives::Honour);
         let now = SystemTime::now();
         let stored =
             |status, headers| rules.storable(&request(&[]), &response(status, headers), now);
@@ -298,7 +332,7 @@ mod tests {
         assert_eq!(missing.time_to_live(now), Duration::from_secs(10));
         let explicit = stored(404, &[("cache-control", "max-age=100")]).unwrap();
         assert_eq!(explicit.time_to_live(now), Duration::from_secs(100));
-        let off = Rules::new(0.0, Duration::ZERO);
+        let off = Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour);
         assert!(
             off.storable(&request(&[]), &response(404, &[]), now)
                 .is_none()
@@ -315,11 +349,11 @@ mod tests {
     fn heuristic_freshness_only_when_configured() {
         let now = SystemTime::now();
         let modified = response(200, &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")]);
-        let strict = Rules::new(0.0, Duration::ZERO)
+        let strict = Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour)
             .storable(&request(&[]), &modified, now)
             .unwrap();
         assert!(strict.time_to_live(now).is_zero());
-        let heuristic = Rules::new(0.1, Duration::ZERO)
+        let heuristic = Rules::new(0.1, Duration::ZERO, RequestDirectives::Honour)
             .storable(&request(&[]), &modified, now)
             .unwrap();
         assert!(!heuristic.time_to_live(now).is_zero());
@@ -327,7 +361,7 @@ mod tests {
 
     #[test]
     fn requests_and_variants() {
-        let rules = Rules::new(0.0, Duration::ZERO);
+        let rules = Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour);
         let now = SystemTime::now();
         let gzip = request(&[("accept-encoding", "gzip"), ("cookie", "secret")]);
         let varied = response(
@@ -343,6 +377,12 @@ mod tests {
             reuse(&policy, &no_cache, now),
             Reuse::Stale { .. }
         ));
+        // Ignored (the default), a client's directives never reach the rules.
+        let ignoring = Rules::new(0.0, Duration::ZERO, RequestDirectives::Ignore);
+        let ignored = ignoring.view("/a?b".parse().unwrap(), "h.example", &no_cache.headers);
+        assert!(!ignored.headers.contains_key("cache-control"));
+        assert!(matches!(reuse(&policy, &ignored, now), Reuse::Fresh));
+        assert!(ignoring.plain_request(&no_cache.headers));
         // The client's own conditions and ranges never reach the stored request.
         let conditional = request(&[("if-none-match", "\"x\""), ("range", "bytes=0-1")]);
         assert!(!conditional.headers.contains_key("if-none-match"));
@@ -355,7 +395,7 @@ mod tests {
 
     #[test]
     fn the_clock_agrees_with_the_rules() {
-        let rules = Rules::new(0.1, Duration::from_secs(10));
+        let rules = Rules::new(0.1, Duration::from_secs(10), RequestDirectives::Honour);
         let stored = SystemTime::now();
         let date = httpdate::fmt_http_date(stored - Duration::from_secs(5));
         let date: &'static str = Box::leak(date.into_boxed_str());
@@ -405,11 +445,11 @@ mod tests {
             // Before the response arrived (a clock stepped back), age is not a line.
             assert!(Clock::new(&policy, stored - Duration::from_secs(2)).is_none());
         }
-        assert!(plain_request(&HeaderMap::new()));
+        assert!(rules.plain_request(&HeaderMap::new()));
         for name in ["cache-control", "pragma"] {
             let mut headers = HeaderMap::new();
             headers.insert(name, HeaderValue::from_static("no-cache"));
-            assert!(!plain_request(&headers));
+            assert!(!rules.plain_request(&headers));
         }
     }
 

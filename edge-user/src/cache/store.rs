@@ -1,13 +1,16 @@
 //! Objects on disk. One file per object, `objects/<2 hex>/<id>`: the body from offset 0 (so
 //! that a mapping of the file is the body, page-aligned), then the metadata as JSON, then a
-//! fixed trailer (metadata length, body length, magic). A body is written to `tmp/` and renamed
-//! into place only once complete and synced, so a crash at any moment leaves either the whole
-//! object or none; a file whose trailer does not add up is never loaded.
+//! fixed trailer (metadata length, body length, digest of the metadata, magic). A body is
+//! written to `tmp/` and renamed into place only once complete and synced, so a crash at any
+//! moment leaves either the whole object or none; a file whose trailer does not add up is never
+//! loaded. A revalidation (304) rewrites only the metadata and trailer, in place after the body,
+//! which it never touches: an update cut short leaves a digest that does not match, and the
+//! object is discarded at start rather than loaded with a mix of old and new headers.
 
 use std::{
     fs::{self, File},
     io,
-    os::unix::fs::FileExt as _,
+    os::unix::fs::{FileExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     sync::{
         Arc, OnceLock,
@@ -20,6 +23,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_cache_semantics::CachePolicy;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use tracing::warn;
 
 use super::{
@@ -28,8 +32,9 @@ use super::{
     policy::Clock,
 };
 
-const MAGIC: &[u8; 8] = b"EDGEOBJ1";
-const TRAILER_LEN: u64 = 24;
+/// Version 2: the trailer has the metadata's digest. Files of version 1 are discarded at start.
+const MAGIC: &[u8; 8] = b"EDGEOBJ2";
+const TRAILER_LEN: u64 = 32;
 /// Metadata larger than this is not ours.
 const MAX_META_LEN: u64 = 1 << 20;
 
@@ -58,6 +63,9 @@ pub struct Object {
     /// Bytes on disk, metadata included: what counts against the capacity.
     pub size: u64,
     path: PathBuf,
+    /// Device and inode of the file: a metadata update writes only to this very file, never to
+    /// one published over the path since.
+    file: (u64, u64),
     /// The body mapped once, on the first hit; every hit after shares it.
     body: OnceLock<Bytes>,
     /// Age and freshness from the time the object was loaded or stored, without parsing.
@@ -67,7 +75,14 @@ pub struct Object {
 }
 
 impl Object {
-    fn new(id: ObjectId, meta: Meta, body_len: u64, size: u64, path: PathBuf) -> Self {
+    fn new(
+        id: ObjectId,
+        meta: Meta,
+        body_len: u64,
+        size: u64,
+        path: PathBuf,
+        file: (u64, u64),
+    ) -> Self {
         let clock = Clock::new(&meta.policy, SystemTime::now());
         Self {
             id,
@@ -75,10 +90,27 @@ impl Object {
             body_len,
             size,
             path,
+            file,
             body: OnceLock::new(),
             clock,
             hit_head: OnceLock::new(),
         }
+    }
+
+    /// This object under new metadata of `size` bytes in all, sharing the mapped body.
+    fn with_meta(&self, meta: Meta, size: u64) -> Self {
+        let object = Self::new(
+            self.id,
+            meta,
+            self.body_len,
+            size,
+            self.path.clone(),
+            self.file,
+        );
+        if let Some(body) = self.body.get() {
+            let _ = object.body.set(body.clone());
+        }
+        object
     }
 
     /// The Age at `now` (RFC 9111 §4.2.3).
@@ -178,24 +210,25 @@ impl Store {
         })
     }
 
-    /// Writes `object`'s body with new metadata (after a revalidation) as a new file, to be
-    /// published over the old one. The body is copied in the kernel.
-    pub fn rewrite(&self, object: &Object, meta: Meta) -> io::Result<Sealed> {
-        let mut writer = self.writer(object.id)?;
-        let mut source = File::open(&object.path)?;
-        let file = writer.file.clone();
-        let copied = io::copy(
-            &mut io::Read::take(&mut source, object.body_len),
-            &mut &*file,
-        )?;
-        if copied != object.body_len {
+    /// Gives `object` new metadata (after a revalidation): the metadata and trailer after its
+    /// body are rewritten in place and synced; the body is neither copied nor written, and its
+    /// mapping stays valid. Blocking.
+    pub fn refresh(&self, object: &Object, mut meta: Meta) -> io::Result<Object> {
+        let file = File::options().write(true).open(&object.path)?;
+        let metadata = file.metadata()?;
+        if (metadata.dev(), metadata.ino()) != object.file {
             return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "object shrank",
+                io::ErrorKind::NotFound,
+                "replaced since it was stored",
             ));
         }
-        writer.written = copied;
-        writer.finish_blocking(meta)
+        meta.id = object.id.to_hex();
+        let tail = tail(&meta, object.body_len)?;
+        file.write_all_at(&tail, object.body_len)?;
+        let size = object.body_len + tail.len() as u64;
+        file.set_len(size)?;
+        file.sync_data()?;
+        Ok(object.with_meta(meta, size))
     }
 
     /// Unlinks a stored object; readers holding its mapping keep it.
@@ -253,18 +286,17 @@ impl Writer {
 
     fn finish_blocking(self, mut meta: Meta) -> io::Result<Sealed> {
         meta.id = self.id.to_hex();
-        let mut tail = serde_json::to_vec(&meta).map_err(io::Error::other)?;
-        tail.extend_from_slice(&(tail.len() as u64).to_le_bytes());
-        tail.extend_from_slice(&self.written.to_le_bytes());
-        tail.extend_from_slice(MAGIC);
+        let tail = tail(&meta, self.written)?;
         self.file.write_all_at(&tail, self.written)?;
         self.file.sync_data()?;
+        let metadata = self.file.metadata()?;
         let object = Object::new(
             self.id,
             meta,
             self.written,
             self.written + tail.len() as u64,
             self.path.clone(),
+            (metadata.dev(), metadata.ino()),
         );
         Ok(Sealed {
             writer: self,
@@ -310,6 +342,22 @@ impl Drop for Writer {
     }
 }
 
+/// What follows a body of `body_len` bytes: the metadata as JSON, then the trailer.
+fn tail(meta: &Meta, body_len: u64) -> io::Result<Vec<u8>> {
+    let mut tail = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    let digest = digest(&tail);
+    tail.extend_from_slice(&(tail.len() as u64).to_le_bytes());
+    tail.extend_from_slice(&body_len.to_le_bytes());
+    tail.extend_from_slice(&digest);
+    tail.extend_from_slice(MAGIC);
+    Ok(tail)
+}
+
+/// The first 8 bytes of the metadata's SHA-256: tells a torn metadata update from a whole one.
+fn digest(json: &[u8]) -> [u8; 8] {
+    Sha256::digest(json)[..8].try_into().expect("8 of 32 bytes")
+}
+
 /// Reads and checks one object file.
 fn load(path: &Path) -> io::Result<Object> {
     let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
@@ -319,7 +367,8 @@ fn load(path: &Path) -> io::Result<Object> {
         .and_then(ObjectId::from_hex)
         .ok_or_else(|| invalid("not an object file name"))?;
     let file = File::open(path)?;
-    let size = file.metadata()?.len();
+    let metadata = file.metadata()?;
+    let size = metadata.len();
     if size < TRAILER_LEN {
         return Err(invalid("too short"));
     }
@@ -327,7 +376,7 @@ fn load(path: &Path) -> io::Result<Object> {
     file.read_exact_at(&mut trailer, size - TRAILER_LEN)?;
     let meta_len = u64::from_le_bytes(trailer[..8].try_into().unwrap());
     let body_len = u64::from_le_bytes(trailer[8..16].try_into().unwrap());
-    if &trailer[16..] != MAGIC
+    if &trailer[24..] != MAGIC
         || meta_len > MAX_META_LEN
         || body_len.checked_add(meta_len + TRAILER_LEN) != Some(size)
     {
@@ -335,11 +384,21 @@ fn load(path: &Path) -> io::Result<Object> {
     }
     let mut json = vec![0; meta_len as usize];
     file.read_exact_at(&mut json, body_len)?;
+    if digest(&json) != trailer[16..24] {
+        return Err(invalid("metadata does not match its digest"));
+    }
     let meta: Meta = serde_json::from_slice(&json).map_err(|error| invalid(&error.to_string()))?;
     if meta.id != id.to_hex() {
         return Err(invalid("metadata belongs to another object"));
     }
-    Ok(Object::new(id, meta, body_len, size, path.to_path_buf()))
+    Ok(Object::new(
+        id,
+        meta,
+        body_len,
+        size,
+        path.to_path_buf(),
+        (metadata.dev(), metadata.ino()),
+    ))
 }
 
 #[cfg(test)]
@@ -349,15 +408,16 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
-    use crate::cache::policy::{Rules, view};
+    use crate::cache::policy::{RequestDirectives, Rules};
 
     pub(crate) fn meta(key: &CacheKey) -> Meta {
-        let request = view(key.uri(), key.host(), &HeaderMap::new());
+        let rules = Rules::new(0.0, Duration::ZERO, RequestDirectives::Ignore);
+        let request = rules.view(key.uri(), key.host(), &HeaderMap::new());
         let (mut response, ()) = http::Response::new(()).into_parts();
         response
             .headers
             .insert("cache-control", HeaderValue::from_static("max-age=60"));
-        let policy = Rules::new(0.0, Duration::ZERO)
+        let policy = rules
             .storable(&request, &response, SystemTime::now())
             .unwrap();
         Meta {
@@ -419,8 +479,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dropped_writer_leaves_nothing_and_rewrite_keeps_the_body() {
-        let dir = tempdir("rewrite");
+    async fn dropped_writer_leaves_nothing_and_refresh_touches_only_the_metadata() {
+        let dir = tempdir("refresh");
         let (store, _) = Store::open(&dir).unwrap();
         let key = key("/b");
         let id = key.object_id([], &HeaderMap::new());
@@ -434,14 +494,44 @@ mod tests {
         writer.append(Bytes::from_static(b"body")).await.unwrap();
         let object = writer.finish(meta(&key)).await.unwrap().publish().unwrap();
         let mapped = object.body().unwrap();
-        let mut newer = meta(&key);
-        newer.headers.insert("x-new", HeaderValue::from_static("1"));
-        let rewritten = store.rewrite(&object, newer).unwrap().publish().unwrap();
-        assert_eq!(&rewritten.body().unwrap()[..], b"body");
-        assert_eq!(&mapped[..], b"body", "an old mapping stays valid");
+        let inode = fs::metadata(&object.path).unwrap().ino();
+        let mut longer = meta(&key);
+        let long = HeaderValue::try_from("n".repeat(5000)).unwrap();
+        longer.headers.insert("x-new", long);
+        let refreshed = store.refresh(&object, longer).unwrap();
+        assert_eq!(&refreshed.body().unwrap()[..], b"body");
+        assert_eq!(&mapped[..], b"body", "the mapping stays valid");
+        assert_eq!(
+            fs::metadata(&object.path).unwrap().ino(),
+            inode,
+            "same file"
+        );
+        assert!(refreshed.size > object.size + 5000);
+        let (_, objects) = Store::open(&dir).unwrap();
+        assert!(objects[0].meta.headers.contains_key("x-new"));
+        // Shorter metadata: the file shrinks to it, and still loads.
+        let shorter = store.refresh(&refreshed, meta(&key)).unwrap();
+        assert_eq!(fs::metadata(&object.path).unwrap().len(), shorter.size);
+        assert_eq!(shorter.size, object.size);
         let (_, objects) = Store::open(&dir).unwrap();
         assert_eq!(objects.len(), 1);
-        assert!(objects[0].meta.headers.contains_key("x-new"));
+        assert!(!objects[0].meta.headers.contains_key("x-new"));
+        assert_eq!(&objects[0].body().unwrap()[..], b"body");
+
+        // A file published over the path since is not updated with the old object's metadata.
+        let mut writer = store.writer(id).unwrap();
+        writer.append(Bytes::from_static(b"newer")).await.unwrap();
+        let newer = writer.finish(meta(&key)).await.unwrap().publish().unwrap();
+        assert!(store.refresh(&shorter, meta(&key)).is_err());
+
+        // An update cut short (metadata changed, trailer not) is never loaded, even when what
+        // was written still parses.
+        let bytes = fs::read(&newer.path).unwrap();
+        let at = bytes.windows(10).position(|w| w == b"max-age=60").unwrap();
+        let file = File::options().write(true).open(&newer.path).unwrap();
+        file.write_all_at(b"max-age=99", at as u64).unwrap();
+        let (_, objects) = Store::open(&dir).unwrap();
+        assert!(objects.is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -11,7 +11,10 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 use super::site::PathRule;
-use crate::config::{Config, ConfigError, PoolKind};
+use crate::{
+    cache::policy::RequestDirectives,
+    config::{Config, ConfigError, PoolKind},
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +38,18 @@ pub struct HttpConfig {
     /// previous response: bounds slow headers (slowloris) and idle keep-alive connections.
     #[serde(default = "default_client_timeout", with = "humantime_serde")]
     pub client_timeout: Duration,
+    /// A response write that makes no progress for this long (a client that stopped reading)
+    /// closes the connection, with a reset: its socket and files are freed.
+    #[serde(default = "default_send_timeout", with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// Open connections from one source (an IPv4 address, or an IPv6 /64); more are closed
+    /// as they are accepted.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+    /// Whether a client's Cache-Control and Pragma count (`"honour"`) or not (`"ignore"`, the
+    /// default): see [`RequestDirectives`].
+    #[serde(default)]
+    pub request_cache_control: RequestDirectives,
     #[serde(default = "default_origin_connect_timeout", with = "humantime_serde")]
     pub origin_connect_timeout: Duration,
     /// Longest wait for the origin's response head and between two pieces of its body.
@@ -79,6 +94,14 @@ fn default_max_header_size() -> ByteSize {
 
 fn default_client_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_connections_per_source() -> usize {
+    256
 }
 
 fn default_origin_connect_timeout() -> Duration {
@@ -144,12 +167,19 @@ impl HttpConfig {
         }
         for (name, timeout) in [
             ("client_timeout", self.client_timeout),
+            ("send_timeout", self.send_timeout),
             ("origin_connect_timeout", self.origin_connect_timeout),
             ("origin_read_timeout", self.origin_read_timeout),
         ] {
             if timeout.is_zero() {
                 return Err(refuse(name.into(), "must be above 0".into()));
             }
+        }
+        if self.max_connections_per_source == 0 {
+            return Err(refuse(
+                "max_connections_per_source".into(),
+                "must be above 0".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.heuristic_fraction) {
             return Err(refuse(
@@ -231,11 +261,18 @@ mod tests {
         assert_eq!(http.admin_listen, "127.0.0.1:9080".parse().unwrap());
         assert_eq!(http.client_timeout, Duration::from_secs(5));
         assert_eq!(http.negative_ttl, Duration::from_secs(10));
+        assert_eq!(http.send_timeout, Duration::from_secs(30));
+        assert_eq!(http.max_connections_per_source, 256);
+        assert_eq!(http.request_cache_control, RequestDirectives::Ignore);
         assert_eq!(http.max_object_size(), 64 << 20);
         assert!(http.sites[0].static_paths.is_none());
         let bytes = parse("[http]\ncache_dir = \"/c\"\ncache_capacity = 200000000\n").unwrap();
         let bytes = bytes.http.unwrap();
         assert_eq!(bytes.cache_capacity.as_u64(), 200_000_000);
+        let honour =
+            "[http]\ncache_dir = \"/c\"\ncache_capacity = 1\nrequest_cache_control = \"honour\"\n";
+        let honour = parse(honour).unwrap().http.unwrap();
+        assert_eq!(honour.request_cache_control, RequestDirectives::Honour);
         let small = parse("[http]\ncache_dir = \"/c\"\ncache_capacity = \"1 MiB\"\n").unwrap();
         assert_eq!(small.http.unwrap().max_object_size(), 1 << 20);
     }
@@ -249,6 +286,15 @@ mod tests {
             ("admin_listen = \"0.0.0.0:80\"\n", "http.admin_listen"),
             ("origin_read_timeout = \"0s\"\n", "http.origin_read_timeout"),
             ("heuristic_fraction = 2.0\n", "http.heuristic_fraction"),
+            ("send_timeout = \"0s\"\n", "http.send_timeout"),
+            (
+                "max_connections_per_source = 0\n",
+                "http.max_connections_per_source",
+            ),
+            (
+                "request_cache_control = \"sometimes\"\n",
+                "http.request_cache_control",
+            ),
         ] {
             let error = parse(&format!("{head}{extra}")).unwrap_err();
             assert_eq!(error.field, field, "{error}");

@@ -8,6 +8,7 @@ pub mod origin;
 pub mod proxy;
 pub mod respond;
 pub mod site;
+pub mod sources;
 pub mod stream;
 
 use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
@@ -22,7 +23,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{debug, info, warn};
 
-use self::{config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites, stream::Stream};
+use self::{
+    config::HttpConfig, origin::OriginClient, proxy::Proxy, site::Sites, sources::Sources,
+    stream::Stream,
+};
 use crate::{
     cache::{Cache, policy::Rules},
     config::Config,
@@ -51,7 +55,11 @@ impl HttpServer {
                 &http.cache_dir,
                 http.cache_capacity.as_u64(),
                 http.max_object_size(),
-                Rules::new(http.heuristic_fraction, http.negative_ttl),
+                Rules::new(
+                    http.heuristic_fraction,
+                    http.negative_ttl,
+                    http.request_cache_control,
+                ),
             )
             .with_context(|| format!("opening the cache in {}", http.cache_dir.display()))?,
         );
@@ -64,16 +72,16 @@ impl HttpServer {
         let admin = bind(http.admin_listen).await?;
         let serve = {
             let http = http.clone();
-            accept(service, http.clone(), move |request| {
+            accept(service, http.clone(), move |request, peer: SocketAddr| {
                 match proxy.fresh_hit(&request) {
                     Some(response) => Either::Left(future::ready(response)),
                     // Boxed: the whole request path's state is large, and moved with the future.
-                    None => Either::Right(Box::pin(proxy.clone().handle(request))),
+                    None => Either::Right(Box::pin(proxy.clone().handle(request, peer.ip()))),
                 }
             })
         };
         let admin_cache = cache.clone();
-        let administer = accept(admin, http.clone(), move |request| {
+        let administer = accept(admin, http.clone(), move |request, _| {
             let response = admin::handle(&admin_cache, &request);
             async move { response }
         });
@@ -99,12 +107,15 @@ async fn bind(address: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("binding {address}"))
 }
 
-/// Serves HTTP/1.1 connections from `listener` with `handle`, within the configured limits:
-/// request heads larger than `max_header_size` get 431, and a connection that does not deliver
-/// a complete head within `client_timeout` (new, or idle after a response) is closed.
+/// Serves HTTP/1.1 connections from `listener` with `handle` (given each request and its
+/// client's address), within the configured limits: request heads larger than
+/// `max_header_size` get 431; a connection that does not deliver a complete head within
+/// `client_timeout` (new, or idle after a response), or whose client takes nothing of a
+/// response for `send_timeout`, is closed; a source with `max_connections_per_source` open
+/// has its next connections closed as they come.
 async fn accept<F, Fut>(listener: TcpListener, config: HttpConfig, handle: F)
 where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = http1::Builder::new();
@@ -112,6 +123,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(config.client_timeout)
         .max_buf_size(config.max_header_size.as_u64() as usize);
+    let sources = Sources::new(config.max_connections_per_source);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -122,12 +134,18 @@ where
                 continue;
             }
         };
+        let Some(admitted) = sources.admit(peer.ip()) else {
+            debug!(%peer, "too many connections from this source; reset");
+            // A reset leaves no TIME_WAIT behind for each refused connection.
+            let _ = stream.set_zero_linger();
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let connection = builder.serve_connection(
-            TokioIo::new(Stream::new(stream)),
+            TokioIo::new(Stream::new(stream, config.send_timeout)),
             service_fn(move |request| {
-                let response = handle(request);
+                let response = handle(request, peer);
                 async move { Ok::<_, Infallible>(response.await) }
             }),
         );
@@ -135,6 +153,7 @@ where
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "connection ended");
             }
+            drop(admitted);
         });
     }
 }

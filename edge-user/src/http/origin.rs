@@ -1,19 +1,19 @@
-//! Requests to origins: by the origin's address with the client's Host, over pooled HTTP/1.1
+//! Requests to origins: by the origin's address with the site's name as Host, over pooled HTTP/1.1
 //! connections, within the configured connect and read timeouts.
 
 use std::{io, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt as _};
-use http::{Request, Response, StatusCode, Uri, request};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::{Body, headers};
+use super::Body;
 
 /// Why an origin gave no usable response, and what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -56,15 +56,25 @@ impl OriginClient {
         }
     }
 
-    /// Sends `parts` (origin-form target, Host already set) with `body` to `origin` and waits
-    /// for the response head.
+    /// Sends `parts` (origin-form target, headers as [`super::headers`] built them) with `body`
+    /// to `origin` and waits for the response head. The framing is set here, for the body
+    /// actually sent, whatever the headers say: none for an empty body, Content-Length (hyper
+    /// sets it) for a body of known length, chunked for any other. So the origin reads exactly
+    /// this request on a pooled connection, and the next one after it.
     pub async fn send(
         &self,
         origin: SocketAddr,
         mut parts: request::Parts,
         body: Body,
     ) -> Result<Response<Incoming>, OriginError> {
-        headers::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        if !body.is_end_stream() && body.size_hint().exact().is_none() {
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri =
             Uri::try_from(format!("http://{origin}{path}")).map_err(|_| OriginError::Broken)?;

@@ -1,8 +1,10 @@
 //! One request's way through the PoP: Host selects the site; GET and HEAD of static paths go
-//! through the cache (hit, stale, revalidation, coalesced miss); everything else is handed
-//! through to the origin, and unsafe methods invalidate what is stored for their target.
+//! through the cache (hit, stale, revalidation, coalesced miss); CONNECT and TRACE are answered
+//! here; everything else is handed through to the origin, and unsafe methods invalidate what is
+//! stored for their target.
 
 use std::{
+    net::IpAddr,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -13,12 +15,12 @@ use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request, response,
 };
 use http_body_util::{BodyExt as _, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use tracing::warn;
 
 use super::{
     Body,
-    headers::strip_hop_by_hop,
+    headers::{self, strip_hop_by_hop},
     origin::{OriginClient, OriginError},
     respond::{self, CACHE_STATUS, CacheStatus},
     site::{Site, Sites},
@@ -64,7 +66,7 @@ impl Proxy {
     /// here, a hit costs no task state of the whole request path.
     pub fn fresh_hit(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
         let method = request.method();
-        if *method != Method::GET && *method != Method::HEAD {
+        if *method != Method::GET && *method != Method::HEAD || !request.body().is_end_stream() {
             return None;
         }
         let (site, key) = self.target(request).ok()?;
@@ -84,21 +86,37 @@ impl Proxy {
         ))
     }
 
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    /// Answers `request` from `client`.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: IpAddr,
+    ) -> Response<Body> {
+        let method = request.method().clone();
+        if method == Method::CONNECT || method == Method::TRACE {
+            // A tunnel out of the PoP, or the client's headers echoed back: neither is a CDN's.
+            return respond::method_not_allowed();
+        }
         let (site, key) = match self.target(&request) {
             Ok(target) => target,
             Err((status, reason)) => return respond::plain(status, &reason),
         };
-        let method = request.method().clone();
         if (method == Method::GET || method == Method::HEAD) && site.is_static(key.path()) {
+            if !request.body().is_end_stream() {
+                // The answer is shared by every client, so the body could not reach the origin;
+                // refused rather than read and thrown away. Closing leaves it unread.
+                return respond::closing(
+                    StatusCode::BAD_REQUEST,
+                    "a request for cached content takes no body",
+                );
+            }
             let (parts, _) = request.into_parts();
-            return self.cached(&site, &key, &method, &parts.headers).await;
+            return self
+                .cached(&site, &key, &method, &parts.headers, client)
+                .await;
         }
-        let unsafe_method = !matches!(
-            method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-        );
-        let response = self.pass(&site, &key, request).await;
+        let unsafe_method = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let response = self.pass(&site, &key, request, client).await;
         // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target.
         if unsafe_method && (response.status().is_success() || response.status().is_redirection()) {
             self.cache.purge(&key);
@@ -132,16 +150,18 @@ impl Proxy {
         }
     }
 
-    /// Hands a request through to the origin, uncached.
+    /// Hands a request through to the origin, uncached, with its body.
     async fn pass(
         &self,
         site: &Site,
         key: &CacheKey,
         request: Request<Incoming>,
+        client: IpAddr,
     ) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         parts.uri = key.uri();
-        set_host(&mut parts.headers, key);
+        parts.headers = headers::for_pass(&parts.headers);
+        headers::set_edge_headers(&mut parts.headers, key.host(), client);
         let body = body.map_err(std::io::Error::other).boxed_unsync();
         match self.origin.send(site.origin(), parts, body).await {
             Ok(response) => {
@@ -152,14 +172,21 @@ impl Proxy {
         }
     }
 
+    /// Answers a GET or HEAD of static content. The origin, when asked, gets the view: the
+    /// request as the cache makes it from the allow-listed client headers, with edge's own.
     async fn cached(
         self: &Arc<Self>,
         site: &Arc<Site>,
         key: &CacheKey,
         method: &Method,
         headers: &HeaderMap,
+        client: IpAddr,
     ) -> Response<Body> {
-        let view = policy::view(key.uri(), key.host(), headers);
+        let mut view =
+            self.cache
+                .rules
+                .view(key.uri(), key.host(), &headers::for_cache_fetch(headers));
+        headers::set_edge_headers(&mut view.headers, key.host(), client);
         for _ in 0..LOOKUPS {
             let now = SystemTime::now();
             let stale = match self.cache.lookup(key, &view, now) {
@@ -260,7 +287,6 @@ impl Proxy {
         // Not coalescable (not storable, or another Vary variant): fetch alone.
         let mut parts = view;
         parts.method = method.clone();
-        set_host(&mut parts.headers, key);
         match self
             .origin
             .send(site.origin(), parts, respond::full(Bytes::new()))
@@ -284,11 +310,10 @@ impl Proxy {
         view: &request::Parts,
         stale: Option<Stale>,
     ) -> Led {
-        let mut parts = match &stale {
+        let parts = match &stale {
             Some(stale) => clone_request(&stale.revalidation),
             None => clone_request(view),
         };
-        set_host(&mut parts.headers, key);
         let sent = clone_request(&parts);
         let response = match self
             .origin
@@ -349,7 +374,7 @@ impl Proxy {
         ))
     }
 
-    /// The origin answered a revalidation with 304: store the new head with the old body.
+    /// The origin answered a revalidation with 304: store the new head; the body stays as it is.
     async fn refreshed(
         &self,
         lead: Lead,
@@ -371,7 +396,7 @@ impl Proxy {
         merge_not_modified(&mut meta.headers, &response.headers);
         meta.fresh_until = now + policy.time_to_live(now);
         meta.policy = policy;
-        match self.cache.rewrite(stale.object.clone(), meta).await {
+        match self.cache.refresh(stale.object.clone(), meta).await {
             Ok(object) => {
                 lead.land(Flight::Stored);
                 Led::Revalidated(object)
@@ -488,13 +513,6 @@ fn within(allowance: Option<Duration>, object: &Object, now: SystemTime) -> bool
 fn serves_on_error(object: &Object, now: SystemTime) -> bool {
     let (_, if_error) = policy::stale_allowance(&object.meta.headers);
     within(if_error, object, now)
-}
-
-/// The origin sees the site's name, whatever address it is reached at.
-fn set_host(headers: &mut HeaderMap, key: &CacheKey) {
-    if let Ok(host) = HeaderValue::from_str(key.host()) {
-        headers.insert(header::HOST, host);
-    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -70,6 +70,26 @@ pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
     response
 }
 
+/// What the service address allows; CONNECT and TRACE are not among them.
+const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE");
+
+/// 405 to CONNECT and TRACE, with Allow (RFC 9110 §15.5.6).
+pub fn method_not_allowed() -> Response<Body> {
+    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here");
+    response.headers_mut().insert(header::ALLOW, ALLOW);
+    response
+}
+
+/// A refusal after which the connection closes: what the client sent next (a body, say) is
+/// never read as a request.
+pub fn closing(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = plain(status, text);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The stored headers with Age and the cache status.
 pub fn head(object: &Object, status: CacheStatus, now: SystemTime) -> HeaderMap {
     let mut headers = object.meta.headers.clone();
