@@ -1,5 +1,5 @@
 //! Shared by the integration tests and the demo: network namespace topologies, the real `edge`
-//! binary running inside them, real DNS and HTTP clients, a real HTTP origin, and the
+//! binary running inside them, real DNS and HTTP clients, a real HTTP origin and one that records raw bytes, and the
 //! benchmarks' parts.
 
 pub mod agent;
@@ -9,5 +9,6 @@ pub mod dig;
 pub mod edge;
 pub mod ftp;
 pub mod origin;
+pub mod raw_origin;
 pub mod topology;
 pub mod xdp;
