@@ -291,16 +291,13 @@ fn get(path: &str, extra: &str) -> String {
 #[test]
 fn content_length_on_a_cached_get_cannot_poison_the_cache() -> Result<()> {
     let pop = Pop::start("sec-poison", "")?;
+    // The bytes of the report: 44 is where the smuggled request starts in the next one.
     let first = pop.exchange(
-        get("/static/a.txt?x=1", "Content-Length: 44\r\n").as_bytes(),
+        b"GET /static/a.txt?x=1 HTTP/1.1\r\nHost: www.relp.test\r\nContent-Length: 44\r\n\r\n",
         1,
     )?;
     let second = pop.exchange(
-        get(
-            "/static/1m.bin?p=1",
-            "X-Smuggle: GET /etc/passwd HTTP/1.1\r\n",
-        )
-        .as_bytes(),
+        b"GET /static/1m.bin?p=1 HTTP/1.1\r\nX-Smuggle: GET /etc/passwd HTTP/1.1\r\nHost: www.relp.test\r\n\r\n",
         1,
     )?;
     let hit = pop.curl(SITE, "/static/1m.bin?p=1", &[])?;
@@ -735,6 +732,7 @@ fn a_304_updates_the_headers_without_writing_the_body() -> Result<()> {
         wrote < 1 << 20,
         "10 revalidations of an 8 MiB object wrote {wrote} bytes"
     );
+    println!("10 revalidations of an 8 MiB object dirtied {wrote} bytes of files");
     assert_eq!(pop.origin.count(&path), 11);
     assert_eq!(only_object(&pop)?, file);
     assert_eq!(
@@ -868,7 +866,18 @@ fn connect_from(pop: &Pop, source: Ipv4Addr) -> Result<TcpStream> {
 
 /// Whether a request from `source` is answered.
 fn answered_from(pop: &Pop, source: Ipv4Addr, path: &str) -> Result<bool> {
-    let mut stream = connect_from(pop, source)?;
+    let mut stream = match connect_from(pop, source) {
+        Ok(stream) => stream,
+        // The reset can come before connect(2) has reported success.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|error| error.kind() == ErrorKind::ConnectionReset) =>
+        {
+            return Ok(false);
+        }
+        Err(error) => return Err(error),
+    };
     let request = format!("GET {path} HTTP/1.1\r\nHost: {SITE}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return Ok(false);

@@ -101,7 +101,7 @@ fn default_send_timeout() -> Duration {
 }
 
 fn default_max_connections_per_source() -> usize {
-    256
+    1024
 }
 
 fn default_origin_connect_timeout() -> Duration {
@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(http.client_timeout, Duration::from_secs(5));
         assert_eq!(http.negative_ttl, Duration::from_secs(10));
         assert_eq!(http.send_timeout, Duration::from_secs(30));
-        assert_eq!(http.max_connections_per_source, 256);
+        assert_eq!(http.max_connections_per_source, 1024);
         assert_eq!(http.request_cache_control, RequestDirectives::Ignore);
         assert_eq!(http.max_object_size(), 64 << 20);
         assert!(http.sites[0].static_paths.is_none());
