@@ -1,6 +1,6 @@
 //! Shared by the integration tests and the demo: network namespace topologies, the real `edge`
-//! binary running inside them, real DNS and HTTP clients, a real HTTP origin and one that records raw bytes, and the
-//! benchmarks' parts.
+//! binary running inside them, real DNS and HTTP clients, a real HTTP origin and one that records
+//! the raw bytes it receives, and the benchmarks' parts.
 
 pub mod agent;
 pub mod bench;

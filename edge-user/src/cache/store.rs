@@ -120,9 +120,9 @@ impl Object {
             .unwrap_or_else(|| self.meta.policy.age(now))
     }
 
-    /// Whether the object is fresh at `now` for every request that carries no cache directives
-    /// ([`super::policy::plain_request`]), or `None` when that takes the full RFC 9111 evaluation: the
-    /// response varies, or the clock cannot tell.
+    /// Whether the object is fresh at `now` for every request whose cache directives do not count
+    /// ([`super::policy::Rules::plain_request`]), or `None` when that takes the full RFC 9111
+    /// evaluation: the response varies, or the clock cannot tell.
     pub fn fresh_for_plain_request(&self, now: SystemTime) -> Option<bool> {
         if self.meta.headers.contains_key(header::VARY) {
             return None;
