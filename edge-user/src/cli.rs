@@ -9,10 +9,12 @@ use std::{
 
 use crate::{
     agent,
-    config::Config,
+    config::{Config, ConfigError},
     dataplane::{self, DataPlane},
     dns::{fast_path, server::Server},
     http::{HttpServer, admin},
+    maps::Capacity,
+    publish::{self, Publisher},
     steer::{self, Steering},
     zone::Zones,
 };
@@ -172,10 +174,22 @@ fn execute(command: Command) -> Result<()> {
     }
 }
 
-/// A config with its zones validated.
+/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers.
 fn load(path: &Path) -> Result<(Config, Zones)> {
     let config = Config::load(path)?;
     let zones = Zones::build(path, &config)?;
+    let entries = fast_path::entries(&zones).context("building answers")?;
+    // Unselected, a steered name answers with all its pool's members: the most it ever needs.
+    if let Some((field, needed, held)) =
+        Capacity::needed(&entries).shortfall(&Capacity::of(&config.xdp))
+    {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            field: field.to_string(),
+            reason: format!("the zones need {needed} entries, the map holds {held}"),
+        }
+        .into());
+    }
     Ok((config, zones))
 }
 
@@ -191,7 +205,9 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
 }
 
 /// Serves `zones` with the steered names answering as `steering` selects; every change of the
-/// selections or the config goes to the userspace server and then, in one call, to the maps.
+/// selections or the config goes to the userspace server and, in one call, to the maps. Once
+/// serving, no error ends it: a reload is refused (the running config stays) and a publish that
+/// fails is retried.
 async fn serve(
     path: &Path,
     config: &Config,
@@ -199,11 +215,19 @@ async fn serve(
     steering: &mut Steering,
     plane: &mut DataPlane,
 ) -> Result<()> {
+    let mut running = config.clone();
     let mut selections = steering.watch();
+    publish::check_fits(plane, &zones).map_err(|error| {
+        anyhow::anyhow!(
+            "{}: {error:#} (maps pinned by an earlier run keep their size; `edge detach` removes them)",
+            path.display()
+        )
+    })?;
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
     let _dns = Server::start(&config.dns, &zones_watch)?;
-    publish(plane, config, &current_zones.borrow())?;
+    let mut publisher = Publisher::new(&config.dns.listen);
+    publisher.try_publish(plane, &current_zones.borrow())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -214,21 +238,40 @@ async fn serve(
             Ok(()) = selections.changed() => {
                 let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                 current_zones.send_replace(steered.clone());
-                publish(plane, config, &steered)?;
+                publisher.publish(plane, &steered);
             }
+            () = publisher.retry_due() => publisher.retry(plane),
             _ = hangup.recv() => match load(path) {
                 Ok((reloaded, reloaded_zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
+                    if let Err(error) = publish::check_fits(plane, &reloaded_zones) {
+                        error!(
+                            "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
+                            path.display()
+                        );
+                        continue;
+                    }
                     if reloaded.dns != config.dns {
-                        warn!("dns.listen changes need a restart; serving the new zones on the old addresses");
+                        warn!("[dns] changes need a restart; serving the new zones on the old addresses and limits");
                     }
                     if reloaded.admin != config.admin {
                         warn!("admin.listen changes need a restart; the endpoint stays where it is");
                     }
                     steering.reload(&reloaded).await;
-                    zones = reloaded_zones;
-                    let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
-                    current_zones.send_replace(steered.clone());
-                    publish(plane, config, &steered)?;
+                    let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
+                    match publisher.try_publish(plane, &steered) {
+                        Ok(()) => {
+                            zones = reloaded_zones;
+                            running = reloaded;
+                            current_zones.send_replace(steered);
+                        }
+                        Err(error) => {
+                            error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
+                            steering.reload(&running).await;
+                            let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
+                            current_zones.send_replace(steered.clone());
+                            publisher.publish(plane, &steered);
+                        }
+                    }
                 }
                 Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
                 Err(err) => error!("reload refused, keeping the running config: {err:#}"),
@@ -236,27 +279,6 @@ async fn serve(
         }
     }
     info!("stopping");
-    Ok(())
-}
-
-/// Writes the fast path's view of `zones` to the maps: the service addresses of `config` (fixed
-/// until a restart), then the answers.
-fn publish(plane: &mut DataPlane, config: &Config, zones: &Zones) -> Result<()> {
-    plane
-        .services
-        .replace(&fast_path::services(&config.dns.listen))?;
-    let entries = fast_path::entries(zones).context("building answers")?;
-    let published = plane.answers.publish(&entries)?;
-    info!(
-        names = entries.len(),
-        written = published.answers.written,
-        removed = published.answers.removed,
-        unchanged = published.answers.unchanged,
-        hash_collisions = published.answers.collisions,
-        steered_written = published.steered_written,
-        flipped = published.flipped,
-        "answers published"
-    );
     Ok(())
 }
 
@@ -272,6 +294,17 @@ fn check(path: &Path) -> Result<()> {
     for zone in &zones.zones {
         println!("zone {}: {} names", zone.apex, zone.names.len());
     }
+    let needed = Capacity::needed(&fast_path::entries(&zones)?);
+    let held = Capacity::of(&config.xdp);
+    println!(
+        "fast path: {} of {} answers, {} of {} long-name answers, {} of {} steered",
+        needed.answers,
+        held.answers,
+        needed.long_answers,
+        held.long_answers,
+        needed.steered,
+        held.steered
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use edge_common::SERVICES_MAX;
@@ -20,6 +21,17 @@ pub const DEFAULT_MAX_ANSWERS: u32 = 65_536;
 pub const DEFAULT_MAX_LONG_ANSWERS: u32 = 4096;
 /// Default number of steered (name, type) answers.
 pub const DEFAULT_MAX_STEERED: u16 = 4096;
+/// Default TCP connections the DNS server serves at once.
+pub const DEFAULT_TCP_MAX_CLIENTS: usize = 1024;
+/// Default TCP connections of one client address.
+pub const DEFAULT_TCP_MAX_CLIENTS_PER_SOURCE: usize = 32;
+/// Default wait for a TCP client's next query: Knot DNS's `tcp-idle-timeout`.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default wait for the next query when more than half the TCP slots are taken: what NSD gives
+/// new connections then.
+pub const DEFAULT_TCP_BUSY_IDLE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Default time to read the rest of a query or send a response: Knot DNS's `tcp-io-timeout`.
+pub const DEFAULT_TCP_IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default TTL of a zone's records.
 pub const DEFAULT_TTL: u32 = 300;
 /// SOA timers when the config leaves them out (seconds): the values RIPE-203 recommends for
@@ -150,12 +162,40 @@ pub enum XdpMode {
     Generic,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsConfig {
     /// Addresses and ports answered on, over UDP and TCP; empty: no userspace server.
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// TCP connections served at once, over all addresses.
+    #[serde(default = "default_tcp_max_clients")]
+    pub tcp_max_clients: usize,
+    /// TCP connections one client address (an IPv6 /64) may hold at once.
+    #[serde(default = "default_tcp_max_clients_per_source")]
+    pub tcp_max_clients_per_source: usize,
+    /// How long a TCP connection may wait for its next query.
+    #[serde(default = "default_tcp_idle_timeout", with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
+    /// The same while more than half of `tcp_max_clients` connections are open.
+    #[serde(default = "default_tcp_busy_idle_timeout", with = "humantime_serde")]
+    pub tcp_busy_idle_timeout: Duration,
+    /// How long reading the rest of a query once it has begun, or sending a response, may take.
+    #[serde(default = "default_tcp_io_timeout", with = "humantime_serde")]
+    pub tcp_io_timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            tcp_max_clients: default_tcp_max_clients(),
+            tcp_max_clients_per_source: default_tcp_max_clients_per_source(),
+            tcp_idle_timeout: default_tcp_idle_timeout(),
+            tcp_busy_idle_timeout: default_tcp_busy_idle_timeout(),
+            tcp_io_timeout: default_tcp_io_timeout(),
+        }
+    }
 }
 
 /// Names in a zone (owners and targets alike) are relative to the apex (`www`), `@` for the
@@ -255,6 +295,26 @@ pub struct NameConfig {
 pub struct MxConfig {
     pub preference: u16,
     pub exchange: String,
+}
+
+fn default_tcp_max_clients() -> usize {
+    DEFAULT_TCP_MAX_CLIENTS
+}
+
+fn default_tcp_max_clients_per_source() -> usize {
+    DEFAULT_TCP_MAX_CLIENTS_PER_SOURCE
+}
+
+fn default_tcp_idle_timeout() -> Duration {
+    DEFAULT_TCP_IDLE_TIMEOUT
+}
+
+fn default_tcp_busy_idle_timeout() -> Duration {
+    DEFAULT_TCP_BUSY_IDLE_TIMEOUT
+}
+
+fn default_tcp_io_timeout() -> Duration {
+    DEFAULT_TCP_IO_TIMEOUT
 }
 
 fn default_http_port() -> u16 {
@@ -402,6 +462,33 @@ impl Config {
 
 impl Config {
     fn check_dns(&self, path: &Path) -> Result<(), ConfigError> {
+        let refuse = |field: &str, reason: &str| ConfigError {
+            file: path.to_path_buf(),
+            field: format!("dns.{field}"),
+            reason: reason.to_string(),
+        };
+        let dns = &self.dns;
+        if dns.tcp_max_clients == 0 {
+            return Err(refuse("tcp_max_clients", "must be at least 1"));
+        }
+        if dns.tcp_max_clients_per_source == 0 {
+            return Err(refuse("tcp_max_clients_per_source", "must be at least 1"));
+        }
+        for (field, timeout) in [
+            ("tcp_idle_timeout", dns.tcp_idle_timeout),
+            ("tcp_busy_idle_timeout", dns.tcp_busy_idle_timeout),
+            ("tcp_io_timeout", dns.tcp_io_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(refuse(field, "must be more than 0"));
+            }
+        }
+        if dns.tcp_busy_idle_timeout > dns.tcp_idle_timeout {
+            return Err(refuse(
+                "tcp_busy_idle_timeout",
+                "must be at most dns.tcp_idle_timeout",
+            ));
+        }
         for (i, address) in self.dns.listen.iter().enumerate() {
             if self.dns.listen[..i].contains(address) {
                 return Err(ConfigError {
@@ -656,6 +743,36 @@ mod tests {
         let pops = pool.replace("origin", "pop") + "ftp_port = 21\nagent_port = 9100\n";
         let config = parse(&format!("{MINIMAL}{pops}")).unwrap();
         assert_eq!(config.pools[0].members[0].ftp_port, Some(21));
+    }
+
+    #[test]
+    fn tcp_limits_have_defaults_and_refusals() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.dns.tcp_max_clients, DEFAULT_TCP_MAX_CLIENTS);
+        assert_eq!(config.dns.tcp_idle_timeout, Duration::from_secs(10));
+        let config = parse(&format!(
+            "{MINIMAL}[dns]\ntcp_max_clients_per_source = 4\ntcp_busy_idle_timeout = \"1s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.dns.tcp_max_clients_per_source, 4);
+        assert_eq!(config.dns.tcp_busy_idle_timeout, Duration::from_secs(1));
+        for (table, field, reason) in [
+            ("tcp_max_clients = 0", "dns.tcp_max_clients", "at least 1"),
+            (
+                "tcp_io_timeout = \"0s\"",
+                "dns.tcp_io_timeout",
+                "more than 0",
+            ),
+            (
+                "tcp_idle_timeout = \"1s\"\ntcp_busy_idle_timeout = \"2s\"",
+                "dns.tcp_busy_idle_timeout",
+                "at most dns.tcp_idle_timeout",
+            ),
+        ] {
+            let error = parse(&format!("{MINIMAL}[dns]\n{table}\n")).unwrap_err();
+            assert_eq!(error.field, field, "{table}: {error}");
+            assert!(error.reason.contains(reason), "{table}: {error}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod maps;
 pub mod probe;
+pub mod publish;
 pub mod steer;
 pub mod zone;
 

@@ -8,13 +8,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray};
 use edge_common::{
     Answer, Counter, KeyedAnswer, LongNameKey, SHORT_NAME_LEN, Services, ShortNameKey, State,
     selection_key, state_slot,
 };
 
-use crate::dns::fast_path::Entry;
+use crate::{config::XdpConfig, dns::fast_path::Entry};
 
 /// What the fast path answers from: the answer map, and for steered names the selection map
 /// with its generation.
@@ -39,24 +39,44 @@ impl AnswerMaps {
     /// the generation, so every CPU moves from one complete selection to the next at once. Other
     /// answers are written in place (each update atomic for readers). Unchanged entries are not
     /// rewritten.
+    ///
+    /// Entries no longer wanted are removed first, so the maps never need room for more than
+    /// the new set: a set that fits ([`Capacity::needed`]) is written whole, even into a full
+    /// map. After an error the maps may hold part of the new set; the next publish reads them
+    /// back from the kernel and completes it.
     pub fn publish(&mut self, entries: &[Entry]) -> Result<Publication> {
-        let current = self.answers.take_contents()?;
-        // A steered name keeps its slot; new ones take the lowest free slots.
+        let mut current = self.answers.take_contents()?;
+        let mut changes = AnswerChanges::default();
+        let wanted: HashSet<&LongNameKey> = entries.iter().map(|entry| &entry.key).collect();
+        self.answers
+            .remove_unwanted(&mut current, &wanted, &mut changes)?;
+        let mut hashes = short_hashes(&current);
+        // Static answers next, former steered names among them: their slots are free after this.
+        for entry in entries.iter().filter(|entry| !entry.steered) {
+            self.answers.write(
+                &mut current,
+                &mut hashes,
+                &entry.key,
+                &entry.answer,
+                &mut changes,
+            )?;
+        }
+        // A steered name keeps its slot; new ones take the lowest slots no entry points to, so
+        // no reader can see another name's answer through a slot that changed hands.
         let mut used: HashSet<u16> = current.values().map(|a| a.selection).collect();
         let mut candidate = 0_u16;
         let mut steered = BTreeMap::new();
-        let mut wanted = Vec::with_capacity(entries.len());
-        for entry in entries {
-            if !entry.steered {
-                wanted.push((entry.key, entry.answer));
-                continue;
-            }
+        let mut markers = Vec::new();
+        for entry in entries.iter().filter(|entry| entry.steered) {
             let slot = match current.get(&entry.key).map(|a| a.selection) {
-                Some(slot) if slot != 0 => slot,
+                Some(slot) if slot != 0 && slot <= self.selections.capacity => slot,
                 _ => loop {
                     candidate += 1;
                     if candidate > self.selections.capacity {
-                        bail!("more steered answers than xdp.max_steered");
+                        bail!(
+                            "more steered answers than the selection map holds ({})",
+                            self.selections.capacity
+                        );
                     }
                     if !used.contains(&candidate) {
                         break candidate;
@@ -65,15 +85,79 @@ impl AnswerMaps {
             };
             used.insert(slot);
             steered.insert(slot, entry.answer);
-            wanted.push((entry.key, Answer::selected(slot)));
+            markers.push((entry.key, Answer::selected(slot)));
         }
         let (steered_written, flipped) = self.selections.publish(&steered)?;
-        let answers = self.answers.replace(current, &wanted)?;
+        // Steered names point at their slots only once the generation holding them is live.
+        for (key, marker) in &markers {
+            self.answers
+                .write(&mut current, &mut hashes, key, marker, &mut changes)?;
+        }
+        self.answers.known = Some(current);
         Ok(Publication {
-            answers,
+            answers: changes,
             steered_written,
             flipped,
         })
+    }
+
+    /// How many entries each map holds, as the kernel says (a map adopted from an earlier run
+    /// keeps the size it was created with).
+    pub fn capacity(&self) -> Result<Capacity> {
+        let (answers, long_answers) = self.answers.capacity()?;
+        Ok(Capacity {
+            answers,
+            long_answers,
+            steered: u32::from(self.selections.capacity),
+        })
+    }
+}
+
+/// Entries per map: what a set of answers needs, or what the maps hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Answers for names of up to [`SHORT_NAME_LEN`] octets, steered ones included.
+    pub answers: u32,
+    /// Answers for longer names.
+    pub long_answers: u32,
+    /// Steered answers (each held in two generations).
+    pub steered: u32,
+}
+
+impl Capacity {
+    /// The map sizes `xdp` asks for.
+    pub fn of(xdp: &XdpConfig) -> Self {
+        Self {
+            answers: xdp.max_answers,
+            long_answers: xdp.max_long_answers,
+            steered: u32::from(xdp.max_steered),
+        }
+    }
+
+    /// What `entries` need: one entry each in the map its name's length picks, and a slot for
+    /// each steered one. Hash collisions (rare) would leave some out, so this may overcount.
+    pub fn needed(entries: &[Entry]) -> Self {
+        let mut needed = Self::default();
+        for entry in entries {
+            match narrow(&entry.key) {
+                Some(_) => needed.answers += 1,
+                None => needed.long_answers += 1,
+            }
+            needed.steered += u32::from(entry.steered);
+        }
+        needed
+    }
+
+    /// The first map that cannot hold what `self` needs: its config field, the entries needed
+    /// and the entries it holds.
+    pub fn shortfall(&self, held: &Capacity) -> Option<(&'static str, u32, u32)> {
+        [
+            ("xdp.max_answers", self.answers, held.answers),
+            ("xdp.max_long_answers", self.long_answers, held.long_answers),
+            ("xdp.max_steered", self.steered, held.steered),
+        ]
+        .into_iter()
+        .find(|(_, needed, held)| needed > held)
     }
 }
 
@@ -155,37 +239,28 @@ impl AnswerMap {
         .context("removing from an answer map")
     }
 
-    /// Makes the map, which holds `current`, hold exactly `entries`. New and changed entries are
-    /// written first (each update is atomic for readers), then entries no longer wanted are
-    /// removed; unchanged ones are not touched.
-    fn replace(
+    /// The sizes of the short-name and long-name maps, as created.
+    fn capacity(&self) -> Result<(u32, u32)> {
+        let short = self
+            .short
+            .map()
+            .info()
+            .context("reading the answer map's size")?;
+        let long = self
+            .long
+            .map()
+            .info()
+            .context("reading the long-name answer map's size")?;
+        Ok((short.max_entries(), long.max_entries()))
+    }
+
+    /// Removes from the map, which holds `current`, every entry not in `wanted`.
+    fn remove_unwanted(
         &mut self,
-        mut current: StdHashMap<LongNameKey, Answer>,
-        entries: &[(LongNameKey, Answer)],
-    ) -> Result<AnswerChanges> {
-        let mut changes = AnswerChanges::default();
-        // Short-key hashes in the map and whose they are, built when first needed.
-        let mut hashes: Option<StdHashMap<u64, LongNameKey>> = None;
-        for (key, answer) in entries {
-            if current.get(key) == Some(answer) {
-                changes.unchanged += 1;
-                continue;
-            }
-            if let Some(short) = narrow(key) {
-                let hashes = hashes.get_or_insert_with(|| short_hashes(&current));
-                match hashes.get(&short.hash()) {
-                    Some(holder) if holder != key => {
-                        changes.collisions += 1;
-                        continue;
-                    }
-                    _ => hashes.insert(short.hash(), *key),
-                };
-            }
-            self.insert(key, answer)?;
-            current.insert(*key, *answer);
-            changes.written += 1;
-        }
-        let wanted: HashSet<&LongNameKey> = entries.iter().map(|(k, _)| k).collect();
+        current: &mut StdHashMap<LongNameKey, Answer>,
+        wanted: &HashSet<&LongNameKey>,
+        changes: &mut AnswerChanges,
+    ) -> Result<()> {
         let stale: Vec<LongNameKey> = current
             .keys()
             .filter(|key| !wanted.contains(key))
@@ -196,8 +271,37 @@ impl AnswerMap {
             current.remove(&key);
             changes.removed += 1;
         }
-        self.known = Some(current);
-        Ok(changes)
+        Ok(())
+    }
+
+    /// Makes the map, which holds `current` (short-key hashes in `hashes`), answer `key` with
+    /// `answer`; nothing is written when it already does, or when another short name holds the
+    /// key's hash (a collision, left to userspace).
+    fn write(
+        &mut self,
+        current: &mut StdHashMap<LongNameKey, Answer>,
+        hashes: &mut StdHashMap<u64, LongNameKey>,
+        key: &LongNameKey,
+        answer: &Answer,
+        changes: &mut AnswerChanges,
+    ) -> Result<()> {
+        if current.get(key) == Some(answer) {
+            changes.unchanged += 1;
+            return Ok(());
+        }
+        if let Some(short) = narrow(key) {
+            match hashes.get(&short.hash()) {
+                Some(holder) if holder != key => {
+                    changes.collisions += 1;
+                    return Ok(());
+                }
+                _ => hashes.insert(short.hash(), *key),
+            };
+        }
+        self.insert(key, answer)?;
+        current.insert(*key, *answer);
+        changes.written += 1;
+        Ok(())
     }
 }
 
@@ -253,11 +357,20 @@ pub struct SelectionMap {
 }
 
 impl SelectionMap {
+    /// `capacity` slots per generation, at most half of what the map (perhaps adopted from an
+    /// earlier run with another size) holds.
     pub fn new(map: Map, state: Map, capacity: u16) -> Result<Self> {
+        let map: HashMap<MapData, u32, Answer> = HashMap::try_from(map).context("selection map")?;
+        let held = map
+            .map()
+            .info()
+            .context("reading the selection map's size")?
+            .max_entries()
+            / 2;
         Ok(Self {
-            map: HashMap::try_from(map).context("selection map")?,
+            map,
             state: Array::try_from(state).context("state map")?,
-            capacity,
+            capacity: capacity.min(u16::try_from(held).unwrap_or(u16::MAX)),
             known: None,
         })
     }

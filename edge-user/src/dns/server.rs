@@ -9,22 +9,25 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::{Semaphore, watch},
+    sync::watch,
     task::JoinSet,
     time::timeout,
 };
 use tracing::{debug, info, warn};
 
-use super::{Transport, respond};
+use super::{
+    Transport,
+    connections::{Connections, Slot, TcpLimits},
+    respond,
+};
 use crate::{config::DnsConfig, zone::Zones};
 
 /// The zones as of the last (re)load.
 pub type ZonesWatch = watch::Receiver<Arc<Zones>>;
 
-/// A TCP client idle this long is disconnected (RFC 7766 §6.2.3 suggests seconds).
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// TCP connections served at once; more wait in the kernel's accept queue.
-const MAX_TCP_CONNECTIONS: usize = 512;
+/// A failed accept (out of file descriptors, say) pauses accepting this long, rather than
+/// spinning on it.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Largest DNS message (RFC 1035 §4.2.2: a 16-bit length prefix).
 const MAX_MESSAGE: usize = u16::MAX as usize;
 
@@ -39,7 +42,7 @@ impl Server {
         let mut tasks = JoinSet::new();
         // One UDP socket per core on each address (SO_REUSEPORT): the kernel spreads queries.
         let sockets_per_address = std::thread::available_parallelism().map_or(1, usize::from);
-        let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        let connections = Connections::new(TcpLimits::of(config));
         for (i, &address) in config.listen.iter().enumerate() {
             let binding = || format!("binding dns.listen[{i}] = {address}");
             for _ in 0..sockets_per_address {
@@ -107,39 +110,62 @@ async fn serve_udp(socket: UdpSocket, zones: ZonesWatch) {
     }
 }
 
-async fn serve_tcp(listener: TcpListener, zones: ZonesWatch, connections: Arc<Semaphore>) {
+async fn serve_tcp(listener: TcpListener, zones: ZonesWatch, connections: Arc<Connections>) {
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let zones = zones.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = serve_connection(stream, &zones).await {
-                        debug!(%error, %peer, "tcp connection");
-                    }
-                    drop(permit);
-                });
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "tcp accept");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
             }
-            Err(error) => warn!(%error, "tcp accept"),
-        }
+        };
+        // Refused: closed at once, so the client learns it now rather than after a timeout.
+        let slot = match connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                debug!(%peer, ?refusal, "tcp connection refused");
+                continue;
+            }
+        };
+        let zones = zones.clone();
+        let limits = connections.limits();
+        tokio::spawn(async move {
+            if let Err(error) = serve_connection(stream, &zones, &slot, limits).await {
+                debug!(%error, %peer, "tcp connection");
+            }
+        });
     }
 }
 
-/// Answers length-prefixed queries (RFC 1035 §4.2.2) until the client closes, idles, or sends
-/// something we do not answer.
-async fn serve_connection(mut stream: TcpStream, zones: &ZonesWatch) -> io::Result<()> {
+/// Answers length-prefixed queries (RFC 1035 §4.2.2) until the client closes, idles, sends
+/// something we do not answer, or its slot is taken over while it idles. A query has
+/// `limits.io_timeout` to arrive once its first byte has, and so has its response to be sent.
+async fn serve_connection(
+    mut stream: TcpStream,
+    zones: &ZonesWatch,
+    slot: &Slot,
+    limits: TcpLimits,
+) -> io::Result<()> {
     let mut buffer = vec![0; MAX_MESSAGE];
     loop {
-        let len = match timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await {
-            Ok(Ok(len)) => usize::from(len),
-            Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Ok(()),
+        let wait = slot.idle();
+        let mut prefix = [0; 2];
+        let read = tokio::select! {
+            () = slot.evicted() => return Ok(()),
+            read = timeout(wait, stream.read(&mut prefix)) => read,
         };
-        let query = &mut buffer[..len];
-        timeout(TCP_IDLE_TIMEOUT, stream.read_exact(query)).await??;
+        let started = match read {
+            Ok(Ok(0)) | Err(_) => return Ok(()),
+            Ok(Ok(started)) => started,
+            Ok(Err(error)) => return Err(error),
+        };
+        slot.busy();
+        if started == 1 {
+            timeout(limits.io_timeout, stream.read_exact(&mut prefix[1..])).await??;
+        }
+        let query = &mut buffer[..usize::from(u16::from_be_bytes(prefix))];
+        timeout(limits.io_timeout, stream.read_exact(query)).await??;
         let current = zones.borrow().clone();
         let Some(response) = respond(&current, query, Transport::Tcp) else {
             return Ok(());
@@ -147,6 +173,6 @@ async fn serve_connection(mut stream: TcpStream, zones: &ZonesWatch) -> io::Resu
         let mut framed = Vec::with_capacity(2 + response.len());
         framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
         framed.extend_from_slice(&response);
-        timeout(TCP_IDLE_TIMEOUT, stream.write_all(&framed)).await??;
+        timeout(limits.io_timeout, stream.write_all(&framed)).await??;
     }
 }
