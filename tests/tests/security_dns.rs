@@ -1,0 +1,432 @@
+//! Issue 18, the DNS half, against the real `edge` binary on a PoP namespace with XDP on its
+//! veth: a reload whose zones do not fit the maps is refused while both paths keep answering
+//! (B3), and TCP connections from one client address cannot deny TCP DNS to another (B4).
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use edge_tests::{
+    dig::{DigOutput, kdig},
+    edge::{self, EdgeProcess, counters},
+    topology::{Netns, Topology},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpSocket,
+    sync::watch,
+    task::JoinSet,
+};
+
+/// A PoP config: `www` and `big` (TXT records too long for a UDP reply without EDNS), the apex
+/// with a TXT record, and `h1`…`h{names}`; `xdp.max_answers` is `max_answers`. `extra` goes at
+/// the end of `[dns]`.
+fn config(topology: &Topology, max_answers: u32, names: usize, extra: &str) -> String {
+    let mut text = format!(
+        r#"
+[xdp]
+interface = "{interface}"
+pin_root = "{pin_root}"
+max_answers = {max_answers}
+
+[dns]
+listen = ["{pop}:53"]
+{extra}
+
+[[zones]]
+apex = "example.com"
+[[zones.names]]
+name = "@"
+txt = ["v=spf1 -all"]
+[[zones.names]]
+name = "www"
+a = ["192.0.2.10"]
+[[zones.names]]
+name = "big"
+txt = ["{a}", "{b}", "{c}"]
+"#,
+        interface = Topology::INTERFACE,
+        pin_root = topology.pin_root().display(),
+        pop = Topology::POP_V4,
+        a = "a".repeat(203),
+        b = "b".repeat(203),
+        c = "c".repeat(204),
+    );
+    for i in 1..=names {
+        text += &format!(
+            "[[zones.names]]\nname = \"h{i}\"\na = [\"198.51.100.{}\"]\n",
+            i % 250
+        );
+    }
+    text
+}
+
+/// `kdig` from the client to the PoP, one try of at most 2 s.
+fn ask(netns: &Netns, args: &[&str]) -> Result<DigOutput> {
+    let server = format!("@{}", Topology::POP_V4);
+    let mut all = vec![server.as_str(), "+retry=0", "+time=2"];
+    all.extend_from_slice(args);
+    kdig(netns, &all)
+}
+
+/// The answer's data fields (addresses, TXT strings), or its status when it has none.
+fn answer(reply: &DigOutput) -> Vec<String> {
+    let records: Vec<String> = reply
+        .section("ANSWER")
+        .into_iter()
+        .filter(|fields| fields.len() >= 5)
+        .map(|fields| fields[4..].join(" "))
+        .collect();
+    if records.is_empty() {
+        vec![reply.status().unwrap_or_else(|| reply.text.clone())]
+    } else {
+        records
+    }
+}
+
+/// Asserts that the XDP program answers `name` A over UDP (its `answered` counter moves) and the
+/// userspace server answers it over TCP and the apex TXT over UDP, each with `expected` /
+/// the TXT record.
+fn assert_both_paths_answer(
+    topology: &Topology,
+    config: &Path,
+    name: &str,
+    expected: &str,
+) -> Result<()> {
+    let before = counters(config)?["answered"];
+    let reply = ask(&topology.client, &[name, "A"])?;
+    assert_eq!(answer(&reply), [expected], "{name} over UDP: {}", reply.text);
+    let after = counters(config)?["answered"];
+    assert_eq!(after, before + 1, "{name} was not answered by XDP");
+    let reply = ask(&topology.client, &[name, "A", "+tcp"])?;
+    assert_eq!(answer(&reply), [expected], "{name} over TCP: {}", reply.text);
+    let reply = ask(&topology.client, &["example.com", "TXT"])?;
+    assert_eq!(
+        answer(&reply),
+        ["\"v=spf1 -all\""],
+        "TXT from userspace: {}",
+        reply.text
+    );
+    assert_eq!(counters(config)?["answered"], after, "TXT is not XDP's");
+    Ok(())
+}
+
+/// `edge check --config <config>`: whether it passed, and what it printed.
+fn check(config: &Path) -> Result<(bool, String)> {
+    let output = Command::new(edge::binary())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.success(), text))
+}
+
+#[test]
+fn edge_check_refuses_zones_over_map_capacity() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-check")?;
+    // `www` and `h1`…`h63`: 64 A records, exactly what the map holds.
+    let fits = topology.write_file("edge.toml", &config(&topology, 64, 63, ""))?;
+    let (ok, text) = check(&fits)?;
+    assert!(ok, "{text}");
+    assert!(text.contains("64 of 64 answers"), "{text}");
+    let over = topology.write_file("edge.toml", &config(&topology, 64, 100, ""))?;
+    let (ok, text) = check(&over)?;
+    assert!(!ok, "edge check accepted 101 answers for a map of 64: {text}");
+    assert!(
+        text.contains(&format!(
+            "{}: xdp.max_answers: the zones need 101 entries, the map holds 64",
+            over.display()
+        )),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_reload_over_capacity_is_refused_while_both_paths_keep_answering() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-reload")?;
+    let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
+    let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+    assert_both_paths_answer(&topology, &path, "h5.example.com", "198.51.100.5")?;
+
+    topology.write_file("edge.toml", &config(&topology, 64, 100, ""))?;
+    edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log("reload refused", Duration::from_secs(10))?;
+    assert!(
+        edge.log()
+            .contains("xdp.max_answers: the zones need 101 entries, the map holds 64"),
+        "{}",
+        edge.log()
+    );
+    // The running config stays: its names answer on both paths, the refused config's do not.
+    assert_both_paths_answer(&topology, &path, "h5.example.com", "198.51.100.5")?;
+    assert_both_paths_answer(&topology, &path, "www.example.com", "192.0.2.10")?;
+    let reply = ask(&topology.client, &["h50.example.com", "A"])?;
+    assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
+
+    // A config that fills the map exactly, with other names, is applied whole.
+    let full = config(&topology, 64, 63, "").replace("name = \"h", "name = \"n");
+    topology.write_file("edge.toml", &full)?;
+    edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log("removed=10", Duration::from_secs(10))?;
+    assert!(!edge.log().contains("failed"), "{}", edge.log());
+    assert_both_paths_answer(&topology, &path, "n63.example.com", "198.51.100.63")?;
+    let reply = ask(&topology.client, &["h5.example.com", "A"])?;
+    assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
+    assert!(edge.stop()?, "edge did not exit cleanly");
+    Ok(())
+}
+
+#[test]
+fn a_reload_that_outgrows_the_running_maps_waits_for_a_restart() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-grow")?;
+    let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
+    let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+
+    // The new config asks for a larger map, which it fits; the running map keeps its size.
+    topology.write_file("edge.toml", &config(&topology, 256, 100, ""))?;
+    assert!(check(&path)?.0);
+    edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log("reload refused", Duration::from_secs(10))?;
+    assert!(
+        edge.log()
+            .contains("xdp.max_answers: the zones need 101 entries, the map holds 64"),
+        "{}",
+        edge.log()
+    );
+    assert_both_paths_answer(&topology, &path, "h5.example.com", "198.51.100.5")?;
+    let reply = ask(&topology.client, &["h50.example.com", "A"])?;
+    assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
+    assert!(edge.stop()?, "edge did not exit cleanly");
+
+    // A restart makes the map the new size.
+    let edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+    assert_both_paths_answer(&topology, &path, "h50.example.com", "198.51.100.50")?;
+    assert!(edge.stop()?);
+    Ok(())
+}
+
+/// A query for `www.example.com` A, unframed.
+fn www_query(id: u16) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in ["www", "example", "com"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    query
+}
+
+/// What the slow clients saw.
+#[derive(Default)]
+struct Tally {
+    /// Clients whose first connection was set up (whether or not the server kept it).
+    connected: AtomicUsize,
+    /// Answers received.
+    answers: AtomicUsize,
+    /// Connections the server closed.
+    closed: AtomicUsize,
+}
+
+/// `count` TCP clients from `source`, each sending a query every `every` on its connection and
+/// reading the answer, reconnecting a second after the server closes it: an attacker keeping
+/// slots busy without sending much. They run on a thread in `netns` until dropped.
+struct SlowClients {
+    tally: Arc<Tally>,
+    stop: watch::Sender<bool>,
+    thread: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl SlowClients {
+    fn start(netns: &Netns, source: Ipv4Addr, count: usize, every: Duration) -> Result<Self> {
+        let tally = Arc::new(Tally::default());
+        let (stop, stopped) = watch::channel(false);
+        let netns = netns.clone();
+        let shared = tally.clone();
+        let thread = thread::spawn(move || -> Result<()> {
+            netns.enter_on_this_thread()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut clients = JoinSet::new();
+                for i in 0..count {
+                    clients.spawn(slow_client(
+                        source,
+                        www_query(i as u16),
+                        every,
+                        shared.clone(),
+                        stopped.clone(),
+                    ));
+                }
+                while clients.join_next().await.is_some() {}
+            });
+            Ok(())
+        });
+        Ok(Self {
+            tally,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits until every client has connected once.
+    fn wait_connected(&self, count: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.tally.connected.load(Ordering::Relaxed) < count {
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {count} slow clients connected within {timeout:?}",
+                    self.tally.connected.load(Ordering::Relaxed)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SlowClients {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn slow_client(
+    source: Ipv4Addr,
+    query: Vec<u8>,
+    every: Duration,
+    tally: Arc<Tally>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let server = SocketAddr::from((Topology::POP_V4, 53));
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    let mut first = true;
+    loop {
+        let connected = async {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((source, 0)))?;
+            socket.connect(server).await
+        };
+        if let Ok(mut stream) = connected.await {
+            if first {
+                tally.connected.fetch_add(1, Ordering::Relaxed);
+                first = false;
+            }
+            loop {
+                let exchange = async {
+                    stream.write_all(&framed).await?;
+                    let len = stream.read_u16().await?;
+                    let mut response = vec![0; usize::from(len)];
+                    stream.read_exact(&mut response).await
+                };
+                tokio::select! {
+                    result = exchange => match result {
+                        Ok(_) => tally.answers.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => {
+                            tally.closed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    },
+                    _ = stopped.changed() => return,
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stopped.changed() => return,
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+#[test]
+fn tcp_from_one_source_cannot_starve_another() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-tcp")?;
+    // A second client address, on the same host as the attacker.
+    let other = Ipv4Addr::new(198, 18, 0, 3);
+    topology
+        .client
+        .run("ip", &["addr", "add", &format!("{other}/24"), "dev", "eth0"])?;
+    let mac = topology.client.mac(Topology::INTERFACE)?;
+    topology.pop.run(
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            &other.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            Topology::INTERFACE,
+            "nud",
+            "permanent",
+        ],
+    )?;
+    let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
+    let edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+
+    // 600 connections, each asking every 3 s: never idle long enough for the 10 s timeout.
+    let attacker = SlowClients::start(
+        &topology.client,
+        Topology::CLIENT_V4,
+        600,
+        Duration::from_secs(3),
+    )?;
+    attacker.wait_connected(600, Duration::from_secs(30))?;
+
+    let from_other = other.to_string();
+    let mut answered = 0;
+    for _ in 0..10 {
+        let reply = ask(
+            &topology.client,
+            &["-b", &from_other, "www.example.com", "A", "+tcp"],
+        )?;
+        if answer(&reply) == ["192.0.2.10"] {
+            answered += 1;
+        }
+    }
+    // A name whose UDP answer is truncated: kdig retries over TCP.
+    let reply = ask(
+        &topology.client,
+        &["-b", &from_other, "big.example.com", "TXT", "+noedns"],
+    )?;
+    let big = answer(&reply).len();
+    let tally = &attacker.tally;
+    let (answers, closed) = (
+        tally.answers.load(Ordering::Relaxed),
+        tally.closed.load(Ordering::Relaxed),
+    );
+    drop(attacker);
+    assert_eq!(
+        answered, 10,
+        "the other source got {answered} of 10 TCP answers (the 600 got {answers} answers, \
+         {closed} closes)\n{}",
+        edge.log()
+    );
+    assert_eq!(big, 3, "truncated name over TCP: {}", reply.text);
+    eprintln!("600 slow connections from one source: {answers} answers, {closed} closed");
+    assert!(edge.stop()?, "edge did not exit cleanly");
+    Ok(())
+}
