@@ -3,12 +3,16 @@
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap, HashSet},
+    io::ErrorKind,
     os::fd::AsFd as _,
     path::Path,
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray};
+use aya::{
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray},
+    sys::SyscallError,
+};
 use edge_common::{
     Answer, Counter, KeyedAnswer, LongNameKey, SHORT_NAME_LEN, Services, ShortNameKey, State,
     selection_key, state_slot,
@@ -45,8 +49,8 @@ impl AnswerMaps {
     /// map. After an error the maps may hold part of the new set; the next publish reads them
     /// back from the kernel and completes it.
     pub fn publish(&mut self, entries: &[Entry]) -> Result<Publication> {
-        let mut current = self.answers.take_contents()?;
         let mut changes = AnswerChanges::default();
+        let mut current = self.answers.take_contents(&mut changes)?;
         let wanted: HashSet<&LongNameKey> = entries.iter().map(|entry| &entry.key).collect();
         self.answers
             .remove_unwanted(&mut current, &wanted, &mut changes)?;
@@ -191,21 +195,29 @@ impl AnswerMap {
         })
     }
 
-    /// Every entry, taken out of the cache (read from the kernel if there is none); `replace`
-    /// puts it back.
-    fn take_contents(&mut self) -> Result<StdHashMap<LongNameKey, Answer>> {
-        match self.known.take() {
-            Some(known) => Ok(known),
-            None => self.read(),
+    /// Every entry, taken out of the cache (read from the kernel if there is none); `publish`
+    /// puts it back. Short-map entries not stored under their own key's hash were not written by
+    /// us and could never answer: they are removed, and counted in `changes`.
+    fn take_contents(
+        &mut self,
+        changes: &mut AnswerChanges,
+    ) -> Result<StdHashMap<LongNameKey, Answer>> {
+        if let Some(known) = self.known.take() {
+            return Ok(known);
         }
-    }
-
-    /// Every entry, read from the kernel.
-    fn read(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
         let mut contents = StdHashMap::new();
+        let mut foreign = Vec::new();
         for entry in self.short.iter() {
-            let (_, keyed) = entry.context("reading the answer map")?;
-            contents.insert(widen(&keyed.key), keyed.answer);
+            let (hash, keyed) = entry.context("reading the answer map")?;
+            if hash == keyed.key.hash() && narrow(&widen(&keyed.key)) == Some(keyed.key) {
+                contents.insert(widen(&keyed.key), keyed.answer);
+            } else {
+                foreign.push(hash);
+            }
+        }
+        for hash in foreign {
+            absent_is_removed(self.short.remove(&hash)).context("removing from the answer map")?;
+            changes.removed += 1;
         }
         for entry in self.long.iter() {
             let (key, answer) = entry.context("reading the long-name answer map")?;
@@ -232,10 +244,10 @@ impl AnswerMap {
     }
 
     fn remove(&mut self, key: &LongNameKey) -> Result<()> {
-        match narrow(key) {
+        absent_is_removed(match narrow(key) {
             Some(short) => self.short.remove(&short.hash()),
             None => self.long.remove(key),
-        }
+        })
         .context("removing from an answer map")
     }
 
@@ -302,6 +314,18 @@ impl AnswerMap {
         current.insert(*key, *answer);
         changes.written += 1;
         Ok(())
+    }
+}
+
+/// A removal that found nothing to remove (another writer got there first) did its job.
+fn absent_is_removed(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 

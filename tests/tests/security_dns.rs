@@ -15,6 +15,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+use edge_common::{Answer, KeyedAnswer, ShortNameKey};
 use edge_tests::{
     dig::{DigOutput, kdig},
     edge::{self, EdgeProcess, counters},
@@ -104,11 +105,21 @@ fn assert_both_paths_answer(
 ) -> Result<()> {
     let before = counters(config)?["answered"];
     let reply = ask(&topology.client, &[name, "A"])?;
-    assert_eq!(answer(&reply), [expected], "{name} over UDP: {}", reply.text);
+    assert_eq!(
+        answer(&reply),
+        [expected],
+        "{name} over UDP: {}",
+        reply.text
+    );
     let after = counters(config)?["answered"];
     assert_eq!(after, before + 1, "{name} was not answered by XDP");
     let reply = ask(&topology.client, &[name, "A", "+tcp"])?;
-    assert_eq!(answer(&reply), [expected], "{name} over TCP: {}", reply.text);
+    assert_eq!(
+        answer(&reply),
+        [expected],
+        "{name} over TCP: {}",
+        reply.text
+    );
     let reply = ask(&topology.client, &["example.com", "TXT"])?;
     assert_eq!(
         answer(&reply),
@@ -144,7 +155,10 @@ fn edge_check_refuses_zones_over_map_capacity() -> Result<()> {
     assert!(text.contains("64 of 64 answers"), "{text}");
     let over = topology.write_file("edge.toml", &config(&topology, 64, 100, ""))?;
     let (ok, text) = check(&over)?;
-    assert!(!ok, "edge check accepted 101 answers for a map of 64: {text}");
+    assert!(
+        !ok,
+        "edge check accepted 101 answers for a map of 64: {text}"
+    );
     assert!(
         text.contains(&format!(
             "{}: xdp.max_answers: the zones need 101 entries, the map holds 64",
@@ -219,6 +233,51 @@ fn a_reload_that_outgrows_the_running_maps_waits_for_a_restart() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-publish")?;
+    let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
+    let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+
+    // Another writer fills the answer map behind the daemon's back (11 of its entries and 53
+    // others): the next entry the daemon writes fails, as a kernel error would.
+    let pin = topology
+        .pin_root()
+        .join(Topology::INTERFACE)
+        .join(edge_common::pin::ANSWERS);
+    let mut answers: aya::maps::HashMap<_, u64, KeyedAnswer> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&pin)?))?;
+    for i in 0..53 {
+        let junk = KeyedAnswer {
+            key: ShortNameKey::zeroed(),
+            answer: Answer::selected(0),
+        };
+        answers.insert(u64::MAX - i, junk, 0)?;
+    }
+    assert_eq!(answers.keys().count(), 64);
+
+    topology.write_file("edge.toml", &config(&topology, 64, 11, ""))?;
+    edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log("publishing its answers failed", Duration::from_secs(10))?;
+    assert!(
+        edge.log().contains("Argument list too long"),
+        "{}",
+        edge.log()
+    );
+    // Refused, and the running config's answers published again (the foreign entries go).
+    edge.wait_for_log("removed=53", Duration::from_secs(10))?;
+    assert_both_paths_answer(&topology, &path, "h10.example.com", "198.51.100.10")?;
+    let reply = ask(&topology.client, &["h11.example.com", "A"])?;
+    assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
+
+    // The same reload, now that the map has room, is applied.
+    edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log("names=12 written=1 ", Duration::from_secs(10))?;
+    assert_both_paths_answer(&topology, &path, "h11.example.com", "198.51.100.11")?;
+    assert!(edge.stop()?, "edge did not exit cleanly");
+    Ok(())
+}
+
 /// A query for `www.example.com` A, unframed.
 fn www_query(id: u16) -> Vec<u8> {
     let mut query = id.to_be_bytes().to_vec();
@@ -242,9 +301,10 @@ struct Tally {
     closed: AtomicUsize,
 }
 
-/// `count` TCP clients from `source`, each sending a query every `every` on its connection and
-/// reading the answer, reconnecting a second after the server closes it: an attacker keeping
-/// slots busy without sending much. They run on a thread in `netns` until dropped.
+/// `per_source` TCP clients from each of `sources`, each sending a query every `every` on its
+/// connection and reading the answer, reconnecting a second after the server closes it: an
+/// attacker keeping slots busy without sending much. They run on a thread in `netns` until
+/// dropped.
 struct SlowClients {
     tally: Arc<Tally>,
     stop: watch::Sender<bool>,
@@ -252,11 +312,17 @@ struct SlowClients {
 }
 
 impl SlowClients {
-    fn start(netns: &Netns, source: Ipv4Addr, count: usize, every: Duration) -> Result<Self> {
+    fn start(
+        netns: &Netns,
+        sources: &[Ipv4Addr],
+        per_source: usize,
+        every: Duration,
+    ) -> Result<Self> {
         let tally = Arc::new(Tally::default());
         let (stop, stopped) = watch::channel(false);
         let netns = netns.clone();
         let shared = tally.clone();
+        let sources = sources.to_vec();
         let thread = thread::spawn(move || -> Result<()> {
             netns.enter_on_this_thread()?;
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -264,7 +330,12 @@ impl SlowClients {
                 .build()?;
             runtime.block_on(async move {
                 let mut clients = JoinSet::new();
-                for i in 0..count {
+                for (i, &source) in sources
+                    .iter()
+                    .cycle()
+                    .take(per_source * sources.len())
+                    .enumerate()
+                {
                     clients.spawn(slow_client(
                         source,
                         www_query(i as u16),
@@ -284,7 +355,7 @@ impl SlowClients {
         })
     }
 
-    /// Waits until every client has connected once.
+    /// Waits until `count` clients have connected once.
     fn wait_connected(&self, count: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         while self.tally.connected.load(Ordering::Relaxed) < count {
@@ -297,6 +368,14 @@ impl SlowClients {
             thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// (answers, closes) so far.
+    fn tally(&self) -> (usize, usize) {
+        (
+            self.tally.answers.load(Ordering::Relaxed),
+            self.tally.closed.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -361,72 +440,127 @@ async fn slow_client(
     }
 }
 
+/// Adds `addresses` to the client's interface, with permanent neighbour entries on the PoP.
+fn add_client_addresses(topology: &Topology, addresses: &[Ipv4Addr]) -> Result<()> {
+    let mac = topology.client.mac(Topology::INTERFACE)?;
+    for address in addresses {
+        let address = address.to_string();
+        topology.client.run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                Topology::INTERFACE,
+            ],
+        )?;
+        topology.pop.run(
+            "ip",
+            &[
+                "neigh",
+                "replace",
+                &address,
+                "lladdr",
+                &mac,
+                "dev",
+                Topology::INTERFACE,
+                "nud",
+                "permanent",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The legitimate client at `source` asks `www` A over TCP while `attacker` runs, until the
+/// attacker's connections have been closed `closes` more times (so the queries overlap its
+/// reconnections), at least 10 times; then a name whose UDP answer is truncated, which kdig
+/// retries over TCP. Fails unless every query is answered.
+fn assert_answered_over_tcp(
+    topology: &Topology,
+    edge: &EdgeProcess,
+    attacker: &SlowClients,
+    source: Ipv4Addr,
+    closes: usize,
+) -> Result<()> {
+    let source = source.to_string();
+    let target = attacker.tally().1 + closes;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut asked, mut answered) = (0, 0);
+    while asked < 10 || (attacker.tally().1 < target && Instant::now() < deadline) {
+        let reply = ask(
+            &topology.client,
+            &["-b", &source, "www.example.com", "A", "+tcp"],
+        )?;
+        asked += 1;
+        if answer(&reply) == ["192.0.2.10"] {
+            answered += 1;
+        }
+    }
+    let reply = ask(
+        &topology.client,
+        &["-b", &source, "big.example.com", "TXT", "+noedns"],
+    )?;
+    let (answers, closed) = attacker.tally();
+    assert_eq!(
+        answered,
+        asked,
+        "{source} got {answered} of {asked} TCP answers (the attacker: {answers} answers, \
+         {closed} closes)\n{}",
+        edge.log()
+    );
+    assert_eq!(
+        answer(&reply).len(),
+        3,
+        "truncated name over TCP: {}",
+        reply.text
+    );
+    eprintln!(
+        "{source}: {answered} of {asked} TCP answers; the attacker: {answers} answers, {closed} closes"
+    );
+    Ok(())
+}
+
 #[test]
 fn tcp_from_one_source_cannot_starve_another() -> Result<()> {
     let topology = Topology::client_and_pop("sec-dns-tcp")?;
     // A second client address, on the same host as the attacker.
     let other = Ipv4Addr::new(198, 18, 0, 3);
-    topology
-        .client
-        .run("ip", &["addr", "add", &format!("{other}/24"), "dev", "eth0"])?;
-    let mac = topology.client.mac(Topology::INTERFACE)?;
-    topology.pop.run(
-        "ip",
-        &[
-            "neigh",
-            "replace",
-            &other.to_string(),
-            "lladdr",
-            &mac,
-            "dev",
-            Topology::INTERFACE,
-            "nud",
-            "permanent",
-        ],
-    )?;
+    add_client_addresses(&topology, &[other])?;
     let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
     let edge = EdgeProcess::start(&topology.pop, &path, &[])?;
 
     // 600 connections, each asking every 3 s: never idle long enough for the 10 s timeout.
     let attacker = SlowClients::start(
         &topology.client,
-        Topology::CLIENT_V4,
+        &[Topology::CLIENT_V4],
         600,
         Duration::from_secs(3),
     )?;
     attacker.wait_connected(600, Duration::from_secs(30))?;
-
-    let from_other = other.to_string();
-    let mut answered = 0;
-    for _ in 0..10 {
-        let reply = ask(
-            &topology.client,
-            &["-b", &from_other, "www.example.com", "A", "+tcp"],
-        )?;
-        if answer(&reply) == ["192.0.2.10"] {
-            answered += 1;
-        }
-    }
-    // A name whose UDP answer is truncated: kdig retries over TCP.
-    let reply = ask(
-        &topology.client,
-        &["-b", &from_other, "big.example.com", "TXT", "+noedns"],
-    )?;
-    let big = answer(&reply).len();
-    let tally = &attacker.tally;
-    let (answers, closed) = (
-        tally.answers.load(Ordering::Relaxed),
-        tally.closed.load(Ordering::Relaxed),
-    );
+    // The refused reconnect a second later: query through two rounds of that.
+    assert_answered_over_tcp(&topology, &edge, &attacker, other, 1000)?;
     drop(attacker);
-    assert_eq!(
-        answered, 10,
-        "the other source got {answered} of 10 TCP answers (the 600 got {answers} answers, \
-         {closed} closes)\n{}",
-        edge.log()
-    );
-    assert_eq!(big, 3, "truncated name over TCP: {}", reply.text);
-    eprintln!("600 slow connections from one source: {answers} answers, {closed} closed");
+    assert!(edge.stop()?, "edge did not exit cleanly");
+    Ok(())
+}
+
+#[test]
+fn tcp_from_many_sources_cannot_starve_another() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-tcp-many")?;
+    let other = Ipv4Addr::new(198, 18, 0, 3);
+    // 40 attacker addresses, 30 connections each: within the per-source share, and 1200 in all,
+    // more than the 1024 slots.
+    let attackers: Vec<Ipv4Addr> = (10..50).map(|i| Ipv4Addr::new(198, 18, 0, i)).collect();
+    add_client_addresses(&topology, &[&[other][..], &attackers].concat())?;
+    let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
+    let edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+
+    let attacker = SlowClients::start(&topology.client, &attackers, 30, Duration::from_secs(3))?;
+    attacker.wait_connected(1200, Duration::from_secs(60))?;
+    assert_answered_over_tcp(&topology, &edge, &attacker, other, 1000)?;
+    drop(attacker);
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())
 }
