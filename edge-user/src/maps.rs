@@ -399,12 +399,21 @@ impl SelectionMap {
         })
     }
 
-    /// Both generations and the live one, read from the kernel.
-    fn read(&self) -> Result<([BTreeMap<u16, Answer>; 2], u32)> {
+    /// Both generations and the live one, read from the kernel. Keys that name no generation
+    /// were not written by us: they are removed.
+    fn read(&mut self) -> Result<([BTreeMap<u16, Answer>; 2], u32)> {
         let mut generations: [BTreeMap<u16, Answer>; 2] = Default::default();
+        let mut foreign = Vec::new();
         for entry in self.map.iter() {
             let (key, answer) = entry.context("reading the selection map")?;
-            generations[(key >> 16) as usize & 1].insert(key as u16, answer);
+            if key >> 17 == 0 {
+                generations[(key >> 16) as usize].insert(key as u16, answer);
+            } else {
+                foreign.push(key);
+            }
+        }
+        for key in foreign {
+            absent_is_removed(self.map.remove(&key)).context("removing from the selection map")?;
         }
         Ok((generations, self.generation()?))
     }
@@ -436,6 +445,11 @@ impl SelectionMap {
         }
         let next = live ^ 1;
         let staged = &generations[next as usize & 1];
+        // Stale slots go first, so the generation never needs room for more than `answers`.
+        for slot in staged.keys().filter(|slot| !answers.contains_key(slot)) {
+            absent_is_removed(self.map.remove(&selection_key(next, *slot)))
+                .context("removing from the selection map")?;
+        }
         let mut written = 0;
         for (&slot, answer) in answers {
             if slot > self.capacity {
@@ -447,11 +461,6 @@ impl SelectionMap {
                     .context("writing the selection map")?;
                 written += 1;
             }
-        }
-        for slot in staged.keys().filter(|slot| !answers.contains_key(slot)) {
-            self.map
-                .remove(&selection_key(next, *slot))
-                .context("removing from the selection map")?;
         }
         self.state
             .set(state_slot::SELECTIONS, State { generation: next }, 0)

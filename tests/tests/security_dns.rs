@@ -19,6 +19,7 @@ use edge_common::{Answer, KeyedAnswer, ShortNameKey};
 use edge_tests::{
     dig::{DigOutput, kdig},
     edge::{self, EdgeProcess, counters},
+    origin::Origin,
     topology::{Netns, Topology},
 };
 use tokio::{
@@ -239,22 +240,9 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
     let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
     let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
 
-    // Another writer fills the answer map behind the daemon's back (11 of its entries and 53
-    // others): the next entry the daemon writes fails, as a kernel error would.
-    let pin = topology
-        .pin_root()
-        .join(Topology::INTERFACE)
-        .join(edge_common::pin::ANSWERS);
-    let mut answers: aya::maps::HashMap<_, u64, KeyedAnswer> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&pin)?))?;
-    for i in 0..53 {
-        let junk = KeyedAnswer {
-            key: ShortNameKey::zeroed(),
-            answer: Answer::selected(0),
-        };
-        answers.insert(u64::MAX - i, junk, 0)?;
-    }
-    assert_eq!(answers.keys().count(), 64);
+    // Another writer fills the answer map behind the daemon's back (53 entries beside its 11):
+    // the next entry the daemon writes fails, as on a kernel error.
+    assert_eq!(fill_answer_map(&topology)?, 53);
 
     topology.write_file("edge.toml", &config(&topology, 64, 11, ""))?;
     edge.signal(libc::SIGHUP)?;
@@ -274,6 +262,98 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
     edge.signal(libc::SIGHUP)?;
     edge.wait_for_log("names=12 written=1 ", Duration::from_secs(10))?;
     assert_both_paths_answer(&topology, &path, "h11.example.com", "198.51.100.11")?;
+    assert!(edge.stop()?, "edge did not exit cleanly");
+    Ok(())
+}
+
+/// Fills the short-name answer map pinned for `topology`'s PoP with entries edge did not write
+/// (another writer, or what a kernel allocation failure looks like to the daemon); returns how
+/// many it took.
+fn fill_answer_map(topology: &Topology) -> Result<usize> {
+    let pin = topology
+        .pin_root()
+        .join(Topology::INTERFACE)
+        .join(edge_common::pin::ANSWERS);
+    let mut answers: aya::maps::HashMap<_, u64, KeyedAnswer> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&pin)?))?;
+    let junk = KeyedAnswer {
+        key: ShortNameKey::zeroed(),
+        answer: Answer::selected(0),
+    };
+    let mut added = 0;
+    while answers.insert(u64::MAX - added as u64, junk, 0).is_ok() {
+        added += 1;
+    }
+    Ok(added)
+}
+
+#[test]
+fn a_steering_publish_that_fails_is_retried_and_never_stops_the_daemon() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-steer")?;
+    let _origin = Origin::start(&topology.pop, SocketAddr::from(([127, 0, 0, 1], 8081)))?;
+    let pool = r#"
+[[pools]]
+name = "shop"
+kind = "origin"
+[pools.probe]
+interval = "200ms"
+timeout = "150ms"
+[pools.steering]
+all_down = "servfail"
+[[pools.members]]
+name = "o1"
+address = "127.0.0.1"
+http_port = 8081
+"#;
+    let text = config(&topology, 64, 10, "")
+        + "[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n"
+        + pool;
+    let path = topology.write_file("edge.toml", &text)?;
+    let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+    assert_both_paths_answer(&topology, &path, "shop.example.com", "127.0.0.1")?;
+    let drain = |command: &str| -> Result<()> {
+        let output = topology
+            .pop
+            .command(edge::binary())
+            .args([command, "--config"])
+            .arg(&path)
+            .args(["shop", "o1"])
+            .output()?;
+        anyhow::ensure!(output.status.success(), "edge {command}: {output:?}");
+        Ok(())
+    };
+    let wait_for_answer = |expected: &str| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = ask(&topology.client, &["shop.example.com", "A"])?;
+            if answer(&reply) == [expected] {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("shop.example.com did not become {expected}: {}", reply.text);
+            }
+        }
+    };
+
+    // Drained, the pool's only member leaves the answers (SERVFAIL from userspace), and the map
+    // fills up with entries edge did not write.
+    drain("drain")?;
+    wait_for_answer("SERVFAIL")?;
+    let junk = fill_answer_map(&topology)?;
+    assert!(junk > 0);
+
+    // Back: its entry does not fit. The daemon logs it, keeps serving, and retries.
+    drain("undrain")?;
+    edge.wait_for_log("publishing answers failed", Duration::from_secs(10))?;
+    assert!(
+        edge.log().contains("failures=1 retry_in=1s"),
+        "{}",
+        edge.log()
+    );
+    // The retry reads the map back, removes what edge did not write, and completes.
+    edge.wait_for_log(&format!("removed={junk} "), Duration::from_secs(10))?;
+    wait_for_answer("127.0.0.1")?;
+    assert_both_paths_answer(&topology, &path, "shop.example.com", "127.0.0.1")?;
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())
 }
