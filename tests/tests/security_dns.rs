@@ -1,6 +1,8 @@
 //! Issue 18, the DNS half, against the real `edge` binary on a PoP namespace with XDP on its
-//! veth: a reload whose zones do not fit the maps is refused while both paths keep answering
-//! (B3), and TCP connections from one client address cannot deny TCP DNS to another (B4).
+//! veth. B3: `edge check` and a reload refuse zones that do not fit the maps, with the numbers,
+//! while both paths keep answering; a map update that fails anyway (the map filled by another
+//! writer, as a kernel error would look) is logged and retried, never fatal. B4: TCP connections
+//! from one client address, or from many, cannot deny TCP DNS to another address.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -95,9 +97,9 @@ fn answer(reply: &DigOutput) -> Vec<String> {
     }
 }
 
-/// Asserts that the XDP program answers `name` A over UDP (its `answered` counter moves) and the
-/// userspace server answers it over TCP and the apex TXT over UDP, each with `expected` /
-/// the TXT record.
+/// Asserts that `name` A is answered with `expected` by the XDP program over UDP (its `answered`
+/// counter moves) and by the userspace server over TCP, and that userspace answers the apex TXT
+/// over UDP.
 fn assert_both_paths_answer(
     topology: &Topology,
     config: &Path,
