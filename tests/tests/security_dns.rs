@@ -598,6 +598,11 @@ fn assert_answered_over_tcp(
         "truncated name over TCP: {}",
         reply.text
     );
+    assert!(
+        edge.log().contains("tcp clients over their limits"),
+        "{}",
+        edge.log()
+    );
     eprintln!(
         "{source}: {answered} of {asked} TCP answers; the attacker: {answers} answers, {closed} closes"
     );

@@ -13,8 +13,12 @@ use std::{
 };
 
 use tokio::{sync::Notify, time::Instant};
+use tracing::warn;
 
 use crate::config::DnsConfig;
+
+/// Refusals and take-overs are logged at most this often, with their counts since the last log.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The limits of `[dns]` that apply to TCP clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,10 @@ struct Table {
     next_id: u64,
     open: HashMap<u64, Open>,
     per_source: HashMap<IpAddr, usize>,
+    /// Connections closed at once, and taken over, since the last report.
+    refused: u64,
+    taken_over: u64,
+    reported: Option<Instant>,
 }
 
 struct Open {
@@ -86,16 +94,11 @@ impl Connections {
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
         let source = source_of(peer);
         let mut table = self.table.lock().expect("not poisoned");
-        if table.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_per_source {
-            let victim = table
-                .longest_idle(|open| open.source == source)
-                .ok_or(Refusal::SourceFull)?;
-            table.evict(victim);
+        let result = table.make_room(source, self.limits);
+        if result != Ok(false) {
+            table.report();
         }
-        if table.open.len() >= self.limits.max_clients {
-            let victim = table.longest_idle(|_| true).ok_or(Refusal::Full)?;
-            table.evict(victim);
-        }
+        result?;
         let id = table.next_id;
         table.next_id += 1;
         let evicted = Arc::new(Notify::new());
@@ -122,6 +125,59 @@ impl Connections {
 }
 
 impl Table {
+    /// Frees a slot for a connection from `source` if the limits call for it: whether one was
+    /// taken over.
+    fn make_room(&mut self, source: IpAddr, limits: TcpLimits) -> Result<bool, Refusal> {
+        let mut taken_over = false;
+        if self.per_source.get(&source).copied().unwrap_or(0) >= limits.max_per_source {
+            let victim = self
+                .longest_idle(|open| open.source == source)
+                .ok_or(Refusal::SourceFull);
+            self.evict_or_count(victim)?;
+            taken_over = true;
+        }
+        if self.open.len() >= limits.max_clients {
+            let victim = self.longest_idle(|_| true).ok_or(Refusal::Full);
+            self.evict_or_count(victim)?;
+            taken_over = true;
+        }
+        Ok(taken_over)
+    }
+
+    fn evict_or_count(&mut self, victim: Result<u64, Refusal>) -> Result<(), Refusal> {
+        match victim {
+            Ok(id) => {
+                self.evict(id);
+                self.taken_over += 1;
+                Ok(())
+            }
+            Err(refusal) => {
+                self.refused += 1;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Logs the refusals and take-overs so far, unless the last log is recent.
+    fn report(&mut self) {
+        let now = Instant::now();
+        if self
+            .reported
+            .is_some_and(|last| now.duration_since(last) < REPORT_INTERVAL)
+        {
+            return;
+        }
+        warn!(
+            refused = self.refused,
+            taken_over = self.taken_over,
+            open = self.open.len(),
+            "tcp clients over their limits (counts since the last report)"
+        );
+        self.refused = 0;
+        self.taken_over = 0;
+        self.reported = Some(now);
+    }
+
     /// The connection idle the longest among those `eligible`.
     fn longest_idle(&self, eligible: impl Fn(&Open) -> bool) -> Option<u64> {
         self.open
