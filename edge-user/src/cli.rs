@@ -200,7 +200,9 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let _http = HttpServer::start(&config, &steering.watch()).await?;
     let mut plane = DataPlane::start(&config.xdp)?;
     let result = serve(path, &config, zones, &mut steering, &mut plane).await;
-    plane.stop(keep_data_plane)?;
+    // A data plane adopted from an earlier run stays answering if this one cannot serve.
+    let keep = keep_data_plane || (result.is_err() && plane.adopted);
+    plane.stop(keep)?;
     result
 }
 

@@ -268,6 +268,47 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
     Ok(())
 }
 
+#[test]
+fn a_restart_over_the_adopted_maps_capacity_leaves_the_data_plane_answering() -> Result<()> {
+    let topology = Topology::client_and_pop("sec-dns-adopt")?;
+    let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
+    let edge = EdgeProcess::start(&topology.pop, &path, &["--keep-data-plane"])?;
+    assert!(edge.stop()?);
+
+    // The new config fits its own sizes, but the pinned maps keep theirs.
+    topology.write_file("edge.toml", &config(&topology, 256, 100, ""))?;
+    let output = topology
+        .pop
+        .command("timeout")
+        .arg("20")
+        .arg(edge::binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("xdp.max_answers: the zones need 101 entries, the map holds 64")
+            && stderr.contains("edge detach"),
+        "{stderr}"
+    );
+    // The data plane the failed start adopted still answers what it held (no daemon runs: this
+    // answer can only come from XDP).
+    let reply = ask(&topology.client, &["h5.example.com", "A"])?;
+    assert_eq!(answer(&reply), ["198.51.100.5"], "{}", reply.text);
+
+    // `edge detach`, then a start with the new sizes.
+    let detached = Command::new(edge::binary())
+        .args(["detach", "--config"])
+        .arg(&path)
+        .status()?;
+    assert!(detached.success());
+    let edge = EdgeProcess::start(&topology.pop, &path, &[])?;
+    assert_both_paths_answer(&topology, &path, "h50.example.com", "198.51.100.50")?;
+    assert!(edge.stop()?);
+    Ok(())
+}
+
 /// Fills the short-name answer map pinned for `topology`'s PoP with entries edge did not write
 /// (another writer, or what a kernel allocation failure looks like to the daemon); returns how
 /// many it took.
