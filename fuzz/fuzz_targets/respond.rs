@@ -5,10 +5,9 @@
 
 use std::{path::Path, sync::LazyLock};
 
-use edge_user::{
-    config::Config,
-    dns::{Transport, message::CLASSIC_UDP_PAYLOAD, message::MAX_UDP_PAYLOAD, respond},
-    zone::Zones,
+use edge_config::Config;
+use edge_dns::{
+    Transport, message::CLASSIC_UDP_PAYLOAD, message::MAX_UDP_PAYLOAD, respond, zone::Zones,
 };
 use hickory_proto::{
     op::{Message, MessageType},

@@ -24,6 +24,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
+use edge_config::Config;
+use edge_dataplane::DataPlane;
+use edge_dns::{fast_path, zone::Zones};
+use edge_steer::Selections;
 use edge_tests::{
     agent::Agent,
     bench::{
@@ -36,9 +40,6 @@ use edge_tests::{
     origin::Origin,
     topology::{ClientXdp, Lan, Topology},
     xdp::{Program, Query, XDP_TX, dns_of_reply, wire},
-};
-use edge_user::{
-    config::Config, dataplane::DataPlane, dns::fast_path, steer::Selections, zone::Zones,
 };
 
 #[derive(Parser)]

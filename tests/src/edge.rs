@@ -16,7 +16,7 @@ use crate::topology::Netns;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `edge` binary under test: `$EDGE_BIN` if set, else this crate's build of edge-user's
+/// The `edge` binary under test: `$EDGE_BIN` if set, else this crate's build of the edge crate's
 /// `main.rs` (`edge-under-test`), which cargo builds before it runs the integration tests. It
 /// sits in the target directory, next to the `deps/` or `examples/` folder of the running test.
 pub fn binary() -> PathBuf {
@@ -161,10 +161,7 @@ pub fn counters(config: &Path) -> Result<std::collections::BTreeMap<String, u64>
 
 /// The steering status of the daemon that `config` describes, read with `edge status --json`
 /// inside `netns` (the admin endpoint listens on the namespace's loopback).
-pub fn status(
-    netns: &crate::topology::Netns,
-    config: &Path,
-) -> Result<edge_user::steer::status::Status> {
+pub fn status(netns: &crate::topology::Netns, config: &Path) -> Result<edge_steer::status::Status> {
     let output = netns
         .command(binary())
         .args(["status", "--json", "--config"])

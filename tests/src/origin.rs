@@ -30,7 +30,7 @@ use crate::topology::Netns;
 pub const LAST_MODIFIED: &str = "Mon, 01 Jan 2024 00:00:00 GMT";
 
 /// One request as the origin saw it. The PoP's health probes (User-Agent
-/// [`edge_user::probe::http::USER_AGENT`]) are answered but not recorded: tests count what
+/// [`edge_steer::probe::http::USER_AGENT`]) are answered but not recorded: tests count what
 /// clients cause.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -136,7 +136,7 @@ async fn answer(
     let probe = request
         .headers()
         .get(header::USER_AGENT)
-        .is_some_and(|agent| agent == edge_user::probe::http::USER_AGENT);
+        .is_some_and(|agent| agent == edge_steer::probe::http::USER_AGENT);
     if !probe {
         seen.lock().unwrap().push(Seen {
             method: request.method().to_string(),

@@ -50,7 +50,7 @@ impl RawRequest {
 
     /// The PoP's own health probes, which tests do not count.
     pub fn is_probe(&self) -> bool {
-        self.header("user-agent").as_deref() == Some(edge_user::probe::http::USER_AGENT)
+        self.header("user-agent").as_deref() == Some(edge_steer::probe::http::USER_AGENT)
     }
 }
 

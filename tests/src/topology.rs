@@ -131,7 +131,7 @@ impl Netns {
         self.run_inside(|| -> Result<FdLink> {
             let mut ebpf = EbpfLoader::new()
                 .map_max_entries(map_name::ANSWERS, 1)
-                .load(edge_user::EBPF_OBJECT)?;
+                .load(edge_dataplane::EBPF_OBJECT)?;
             let xdp: &mut Xdp = ebpf
                 .program_mut(program)
                 .with_context(|| format!("program {program} missing from the object"))?

@@ -10,12 +10,9 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use edge_common::{Counter, map_name, program_name};
-use edge_user::{
-    config::Config,
-    dns::fast_path,
-    maps::{self, AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
-    zone::Zones,
-};
+use edge_config::Config;
+use edge_dataplane::maps::{self, AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap};
+use edge_dns::{fast_path, zone::Zones};
 use etherparse::PacketBuilder;
 
 pub const XDP_PASS: u32 = 2;
@@ -54,7 +51,7 @@ impl Loaded {
     pub fn reflector() -> Result<Self> {
         let ebpf = EbpfLoader::new()
             .map_max_entries(map_name::ANSWERS, 1)
-            .load(edge_user::EBPF_OBJECT)?;
+            .load(edge_dataplane::EBPF_OBJECT)?;
         Self::new(ebpf, program_name::REFLECT)
     }
 
@@ -113,7 +110,7 @@ impl Program {
             .map_max_entries(map_name::ANSWERS, answers)
             .map_max_entries(map_name::LONG_ANSWERS, 1024)
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(STEERED))
-            .load(edge_user::EBPF_OBJECT)?;
+            .load(edge_dataplane::EBPF_OBJECT)?;
         let state = ebpf.take_map(map_name::STATE).context("state")?;
         let mut services = ServiceMap::new(
             ebpf.take_map(map_name::SERVICES).context("services")?,

@@ -7,12 +7,12 @@
 use std::path::Path;
 
 use anyhow::Result;
-use edge_tests::xdp::*;
-use edge_user::{
-    config::Config,
-    dns::message::{Transport, respond},
+use edge_config::Config;
+use edge_dns::{
+    message::{Transport, respond},
     zone::Zones,
 };
+use edge_tests::xdp::*;
 
 const NAMES: usize = 1_200;
 

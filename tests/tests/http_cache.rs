@@ -569,14 +569,14 @@ fn purge_and_unsafe_methods_invalidate() -> Result<()> {
     assert_eq!(pop.get(path)?.cache(), "miss");
     assert_eq!(pop.origin.count(path), 2);
 
-    // The admin endpoint is not on the service address.
+    // The admin server (default admin.listen, 127.0.0.1:9081) is not on the service address.
     let purge_url = format!("/purge?url=http://static.example.com{path}");
     let reply = pop.request("static.example.com", &purge_url, &["-X", "POST"])?;
     assert_eq!(reply.cache(), "pass", "handed to the origin like any POST");
     assert_eq!(pop.get(path)?.cache(), "hit");
     let admin_on_service = connect(
         &pop.topology.client,
-        SocketAddr::from((Topology::POP_V4, 9080)),
+        SocketAddr::from((Topology::POP_V4, 9081)),
     );
     assert!(
         admin_on_service.is_err(),

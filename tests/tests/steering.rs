@@ -15,6 +15,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+use edge_steer::status::PoolStatus;
 use edge_tests::{
     agent::{Agent, SAMPLE},
     curl::curl,
@@ -24,7 +25,6 @@ use edge_tests::{
     origin::Origin,
     topology::{Host, Lan},
 };
-use edge_user::steer::status::PoolStatus;
 
 const HTTP_PORT: u16 = 8080;
 const AGENT_PORT: u16 = 9100;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 use edge_common::Counter;
+use edge_dns::fast_path;
 use edge_tests::xdp::*;
-use edge_user::dns::fast_path;
 use etherparse::PacketBuilder;
 
 /// A 255-octet name (the RFC 1035 maximum) inside example.com.
@@ -384,13 +384,13 @@ a = ["192.0.2.99"]
     )
 }
 
-fn publish(program: &mut Program, zone: &str) -> Result<edge_user::maps::Publication> {
+fn publish(program: &mut Program, zone: &str) -> Result<edge_dataplane::maps::Publication> {
     let path = std::path::Path::new("steered.toml");
-    let config = edge_user::config::Config::parse(path, zone)?;
-    let zones = edge_user::zone::Zones::build(path, &config)?;
+    let config = edge_config::Config::parse(path, zone)?;
+    let zones = edge_dns::zone::Zones::build(path, &config)?;
     program
         .answers
-        .publish(&edge_user::dns::fast_path::entries(&zones)?)
+        .publish(&edge_dns::fast_path::entries(&zones)?)
 }
 
 /// The first address a name's answer carries.

@@ -115,7 +115,7 @@ fn bench(what: Benchmark) -> Result<()> {
         Benchmark::Http => ("bench_http", "cargo xtask bench http"),
         Benchmark::Steer => ("bench_steer", "cargo xtask bench steer"),
     };
-    cargo(&["build", "--release", "-p", "edge-user"])?;
+    cargo(&["build", "--release", "-p", "edge"])?;
     let root = workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

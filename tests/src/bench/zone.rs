@@ -128,7 +128,8 @@ fn shuffle(items: &mut [usize]) {
 mod tests {
     use std::{collections::BTreeSet, process::Command};
 
-    use edge_user::{config::Config, zone::Zones};
+    use edge_config::Config;
+    use edge_dns::zone::Zones;
 
     use super::*;
 

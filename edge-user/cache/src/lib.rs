@@ -1,0 +1,266 @@
+//! edge-cache: the static content cache: objects on disk ([`store`]) and their mapped bodies
+//! ([`mapped`]), the index of what is stored by key and Vary variant, freshness rules
+//! ([`policy`], RFC 9111), eviction ([`eviction`]) and request coalescing ([`flight`]).
+//!
+//! Owns what is stored and for how long. HTTP framing, connections and origins live in
+//! edge-http, which is built on this crate; this one must not serve, connect, or read the
+//! config file (edge-http hands it the sizes and rules from edge-config).
+
+pub mod eviction;
+pub mod flight;
+pub mod key;
+pub mod mapped;
+pub mod policy;
+pub mod store;
+
+use std::{
+    collections::HashMap,
+    io,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use http::{HeaderMap, request};
+use tracing::info;
+
+use self::{
+    eviction::Lru,
+    flight::Flights,
+    key::{CacheKey, ObjectId},
+    policy::{Reuse, Rules},
+    store::{Meta, Object, Sealed, Store, Writer},
+};
+
+/// What the cache holds for a request.
+pub enum Lookup {
+    Fresh(Arc<Object>),
+    /// Stored but stale: `revalidation` is the request to send to the origin.
+    Stale(Arc<Object>, Box<request::Parts>),
+    Miss,
+}
+
+#[derive(Debug)]
+pub struct Cache {
+    store: Store,
+    index: Mutex<Index>,
+    pub flights: Flights,
+    pub rules: Rules,
+    /// Larger bodies are not stored.
+    pub max_object_size: u64,
+}
+
+#[derive(Debug)]
+struct Index {
+    objects: HashMap<ObjectId, Arc<Object>>,
+    /// The Vary variants stored for a key.
+    variants: HashMap<CacheKey, Vec<ObjectId>>,
+    lru: Lru,
+}
+
+impl Cache {
+    /// Opens the cache directory and rebuilds the index from the objects in it, so that a
+    /// restarted PoP starts warm. Objects that go stale soonest are the first to be evicted
+    /// until they are used again.
+    pub fn open(dir: &Path, capacity: u64, max_object_size: u64, rules: Rules) -> io::Result<Self> {
+        let (store, mut objects) = Store::open(dir)?;
+        objects.sort_by_key(|object| object.meta.fresh_until);
+        let cache = Self {
+            store,
+            index: Mutex::new(Index {
+                objects: HashMap::new(),
+                variants: HashMap::new(),
+                lru: Lru::new(capacity),
+            }),
+            flights: Flights::default(),
+            rules,
+            max_object_size,
+        };
+        let count = objects.len();
+        {
+            let mut index = cache.index.lock().expect("cache index lock");
+            for object in objects {
+                for old in index.lru.insert(object.id, object.size) {
+                    if let Some(old) = index.forget(&old) {
+                        cache.store.remove(&old);
+                    }
+                }
+                index.add(object);
+            }
+        }
+        info!(dir = %dir.display(), objects = count, bytes = cache.used(), "cache opened");
+        Ok(cache)
+    }
+
+    /// The object for a fresh hit found by its clock alone, without the request view and RFC 9111
+    /// evaluation of [`Self::lookup`]: `request` (the client's headers) carries no cache
+    /// directives and the key has a single stored variant that does not vary. `None` does not
+    /// mean a miss, only that [`Self::lookup`] must decide.
+    pub fn fresh_hit(
+        &self,
+        key: &CacheKey,
+        request: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Arc<Object>> {
+        if !self.rules.plain_request(request) {
+            return None;
+        }
+        let mut index = self.index.lock().expect("cache index lock");
+        let [id] = index.variants.get(key)?.as_slice() else {
+            return None;
+        };
+        let object = index.objects.get(id)?.clone();
+        if object.fresh_for_plain_request(now) != Some(true) {
+            return None;
+        }
+        index.lru.touch(&object.id);
+        Some(object)
+    }
+
+    pub fn lookup(&self, key: &CacheKey, view: &request::Parts, now: SystemTime) -> Lookup {
+        // Only the variants are read under the index lock; judging them by RFC 9111 (which
+        // builds request and response views) happens outside it, so hits do not queue on it.
+        let variants: Vec<Arc<Object>> = {
+            let index = self.index.lock().expect("cache index lock");
+            let Some(ids) = index.variants.get(key) else {
+                return Lookup::Miss;
+            };
+            ids.iter()
+                .filter_map(|id| index.objects.get(id).cloned())
+                .collect()
+        };
+        let found = variants.into_iter().find_map(|object| {
+            match policy::reuse(&object.meta.policy, view, now) {
+                Reuse::Fresh => Some(Lookup::Fresh(object)),
+                Reuse::Stale { revalidation } => Some(Lookup::Stale(object, revalidation)),
+                Reuse::Mismatch => None,
+            }
+        });
+        match found {
+            Some(lookup) => {
+                if let Lookup::Fresh(object) | Lookup::Stale(object, _) = &lookup {
+                    let mut index = self.index.lock().expect("cache index lock");
+                    index.lru.touch(&object.id);
+                }
+                lookup
+            }
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Makes room for `sealed`, then publishes it (replacing the object with its id), so that
+    /// the directory never holds more than the capacity.
+    pub fn publish(&self, sealed: Sealed) -> io::Result<Arc<Object>> {
+        let mut index = self.index.lock().expect("cache index lock");
+        let id = sealed.id();
+        let evicted = index.lru.insert(id, sealed.size());
+        // Evicting `id` itself (alone larger than the capacity) removes its previous version.
+        for old in &evicted {
+            if let Some(old) = index.forget(old) {
+                self.store.remove(&old);
+            }
+        }
+        if evicted.contains(&id) {
+            return Err(io::Error::other("larger than the cache capacity"));
+        }
+        match sealed.publish() {
+            Ok(object) => Ok(index.add(object)),
+            Err(error) => {
+                index.lru.remove(&id);
+                index.forget(&id);
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes `object` (one whose file has gone) unless a newer one has replaced it.
+    pub fn remove(&self, object: &Arc<Object>) {
+        let mut index = self.index.lock().expect("cache index lock");
+        let current = index.objects.get(&object.id);
+        if !current.is_some_and(|current| Arc::ptr_eq(current, object)) {
+            return;
+        }
+        if let Some(old) = index.forget(&object.id) {
+            index.lru.remove(&old.id);
+            self.store.remove(&old);
+        }
+    }
+
+    /// Removes every variant stored for `key`; returns how many there were.
+    pub fn purge(&self, key: &CacheKey) -> usize {
+        let mut index = self.index.lock().expect("cache index lock");
+        let ids = index.variants.get(key).cloned().unwrap_or_default();
+        for id in &ids {
+            if let Some(old) = index.forget(id) {
+                index.lru.remove(id);
+                self.store.remove(&old);
+            }
+        }
+        ids.len()
+    }
+
+    /// Starts writing a new object.
+    pub fn writer(&self, id: ObjectId) -> io::Result<Writer> {
+        self.store.writer(id)
+    }
+
+    /// Gives `object` new metadata (after a 304) without writing its body again, and indexes
+    /// the result in its place. An object purged or replaced meanwhile is not indexed again;
+    /// the refreshed object still answers the request that revalidated it.
+    pub async fn refresh(
+        self: &Arc<Self>,
+        object: Arc<Object>,
+        meta: Meta,
+    ) -> io::Result<Arc<Object>> {
+        let cache = self.clone();
+        let old = object.clone();
+        let refreshed = tokio::task::spawn_blocking(move || cache.store.refresh(&old, meta))
+            .await
+            .map_err(io::Error::other)??;
+        let mut index = self.index.lock().expect("cache index lock");
+        let current = index.objects.get(&object.id);
+        if !current.is_some_and(|current| Arc::ptr_eq(current, &object)) {
+            return Ok(Arc::new(refreshed));
+        }
+        let evicted = index.lru.insert(object.id, refreshed.size);
+        for old in &evicted {
+            if let Some(old) = index.forget(old) {
+                self.store.remove(&old);
+            }
+        }
+        if evicted.contains(&object.id) {
+            return Ok(Arc::new(refreshed));
+        }
+        Ok(index.add(refreshed))
+    }
+
+    /// Bytes stored.
+    pub fn used(&self) -> u64 {
+        self.index.lock().expect("cache index lock").lru.used()
+    }
+}
+
+impl Index {
+    /// Adds an object that is on disk and counted in the LRU order.
+    fn add(&mut self, object: Object) -> Arc<Object> {
+        let object = Arc::new(object);
+        let ids = self.variants.entry(object.meta.key.clone()).or_default();
+        if !ids.contains(&object.id) {
+            ids.push(object.id);
+        }
+        self.objects.insert(object.id, object.clone());
+        object
+    }
+
+    /// Drops `id` from the maps (not from the LRU order) and returns its object.
+    fn forget(&mut self, id: &ObjectId) -> Option<Arc<Object>> {
+        let object = self.objects.remove(id)?;
+        if let Some(ids) = self.variants.get_mut(&object.meta.key) {
+            ids.retain(|other| other != id);
+            if ids.is_empty() {
+                self.variants.remove(&object.meta.key);
+            }
+        }
+        Some(object)
+    }
+}

@@ -1,0 +1,843 @@
+//! edge-config: the TOML configuration file: its shape, defaults, and errors that name the file,
+//! the field and the reason. Semantic checks of zones (names inside their zone, no duplicates)
+//! live in edge-dns (`zone::Zones::build`).
+//!
+//! Owns the schema of every section ([`steering`]: a pool's `probe` and `steering` tables;
+//! [`http`]: the `[http]` table) and its validation. At the bottom of the crate graph: it
+//! depends on no other edge crate but edge-common (for a size limit), does no I/O besides
+//! reading the file, and holds no runtime state (no sockets, watches or maps).
+
+pub mod http;
+pub mod steering;
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use edge_common::SERVICES_MAX;
+use serde::Deserialize;
+
+use crate::steering::{ProbeConfig, SteeringConfig};
+
+/// Where pinned maps and links go unless the config says otherwise; one directory per interface.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
+/// Default size of the answer map (name/type pairs).
+pub const DEFAULT_MAX_ANSWERS: u32 = 65_536;
+/// Default size of the answer map for names longer than 64 octets.
+pub const DEFAULT_MAX_LONG_ANSWERS: u32 = 4096;
+/// Default number of steered (name, type) answers.
+pub const DEFAULT_MAX_STEERED: u16 = 4096;
+/// Default TCP connections the DNS server serves at once.
+pub const DEFAULT_TCP_MAX_CLIENTS: usize = 1024;
+/// Default TCP connections of one client address.
+pub const DEFAULT_TCP_MAX_CLIENTS_PER_SOURCE: usize = 32;
+/// Default wait for a TCP client's next query: Knot DNS's `tcp-idle-timeout`.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default wait for the next query when more than half the TCP slots are taken: what NSD gives
+/// new connections then.
+pub const DEFAULT_TCP_BUSY_IDLE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Default time to read the rest of a query or send a response: Knot DNS's `tcp-io-timeout`.
+pub const DEFAULT_TCP_IO_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default TTL of a zone's records.
+pub const DEFAULT_TTL: u32 = 300;
+/// SOA timers when the config leaves them out (seconds): the values RIPE-203 recommends for
+/// refresh, retry and expire, and a short negative-caching TTL.
+pub const DEFAULT_SOA_REFRESH: u32 = 86_400;
+pub const DEFAULT_SOA_RETRY: u32 = 7_200;
+pub const DEFAULT_SOA_EXPIRE: u32 = 3_600_000;
+pub const DEFAULT_SOA_MINIMUM: u32 = 60;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub xdp: XdpConfig,
+    /// The DNS service: where the XDP program and the userspace server answer.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Groups of servers that steered names and the cache choose among.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// The HTTP server and static content cache; absent, the PoP serves no HTTP.
+    pub http: Option<crate::http::HttpConfig>,
+    /// The daemon's admin server: steering status, drain and undrain, cache purge.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Where `edge status`, `edge drain`, `edge undrain` and `edge purge` reach the running daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Loopback by default: only local tools may drain members.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 9081))
+}
+
+/// A group of interchangeable servers: a customer's origins, or the PoPs of the CDN.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Referred to by names and sites.
+    pub name: String,
+    pub kind: PoolKind,
+    pub members: Vec<MemberConfig>,
+    /// How the members are measured (docs/STEERING.md).
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    /// How measurements become answers (docs/STEERING.md).
+    #[serde(default)]
+    pub steering: SteeringConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    /// Customer web servers: a page hostname resolves to the least-loaded one.
+    Origin,
+    /// CDN points of presence: a static hostname resolves to the best one.
+    Pop,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Unique within the pool; used in logs, status and admin commands.
+    pub name: String,
+    pub address: IpAddr,
+    /// Where the member serves HTTP.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// Where the member's `edge agent` serves its load report; without one, an origin is
+    /// ranked by response time.
+    pub agent_port: Option<u16>,
+    /// A PoP's FTP service, measured with an anonymous login.
+    pub ftp_port: Option<u16>,
+    /// A member of weight 2 is chosen over one of weight 1 until its score is twice as bad.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpConfig {
+    /// The interface the program attaches to.
+    pub interface: String,
+    #[serde(default)]
+    pub mode: XdpMode,
+    /// Pins go to `<pin_root>/<interface>/`.
+    #[serde(default = "default_pin_root")]
+    pub pin_root: PathBuf,
+    #[serde(default = "default_max_answers")]
+    pub max_answers: u32,
+    /// Size of the answer map for names longer than 64 octets.
+    #[serde(default = "default_max_long_answers")]
+    pub max_long_answers: u32,
+    /// Steered (name, type) answers the fast path holds, each in two generations.
+    #[serde(default = "default_max_steered")]
+    pub max_steered: u16,
+}
+
+impl XdpConfig {
+    /// The directory holding this interface's pinned maps and link.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_root.join(&self.interface)
+    }
+}
+
+/// How the program attaches: in the driver (fast; the default), or in the generic path for NICs
+/// whose driver has no XDP support.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    #[default]
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Addresses and ports answered on, over UDP and TCP; empty: no userspace server.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// TCP connections served at once, over all addresses.
+    #[serde(default = "default_tcp_max_clients")]
+    pub tcp_max_clients: usize,
+    /// TCP connections one client address (an IPv6 /64) may hold at once.
+    #[serde(default = "default_tcp_max_clients_per_source")]
+    pub tcp_max_clients_per_source: usize,
+    /// How long a TCP connection may wait for its next query.
+    #[serde(default = "default_tcp_idle_timeout", with = "humantime_serde")]
+    pub tcp_idle_timeout: Duration,
+    /// The same while more than half of `tcp_max_clients` connections are open.
+    #[serde(default = "default_tcp_busy_idle_timeout", with = "humantime_serde")]
+    pub tcp_busy_idle_timeout: Duration,
+    /// How long reading the rest of a query once it has begun, or sending a response, may take.
+    #[serde(default = "default_tcp_io_timeout", with = "humantime_serde")]
+    pub tcp_io_timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            tcp_max_clients: default_tcp_max_clients(),
+            tcp_max_clients_per_source: default_tcp_max_clients_per_source(),
+            tcp_idle_timeout: default_tcp_idle_timeout(),
+            tcp_busy_idle_timeout: default_tcp_busy_idle_timeout(),
+            tcp_io_timeout: default_tcp_io_timeout(),
+        }
+    }
+}
+
+/// Names in a zone (owners and targets alike) are relative to the apex (`www`), `@` for the
+/// apex, or absolute with a trailing dot (`www.example.org.`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The zone's apex, e.g. `cdn.example.net`.
+    pub apex: String,
+    /// TTL of records that do not set their own, and of the SOA and the apex NS records.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    #[serde(default)]
+    pub soa: SoaConfig,
+    /// The zone's name servers: the NS records at the apex.
+    #[serde(default)]
+    pub nameservers: Vec<NameserverConfig>,
+    #[serde(default)]
+    pub names: Vec<NameConfig>,
+}
+
+/// The SOA record's fields (RFC 1035 §3.3.13).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoaConfig {
+    /// The primary name server; default: the first of `nameservers`, else the apex.
+    pub mname: Option<String>,
+    /// The responsible mailbox as a name (`hostmaster` for hostmaster@apex).
+    #[serde(default = "default_rname")]
+    pub rname: String,
+    #[serde(default = "default_serial")]
+    pub serial: u32,
+    #[serde(default = "default_soa_refresh")]
+    pub refresh: u32,
+    #[serde(default = "default_soa_retry")]
+    pub retry: u32,
+    #[serde(default = "default_soa_expire")]
+    pub expire: u32,
+    /// How long resolvers cache a negative answer (RFC 2308).
+    #[serde(default = "default_soa_minimum")]
+    pub minimum: u32,
+}
+
+impl Default for SoaConfig {
+    fn default() -> Self {
+        Self {
+            mname: None,
+            rname: default_rname(),
+            serial: default_serial(),
+            refresh: DEFAULT_SOA_REFRESH,
+            retry: DEFAULT_SOA_RETRY,
+            expire: DEFAULT_SOA_EXPIRE,
+            minimum: DEFAULT_SOA_MINIMUM,
+        }
+    }
+}
+
+/// One NS record at the apex, with the glue a name server inside the zone needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameserverConfig {
+    pub name: String,
+    /// Its addresses (A and AAAA records): required inside the zone, refused outside it.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The records of one owner name. A name holds either a `cname`, or a delegation (`ns`, with
+/// glue names below it holding only `a`/`aaaa`), or any of the other record types.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameConfig {
+    pub name: String,
+    /// TTL of all of this name's records; default: the zone's.
+    pub ttl: Option<u32>,
+    #[serde(default)]
+    pub a: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub aaaa: Vec<Ipv6Addr>,
+    /// An alias: the name answers with this CNAME and nothing else.
+    pub cname: Option<String>,
+    /// Delegates the name (and everything below it) to these name servers.
+    #[serde(default)]
+    pub ns: Vec<String>,
+    #[serde(default)]
+    pub mx: Vec<MxConfig>,
+    /// One TXT record per entry; entries longer than 255 bytes are split into several strings.
+    #[serde(default)]
+    pub txt: Vec<String>,
+    /// A steered name: it answers with the addresses of this pool's members (A for IPv4, AAAA
+    /// for IPv6), in configured order until steering chooses among them.
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MxConfig {
+    pub preference: u16,
+    pub exchange: String,
+}
+
+fn default_tcp_max_clients() -> usize {
+    DEFAULT_TCP_MAX_CLIENTS
+}
+
+fn default_tcp_max_clients_per_source() -> usize {
+    DEFAULT_TCP_MAX_CLIENTS_PER_SOURCE
+}
+
+fn default_tcp_idle_timeout() -> Duration {
+    DEFAULT_TCP_IDLE_TIMEOUT
+}
+
+fn default_tcp_busy_idle_timeout() -> Duration {
+    DEFAULT_TCP_BUSY_IDLE_TIMEOUT
+}
+
+fn default_tcp_io_timeout() -> Duration {
+    DEFAULT_TCP_IO_TIMEOUT
+}
+
+fn default_http_port() -> u16 {
+    80
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+fn default_pin_root() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_ROOT)
+}
+
+fn default_max_long_answers() -> u32 {
+    DEFAULT_MAX_LONG_ANSWERS
+}
+
+fn default_max_steered() -> u16 {
+    DEFAULT_MAX_STEERED
+}
+
+fn default_max_answers() -> u32 {
+    DEFAULT_MAX_ANSWERS
+}
+
+fn default_ttl() -> u32 {
+    DEFAULT_TTL
+}
+
+fn default_rname() -> String {
+    "hostmaster".to_string()
+}
+
+fn default_serial() -> u32 {
+    1
+}
+
+fn default_soa_refresh() -> u32 {
+    DEFAULT_SOA_REFRESH
+}
+
+fn default_soa_retry() -> u32 {
+    DEFAULT_SOA_RETRY
+}
+
+fn default_soa_expire() -> u32 {
+    DEFAULT_SOA_EXPIRE
+}
+
+fn default_soa_minimum() -> u32 {
+    DEFAULT_SOA_MINIMUM
+}
+
+/// A refused configuration: which file, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path to the field (`zones[0].names[2].a[1]`), empty when the file as a whole is bad.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.reason
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses `path`. Only the shape is checked here; see edge-dns's `Zones::build`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: String::new(),
+            reason: format!("cannot read: {error}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: String::new(),
+            reason: describe_toml_error(text, &error),
+        })?;
+        let mut config: Self =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| ConfigError {
+                file: path.to_path_buf(),
+                field: field_path(error.path()),
+                reason: describe_toml_error(text, error.inner()),
+            })?;
+        config.adopt_http_admin_listen(path)?;
+        config.check_xdp(path)?;
+        config.check_dns(path)?;
+        config.check_pools(path)?;
+        config.check_admin(path)?;
+        if let Some(http) = &config.http {
+            http.check(path, &config)?;
+        }
+        Ok(config)
+    }
+
+    fn check_xdp(&self, path: &Path) -> Result<(), ConfigError> {
+        let refuse = |field: &str, reason: &str| ConfigError {
+            file: path.to_path_buf(),
+            field: field.to_string(),
+            reason: reason.to_string(),
+        };
+        let interface = &self.xdp.interface;
+        // IFNAMSIZ is 16 with the terminating NUL.
+        if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+            return Err(refuse(
+                "xdp.interface",
+                "not an interface name (1 to 15 characters, no '/' or spaces)",
+            ));
+        }
+        if self.xdp.max_answers == 0 {
+            return Err(refuse("xdp.max_answers", "must be at least 1"));
+        }
+        if self.xdp.max_long_answers == 0 {
+            return Err(refuse("xdp.max_long_answers", "must be at least 1"));
+        }
+        if self.xdp.max_steered == 0 {
+            return Err(refuse("xdp.max_steered", "must be at least 1"));
+        }
+        if !self.xdp.pin_root.is_absolute() {
+            return Err(refuse("xdp.pin_root", "must be an absolute path"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_dns(&self, path: &Path) -> Result<(), ConfigError> {
+        let refuse = |field: &str, reason: &str| ConfigError {
+            file: path.to_path_buf(),
+            field: format!("dns.{field}"),
+            reason: reason.to_string(),
+        };
+        let dns = &self.dns;
+        if dns.tcp_max_clients == 0 {
+            return Err(refuse("tcp_max_clients", "must be at least 1"));
+        }
+        if dns.tcp_max_clients_per_source == 0 {
+            return Err(refuse("tcp_max_clients_per_source", "must be at least 1"));
+        }
+        for (field, timeout) in [
+            ("tcp_idle_timeout", dns.tcp_idle_timeout),
+            ("tcp_busy_idle_timeout", dns.tcp_busy_idle_timeout),
+            ("tcp_io_timeout", dns.tcp_io_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(refuse(field, "must be more than 0"));
+            }
+        }
+        if dns.tcp_busy_idle_timeout > dns.tcp_idle_timeout {
+            return Err(refuse(
+                "tcp_busy_idle_timeout",
+                "must be at most dns.tcp_idle_timeout",
+            ));
+        }
+        for (i, address) in self.dns.listen.iter().enumerate() {
+            if self.dns.listen[..i].contains(address) {
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    field: format!("dns.listen[{i}]"),
+                    reason: format!("{address} is listed twice"),
+                });
+            }
+            let family = self.dns.listen[..=i]
+                .iter()
+                .filter(|other| other.is_ipv4() == address.is_ipv4())
+                .count();
+            if family > SERVICES_MAX {
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    field: format!("dns.listen[{i}]"),
+                    reason: format!(
+                        "the XDP program answers on at most {SERVICES_MAX} addresses per family"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    fn check_pools(&self, path: &Path) -> Result<(), ConfigError> {
+        let refuse = |field: String, reason: String| ConfigError {
+            file: path.to_path_buf(),
+            field,
+            reason,
+        };
+        for (p, pool) in self.pools.iter().enumerate() {
+            if let Some(first) = self.pools[..p].iter().position(|o| o.name == pool.name) {
+                return Err(refuse(
+                    format!("pools[{p}].name"),
+                    format!("pool {} is already defined by pools[{first}]", pool.name),
+                ));
+            }
+            if pool.members.is_empty() {
+                return Err(refuse(
+                    format!("pools[{p}].members"),
+                    "a pool needs members".into(),
+                ));
+            }
+            for (m, member) in pool.members.iter().enumerate() {
+                if let Some(first) = pool.members[..m].iter().position(|o| o.name == member.name) {
+                    return Err(refuse(
+                        format!("pools[{p}].members[{m}].name"),
+                        format!(
+                            "member {} is already defined by pools[{p}].members[{first}]",
+                            member.name
+                        ),
+                    ));
+                }
+            }
+            crate::steering::check(path, p, pool)?;
+        }
+        Ok(())
+    }
+
+    fn check_admin(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.http.as_ref().map(|http| http.listen) == Some(self.admin.listen) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                field: "admin.listen".into(),
+                reason: format!("{} is already http.listen", self.admin.listen),
+            });
+        }
+        Ok(())
+    }
+
+    /// `http.admin_listen` is from when the cache had an admin server of its own; one admin
+    /// server now serves purge too, on `admin.listen`. The old field still moves it there when
+    /// `admin.listen` is left at its default, so that old configs keep their address; set
+    /// next to a different `admin.listen`, it is refused rather than silently ignored.
+    fn adopt_http_admin_listen(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let Some(http) = &self.http else {
+            return Ok(());
+        };
+        let Some(old) = http.admin_listen else {
+            return Ok(());
+        };
+        let refuse = |reason: String| ConfigError {
+            file: path.to_path_buf(),
+            field: "http.admin_listen".into(),
+            reason,
+        };
+        if old == http.listen {
+            return Err(refuse("must differ from http.listen".into()));
+        }
+        if self.admin.listen == default_admin_listen() {
+            self.admin.listen = old;
+        } else if self.admin.listen != old {
+            return Err(refuse(format!(
+                "deprecated, and admin.listen ({}) differs: one admin server serves purge, \
+                 status, drain and undrain on admin.listen; remove http.admin_listen",
+                self.admin.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fields that are accepted but deprecated, each with what to use instead; `edge check`
+    /// prints them and `edge run` logs them.
+    pub fn deprecations(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self
+            .http
+            .as_ref()
+            .is_some_and(|http| http.admin_listen.is_some())
+        {
+            found.push(format!(
+                "http.admin_listen is deprecated: one admin server (status, drain, undrain, \
+                 purge) listens on admin.listen, now {}; move the address to [admin] listen",
+                self.admin.listen
+            ));
+        }
+        found
+    }
+}
+
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." { String::new() } else { text }
+}
+
+/// The error's own message plus the line it points at.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().to_string();
+    match error.span() {
+        Some(span) => {
+            let line = text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&byte| byte == b'\n')
+                .count()
+                + 1;
+            format!("{message} (line {line})")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("edge.toml"), text)
+    }
+
+    const MINIMAL: &str = "[xdp]\ninterface = \"eth0\"\n";
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.xdp.mode, XdpMode::Native);
+        assert_eq!(config.xdp.pin_dir(), Path::new("/sys/fs/bpf/edge/eth0"));
+        assert_eq!(config.xdp.max_answers, DEFAULT_MAX_ANSWERS);
+        assert!(config.zones.is_empty());
+    }
+
+    #[test]
+    fn unknown_field_names_the_field() {
+        let error = parse("[xdp]\ninterface = \"eth0\"\nspeed = 3\n").unwrap_err();
+        assert_eq!(error.file, Path::new("edge.toml"));
+        assert!(error.field.starts_with("xdp"), "{error}");
+        assert!(error.reason.contains("unknown field `speed`"), "{error}");
+        assert!(error.reason.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let text = format!("{MINIMAL}[[zones]]\napex = \"example.com\"\nttl = \"long\"\n");
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.field, "zones[0].ttl", "{error}");
+        assert!(error.reason.contains("invalid type"), "{error}");
+    }
+
+    #[test]
+    fn bad_address_names_the_field() {
+        let text = format!(
+            "{MINIMAL}[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.1\", \"192.0.2.300\"]\n"
+        );
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.field, "zones[0].names[0].a[1]", "{error}");
+        assert!(error.reason.contains("invalid IPv4 address"), "{error}");
+    }
+
+    #[test]
+    fn bad_mode_and_interface_are_refused() {
+        let error = parse("[xdp]\ninterface = \"eth0\"\nmode = \"turbo\"\n").unwrap_err();
+        assert_eq!(error.field, "xdp.mode", "{error}");
+        let error = parse("[xdp]\ninterface = \"a-very-long-interface\"\n").unwrap_err();
+        assert_eq!(error.field, "xdp.interface", "{error}");
+    }
+
+    #[test]
+    fn more_service_addresses_than_the_fast_path_holds_are_refused() {
+        let listen = |count: u8| {
+            let addresses: Vec<String> = (1..=count)
+                .map(|i| format!("\"192.0.2.{i}:53\""))
+                .chain(["\"[2001:db8::1]:53\"".to_string()])
+                .collect();
+            format!("{MINIMAL}[dns]\nlisten = [{}]\n", addresses.join(", "))
+        };
+        assert!(parse(&listen(SERVICES_MAX as u8)).is_ok());
+        let error = parse(&listen(SERVICES_MAX as u8 + 1)).unwrap_err();
+        assert_eq!(
+            error.field,
+            format!("dns.listen[{SERVICES_MAX}]"),
+            "{error}"
+        );
+        assert!(error.reason.contains("at most 16"), "{error}");
+    }
+
+    #[test]
+    fn pools_parse_and_duplicates_are_refused() {
+        let pools = "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"2001:db8::1\"\n";
+        let config = parse(&format!("{MINIMAL}{pools}")).unwrap();
+        let pool = config.pool("shop").unwrap();
+        assert_eq!(pool.kind, PoolKind::Origin);
+        assert_eq!(pool.members[0].http_port, 80);
+        let error = parse(&format!("{MINIMAL}{pools}{pools}")).unwrap_err();
+        assert_eq!(error.field, "pools[1].name", "{error}");
+        let twice =
+            format!("{MINIMAL}{pools}[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n");
+        let error = parse(&twice).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[1].name", "{error}");
+    }
+
+    #[test]
+    fn probe_and_steering_defaults_and_refusals() {
+        let pool = "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n";
+        let config = parse(&format!("{MINIMAL}{pool}")).unwrap();
+        let shop = config.pool("shop").unwrap();
+        assert_eq!(shop.probe, ProbeConfig::default());
+        assert_eq!(shop.probe.interval, std::time::Duration::from_millis(500));
+        assert_eq!(
+            shop.steering.all_down,
+            crate::steering::AllDown::KeepLastGood
+        );
+        assert_eq!(shop.members[0].weight, 1.0);
+        assert_eq!(config.admin.listen, "127.0.0.1:9081".parse().unwrap());
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[pools.probe]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n",
+                "pools[0].probe.timeout",
+                "below probe.interval",
+            ),
+            (
+                "[pools.probe]\nrise = 0\n",
+                "pools[0].probe.rise",
+                "at least 1",
+            ),
+            (
+                "[pools.probe]\nhealth_path = \"health\"\n",
+                "pools[0].probe.health_path",
+                "start with '/'",
+            ),
+            (
+                "[pools.probe]\njitter = 1.5\n",
+                "pools[0].probe.jitter",
+                "fraction",
+            ),
+            (
+                "[pools.steering]\nall_down = \"panic\"\n",
+                "pools[0].steering.all_down",
+                "unknown variant",
+            ),
+            (
+                "[pools.steering]\nttl = 10\nchanging_ttl = 30\n",
+                "pools[0].steering.changing_ttl",
+                "at most steering.ttl",
+            ),
+            (
+                "[pools.steering]\newma = 0\n",
+                "pools[0].steering.ewma",
+                "(0, 1]",
+            ),
+            (
+                "[pools.steering.weights]\ncpu = -1\n",
+                "pools[0].steering.weights",
+                "not negative",
+            ),
+        ];
+        for (table, field, reason) in cases {
+            let error = parse(&format!("{MINIMAL}{pool}{table}")).unwrap_err();
+            assert_eq!(&error.field, field, "{table}: {error}");
+            assert!(error.reason.contains(reason), "{table}: {error}");
+        }
+        let error = parse(&format!("{MINIMAL}{pool}ftp_port = 21\n")).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[0].ftp_port", "{error}");
+        let error = parse(&format!("{MINIMAL}{pool}weight = 0\n")).unwrap_err();
+        assert_eq!(error.field, "pools[0].members[0].weight", "{error}");
+        let pops = pool.replace("origin", "pop") + "ftp_port = 21\nagent_port = 9100\n";
+        let config = parse(&format!("{MINIMAL}{pops}")).unwrap();
+        assert_eq!(config.pools[0].members[0].ftp_port, Some(21));
+    }
+
+    #[test]
+    fn tcp_limits_have_defaults_and_refusals() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.dns.tcp_max_clients, DEFAULT_TCP_MAX_CLIENTS);
+        assert_eq!(config.dns.tcp_idle_timeout, Duration::from_secs(10));
+        let config = parse(&format!(
+            "{MINIMAL}[dns]\ntcp_max_clients_per_source = 4\ntcp_busy_idle_timeout = \"1s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.dns.tcp_max_clients_per_source, 4);
+        assert_eq!(config.dns.tcp_busy_idle_timeout, Duration::from_secs(1));
+        for (table, field, reason) in [
+            ("tcp_max_clients = 0", "dns.tcp_max_clients", "at least 1"),
+            (
+                "tcp_io_timeout = \"0s\"",
+                "dns.tcp_io_timeout",
+                "more than 0",
+            ),
+            (
+                "tcp_idle_timeout = \"1s\"\ntcp_busy_idle_timeout = \"2s\"",
+                "dns.tcp_busy_idle_timeout",
+                "at most dns.tcp_idle_timeout",
+            ),
+        ] {
+            let error = parse(&format!("{MINIMAL}[dns]\n{table}\n")).unwrap_err();
+            assert_eq!(error.field, field, "{table}: {error}");
+            assert!(error.reason.contains(reason), "{table}: {error}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let error = parse("[xdp\ninterface = 1\n").unwrap_err();
+        assert!(error.field.is_empty());
+        assert!(error.reason.contains("line 1"), "{error}");
+        assert!(error.to_string().starts_with("edge.toml: "), "{error}");
+    }
+}

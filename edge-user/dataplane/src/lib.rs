@@ -1,0 +1,243 @@
+//! edge-dataplane: loading, attaching, pinning and adopting the XDP program, and every access to
+//! its maps ([`maps`]), kept in step with the zones the daemon serves ([`publish`]).
+//!
+//! The only crate with aya and the embedded XDP object ([`EBPF_OBJECT`], compiled from edge-ebpf
+//! by the build script: so the only one that needs nightly and bpf-linker to build). It writes
+//! what it is given (edge-dns's fast-path entries, the service addresses) and decides nothing
+//! about answers; it must not parse DNS, probe, or serve.
+//!
+//! Maps and the link are pinned under `<pin_root>/<interface>/`, so the data plane keeps
+//! answering while no daemon runs. A daemon that finds pins there adopts them: it reuses the
+//! pinned maps and swaps its freshly loaded program into the pinned link in one step
+//! (`bpf_link_update`), so there is no moment without a program on the interface.
+
+pub mod maps;
+pub mod publish;
+
+use std::{
+    fs,
+    io::ErrorKind,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use edge_common::{map_name, pin, program_name};
+use edge_config::{self as config, XdpConfig};
+use tracing::{info, warn};
+
+use crate::maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap};
+
+/// The XDP program (edge-ebpf), compiled by the build script and embedded so that the binary is
+/// self-contained.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge-xdp"));
+
+/// `statfs` magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The attached program and its maps.
+pub struct DataPlane {
+    pin_dir: PathBuf,
+    pub answers: AnswerMaps,
+    pub services: ServiceMap,
+    pub counters: Counters,
+    /// Whether pins of an earlier run were found and adopted.
+    pub adopted: bool,
+    /// Holds the program until we stop; the pinned link keeps it attached after that.
+    _ebpf: Ebpf,
+}
+
+impl DataPlane {
+    /// Loads the program with the pinned maps (creating and pinning them if absent) and attaches
+    /// it, or swaps it into the pinned link of an earlier run.
+    pub fn start(xdp: &XdpConfig) -> Result<Self> {
+        let pin_dir = xdp.pin_dir();
+        ensure_bpffs(&xdp.pin_root)?;
+        fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+
+        let answers_pin = pin_dir.join(pin::ANSWERS);
+        let long_answers_pin = pin_dir.join(pin::LONG_ANSWERS);
+        let counters_pin = pin_dir.join(pin::COUNTERS);
+        let services_pin = pin_dir.join(pin::SERVICES);
+        let selections_pin = pin_dir.join(pin::SELECTIONS);
+        let state_pin = pin_dir.join(pin::STATE);
+        let mut ebpf = EbpfLoader::new()
+            .map_pin_path(map_name::ANSWERS, answers_pin.as_path())
+            .map_pin_path(map_name::LONG_ANSWERS, long_answers_pin.as_path())
+            .map_max_entries(map_name::LONG_ANSWERS, xdp.max_long_answers)
+            .map_pin_path(map_name::SERVICES, services_pin.as_path())
+            .map_pin_path(map_name::SELECTIONS, selections_pin.as_path())
+            .map_pin_path(map_name::STATE, state_pin.as_path())
+            .map_max_entries(map_name::SELECTIONS, 2 * u32::from(xdp.max_steered))
+            .map_pin_path(map_name::COUNTERS, counters_pin.as_path())
+            .map_max_entries(map_name::ANSWERS, xdp.max_answers)
+            .load(EBPF_OBJECT)
+            .context("loading the XDP object")?;
+        let program: &mut Xdp = ebpf
+            .program_mut(program_name::DNS)
+            .context("XDP program missing from the object")?
+            .try_into()?;
+        program.load().context("loading the XDP program")?;
+
+        let link_pin = pin_dir.join(pin::LINK);
+        let adopted = match adopt_link(program, &link_pin) {
+            Ok(adopted) => adopted,
+            Err(error) => {
+                warn!(%error, "pinned link unusable; attaching anew");
+                remove_if_present(&link_pin)?;
+                false
+            }
+        };
+        if !adopted {
+            let mode = match xdp.mode {
+                config::XdpMode::Native => XdpMode::Driver,
+                config::XdpMode::Generic => XdpMode::Skb,
+            };
+            let id = program.attach(&xdp.interface, mode).with_context(|| {
+                format!("attaching XDP ({:?} mode) to {}", xdp.mode, xdp.interface)
+            })?;
+            let link = FdLink::try_from(program.take_link(id)?)
+                .context("the kernel attached XDP without a bpf_link; cannot pin it")?;
+            link.pin(&link_pin)
+                .with_context(|| format!("pinning {}", link_pin.display()))?;
+        }
+        info!(
+            interface = %xdp.interface,
+            pins = %pin_dir.display(),
+            adopted,
+            "XDP program attached"
+        );
+
+        let state = take_map(&mut ebpf, map_name::STATE)?;
+        let services = ServiceMap::new(
+            take_map(&mut ebpf, map_name::SERVICES)?,
+            maps::second_handle(&state)?,
+        )?;
+        let answers = AnswerMaps {
+            answers: AnswerMap::new(
+                take_map(&mut ebpf, map_name::ANSWERS)?,
+                take_map(&mut ebpf, map_name::LONG_ANSWERS)?,
+            )?,
+            selections: SelectionMap::new(
+                take_map(&mut ebpf, map_name::SELECTIONS)?,
+                state,
+                xdp.max_steered,
+            )?,
+        };
+        let counters = Counters::new(take_map(&mut ebpf, map_name::COUNTERS)?)?;
+        Ok(Self {
+            pin_dir,
+            answers,
+            services,
+            counters,
+            adopted,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Stops the daemon's hold on the data plane. With `keep`, the program stays attached and
+    /// keeps answering from the pinned maps; otherwise it is detached and the pins removed.
+    pub fn stop(self, keep: bool) -> Result<()> {
+        if keep {
+            info!(pins = %self.pin_dir.display(), "leaving the data plane running");
+            return Ok(());
+        }
+        let pin_dir = self.pin_dir.clone();
+        drop(self);
+        detach(&pin_dir)
+    }
+}
+
+/// Detaches the program pinned in `pin_dir` and removes the pins.
+pub fn detach(pin_dir: &Path) -> Result<()> {
+    let link_pin = pin_dir.join(pin::LINK);
+    match PinnedLink::from_pin(&link_pin) {
+        // Dropping the last reference to the unpinned link detaches the program.
+        Ok(link) => drop(link.unpin().context("unpinning the XDP link")?),
+        Err(error) => warn!(%error, path = %link_pin.display(), "no pinned link"),
+    }
+    for name in [
+        pin::ANSWERS,
+        pin::LONG_ANSWERS,
+        pin::SERVICES,
+        pin::SELECTIONS,
+        pin::STATE,
+        pin::COUNTERS,
+    ] {
+        remove_if_present(&pin_dir.join(name))?;
+    }
+    match fs::remove_dir(pin_dir) {
+        Err(error) if error.kind() != ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", pin_dir.display()))
+        }
+        _ => {
+            info!(pins = %pin_dir.display(), "XDP program detached");
+            Ok(())
+        }
+    }
+}
+
+/// Counters of the data plane pinned in `pin_dir`, whether or not a daemon runs.
+pub fn pinned_counters(pin_dir: &Path) -> Result<Counters> {
+    Counters::from_pin(&pin_dir.join(pin::COUNTERS))
+}
+
+/// Swaps `program` into the link pinned at `path`, if there is one.
+fn adopt_link(program: &mut Xdp, path: &Path) -> Result<bool> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let pinned = PinnedLink::from_pin(path).context("opening the pinned link")?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).context("pinned link is not XDP")?;
+    program
+        .attach_to_link(link)
+        .context("replacing the program in the pinned link")?;
+    Ok(true)
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the object"))
+}
+
+fn ensure_bpffs(pin_root: &Path) -> Result<()> {
+    let mut probe = pin_root.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    let c_path = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())?;
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid NUL-terminated path and a zeroed out-parameter of the right type.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        bail!(
+            "cannot stat {}: {}",
+            probe.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    if stat.f_type != BPF_FS_MAGIC {
+        bail!(
+            "{} is not on a BPF filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf`",
+            pin_root.display()
+        );
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}

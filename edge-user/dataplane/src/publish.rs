@@ -1,0 +1,132 @@
+//! Keeping the data plane's maps in step with the zones the daemon serves. A publish that fails
+//! (a kernel error, a map another program filled) never stops the daemon or the data plane: the
+//! maps keep answering what they hold, the failure is logged and counted, and the latest zones
+//! are published again after a backoff that doubles up to [`MAX_BACKOFF`].
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use edge_common::Services;
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use edge_dns::{fast_path, zone::Zones};
+
+use crate::{
+    DataPlane,
+    maps::{Capacity, Publication},
+};
+
+/// The first retry of a failed publish comes this long after it.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Retries of a publish that keeps failing come at most this far apart.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Publishes zones to the maps of one data plane and retries the ones that failed.
+pub struct Publisher {
+    /// The service addresses, fixed until a restart.
+    services: Services,
+    /// Publishes that failed since the daemon started.
+    failures: u64,
+    retry: Option<Retry>,
+    backoff: Duration,
+}
+
+/// A failed publish, due again at `at`.
+struct Retry {
+    zones: Arc<Zones>,
+    at: Instant,
+}
+
+impl Publisher {
+    /// A publisher for a daemon that answers on `listen`.
+    pub fn new(listen: &[SocketAddr]) -> Self {
+        Self {
+            services: fast_path::services(listen),
+            failures: 0,
+            retry: None,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// Writes the fast path's view of `zones` to the maps: the service addresses, then the
+    /// answers. A failure is counted and returned; nothing is retried (see [`Self::publish`]).
+    pub fn try_publish(&mut self, plane: &mut DataPlane, zones: &Zones) -> Result<()> {
+        match write(plane, &self.services, zones) {
+            Ok(()) => {
+                self.retry = None;
+                self.backoff = FIRST_BACKOFF;
+                Ok(())
+            }
+            Err(error) => {
+                self.failures += 1;
+                Err(error)
+            }
+        }
+    }
+
+    /// As [`Self::try_publish`]; a failure is logged and `zones` published again after the
+    /// backoff, unless another publish comes first.
+    pub fn publish(&mut self, plane: &mut DataPlane, zones: &Arc<Zones>) {
+        if let Err(error) = self.try_publish(plane, zones) {
+            let at = Instant::now() + self.backoff;
+            error!(
+                failures = self.failures,
+                retry_in = ?self.backoff,
+                "publishing answers failed; the data plane keeps answering what it holds: {error:#}"
+            );
+            self.retry = Some(Retry {
+                zones: zones.clone(),
+                at,
+            });
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Waits until a failed publish is due again; never returns while none is pending.
+    pub async fn retry_due(&self) {
+        match &self.retry {
+            Some(retry) => tokio::time::sleep_until(retry.at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Publishes again the zones whose publish failed last.
+    pub fn retry(&mut self, plane: &mut DataPlane) {
+        if let Some(retry) = self.retry.take() {
+            self.publish(plane, &retry.zones);
+        }
+    }
+}
+
+/// Refuses `zones` if the maps of `plane` cannot hold their answers; the reason names the config
+/// field and both numbers.
+pub fn check_fits(plane: &DataPlane, zones: &Zones) -> Result<()> {
+    let entries = fast_path::entries(zones).context("building answers")?;
+    let held = plane.answers.capacity()?;
+    if let Some((field, needed, held)) = Capacity::needed(&entries).shortfall(&held) {
+        anyhow::bail!("{field}: the zones need {needed} entries, the map holds {held}");
+    }
+    Ok(())
+}
+
+fn write(plane: &mut DataPlane, services: &Services, zones: &Zones) -> Result<()> {
+    plane.services.replace(services)?;
+    let entries = fast_path::entries(zones).context("building answers")?;
+    let Publication {
+        answers,
+        steered_written,
+        flipped,
+    } = plane.answers.publish(&entries)?;
+    info!(
+        names = entries.len(),
+        written = answers.written,
+        removed = answers.removed,
+        unchanged = answers.unchanged,
+        hash_collisions = answers.collisions,
+        steered_written,
+        flipped,
+        "answers published"
+    );
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The userspace authoritative server: UDP and TCP on every `dns.listen` address, each query
+//! answered by [`respond`]. It answers what the XDP program passes up, and everything when no
+//! program is attached. A reload swaps the zones through a watch channel.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use edge_config::DnsConfig;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::watch,
+    task::JoinSet,
+    time::timeout,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    Transport,
+    connections::{Connections, Slot, TcpLimits},
+    respond,
+};
+use crate::zone::Zones;
+
+/// The zones as of the last (re)load.
+pub type ZonesWatch = watch::Receiver<Arc<Zones>>;
+
+/// A failed accept (out of file descriptors, say) pauses accepting this long, rather than
+/// spinning on it.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Largest DNS message (RFC 1035 §4.2.2: a 16-bit length prefix).
+const MAX_MESSAGE: usize = u16::MAX as usize;
+
+/// The running server; its sockets close when it is dropped.
+pub struct Server {
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds every address of `config` (UDP and TCP) and starts answering from `zones`.
+    pub fn start(config: &DnsConfig, zones: &ZonesWatch) -> Result<Self> {
+        let mut tasks = JoinSet::new();
+        // One UDP socket per core on each address (SO_REUSEPORT): the kernel spreads queries.
+        let sockets_per_address = std::thread::available_parallelism().map_or(1, usize::from);
+        let connections = Connections::new(TcpLimits::of(config));
+        for (i, &address) in config.listen.iter().enumerate() {
+            let binding = || format!("binding dns.listen[{i}] = {address}");
+            for _ in 0..sockets_per_address {
+                let socket = UdpSocket::from_std(udp_socket(address).with_context(binding)?.into())
+                    .with_context(binding)?;
+                tasks.spawn(serve_udp(socket, zones.clone()));
+            }
+            let listener =
+                TcpListener::from_std(tcp_listener(address).with_context(binding)?.into())
+                    .with_context(binding)?;
+            tasks.spawn(serve_tcp(listener, zones.clone(), connections.clone()));
+        }
+        info!(addresses = ?config.listen, "dns server listening (udp, tcp)");
+        Ok(Self { tasks })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+fn socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
+    if address.is_ipv6() {
+        // So that `[::]:53` and `0.0.0.0:53` can both be listed.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn udp_socket(address: SocketAddr) -> io::Result<Socket> {
+    let socket = socket(address, Type::DGRAM, Protocol::UDP)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
+fn tcp_listener(address: SocketAddr) -> io::Result<Socket> {
+    let socket = socket(address, Type::STREAM, Protocol::TCP)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket)
+}
+
+async fn serve_udp(socket: UdpSocket, zones: ZonesWatch) {
+    let mut buffer = vec![0; MAX_MESSAGE];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            Err(error) => {
+                debug!(%error, "udp receive");
+                continue;
+            }
+        };
+        let current = zones.borrow().clone();
+        if let Some(response) = respond(&current, &buffer[..len], Transport::Udp)
+            && let Err(error) = socket.send_to(&response, peer).await
+        {
+            debug!(%error, %peer, "udp send");
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, zones: ZonesWatch, connections: Arc<Connections>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "tcp accept");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
+        // Refused: closed at once, so the client learns it now rather than after a timeout.
+        let slot = match connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                debug!(%peer, ?refusal, "tcp connection refused");
+                continue;
+            }
+        };
+        let zones = zones.clone();
+        let limits = connections.limits();
+        tokio::spawn(async move {
+            if let Err(error) = serve_connection(stream, &zones, &slot, limits).await {
+                debug!(%error, %peer, "tcp connection");
+            }
+        });
+    }
+}
+
+/// Answers length-prefixed queries (RFC 1035 §4.2.2) until the client closes, idles, sends
+/// something we do not answer, or its slot is taken over while it idles. A query has
+/// `limits.io_timeout` to arrive once its first byte has, and so has its response to be sent.
+async fn serve_connection(
+    mut stream: TcpStream,
+    zones: &ZonesWatch,
+    slot: &Slot,
+    limits: TcpLimits,
+) -> io::Result<()> {
+    let mut buffer = vec![0; MAX_MESSAGE];
+    loop {
+        let wait = slot.idle();
+        let mut prefix = [0; 2];
+        let read = tokio::select! {
+            () = slot.evicted() => return Ok(()),
+            read = timeout(wait, stream.read(&mut prefix)) => read,
+        };
+        let started = match read {
+            Ok(Ok(0)) | Err(_) => return Ok(()),
+            Ok(Ok(started)) => started,
+            Ok(Err(error)) => return Err(error),
+        };
+        slot.busy();
+        if started == 1 {
+            timeout(limits.io_timeout, stream.read_exact(&mut prefix[1..])).await??;
+        }
+        let query = &mut buffer[..usize::from(u16::from_be_bytes(prefix))];
+        timeout(limits.io_timeout, stream.read_exact(query)).await??;
+        let current = zones.borrow().clone();
+        let Some(response) = respond(&current, query, Transport::Tcp) else {
+            return Ok(());
+        };
+        let mut framed = Vec::with_capacity(2 + response.len());
+        framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&response);
+        timeout(limits.io_timeout, stream.write_all(&framed)).await??;
+    }
+}

@@ -1,0 +1,444 @@
+//! The `edge` command line: the PoP daemon (`edge run`) and its tools.
+
+use std::{
+    io::IsTerminal as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use edge_config::{Config, ConfigError};
+use edge_dataplane::{
+    self as dataplane, DataPlane,
+    maps::Capacity,
+    publish::{self, Publisher},
+};
+use edge_dns::{fast_path, server::Server, zone::Zones};
+use edge_http::HttpServer;
+use edge_steer::{Steering, agent};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tracing::{error, info, warn};
+
+use crate::admin;
+
+#[derive(Parser)]
+#[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the XDP program, fill its maps from the config, and serve until SIGINT/SIGTERM.
+    /// SIGHUP reloads the config; a bad one is refused and the running one stays.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// On exit, leave the program attached and answering from the pinned maps.
+        #[arg(long)]
+        keep_data_plane: bool,
+    },
+    /// Check a config file and print what it defines.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the XDP counters of the interface in the config.
+    Stats {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object of counter → count.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every cached variant of URL from the running daemon's cache (via its admin address).
+    Purge {
+        #[arg(long, short)]
+        config: PathBuf,
+        url: String,
+    },
+    /// Detach a data plane left running (`run --keep-data-plane`) and remove its pins.
+    Detach {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the running daemon's measurements, health states and selections (via [admin]).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The whole status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a pool member out of every answer (it is still probed) until `undrain`.
+    Drain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        member: String,
+    },
+    /// Put a drained member back.
+    Undrain {
+        #[arg(long, short)]
+        config: PathBuf,
+        pool: String,
+        member: String,
+    },
+    /// Serve this host's load (CPU, load average, memory, connections) as JSON on GET /load,
+    /// for the steering probes of the PoPs.
+    Agent {
+        #[arg(long, default_value = "0.0.0.0:9100")]
+        listen: SocketAddr,
+        /// Where to read /proc from (another directory laid out the same way, for tests).
+        #[arg(long, default_value = "/proc")]
+        proc_root: PathBuf,
+        /// CPU utilisation is measured over this many milliseconds.
+        #[arg(long, default_value_t = agent::DEFAULT_SAMPLE_INTERVAL.as_millis() as u64)]
+        sample_ms: u64,
+    },
+}
+
+/// The daemon's runtime: one worker thread per CPU the process may use (its affinity mask and
+/// cgroup quota, as `available_parallelism` reads them), and a single thread without a
+/// work-stealing scheduler when that is one CPU, where more threads only add wake-ups and
+/// context switches.
+fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cpus);
+        builder
+    };
+    builder.enable_all().build()
+}
+
+/// Runs the command line; the `edge` binary's whole `main`.
+pub fn main() -> std::process::ExitCode {
+    match execute(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edge: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match command {
+        Command::Run {
+            config,
+            keep_data_plane,
+        } => daemon_runtime()?.block_on(run(&config, keep_data_plane)),
+        Command::Check { config } => check(&config),
+        Command::Stats { config, json } => stats(&config, json),
+        Command::Purge { config, url } => purge(&config, &url),
+        Command::Detach { config } => {
+            let config = Config::load(&config)?;
+            dataplane::detach(&config.xdp.pin_dir())
+        }
+        Command::Status { config, json } => status(&config, json),
+        Command::Drain {
+            config,
+            pool,
+            member,
+        } => drain(&config, &pool, &member, true),
+        Command::Undrain {
+            config,
+            pool,
+            member,
+        } => drain(&config, &pool, &member, false),
+        Command::Agent {
+            listen,
+            proc_root,
+            sample_ms,
+        } => tokio::runtime::Runtime::new()?.block_on(agent::serve(
+            listen,
+            &proc_root,
+            std::time::Duration::from_millis(sample_ms),
+        )),
+    }
+}
+
+/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers.
+fn load(path: &Path) -> Result<(Config, Zones)> {
+    let config = Config::load(path)?;
+    for deprecation in config.deprecations() {
+        warn!("{}: {deprecation}", path.display());
+    }
+    let zones = Zones::build(path, &config)?;
+    let entries = fast_path::entries(&zones).context("building answers")?;
+    // Unselected, a steered name answers with all its pool's members: the most it ever needs.
+    if let Some((field, needed, held)) =
+        Capacity::needed(&entries).shortfall(&Capacity::of(&config.xdp))
+    {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            field: field.to_string(),
+            reason: format!("the zones need {needed} entries, the map holds {held}"),
+        }
+        .into());
+    }
+    Ok((config, zones))
+}
+
+async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
+    let (config, zones) = load(path)?;
+    // The first probe round ends before anything is served: no answer from an unchecked state.
+    let mut steering = Steering::start(&config).await?;
+    let http = HttpServer::start(&config, &steering.watch()).await?;
+    let _admin = start_admin(&config, &steering, http.as_ref()).await?;
+    let mut plane = DataPlane::start(&config.xdp)?;
+    let result = serve(path, &config, zones, &mut steering, &mut plane).await;
+    // A data plane adopted from an earlier run stays answering if this one cannot serve.
+    let keep = keep_data_plane || (result.is_err() && plane.adopted);
+    plane.stop(keep)?;
+    result
+}
+
+/// Starts the one admin server (status, drain, undrain, purge) if there is something to
+/// administer: pools to steer or a cache; stops when the handle is dropped.
+async fn start_admin(
+    config: &Config,
+    steering: &Steering,
+    http: Option<&HttpServer>,
+) -> Result<Option<AbortOnDrop>> {
+    if config.pools.is_empty() && http.is_none() {
+        return Ok(None);
+    }
+    let listener = admin::bind(config.admin.listen).await?;
+    let controls = admin::Controls {
+        steering: steering.shared.clone(),
+        cache: http.map(|http| http.cache.clone()),
+    };
+    Ok(Some(AbortOnDrop(tokio::spawn(admin::serve(
+        listener, controls,
+    )))))
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `zones` with the steered names answering as `steering` selects; every change of the
+/// selections or the config goes to the userspace server and, in one call, to the maps. Once
+/// serving, no error ends it: a reload is refused (the running config stays) and a publish that
+/// fails is retried.
+async fn serve(
+    path: &Path,
+    config: &Config,
+    mut zones: Zones,
+    steering: &mut Steering,
+    plane: &mut DataPlane,
+) -> Result<()> {
+    let mut running = config.clone();
+    let mut selections = steering.watch();
+    publish::check_fits(plane, &zones).map_err(|error| {
+        anyhow::anyhow!(
+            "{}: {error:#} (maps pinned by an earlier run keep their size; `edge detach` removes them)",
+            path.display()
+        )
+    })?;
+    let steered = zones.with_selections(&selections.borrow_and_update());
+    let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
+    let _dns = Server::start(&config.dns, &zones_watch)?;
+    let mut publisher = Publisher::new(&config.dns.listen);
+    publisher.try_publish(plane, &current_zones.borrow())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            Ok(()) = selections.changed() => {
+                let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
+                current_zones.send_replace(steered.clone());
+                publisher.publish(plane, &steered);
+            }
+            () = publisher.retry_due() => publisher.retry(plane),
+            _ = hangup.recv() => match load(path) {
+                Ok((reloaded, reloaded_zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
+                    if let Err(error) = publish::check_fits(plane, &reloaded_zones) {
+                        error!(
+                            "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
+                            path.display()
+                        );
+                        continue;
+                    }
+                    if reloaded.dns != config.dns {
+                        warn!("[dns] changes need a restart; serving the new zones on the old addresses and limits");
+                    }
+                    if reloaded.admin != config.admin {
+                        warn!("admin.listen changes need a restart; the endpoint stays where it is");
+                    }
+                    steering.reload(&reloaded).await;
+                    let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
+                    match publisher.try_publish(plane, &steered) {
+                        Ok(()) => {
+                            zones = reloaded_zones;
+                            running = reloaded;
+                            current_zones.send_replace(steered);
+                        }
+                        Err(error) => {
+                            error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
+                            steering.reload(&running).await;
+                            let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
+                            current_zones.send_replace(steered.clone());
+                            publisher.publish(plane, &steered);
+                        }
+                    }
+                }
+                Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
+                Err(err) => error!("reload refused, keeping the running config: {err:#}"),
+            },
+        }
+    }
+    info!("stopping");
+    Ok(())
+}
+
+fn check(path: &Path) -> Result<()> {
+    let (config, zones) = load(path)?;
+    for deprecation in config.deprecations() {
+        println!("{}: warning: {deprecation}", path.display());
+    }
+    println!(
+        "{}: ok: interface {} ({:?} mode), pins in {}",
+        path.display(),
+        config.xdp.interface,
+        config.xdp.mode,
+        config.xdp.pin_dir().display()
+    );
+    for zone in &zones.zones {
+        println!("zone {}: {} names", zone.apex, zone.names.len());
+    }
+    let needed = Capacity::needed(&fast_path::entries(&zones)?);
+    let held = Capacity::of(&config.xdp);
+    println!(
+        "fast path: {} of {} answers, {} of {} long-name answers, {} of {} steered",
+        needed.answers,
+        held.answers,
+        needed.long_answers,
+        held.long_answers,
+        needed.steered,
+        held.steered
+    );
+    Ok(())
+}
+
+fn purge(path: &Path, url: &str) -> Result<()> {
+    let config = Config::load(path)?;
+    if config.http.is_none() {
+        anyhow::bail!("{}: no [http] section", path.display());
+    }
+    let answer =
+        tokio::runtime::Runtime::new()?.block_on(admin::purge(config.admin.listen, url))?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn status(path: &Path, json: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let status = tokio::runtime::Runtime::new()?.block_on(admin::status(config.admin.listen))?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        print!("{status}");
+    }
+    Ok(())
+}
+
+fn drain(path: &Path, pool: &str, member: &str, drained: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let answer = tokio::runtime::Runtime::new()?.block_on(admin::drain(
+        config.admin.listen,
+        pool,
+        member,
+        drained,
+    ))?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn stats(path: &Path, json: bool) -> Result<()> {
+    let config = Config::load(path)?;
+    let counters = dataplane::pinned_counters(&config.xdp.pin_dir())?.read()?;
+    if json {
+        let object: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(counter, count)| (counter.name().to_string(), (*count).into()))
+            .collect();
+        println!("{}", serde_json::Value::Object(object));
+    } else {
+        for (counter, count) in counters {
+            println!("{:<16} {count}", counter.name());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    /// This thread's affinity mask, set to `set`; returns the previous one.
+    fn set_affinity(set: &libc::cpu_set_t) -> libc::cpu_set_t {
+        // SAFETY: both masks are valid cpu_set_t values; pid 0 is the calling thread.
+        unsafe {
+            let mut previous = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut previous),
+                0
+            );
+            assert_eq!(
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set),
+                0
+            );
+            previous
+        }
+    }
+
+    #[test]
+    fn one_allowed_cpu_gets_a_single_threaded_runtime() {
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
+        let one = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            set
+        };
+        let previous = set_affinity(&one);
+        let flavor = daemon_runtime().unwrap().handle().runtime_flavor();
+        set_affinity(&previous);
+        assert_eq!(flavor, RuntimeFlavor::CurrentThread);
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let flavor = daemon_runtime().unwrap().handle().runtime_flavor();
+        let expected = if cpus == 1 {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(flavor, expected);
+    }
+}

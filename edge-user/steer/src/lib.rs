@@ -1,0 +1,226 @@
+//! edge-steer: probes every pool's members on the pool's interval ([`probe`]), keeps their
+//! health ([`health`]) and smoothed measurements ([`pool`], [`score`]), and turns them into
+//! [`Selections`], the addresses each steered name answers with. Also the origin side of the
+//! measurements: the load report an origin's `edge agent` serves ([`agent`]).
+//!
+//! Data flows one way: probes → measurements → selection → zones and maps (edge-dns and
+//! edge-dataplane, wired by the `edge` daemon) and the cache's origin choice (edge-http). So
+//! this crate owns the [`Selections`] type and its [`SelectionsWatch`], and must not depend on
+//! DNS, HTTP serving or the data plane; its settings are edge-config's `steering` schema. Its
+//! control requests (status, drain) are served by the daemon's one admin server.
+//!
+//! Each PoP measures every member of its pools itself; until a mesh shares measurements, each
+//! PoP answers from its own.
+
+pub mod agent;
+pub mod health;
+pub mod pool;
+pub mod probe;
+pub mod score;
+pub mod status;
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Result;
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use tokio::{sync::watch, task::JoinSet, time::Instant};
+use tracing::info;
+
+use edge_config::{Config, PoolConfig};
+
+use self::pool::Pool;
+
+/// What every steered name answers, pool by pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selections {
+    /// Pool name → the member addresses to answer with, best first (usually one per family);
+    /// empty: the pool's all-down policy says SERVFAIL.
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// Pool name → TTL of its steered names.
+    pub ttls: BTreeMap<String, u32>,
+}
+
+impl Selections {
+    /// The first address of `pool`'s selection, if it has one.
+    pub fn first(&self, pool: &str) -> Option<IpAddr> {
+        self.addresses.get(pool)?.first().copied()
+    }
+}
+
+/// The selections as of the latest round.
+pub type SelectionsWatch = watch::Receiver<Arc<Selections>>;
+
+/// The pools' state, shared by their probe tasks and the admin endpoint.
+pub struct Shared {
+    pools: Mutex<Vec<Pool>>,
+    selections: watch::Sender<Arc<Selections>>,
+}
+
+impl Shared {
+    /// Publishes the selections of `pools` if they differ from the last ones.
+    fn publish(&self, pools: &[Pool]) {
+        let next = Selections {
+            addresses: pools
+                .iter()
+                .map(|pool| (pool.config.name.clone(), pool.selection.clone()))
+                .collect(),
+            ttls: pools
+                .iter()
+                .map(|pool| (pool.config.name.clone(), pool.ttl))
+                .collect(),
+        };
+        self.selections.send_if_modified(|current| {
+            if **current == next {
+                return false;
+            }
+            *current = Arc::new(next);
+            true
+        });
+    }
+
+    /// Drains or undrains a member and answers accordingly at once.
+    pub fn drain(&self, pool: &str, member: &str, drained: bool) -> Result<(), String> {
+        let mut pools = self.pools.lock().expect("not poisoned");
+        let found = pools
+            .iter_mut()
+            .find(|candidate| candidate.config.name == pool)
+            .ok_or_else(|| format!("no pool called {pool}"))?;
+        if !found.drain(member, drained) {
+            return Err(format!("pool {pool} has no member called {member}"));
+        }
+        if found.select() {
+            info!(pool, selection = ?found.selection, "selection changed");
+        }
+        self.publish(&pools);
+        Ok(())
+    }
+
+    pub fn status(&self) -> status::Status {
+        status::Status::of(&self.pools.lock().expect("not poisoned"))
+    }
+}
+
+/// The running steering: one probe task per pool; stops when dropped.
+pub struct Steering {
+    pub shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl Steering {
+    /// Probes every member of every pool once, so that no name is answered from an unchecked
+    /// state, then keeps probing each pool on its interval.
+    pub async fn start(config: &Config) -> Result<Self> {
+        let pools = first_rounds(&config.pools).await;
+        let (selections, _) = watch::channel(Arc::new(Selections::default()));
+        let shared = Arc::new(Shared {
+            pools: Mutex::new(Vec::new()),
+            selections,
+        });
+        shared.publish(&pools);
+        *shared.pools.lock().expect("not poisoned") = pools;
+        let mut tasks = JoinSet::new();
+        for pool in &config.pools {
+            tasks.spawn(probe_pool(pool.clone(), shared.clone()));
+        }
+        Ok(Self { shared, tasks })
+    }
+
+    /// Takes the pools of a reloaded config: a pool whose settings did not change keeps its
+    /// state and its probe task; a new or changed one is probed once before it is answered
+    /// from.
+    pub async fn reload(&mut self, config: &Config) {
+        while self.tasks.try_join_next().is_some() {}
+        let kept: Vec<Option<Pool>> = {
+            let pools = self.shared.pools.lock().expect("not poisoned");
+            config
+                .pools
+                .iter()
+                .map(|wanted| pools.iter().find(|pool| pool.config == *wanted).cloned())
+                .collect()
+        };
+        let new: Vec<PoolConfig> = config
+            .pools
+            .iter()
+            .zip(&kept)
+            .filter(|(_, kept)| kept.is_none())
+            .map(|(pool, _)| pool.clone())
+            .collect();
+        let mut fresh = first_rounds(&new).await.into_iter();
+        let pools: Vec<Pool> = kept
+            .into_iter()
+            .map(|kept| kept.unwrap_or_else(|| fresh.next().expect("one per new pool")))
+            .collect();
+        let mut current = self.shared.pools.lock().expect("not poisoned");
+        *current = pools;
+        self.shared.publish(&current);
+        for pool in new {
+            self.tasks.spawn(probe_pool(pool, self.shared.clone()));
+        }
+    }
+
+    /// The selections, updated after every round that changed them.
+    pub fn watch(&self) -> SelectionsWatch {
+        self.shared.selections.subscribe()
+    }
+}
+
+impl Drop for Steering {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// New pools of `configs`, each probed once and selected from.
+async fn first_rounds(configs: &[PoolConfig]) -> Vec<Pool> {
+    let mut pools: Vec<Pool> = configs.iter().map(Pool::new).collect();
+    let samples = join_all(configs.iter().map(probe_all)).await;
+    for (pool, samples) in pools.iter_mut().zip(samples) {
+        pool.record(&samples);
+        pool.select();
+        info!(pool = pool.config.name, selection = ?pool.selection, "first selection");
+    }
+    pools
+}
+
+/// Probes every member of a pool at once; samples in member order.
+async fn probe_all(config: &PoolConfig) -> Vec<probe::Sample> {
+    join_all(
+        config
+            .members
+            .iter()
+            .map(|member| probe::member(member, &config.probe)),
+    )
+    .await
+}
+
+/// Probes the pool of `config` a jittered interval apart (counted from round start), until a
+/// reload removes or changes it.
+async fn probe_pool(config: PoolConfig, shared: Arc<Shared>) {
+    let mut start = Instant::now();
+    loop {
+        tokio::time::sleep_until(start + jittered(config.probe.interval, config.probe.jitter))
+            .await;
+        start = Instant::now();
+        let samples = probe_all(&config).await;
+        let mut pools = shared.pools.lock().expect("not poisoned");
+        let Some(pool) = pools.iter_mut().find(|pool| pool.config == config) else {
+            return;
+        };
+        pool.record(&samples);
+        if pool.select() {
+            info!(pool = config.name, selection = ?pool.selection, ttl = pool.ttl, "selection changed");
+        }
+        shared.publish(&pools);
+    }
+}
+
+/// `interval` times a random factor in [1 − jitter, 1 + jitter].
+fn jittered(interval: Duration, jitter: f64) -> Duration {
+    interval.mul_f64(1.0 + jitter * (2.0 * fastrand::f64() - 1.0))
+}

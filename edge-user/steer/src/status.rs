@@ -1,0 +1,165 @@
+//! What `edge status` shows: per pool its answer, and per member its health and measurements.
+
+use std::{fmt, net::IpAddr};
+
+use edge_config::PoolKind;
+use serde::{Deserialize, Serialize};
+
+use crate::{health::State, pool::Pool};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub pools: Vec<PoolStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub name: String,
+    /// `origin` or `pop`.
+    pub kind: String,
+    /// The addresses steered names answer with; empty: SERVFAIL.
+    pub selection: Vec<IpAddr>,
+    pub ttl: u32,
+    /// Probe rounds so far (the first one included).
+    pub rounds: u64,
+    /// Selections that differed from the previous one (the first one included).
+    pub changes: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+/// A member's state; times in milliseconds and loads in percent, smoothed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub address: IpAddr,
+    /// `unchecked`, `up` or `down`.
+    pub state: String,
+    pub drained: bool,
+    /// A probe result against the state was seen: it may change soon.
+    pub changing: bool,
+    /// Lower is better; absent when the member is not a candidate.
+    pub score: Option<f64>,
+    pub rtt_ms: Option<f64>,
+    pub http_ms: Option<f64>,
+    pub ftp_ms: Option<f64>,
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub load: Option<f64>,
+    pub connections: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl Status {
+    pub fn of(pools: &[Pool]) -> Self {
+        Self {
+            pools: pools
+                .iter()
+                .map(|pool| PoolStatus {
+                    name: pool.config.name.clone(),
+                    kind: match pool.config.kind {
+                        PoolKind::Origin => "origin",
+                        PoolKind::Pop => "pop",
+                    }
+                    .into(),
+                    selection: pool.selection.clone(),
+                    ttl: pool.ttl,
+                    rounds: pool.rounds,
+                    changes: pool.changes,
+                    members: pool
+                        .members
+                        .iter()
+                        .map(|member| MemberStatus {
+                            name: member.name.clone(),
+                            address: member.address,
+                            state: match member.health.state {
+                                State::Unchecked => "unchecked",
+                                State::Up => "up",
+                                State::Down => "down",
+                            }
+                            .into(),
+                            drained: member.health.drained,
+                            changing: member.health.is_changing(),
+                            score: member.score,
+                            rtt_ms: member.smoothed.rtt_ms.get(),
+                            http_ms: member.smoothed.http_ms.get(),
+                            ftp_ms: member.smoothed.ftp_ms.get(),
+                            cpu: member.smoothed.cpu.get(),
+                            memory: member.smoothed.memory.get(),
+                            load: member.smoothed.load.get(),
+                            connections: member.smoothed.connections,
+                            error: member.error.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolStatus> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+}
+
+/// A table for people: one block per pool, one row per member.
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let number = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
+        for pool in &self.pools {
+            let selection: Vec<String> = pool.selection.iter().map(ToString::to_string).collect();
+            let selection = if selection.is_empty() {
+                "SERVFAIL".to_string()
+            } else {
+                selection.join(", ")
+            };
+            writeln!(
+                f,
+                "pool {} ({}): answer {selection}, ttl {}, {} changes in {} rounds",
+                pool.name, pool.kind, pool.ttl, pool.changes, pool.rounds
+            )?;
+            writeln!(
+                f,
+                "  {:<12} {:<26} {:<14} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5}  error",
+                "member",
+                "address",
+                "state",
+                "score",
+                "rtt",
+                "http",
+                "ftp",
+                "cpu%",
+                "mem%",
+                "load%",
+                "conns"
+            )?;
+            for member in &pool.members {
+                let mut state = member.state.clone();
+                if member.drained {
+                    state += ",drained";
+                }
+                if member.changing {
+                    state += ",changing";
+                }
+                writeln!(
+                    f,
+                    "  {:<12} {:<26} {:<14} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5}  {}",
+                    member.name,
+                    member.address,
+                    state,
+                    number(member.score),
+                    number(member.rtt_ms),
+                    number(member.http_ms),
+                    number(member.ftp_ms),
+                    number(member.cpu),
+                    number(member.memory),
+                    number(member.load),
+                    member
+                        .connections
+                        .map_or("-".to_string(), |count| count.to_string()),
+                    member.error.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
