@@ -18,9 +18,8 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::{
-    Cache,
     key::CacheKey,
-    store::{Meta, Object, Writer},
+    store::{Meta, Object, Sealed, Writer},
 };
 
 /// How far a body is read from the growing file at once.
@@ -198,13 +197,22 @@ impl Partial {
     }
 }
 
+/// Where [`fill`] stores a complete body: the cache's index. A trait so that coalescing does not
+/// depend on the index that holds it.
+pub trait Publish: Send + Sync + 'static {
+    /// Bodies larger than this reach their readers and are then discarded.
+    fn max_object_size(&self) -> u64;
+    /// Makes a complete body findable.
+    fn publish(&self, sealed: Sealed) -> io::Result<Arc<Object>>;
+}
+
 /// Writes `body` to `writer` in a task of its own (so that the requests reading it may go away
 /// without stopping it), publishes it as the flight's stream, and stores it when complete. A
 /// body that errs or ends short of `content_length` fails its readers and is discarded; one that
 /// grows past the cache's object limit (it had no Content-Length) still reaches its readers and
 /// is discarded at the end.
 pub fn fill<S>(
-    cache: Arc<Cache>,
+    cache: Arc<impl Publish>,
     lead: Lead,
     mut writer: Writer,
     meta: Meta,
@@ -233,7 +241,7 @@ where
             if content_length.is_some_and(|length| length != writer.written()) {
                 return Err(io::Error::other("body shorter than its Content-Length"));
             }
-            if writer.written() > cache.max_object_size {
+            if writer.written() > cache.max_object_size() {
                 return Ok(Err(writer.written()));
             }
             Ok(Ok(cache.publish(writer.finish(meta).await?)?))

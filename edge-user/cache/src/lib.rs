@@ -26,7 +26,7 @@ use tracing::info;
 
 use self::{
     eviction::Lru,
-    flight::Flights,
+    flight::{Flights, Publish},
     key::{CacheKey, ObjectId},
     policy::{Reuse, Rules},
     store::{Meta, Object, Sealed, Store, Writer},
@@ -56,6 +56,16 @@ struct Index {
     /// The Vary variants stored for a key.
     variants: HashMap<CacheKey, Vec<ObjectId>>,
     lru: Lru,
+}
+
+impl Publish for Cache {
+    fn max_object_size(&self) -> u64 {
+        self.max_object_size
+    }
+
+    fn publish(&self, sealed: Sealed) -> io::Result<Arc<Object>> {
+        Cache::publish(self, sealed)
+    }
 }
 
 impl Cache {

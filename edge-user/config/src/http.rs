@@ -10,7 +10,7 @@ use std::{
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::{Config, ConfigError, PoolKind};
+use crate::{error::ConfigError, steering::PoolKind};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +20,7 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Deprecated: the cache's own admin address, from before one admin server served purge,
     /// status and drain. Moves `admin.listen` when that is left at its default; see
-    /// [`Config::deprecations`].
+    /// `Config::deprecations`.
     pub admin_listen: Option<SocketAddr>,
     pub cache_dir: PathBuf,
     /// Bytes of bodies the cache directory may hold (`"1 GiB"` or a number of bytes).
@@ -135,8 +135,12 @@ impl HttpConfig {
     }
 
     /// Checks what the shape alone cannot: paths, sizes, and that every site names an origin
-    /// pool of `config`.
-    pub fn check(&self, file: &Path, config: &Config) -> Result<(), ConfigError> {
+    /// pool (`pool_kind` gives the kind of the config's pool of that name).
+    pub fn check(
+        &self,
+        file: &Path,
+        pool_kind: impl Fn(&str) -> Option<PoolKind>,
+    ) -> Result<(), ConfigError> {
         let refuse = |field: String, reason: String| ConfigError {
             file: file.to_path_buf(),
             field: format!("http.{field}"),
@@ -201,14 +205,14 @@ impl HttpConfig {
                     format!("{} is already served by http.sites[{first}]", site.host),
                 ));
             }
-            match config.pool(&site.pool) {
+            match pool_kind(&site.pool) {
                 None => {
                     return Err(refuse(
                         format!("sites[{s}].pool"),
                         format!("no pool called {}", site.pool),
                     ));
                 }
-                Some(pool) if pool.kind != PoolKind::Origin => {
+                Some(kind) if kind != PoolKind::Origin => {
                     return Err(refuse(
                         format!("sites[{s}].pool"),
                         format!("pool {} is not of kind origin", site.pool),
@@ -273,6 +277,7 @@ fn is_hostname(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Config;
 
     const BASE: &str = "[xdp]\ninterface = \"eth0\"\n[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n[[pools]]\nname = \"pops\"\nkind = \"pop\"\n[[pools.members]]\nname = \"p\"\naddress = \"192.0.2.9\"\n";
 

@@ -7,11 +7,11 @@
 //! depends on no other edge crate but edge-common (for a size limit), does no I/O besides
 //! reading the file, and holds no runtime state (no sockets, watches or maps).
 
+mod error;
 pub mod http;
 pub mod steering;
 
 use std::{
-    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
@@ -20,7 +20,10 @@ use std::{
 use edge_common::SERVICES_MAX;
 use serde::Deserialize;
 
-use crate::steering::{ProbeConfig, SteeringConfig};
+pub use crate::{
+    error::ConfigError,
+    steering::{PoolKind, ProbeConfig, SteeringConfig},
+};
 
 /// Where pinned maps and links go unless the config says otherwise; one directory per interface.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/edge";
@@ -104,15 +107,6 @@ pub struct PoolConfig {
     /// How measurements become answers (docs/STEERING.md).
     #[serde(default)]
     pub steering: SteeringConfig,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PoolKind {
-    /// Customer web servers: a page hostname resolves to the least-loaded one.
-    Origin,
-    /// CDN points of presence: a static hostname resolves to the best one.
-    Pop,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -378,33 +372,6 @@ fn default_soa_minimum() -> u32 {
     DEFAULT_SOA_MINIMUM
 }
 
-/// A refused configuration: which file, which field, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// Dotted path to the field (`zones[0].names[2].a[1]`), empty when the file as a whole is bad.
-    pub field: String,
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.reason)
-        } else {
-            write!(
-                f,
-                "{}: {}: {}",
-                self.file.display(),
-                self.field,
-                self.reason
-            )
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl Config {
     /// Reads and parses `path`. Only the shape is checked here; see edge-dns's `Zones::build`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -435,7 +402,7 @@ impl Config {
         config.check_pools(path)?;
         config.check_admin(path)?;
         if let Some(http) = &config.http {
-            http.check(path, &config)?;
+            http.check(path, |name| config.pool(name).map(|pool| pool.kind))?;
         }
         Ok(config)
     }
@@ -559,7 +526,21 @@ impl Config {
                     ));
                 }
             }
-            crate::steering::check(path, p, pool)?;
+            for (m, member) in pool.members.iter().enumerate() {
+                if !(member.weight.is_finite() && member.weight > 0.0) {
+                    return Err(refuse(
+                        format!("pools[{p}].members[{m}].weight"),
+                        "must be above 0".into(),
+                    ));
+                }
+                if member.ftp_port.is_some() && pool.kind != PoolKind::Pop {
+                    return Err(refuse(
+                        format!("pools[{p}].members[{m}].ftp_port"),
+                        "only PoP members have an FTP service to measure".into(),
+                    ));
+                }
+            }
+            crate::steering::check(path, p, &pool.probe, &pool.steering)?;
         }
         Ok(())
     }
@@ -663,6 +644,35 @@ mod tests {
         assert_eq!(config.xdp.pin_dir(), Path::new("/sys/fs/bpf/edge/eth0"));
         assert_eq!(config.xdp.max_answers, DEFAULT_MAX_ANSWERS);
         assert!(config.zones.is_empty());
+    }
+
+    /// The one admin server listens on admin.listen; the deprecated http.admin_listen still
+    /// places it when admin.listen is left at its default, and is refused next to another one.
+    #[test]
+    fn deprecated_http_admin_listen_moves_the_one_admin_server() {
+        let http = "[http]\ncache_dir = \"/c\"\ncache_capacity = \"1 MiB\"\n";
+        let config = parse(&format!("{MINIMAL}{http}")).unwrap();
+        assert_eq!(config.admin.listen, default_admin_listen());
+        assert!(config.deprecations().is_empty());
+
+        let old = "admin_listen = \"127.0.0.1:9080\"\n";
+        let config = parse(&format!("{MINIMAL}{http}{old}")).unwrap();
+        assert_eq!(config.admin.listen, "127.0.0.1:9080".parse().unwrap());
+        let deprecations = config.deprecations();
+        assert_eq!(deprecations.len(), 1);
+        assert!(
+            deprecations[0].contains("http.admin_listen is deprecated"),
+            "{deprecations:?}"
+        );
+
+        let same = "[admin]\nlisten = \"127.0.0.1:9080\"\n";
+        let config = parse(&format!("{MINIMAL}{same}{http}{old}")).unwrap();
+        assert_eq!(config.admin.listen, "127.0.0.1:9080".parse().unwrap());
+
+        let other = "[admin]\nlisten = \"127.0.0.1:7000\"\n";
+        let error = parse(&format!("{MINIMAL}{other}{http}{old}")).unwrap_err();
+        assert_eq!(error.field, "http.admin_listen", "{error}");
+        assert!(error.reason.contains("remove http.admin_listen"), "{error}");
     }
 
     #[test]

@@ -5,7 +5,16 @@ use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{ConfigError, PoolConfig, PoolKind};
+use crate::error::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    /// Customer web servers: a page hostname resolves to the least-loaded one.
+    Origin,
+    /// CDN points of presence: a static hostname resolves to the best one.
+    Pop,
+}
 
 /// How and how often every member of a pool is measured.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -196,13 +205,17 @@ fn default_ewma() -> f64 {
 }
 
 /// Checks the probe and steering settings of `pools[p]`.
-pub fn check(path: &Path, p: usize, pool: &PoolConfig) -> Result<(), ConfigError> {
+pub fn check(
+    path: &Path,
+    p: usize,
+    probe: &ProbeConfig,
+    steering: &SteeringConfig,
+) -> Result<(), ConfigError> {
     let refuse = |field: &str, reason: String| ConfigError {
         file: path.to_path_buf(),
         field: format!("pools[{p}].{field}"),
         reason,
     };
-    let probe = &pool.probe;
     if probe.interval < Duration::from_millis(10) {
         return Err(refuse("probe.interval", "at least 10ms".into()));
     }
@@ -234,7 +247,6 @@ pub fn check(path: &Path, p: usize, pool: &PoolConfig) -> Result<(), ConfigError
     if probe.fall == 0 {
         return Err(refuse("probe.fall", "at least 1".into()));
     }
-    let steering = &pool.steering;
     if steering.changing_ttl > steering.ttl {
         return Err(refuse(
             "steering.changing_ttl",
@@ -263,20 +275,6 @@ pub fn check(path: &Path, p: usize, pool: &PoolConfig) -> Result<(), ConfigError
             return Err(refuse(
                 "steering.weights",
                 "weights are finite and not negative".into(),
-            ));
-        }
-    }
-    for (m, member) in pool.members.iter().enumerate() {
-        if !(member.weight.is_finite() && member.weight > 0.0) {
-            return Err(refuse(
-                &format!("members[{m}].weight"),
-                "must be above 0".into(),
-            ));
-        }
-        if member.ftp_port.is_some() && pool.kind != PoolKind::Pop {
-            return Err(refuse(
-                &format!("members[{m}].ftp_port"),
-                "only PoP members have an FTP service to measure".into(),
             ));
         }
     }

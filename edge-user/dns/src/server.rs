@@ -16,12 +16,11 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use super::{
-    Transport,
+use crate::{
     connections::{Connections, Slot, TcpLimits},
-    respond,
+    message::{Transport, respond},
+    zone::Zones,
 };
-use crate::zone::Zones;
 
 /// The zones as of the last (re)load.
 pub type ZonesWatch = watch::Receiver<Arc<Zones>>;

@@ -14,13 +14,11 @@ pub mod site;
 pub mod sources;
 pub mod stream;
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context as _, Result};
-use bytes::Bytes;
 use futures_util::future::{self, Either};
 use http::{Request, Response};
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -30,10 +28,8 @@ use edge_cache::{Cache, policy::Rules};
 use edge_config::{Config, http::HttpConfig};
 use edge_steer::SelectionsWatch;
 
+pub use self::respond::Body;
 use self::{origin::OriginClient, proxy::Proxy, site::Sites, sources::Sources, stream::Stream};
-
-/// Every response body: bytes over a mapping, a file being filled, or an origin's stream.
-pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// The running server; dropping it stops accepting (connections in progress finish on their
 /// own tasks).

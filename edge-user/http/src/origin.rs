@@ -13,7 +13,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::Body;
+use super::respond::Body;
 
 /// Why an origin gave no usable response, and what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -19,10 +19,9 @@ use hyper::body::{Body as _, Frame, Incoming};
 use tracing::warn;
 
 use super::{
-    Body,
     headers::{self, strip_hop_by_hop},
     origin::{OriginClient, OriginError},
-    respond::{self, CACHE_STATUS, CacheStatus},
+    respond::{self, Body, CACHE_STATUS, CacheStatus},
     site::{Site, Sites},
 };
 use edge_cache::{

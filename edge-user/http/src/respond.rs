@@ -5,12 +5,13 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use edge_cache::store::Object;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, StreamBody};
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::UnsyncBoxBody};
 use http_range_header::RangeUnsatisfiableError;
 
-use super::Body;
-use edge_cache::store::Object;
+/// Every response body: bytes over a mapping, a file being filled, or an origin's stream.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// The header that tells how the cache answered.
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache");
