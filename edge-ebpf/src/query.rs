@@ -35,11 +35,11 @@ pub struct Query {
     pub edns: Option<u16>,
 }
 
-/// Per-CPU working memory: the key (258 bytes would crowd the 512-byte stack) and the name
-/// length. The length goes through map memory on purpose: read back, it is an unknown scalar for
-/// the verifier, so every exit of the label walk continues as one state instead of 128.
-/// `frame` holds the headers and question while the reply grows at the head (see
-/// [`crate::reply`]).
+/// Per-CPU working memory: the keys (the long one, 264 bytes, would crowd the 512-byte stack)
+/// and the name length. The length goes through map memory on purpose: read back, it is an
+/// unknown scalar for the verifier, so every exit of the label walk continues as one state
+/// instead of 128. `frame` holds the headers and question while the reply grows at the head
+/// (see [`crate::reply`]).
 #[repr(C)]
 pub struct Scratch {
     /// The question and OPT record as read from the frame, in words for the case folding.
@@ -235,9 +235,9 @@ fn read_opt(raw: &[u8; RAW_LEN], offset: usize, len: usize) -> Result<u16, Count
     Ok(u16::from_be_bytes([opt[7], opt[8]]))
 }
 
-/// Copies the question (and what follows, up to [`RAW_LEN`] bytes) into `raw` with one helper
-/// call, walks the name label by label, then writes it lower-cased and zero-padded into the key
-/// its length calls for. Returns the name's wire length.
+/// Copies the question (and what follows, up to [`RAW_LEN`] bytes) into `raw` with plain word
+/// loads ([`edge_read_message`]), walks the name label by label, then writes it lower-cased and
+/// zero-padded into the key its length calls for. Returns the name's wire length.
 #[inline(always)]
 fn read_name<L: Layout>(
     ctx: &XdpContext,
