@@ -4,7 +4,8 @@
 //!
 //! Owns what is stored and for how long. HTTP framing, connections and origins live in
 //! edge-http, which is built on this crate; this one must not serve, connect, or read the
-//! config file (edge-http hands it the sizes and rules from edge-config).
+//! config file (edge-http hands it the sizes and rules; of edge-config it names only the
+//! schema type `RequestDirectives`).
 
 pub mod eviction;
 pub mod flight;
