@@ -194,3 +194,73 @@ async fn call(listen: SocketAddr, method: Method, path: String) -> Result<Bytes>
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use edge_cache::policy::{RequestDirectives, Rules};
+    use edge_config::Config;
+    use edge_steer::Steering;
+
+    use super::*;
+
+    fn request(method: Method, uri: &str) -> Request<()> {
+        Request::builder().method(method).uri(uri).body(()).unwrap()
+    }
+
+    async fn text(response: Response<Full<Bytes>>) -> (StatusCode, String) {
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// One server answers what the steering and the cache listeners answered apart.
+    #[tokio::test]
+    async fn one_server_routes_steering_and_cache_requests() {
+        let config =
+            Config::parse(Path::new("edge.toml"), "[xdp]\ninterface = \"eth0\"\n").unwrap();
+        let steering = Steering::start(&config).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("edge-admin-test-{}", std::process::id()));
+        let cache = Cache::open(
+            &dir,
+            1 << 20,
+            1 << 20,
+            Rules::new(0.0, std::time::Duration::ZERO, RequestDirectives::Ignore),
+        )
+        .unwrap();
+        let with_cache = Controls {
+            steering: steering.shared.clone(),
+            cache: Some(Arc::new(cache)),
+        };
+        let without_cache = Controls {
+            cache: None,
+            ..with_cache.clone()
+        };
+
+        let (status, body) = text(handle(&with_cache, &request(Method::GET, "/status"))).await;
+        assert_eq!(status, StatusCode::OK);
+        let parsed: Status = serde_json::from_str(&body).unwrap();
+        assert!(parsed.pools.is_empty());
+
+        let drain = request(Method::POST, "/drain?pool=shop&member=a");
+        let (status, body) = text(handle(&with_cache, &drain)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("no pool called shop"), "{body}");
+
+        let purge = request(Method::POST, "/purge?url=http://static.example.com/a.css");
+        let (status, body) = text(handle(&with_cache, &purge)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("purged 0"), "{body}");
+        let (status, body) = text(handle(&without_cache, &purge)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("no [http] cache"), "{body}");
+
+        let wrong = request(Method::GET, "/purge?url=http://static.example.com/a.css");
+        let (status, _) = text(handle(&with_cache, &wrong)).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = text(handle(&with_cache, &request(Method::GET, "/nope"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
