@@ -87,12 +87,24 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&response[..2], &data[..2], "same ID");
         assert!(!message.recursion_available);
         if transport == Transport::Udp {
-            let limit = if message.edns.is_some() { MAX_UDP_PAYLOAD } else { CLASSIC_UDP_PAYLOAD };
-            assert!(response.len() <= usize::from(limit), "{} bytes over UDP", response.len());
+            let limit = if message.edns.is_some() {
+                MAX_UDP_PAYLOAD
+            } else {
+                CLASSIC_UDP_PAYLOAD
+            };
+            assert!(
+                response.len() <= usize::from(limit),
+                "{} bytes over UDP",
+                response.len()
+            );
         }
         if let [question] = &message.queries[..] {
             let len = question.name().to_bytes().expect("a name").len() + 4;
-            assert_eq!(&response[12..12 + len], &data[12..12 + len], "question echoed");
+            assert_eq!(
+                &response[12..12 + len],
+                &data[12..12 + len],
+                "question echoed"
+            );
         }
     }
 });

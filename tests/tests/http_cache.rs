@@ -626,10 +626,8 @@ fn origin_failures_and_timeouts() -> Result<()> {
             .run_inside(|| -> Result<(TcpListener, std::net::TcpStream)> {
                 let listener = TcpListener::bind((Topology::CLIENT_V4, BLACKHOLE_PORT))?;
                 // SAFETY: listen(2) on a socket we own, to shrink its backlog.
-                ensure!(
-                    unsafe { libc::listen(listener.as_raw_fd(), 0) } == 0,
-                    "listen"
-                );
+                let listened = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+                ensure!(listened == 0, "listen");
                 let filler = std::net::TcpStream::connect((Topology::CLIENT_V4, BLACKHOLE_PORT))?;
                 Ok((listener, filler))
             })??;

@@ -167,11 +167,12 @@ fn test(tally: &mut Tally) -> Result<()> {
         "warnings",
     ])?;
     // The XDP crate builds only for the BPF target, with nightly's build-std: its own clippy run.
+    let nightly = setup::xdp_toolchain()?;
     step("clippy on edge-ebpf (BPF target)", || {
         exec(
             Command::new("cargo")
+                .arg(format!("+{nightly}"))
                 .args([
-                    "+nightly",
                     "clippy",
                     "--release",
                     "--target",

@@ -28,14 +28,16 @@ const PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.10.2";
-const NIGHTLY: &str = "nightly";
 
 pub fn run() -> Result<()> {
     if effective_uid() != 0 {
         bail!("edge loads XDP programs and creates network namespaces: run as root");
     }
     step("setup: Debian packages", debian_packages)?;
-    step("setup: rust-src for the nightly toolchain", rust_src)?;
+    step(
+        "setup: the XDP crate's pinned nightly, with rust-src",
+        rust_src,
+    )?;
     step("setup: bpf-linker", bpf_linker)?;
     step("setup: bpffs at /sys/fs/bpf", bpffs)
 }
@@ -80,23 +82,65 @@ fn installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn rust_src() -> Result<()> {
-    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
-    if !toolchains.lines().any(|line| line.starts_with(NIGHTLY)) {
-        bail!("the XDP program builds with the `{NIGHTLY}` toolchain, which rustup does not list");
+/// The XDP crate's nightly, pinned by date in edge-ebpf/rust-toolchain.toml (edge-dataplane's
+/// build script picks it the same way): installed under its own name if rustup can download it,
+/// else a `nightly` toolchain of that date; with rust-src, which build-std needs.
+pub fn xdp_toolchain() -> Result<String> {
+    let pin =
+        std::fs::read_to_string(crate::workspace_root().join("edge-ebpf/rust-toolchain.toml"))?;
+    let Some(channel) = pin
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("channel = "))
+        .map(|value| value.trim_matches('"').to_owned())
+    else {
+        bail!("edge-ebpf/rust-toolchain.toml: no channel");
+    };
+    let date = channel
+        .strip_prefix("nightly-")
+        .unwrap_or(&channel)
+        .to_owned();
+    let of_date = |toolchain: &str| {
+        output(
+            Command::new("rustc")
+                .arg(format!("+{toolchain}"))
+                .arg("--version"),
+        )
+        .is_ok_and(|version| version.contains(&format!(" {date})")))
+    };
+    if !of_date(&channel) && !of_date("nightly") {
+        eprintln!("  installing {channel}");
+        exec(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            &channel,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
     }
+    let toolchain = if of_date(&channel) {
+        channel
+    } else {
+        "nightly".to_owned()
+    };
+    Ok(toolchain)
+}
+
+fn rust_src() -> Result<()> {
+    let toolchain = xdp_toolchain()?;
     let components = output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
-        NIGHTLY,
+        &toolchain,
     ]))?;
     if components.lines().any(|line| line.starts_with("rust-src")) {
-        eprintln!("  present");
+        eprintln!("  {toolchain}: rust-src present");
         return Ok(());
     }
-    exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+    exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", &toolchain]))
 }
 
 fn bpf_linker() -> Result<()> {

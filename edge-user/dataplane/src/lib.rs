@@ -215,6 +215,7 @@ fn ensure_bpffs(pin_root: &Path) -> Result<()> {
         }
     }
     let c_path = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())?;
+    // SAFETY: `statfs` is plain old data, for which all-zero bytes are a valid value.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid NUL-terminated path and a zeroed out-parameter of the right type.
     if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
