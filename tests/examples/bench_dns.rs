@@ -22,7 +22,7 @@ use edge_tests::{
         cpus::{self, CLIENT_CPU, SERVER_CPU},
         load::{self, DnsperfReport, DnsperfRun, KxdpgunReport, KxdpgunRun},
         peers::{self, PeerSetup},
-        program_cost::{self, ProgramCost},
+        program_cost::{self, CaseCost, ProgramCost},
         report::{Table, count, median, percent, rate, replace_section},
         zone::{BenchZone, EdgeSettings},
     },
@@ -307,13 +307,21 @@ fn main() -> Result<()> {
         results.push((peer, outcome));
     }
     drop(bench);
-    let costs = if args.skip_program_cost {
-        Vec::new()
+    let (costs, case_costs) = if args.skip_program_cost {
+        (Vec::new(), Vec::new())
     } else {
-        program_costs()?
+        eprintln!("bench: XDP program cost per case");
+        (program_costs()?, program_cost::cases(program_cost::ROUNDS)?)
     };
 
-    let section = report(&args.command, &date, started.elapsed(), &results, &costs)?;
+    let section = report(
+        &args.command,
+        &date,
+        started.elapsed(),
+        &results,
+        &costs,
+        &case_costs,
+    )?;
     print!("{section}");
     if let Some(out) = &args.out {
         let document = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -708,12 +716,36 @@ fn program_cost_section(costs: &[(usize, usize, ProgramCost)]) -> String {
     )
 }
 
+/// The per-case table: the XDP program's test cases, timed.
+fn case_cost_section(costs: &[CaseCost]) -> String {
+    let mut table = Table::new(&["case", "verdict", "counter", "edge_dns"]);
+    for cost in costs {
+        table.row(vec![
+            cost.name.clone(),
+            edge_tests::xdp_cases::verdict_name(cost.verdict),
+            cost.counter.to_string(),
+            format!("{:.0} ns", cost.nanos),
+        ]);
+    }
+    format!(
+        "\n### XDP program cost per case\n\n\
+         The cases the tests run (`tests/src/xdp_cases.rs`: frame in, verdict, frame out, \
+         counter), each checked as the tests check it, then run through `edge_dns` with \
+         BPF_PROG_TEST_RUN over the shared test zone, {ROUNDS} rounds; a case's figure is its \
+         fastest round, the test-run call's overhead included. What a passed frame costs before \
+         the kernel stack sees it, and what each answered shape costs.\n\n{}",
+        table.markdown(),
+        ROUNDS = program_cost::ROUNDS,
+    )
+}
+
 fn report(
     command: &str,
     date: &str,
     took: Duration,
     results: &[(Peer, Outcome)],
     costs: &[(usize, usize, ProgramCost)],
+    case_costs: &[CaseCost],
 ) -> Result<String> {
     let measured = |peer: Peer| {
         results.iter().find_map(|(p, outcome)| match outcome {
@@ -864,6 +896,9 @@ fn report(
     ));
     if !costs.is_empty() {
         text.push_str(&program_cost_section(costs));
+    }
+    if !case_costs.is_empty() {
+        text.push_str(&case_cost_section(case_costs));
     }
     if !notes.is_empty() {
         text.push_str("\nNotes:\n\n");

@@ -31,6 +31,15 @@ pub fn binary() -> PathBuf {
     dir.join("edge-under-test")
 }
 
+/// A byte offset into a daemon's log: where it ended when an action happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition(usize);
+
+impl LogPosition {
+    /// The log's beginning, for what the daemon logs as it starts.
+    pub const START: Self = Self(0);
+}
+
 /// A running `edge run`.
 pub struct EdgeProcess {
     child: Child,
@@ -65,7 +74,7 @@ impl EdgeProcess {
             .spawn()
             .with_context(|| format!("starting {}", binary().display()))?;
         let mut process = Self { child, log };
-        process.wait_for_log("answers published", timeout)?;
+        process.wait_for_log(LogPosition::START, "answers published", timeout)?;
         Ok(process)
     }
 
@@ -76,15 +85,39 @@ impl EdgeProcess {
 
     /// Everything the process has logged so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.log_since(LogPosition::START)
     }
 
-    /// Waits until the log contains `needle`; fails early if the process exits.
-    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+    /// What the process has logged from `position` on.
+    pub fn log_since(&self, position: LogPosition) -> String {
+        let bytes = fs::read(&self.log).unwrap_or_default();
+        let from = position.0.min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    }
+
+    /// Where the log ends now: take it before an action, and wait from it for the action's
+    /// effect, so that a line logged before the action cannot satisfy the wait.
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition(fs::metadata(&self.log).map_or(0, |m| m.len() as usize))
+    }
+
+    /// Waits until the log from `since` on contains `needle`; fails early if the process exits.
+    /// Returns the position just past the match, for a wait on what follows it.
+    pub fn wait_for_log(
+        &mut self,
+        since: LogPosition,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<LogPosition> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.log().contains(needle) {
-                return Ok(());
+            let log = fs::read(&self.log).unwrap_or_default();
+            let after = &log[since.0.min(log.len())..];
+            if let Some(at) = after
+                .windows(needle.len())
+                .position(|window| window == needle.as_bytes())
+            {
+                return Ok(LogPosition(since.0 + at + needle.len()));
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!(
@@ -94,7 +127,8 @@ impl EdgeProcess {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "edge did not log {needle:?} within {timeout:?}:\n{}",
+                    "edge did not log {needle:?} within {timeout:?} after byte {} of its log:\n{}",
+                    since.0,
                     self.log()
                 );
             }
@@ -102,13 +136,14 @@ impl EdgeProcess {
         }
     }
 
-    /// Sends `signal` to the process.
-    pub fn signal(&self, signal: libc::c_int) -> Result<()> {
+    /// Sends `signal` to the process; returns where its log ended just before, to wait from.
+    pub fn signal(&self, signal: libc::c_int) -> Result<LogPosition> {
+        let position = self.log_position();
         // SAFETY: plain kill(2) on our own child's pid.
         if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {
             bail!("kill: {}", std::io::Error::last_os_error());
         }
-        Ok(())
+        Ok(position)
     }
 
     /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.

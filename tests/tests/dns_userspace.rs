@@ -8,9 +8,11 @@ use anyhow::Result;
 use edge_tests::{
     dig::{DigOutput, dig, kdig},
     edge::EdgeProcess,
+    test_zone,
     topology::Topology,
 };
 
+/// The PoP's config: the shared test zone, its apex TXT record reading `txt`.
 fn config(topology: &Topology, txt: &str) -> String {
     format!(
         r#"
@@ -21,71 +23,11 @@ pin_root = "{pin_root}"
 
 [dns]
 listen = ["{v4}:53", "[{v6}]:53"]
-
-[[pools]]
-name = "shop-origins"
-kind = "origin"
-[[pools.members]]
-name = "o1"
-address = "192.0.2.101"
-[[pools.members]]
-name = "o2"
-address = "2001:db8::101"
-[[pools.members]]
-name = "o3"
-address = "192.0.2.102"
-
-[[zones]]
-apex = "example.com"
-[zones.soa]
-refresh = 3600
-retry = 600
-expire = 86400
-minimum = 60
-[[zones.nameservers]]
-name = "ns1"
-addresses = ["192.0.2.53", "2001:db8::53"]
-[[zones.nameservers]]
-name = "ns2.example.net."
-
-[[zones.names]]
-name = "@"
-mx = [{{ preference = 10, exchange = "mail" }}]
-txt = ["{txt}"]
-[[zones.names]]
-name = "www"
-ttl = 60
-a = ["192.0.2.10", "192.0.2.11"]
-aaaa = ["2001:db8::10"]
-[[zones.names]]
-name = "alias"
-cname = "www"
-[[zones.names]]
-name = "chain"
-cname = "alias"
-[[zones.names]]
-name = "shop"
-ttl = 20
-pool = "shop-origins"
-[[zones.names]]
-name = "sub"
-ns = ["ns.sub"]
-[[zones.names]]
-name = "ns.sub"
-a = ["192.0.2.54"]
-[[zones.names]]
-name = "mail"
-a = ["192.0.2.25"]
-[[zones.names]]
-name = "big"
-txt = ["{a}", "{b}", "{c}"]
-"#,
+{zone}"#,
         pin_root = topology.pin_root().display(),
         v4 = Topology::POP_V4,
         v6 = Topology::POP_V6,
-        a = "a".repeat(203),
-        b = "b".repeat(203),
-        c = "c".repeat(204),
+        zone = test_zone::zone().replace(test_zone::SPF, txt),
     )
 }
 
@@ -98,7 +40,7 @@ struct Pop {
 impl Pop {
     fn start(test: &str) -> Result<Self> {
         let topology = Topology::client_and_pop(test)?;
-        let config = topology.write_file("edge.toml", &config(&topology, "v=spf1 -all"))?;
+        let config = topology.write_file("edge.toml", &config(&topology, test_zone::SPF))?;
         let edge = EdgeProcess::start(&topology.pop, &config, &[])?;
         Ok(Self { topology, edge })
     }
@@ -502,9 +444,9 @@ fn sighup_gives_the_server_the_new_zones() -> Result<()> {
     assert_eq!(txt(&pop)?, ["\"v=spf1 -all\""]);
     pop.topology
         .write_file("edge.toml", &config(&pop.topology, "v=spf1 mx -all"))?;
-    pop.edge.signal(libc::SIGHUP)?;
+    let reloaded = pop.edge.signal(libc::SIGHUP)?;
     pop.edge
-        .wait_for_log("written=0", Duration::from_secs(10))?;
+        .wait_for_log(reloaded, "written=0", Duration::from_secs(10))?;
     assert_eq!(txt(&pop)?, ["\"v=spf1 mx -all\""]);
     assert!(pop.edge.stop()?);
     Ok(())

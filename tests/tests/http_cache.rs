@@ -190,6 +190,7 @@ fn disk_usage(dir: &Path) -> u64 {
 
 #[test]
 fn miss_then_hit_with_age_and_restart_keeps_hits() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let mut pop = Pop::start("http-hit", "")?;
     let path = "/hello.txt?size=3000&cc=max-age%3D600";
 
@@ -257,6 +258,7 @@ fn large_hits_are_sent_from_the_file() -> Result<()> {
 
 #[test]
 fn freshness_rules_and_stale_answers() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let pop = Pop::start("http-fresh", "")?;
 
     // no-store and private are never stored; no-cache is stored and always revalidated.
@@ -402,6 +404,7 @@ fn concurrent_misses_make_one_origin_fetch() -> Result<()> {
 
 #[test]
 fn killed_during_a_slow_miss_stores_nothing() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let mut pop = Pop::start("http-crash", "")?;
     // 16 pieces 300 ms apart: about 5 s of body.
     let path = "/slow.bin?size=160000&slow=300&cc=max-age%3D600";
@@ -618,6 +621,7 @@ fn single_hostname_mode_caches_only_static_paths() -> Result<()> {
 
 #[test]
 fn origin_failures_and_timeouts() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let pop = Pop::start("http-origin-fail", "")?;
     // A listener with a full accept queue: SYNs go unanswered, so connecting times out.
     let blackhole =

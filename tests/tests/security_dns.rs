@@ -180,10 +180,10 @@ fn a_reload_over_capacity_is_refused_while_both_paths_keep_answering() -> Result
     assert_both_paths_answer(&topology, &path, "h5.example.com", "198.51.100.5")?;
 
     topology.write_file("edge.toml", &config(&topology, 64, 100, ""))?;
-    edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log("reload refused", Duration::from_secs(10))?;
+    let refused = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(refused, "reload refused", Duration::from_secs(10))?;
     assert!(
-        edge.log()
+        edge.log_since(refused)
             .contains("xdp.max_answers: the zones need 101 entries, the map holds 64"),
         "{}",
         edge.log()
@@ -197,9 +197,13 @@ fn a_reload_over_capacity_is_refused_while_both_paths_keep_answering() -> Result
     // A config that fills the map exactly, with other names, is applied whole.
     let full = config(&topology, 64, 63, "").replace("name = \"h", "name = \"n");
     topology.write_file("edge.toml", &full)?;
-    edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log("removed=10", Duration::from_secs(10))?;
-    assert!(!edge.log().contains("failed"), "{}", edge.log());
+    let applied = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(applied, "removed=10", Duration::from_secs(10))?;
+    assert!(
+        !edge.log_since(applied).contains("failed"),
+        "{}",
+        edge.log()
+    );
     assert_both_paths_answer(&topology, &path, "n63.example.com", "198.51.100.63")?;
     let reply = ask(&topology.client, &["h5.example.com", "A"])?;
     assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
@@ -216,10 +220,10 @@ fn a_reload_that_outgrows_the_running_maps_waits_for_a_restart() -> Result<()> {
     // The new config asks for a larger map, which it fits; the running map keeps its size.
     topology.write_file("edge.toml", &config(&topology, 256, 100, ""))?;
     assert!(check(&path)?.0);
-    edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log("reload refused", Duration::from_secs(10))?;
+    let refused = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(refused, "reload refused", Duration::from_secs(10))?;
     assert!(
-        edge.log()
+        edge.log_since(refused)
             .contains("xdp.max_answers: the zones need 101 entries, the map holds 64"),
         "{}",
         edge.log()
@@ -247,22 +251,26 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
     assert_eq!(fill_answer_map(&topology)?, 53);
 
     topology.write_file("edge.toml", &config(&topology, 64, 11, ""))?;
-    edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log("publishing its answers failed", Duration::from_secs(10))?;
+    let reloaded = edge.signal(libc::SIGHUP)?;
+    let failed = edge.wait_for_log(
+        reloaded,
+        "publishing its answers failed",
+        Duration::from_secs(10),
+    )?;
     assert!(
-        edge.log().contains("Argument list too long"),
+        edge.log_since(reloaded).contains("Argument list too long"),
         "{}",
         edge.log()
     );
     // Refused, and the running config's answers published again (the foreign entries go).
-    edge.wait_for_log("removed=53", Duration::from_secs(10))?;
+    edge.wait_for_log(failed, "removed=53", Duration::from_secs(10))?;
     assert_both_paths_answer(&topology, &path, "h10.example.com", "198.51.100.10")?;
     let reply = ask(&topology.client, &["h11.example.com", "A"])?;
     assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
 
     // The same reload, now that the map has room, is applied.
-    edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log("names=12 written=1 ", Duration::from_secs(10))?;
+    let reloaded = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(reloaded, "names=12 written=1 ", Duration::from_secs(10))?;
     assert_both_paths_answer(&topology, &path, "h11.example.com", "198.51.100.11")?;
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())
@@ -386,15 +394,20 @@ http_port = 8081
     assert!(junk > 0);
 
     // Back: its entry does not fit. The daemon logs it, keeps serving, and retries.
+    let undrained = edge.log_position();
     drain("undrain")?;
-    edge.wait_for_log("publishing answers failed", Duration::from_secs(10))?;
+    let failed = edge.wait_for_log(
+        undrained,
+        "publishing answers failed",
+        Duration::from_secs(10),
+    )?;
     assert!(
-        edge.log().contains("failures=1 retry_in=1s"),
+        edge.log_since(undrained).contains("failures=1 retry_in=1s"),
         "{}",
         edge.log()
     );
     // The retry reads the map back, removes what edge did not write, and completes.
-    edge.wait_for_log(&format!("removed={junk} "), Duration::from_secs(10))?;
+    edge.wait_for_log(failed, &format!("removed={junk} "), Duration::from_secs(10))?;
     wait_for_answer("127.0.0.1")?;
     assert_both_paths_answer(&topology, &path, "shop.example.com", "127.0.0.1")?;
     assert!(edge.stop()?, "edge did not exit cleanly");
@@ -652,6 +665,7 @@ fn assert_answered_over_tcp(
 
 #[test]
 fn tcp_from_one_source_cannot_starve_another() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let topology = Topology::client_and_pop("sec-dns-tcp")?;
     // A second client address, on the same host as the attacker.
     let other = Ipv4Addr::new(198, 18, 0, 3);
@@ -676,6 +690,7 @@ fn tcp_from_one_source_cannot_starve_another() -> Result<()> {
 
 #[test]
 fn tcp_from_many_sources_cannot_starve_another() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let topology = Topology::client_and_pop("sec-dns-tcp-many")?;
     let other = Ipv4Addr::new(198, 18, 0, 3);
     // 40 attacker addresses, 30 connections each: within the per-source share, and 1200 in all,

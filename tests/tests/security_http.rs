@@ -803,6 +803,7 @@ fn wait_until(timeout: Duration, mut condition: impl FnMut() -> Result<bool>) ->
 /// Issue 18: clients that stopped reading a large hit held their sockets and files for good.
 #[test]
 fn clients_that_stop_reading_are_dropped() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let pop = Pop::start("sec-send-timeout", "send_timeout = \"1s\"\n")?;
     let size = 24 << 20;
     let path = format!("/large.bin?size={size}&cc=max-age%3D600");

@@ -174,6 +174,7 @@ fn ip(host: &Host) -> IpAddr {
 
 #[test]
 fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let lan = Setup::lan("steer-load", 3)?;
     let hosts = origin_hosts(&lan, 3);
     let origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
@@ -286,6 +287,7 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
 
 #[test]
 fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let lan = Setup::lan("steer-dead", 2)?;
     let hosts = origin_hosts(&lan, 2);
     let mut origins: Vec<Option<Origin>> = hosts
@@ -367,6 +369,7 @@ fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
 
 #[test]
 fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let lan = Setup::lan("steer-flap", 2)?;
     let hosts = origin_hosts(&lan, 2);
     let origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
@@ -445,6 +448,7 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
 
 #[test]
 fn all_origins_down_applies_each_pools_policy() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let lan = Setup::lan("steer-alldown", 2)?;
     let hosts = origin_hosts(&lan, 2);
     let mut origins: Vec<Option<Origin>> = hosts
@@ -486,6 +490,7 @@ fn all_origins_down_applies_each_pools_policy() -> Result<()> {
 
 #[test]
 fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     // Two PoPs; this one (pop) measures both. Each serves a small object over HTTP and runs
     // an agent; latency is simulated by delaying that object.
     let lan = Lan::new("steer-pops", &["pop", "client", "pop2"])?;
@@ -547,6 +552,7 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
 
 #[test]
 fn a_reload_adds_a_member_and_keeps_the_rest() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let lan = Setup::lan("steer-reload", 2)?;
     let hosts = origin_hosts(&lan, 2);
     let _origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;

@@ -7,31 +7,21 @@ use anyhow::Result;
 use edge_tests::{
     dig::{dig, kdig},
     edge::{EdgeProcess, counters},
+    test_zone,
     topology::Topology,
 };
 
+/// The PoP's config: XDP on the veth, the shared test zone.
 fn config(topology: &Topology) -> String {
     format!(
         r#"
 [xdp]
 interface = "{interface}"
 pin_root = "{pin_root}"
-
-[[zones]]
-apex = "example.com"
-ttl = 300
-
-[[zones.names]]
-name = "www"
-ttl = 60
-a = ["192.0.2.10", "192.0.2.11"]
-
-[[zones.names]]
-name = "@"
-a = ["192.0.2.1"]
-"#,
+{zone}"#,
         interface = Topology::INTERFACE,
         pin_root = topology.pin_root().display(),
+        zone = test_zone::zone(),
     )
 }
 
@@ -209,15 +199,15 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() -> Result<()> {
         "edge.toml",
         &config_text_with_address(&topology, "192.0.2.77"),
     )?;
-    edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log("written=1", Duration::from_secs(10))?;
+    let reloaded = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(reloaded, "written=1", Duration::from_secs(10))?;
     assert_eq!(kdig(&topology.client, &query)?.text.trim(), "192.0.2.77");
 
     topology.write_file("edge.toml", "[xdp]\ninterface = \"eth0\"\nbogus = 1\n")?;
-    edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log("reload refused", Duration::from_secs(10))?;
+    let refused = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(refused, "reload refused", Duration::from_secs(10))?;
     assert!(
-        edge.log().contains("unknown field `bogus`"),
+        edge.log_since(refused).contains("unknown field `bogus`"),
         "{}",
         edge.log()
     );
@@ -227,8 +217,5 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() -> Result<()> {
 }
 
 fn config_text_with_address(topology: &Topology, address: &str) -> String {
-    config(topology).replace(
-        r#"a = ["192.0.2.10", "192.0.2.11"]"#,
-        &format!("a = [\"{address}\"]"),
-    )
+    config(topology).replace(test_zone::WWW_A, &format!("a = [\"{address}\"]"))
 }

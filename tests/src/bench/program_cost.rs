@@ -2,14 +2,19 @@
 //! their scheduling: each query frame of a zone's query set runs through `edge_dns` and through
 //! the reflector with BPF_PROG_TEST_RUN, one run per call, and the kernel times each run. A
 //! frame's figure is its fastest of several rounds, which filters out other work on the machine;
-//! the timing includes the test-run call's own overhead, the same for both programs.
+//! the timing includes the test-run call's own overhead, the same for both programs. The XDP
+//! program's cases ([`crate::xdp_cases`], the table the tests run) are timed the same way, each
+//! checked first as the tests check it.
 
 use std::{path::Path, time::Duration};
 
 use anyhow::{Result, ensure};
 
 use super::zone::{BenchZone, EdgeSettings};
-use crate::xdp::{Loaded, Program, Query, XDP_TX};
+use crate::{
+    xdp::{Loaded, Program, Query, XDP_TX},
+    xdp_cases,
+};
 
 /// Rounds over the query set; each frame keeps its fastest.
 pub const ROUNDS: usize = 20;
@@ -59,4 +64,46 @@ pub fn measure(zone: BenchZone, asked: usize) -> Result<ProgramCost> {
         edge: mean(|f| f.0),
         reflector: mean(|f| f.1),
     })
+}
+
+/// One case of [`xdp_cases::cases`], timed.
+#[derive(Debug, Clone)]
+pub struct CaseCost {
+    pub name: String,
+    pub verdict: u32,
+    pub counter: &'static str,
+    /// The fastest round, in nanoseconds.
+    pub nanos: f64,
+}
+
+/// Checks every case of the XDP program's table (verdict, frame out, counter, as the tests do),
+/// then times each over `rounds` rounds, keeping its fastest.
+pub fn cases(rounds: usize) -> Result<Vec<CaseCost>> {
+    let mut program = xdp_cases::program()?;
+    let cases = xdp_cases::cases();
+    for case in &cases {
+        case.check(&mut program)?;
+    }
+    let mut fastest = vec![Duration::MAX; cases.len()];
+    for _ in 0..rounds {
+        for (case, fastest) in cases.iter().zip(&mut fastest) {
+            let (verdict, took) = program.time(&case.input)?;
+            ensure!(
+                verdict == case.verdict,
+                "{}: verdict {verdict} while timed",
+                case.name
+            );
+            *fastest = (*fastest).min(took);
+        }
+    }
+    Ok(cases
+        .into_iter()
+        .zip(fastest)
+        .map(|(case, took)| CaseCost {
+            name: case.name,
+            verdict: case.verdict,
+            counter: case.counter.name(),
+            nanos: took.as_nanos() as f64,
+        })
+        .collect())
 }
