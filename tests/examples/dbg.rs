@@ -1,10 +1,15 @@
+//! A PoP with the shared test zone, left running for poking at by hand: it writes the config
+//! path and the topology's name to /tmp/dbg.ready and stops when that file is removed.
+
 use anyhow::Result;
-use edge_tests::{edge::EdgeProcess, topology::Topology};
+use edge_tests::{edge::EdgeProcess, test_zone, topology::Topology};
+
 fn main() -> Result<()> {
     let topology = Topology::client_and_pop("dbg")?;
     let text = format!(
-        "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.10\", \"192.0.2.11\"]\n",
-        topology.pin_root().display()
+        "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n{}",
+        topology.pin_root().display(),
+        test_zone::zone()
     );
     let config = topology.write_file("edge.toml", &text)?;
     let _edge = EdgeProcess::start(&topology.pop, &config, &[])?;

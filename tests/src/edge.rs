@@ -207,3 +207,58 @@ pub fn status(netns: &crate::topology::Netns, config: &Path) -> Result<edge_stee
     }
     Ok(serde_json::from_slice(&output.stdout)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fs::OpenOptions, io::Write as _, process::Command};
+
+    use super::*;
+
+    /// A stand-in for the daemon: a process that stays up while the test writes its log, as
+    /// the daemon would.
+    fn logging_process(name: &str) -> Result<EdgeProcess> {
+        let log = std::env::temp_dir().join(format!("edge-log-{name}-{}.log", std::process::id()));
+        fs::write(&log, "INFO reload refused: the first one\n")?;
+        let child = Command::new("sleep").arg("60").spawn()?;
+        Ok(EdgeProcess { child, log })
+    }
+
+    fn append(process: &EdgeProcess, line: &str) -> Result<()> {
+        writeln!(
+            OpenOptions::new().append(true).open(&process.log)?,
+            "{line}"
+        )?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_wait_ignores_what_was_logged_before_its_position() -> Result<()> {
+        let mut process = logging_process("position")?;
+        let signalled = process.log_position();
+        let wait = process.wait_for_log(signalled, "reload refused", Duration::from_millis(200));
+        assert!(
+            wait.is_err(),
+            "the line from before the action satisfied the wait"
+        );
+
+        append(&process, "INFO reload refused: the second one")?;
+        let after = process.wait_for_log(signalled, "reload refused", Duration::from_secs(5))?;
+        assert!(process.log_since(signalled).contains("the second one"));
+        assert!(!process.log_since(signalled).contains("the first one"));
+        // The returned position is past the match: a wait from it needs a third line.
+        assert!(
+            process
+                .wait_for_log(after, "reload refused", Duration::from_millis(200))
+                .is_err()
+        );
+        assert!(
+            process
+                .wait_for_log(LogPosition::START, "the first one", Duration::from_secs(5))
+                .is_ok()
+        );
+        let log = process.log.clone();
+        drop(process);
+        fs::remove_file(log)?;
+        Ok(())
+    }
+}
