@@ -106,3 +106,22 @@ pub fn longest_name() -> String {
         "b".repeat(49)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{SPF, WWW_A, longest_name, zone};
+    use crate::xdp::wire;
+
+    #[test]
+    fn the_longest_name_is_the_longest_a_name_may_be() {
+        assert_eq!(wire(&longest_name()).len(), 255);
+    }
+
+    /// Tests derive variations by replacing these texts: each must stand in the zone once.
+    #[test]
+    fn the_replaceable_texts_stand_once() {
+        let zone = zone();
+        assert_eq!(zone.matches(SPF).count(), 1);
+        assert_eq!(zone.matches(WWW_A).count(), 1);
+    }
+}

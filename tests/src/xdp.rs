@@ -1,6 +1,7 @@
 //! The XDP program in a test harness: loaded from the embedded object with private maps, run on
 //! crafted frames through BPF_PROG_TEST_RUN (Katran-style: this frame in, that frame out, this
-//! verdict, this counter), and the frame builders the fixtures share.
+//! verdict, this counter; the cases themselves are in [`crate::xdp_cases`]), and the frame
+//! builders they share.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
@@ -68,8 +69,6 @@ impl Loaded {
         Ok((result.return_value, out))
     }
 
-    /// Runs `frame` through the program once: its verdict and how long the run took, as the
-    /// kernel measured it.
     /// Instructions the verifier walked to accept the program.
     pub fn verified_instructions(&self) -> Result<u32> {
         let program: &Xdp = self.ebpf.program(self.name).unwrap().try_into()?;
@@ -79,6 +78,8 @@ impl Loaded {
             .context("the kernel reports no verified instruction count")
     }
 
+    /// Runs `frame` through the program once: its verdict and how long the run took, as the
+    /// kernel measured it.
     pub fn time(&mut self, frame: &[u8]) -> Result<(u32, std::time::Duration)> {
         let program: &mut Xdp = self.ebpf.program_mut(self.name).unwrap().try_into()?;
         let result = program.test_run(TestRunOptions {

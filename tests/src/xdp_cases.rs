@@ -457,20 +457,14 @@ fn dns_passed_cases() -> Vec<Case> {
 
 /// Frames that are not DNS over UDP over plain IP.
 fn frame_passed_cases() -> Vec<Case> {
-    let payload = www().bytes();
-    let mut v6_fragment = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
-        .ipv6(CLIENT_IP6, POP_IP6, 64)
-        .udp(CLIENT_PORT, 53)
-        .write(&mut v6_fragment, &payload)
-        .expect("frame builds");
+    let mut v6_fragment = www().frame_v6();
     v6_fragment[20] = 44; // next header: a fragment header, not UDP
 
     let mut tcp = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, POP_MAC)
         .ipv4(CLIENT_IP, POP_IP, 64)
         .tcp(CLIENT_PORT, 53, 1, 1000)
-        .write(&mut tcp, &payload)
+        .write(&mut tcp, &www().bytes())
         .expect("frame builds");
 
     let mut fragment = www().frame();

@@ -18,10 +18,14 @@ use std::{
 
 use anyhow::{Result, bail};
 use edge_common::{Answer, KeyedAnswer, ShortNameKey};
+use edge_config::Config;
+use edge_dataplane::maps::Capacity;
+use edge_dns::{fast_path, zone::Zones};
 use edge_tests::{
     dig::{DigOutput, kdig},
     edge::{self, EdgeProcess, counters},
     origin::Origin,
+    test_zone,
     topology::{Netns, Topology},
 };
 use tokio::{
@@ -31,9 +35,9 @@ use tokio::{
     task::JoinSet,
 };
 
-/// A PoP config: `www` and `big` (TXT records too long for a UDP reply without EDNS), the apex
-/// with a TXT record, and `h1`…`h{names}`; `xdp.max_answers` is `max_answers`. `extra` goes at
-/// the end of `[dns]`.
+/// A PoP config: the shared test zone (`big` holds TXT records too long for a UDP reply without
+/// EDNS) and `h1`…`h{names}`; `xdp.max_answers` is `max_answers`. `extra` goes at the end of
+/// `[dns]`.
 fn config(topology: &Topology, max_answers: u32, names: usize, extra: &str) -> String {
     let mut text = format!(
         r#"
@@ -45,25 +49,11 @@ max_answers = {max_answers}
 [dns]
 listen = ["{pop}:53"]
 {extra}
-
-[[zones]]
-apex = "example.com"
-[[zones.names]]
-name = "@"
-txt = ["v=spf1 -all"]
-[[zones.names]]
-name = "www"
-a = ["192.0.2.10"]
-[[zones.names]]
-name = "big"
-txt = ["{a}", "{b}", "{c}"]
-"#,
+{zone}"#,
         interface = Topology::INTERFACE,
         pin_root = topology.pin_root().display(),
         pop = Topology::POP_V4,
-        a = "a".repeat(203),
-        b = "b".repeat(203),
-        c = "c".repeat(204),
+        zone = test_zone::zone(),
     );
     for i in 1..=names {
         text += &format!(
@@ -72,6 +62,26 @@ txt = ["{a}", "{b}", "{c}"]
         );
     }
     text
+}
+
+/// What the shared test zone alone puts in the maps: its entries in the short-name answer map
+/// (what `xdp.max_answers` counts), and its entries in all (what the publish log calls `names`).
+/// The figures below add the `h` names to these.
+fn zone_entries() -> Result<(usize, usize)> {
+    let path = Path::new("shared.toml");
+    let text = format!("[xdp]\ninterface = \"eth0\"\n{}", test_zone::zone());
+    let zones = Zones::build(path, &Config::parse(path, &text)?)?;
+    let entries = fast_path::entries(&zones)?;
+    Ok((Capacity::needed(&entries).answers as usize, entries.len()))
+}
+
+/// The reason a config with 100 `h` names is refused by a map of 64 answers.
+fn over_capacity() -> Result<String> {
+    let (zone, _) = zone_entries()?;
+    Ok(format!(
+        "xdp.max_answers: the zones need {} entries, the map holds 64",
+        100 + zone
+    ))
 }
 
 /// `kdig` from the client to the PoP, one try of at most 2 s.
@@ -151,8 +161,9 @@ fn check(config: &Path) -> Result<(bool, String)> {
 #[test]
 fn edge_check_refuses_zones_over_map_capacity() -> Result<()> {
     let topology = Topology::client_and_pop("sec-dns-check")?;
-    // `www` and `h1`…`h63`: 64 A records, exactly what the map holds.
-    let fits = topology.write_file("edge.toml", &config(&topology, 64, 63, ""))?;
+    // The shared zone's answers and as many `h` names as fill the map exactly.
+    let (zone, _) = zone_entries()?;
+    let fits = topology.write_file("edge.toml", &config(&topology, 64, 64 - zone, ""))?;
     let (ok, text) = check(&fits)?;
     assert!(ok, "{text}");
     assert!(text.contains("64 of 64 answers"), "{text}");
@@ -160,12 +171,14 @@ fn edge_check_refuses_zones_over_map_capacity() -> Result<()> {
     let (ok, text) = check(&over)?;
     assert!(
         !ok,
-        "edge check accepted 101 answers for a map of 64: {text}"
+        "edge check accepted {} answers for a map of 64: {text}",
+        100 + zone
     );
     assert!(
         text.contains(&format!(
-            "{}: xdp.max_answers: the zones need 101 entries, the map holds 64",
-            over.display()
+            "{}: xdp.max_answers: the zones need {} entries, the map holds 64",
+            over.display(),
+            100 + zone
         )),
         "{text}"
     );
@@ -183,19 +196,20 @@ fn a_reload_over_capacity_is_refused_while_both_paths_keep_answering() -> Result
     let refused = edge.signal(libc::SIGHUP)?;
     edge.wait_for_log(refused, "reload refused", Duration::from_secs(10))?;
     assert!(
-        edge.log_since(refused)
-            .contains("xdp.max_answers: the zones need 101 entries, the map holds 64"),
+        edge.log_since(refused).contains(&over_capacity()?),
         "{}",
         edge.log()
     );
     // The running config stays: its names answer on both paths, the refused config's do not.
     assert_both_paths_answer(&topology, &path, "h5.example.com", "198.51.100.5")?;
-    assert_both_paths_answer(&topology, &path, "www.example.com", "192.0.2.10")?;
+    assert_both_paths_answer(&topology, &path, "mail.example.com", "192.0.2.25")?;
     let reply = ask(&topology.client, &["h50.example.com", "A"])?;
     assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
 
     // A config that fills the map exactly, with other names, is applied whole.
-    let full = config(&topology, 64, 63, "").replace("name = \"h", "name = \"n");
+    let (zone, _) = zone_entries()?;
+    let last = 64 - zone;
+    let full = config(&topology, 64, last, "").replace("name = \"h", "name = \"n");
     topology.write_file("edge.toml", &full)?;
     let applied = edge.signal(libc::SIGHUP)?;
     edge.wait_for_log(applied, "removed=10", Duration::from_secs(10))?;
@@ -204,7 +218,12 @@ fn a_reload_over_capacity_is_refused_while_both_paths_keep_answering() -> Result
         "{}",
         edge.log()
     );
-    assert_both_paths_answer(&topology, &path, "n63.example.com", "198.51.100.63")?;
+    assert_both_paths_answer(
+        &topology,
+        &path,
+        &format!("n{last}.example.com"),
+        &format!("198.51.100.{last}"),
+    )?;
     let reply = ask(&topology.client, &["h5.example.com", "A"])?;
     assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
     assert!(edge.stop()?, "edge did not exit cleanly");
@@ -223,8 +242,7 @@ fn a_reload_that_outgrows_the_running_maps_waits_for_a_restart() -> Result<()> {
     let refused = edge.signal(libc::SIGHUP)?;
     edge.wait_for_log(refused, "reload refused", Duration::from_secs(10))?;
     assert!(
-        edge.log_since(refused)
-            .contains("xdp.max_answers: the zones need 101 entries, the map holds 64"),
+        edge.log_since(refused).contains(&over_capacity()?),
         "{}",
         edge.log()
     );
@@ -246,9 +264,12 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
     let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
     let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
 
-    // Another writer fills the answer map behind the daemon's back (53 entries beside its 11):
-    // the next entry the daemon writes fails, as on a kernel error.
-    assert_eq!(fill_answer_map(&topology)?, 53);
+    // Another writer fills the answer map behind the daemon's back (all the room beside the
+    // zone's and the 10 `h` names' entries): the next entry the daemon writes fails, as on a
+    // kernel error.
+    let (zone, zone_names) = zone_entries()?;
+    let junk = fill_answer_map(&topology)?;
+    assert_eq!(junk, 64 - zone - 10);
 
     topology.write_file("edge.toml", &config(&topology, 64, 11, ""))?;
     let reloaded = edge.signal(libc::SIGHUP)?;
@@ -263,14 +284,18 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
         edge.log()
     );
     // Refused, and the running config's answers published again (the foreign entries go).
-    edge.wait_for_log(failed, "removed=53", Duration::from_secs(10))?;
+    edge.wait_for_log(failed, &format!("removed={junk} "), Duration::from_secs(10))?;
     assert_both_paths_answer(&topology, &path, "h10.example.com", "198.51.100.10")?;
     let reply = ask(&topology.client, &["h11.example.com", "A"])?;
     assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
 
     // The same reload, now that the map has room, is applied.
     let reloaded = edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log(reloaded, "names=12 written=1 ", Duration::from_secs(10))?;
+    edge.wait_for_log(
+        reloaded,
+        &format!("names={} written=1 ", zone_names + 11),
+        Duration::from_secs(10),
+    )?;
     assert_both_paths_answer(&topology, &path, "h11.example.com", "198.51.100.11")?;
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())
@@ -296,8 +321,7 @@ fn a_restart_over_the_adopted_maps_capacity_leaves_the_data_plane_answering() ->
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("xdp.max_answers: the zones need 101 entries, the map holds 64")
-            && stderr.contains("edge detach"),
+        stderr.contains(&over_capacity()?) && stderr.contains("edge detach"),
         "{stderr}"
     );
     // The data plane the failed start adopted still answers what it held (no daemon runs: this
@@ -344,7 +368,7 @@ fn a_steering_publish_that_fails_is_retried_and_never_stops_the_daemon() -> Resu
     let _origin = Origin::start(&topology.pop, SocketAddr::from(([127, 0, 0, 1], 8081)))?;
     let pool = r#"
 [[pools]]
-name = "shop"
+name = "store"
 kind = "origin"
 [pools.probe]
 interval = "200ms"
@@ -357,18 +381,18 @@ address = "127.0.0.1"
 http_port = 8081
 "#;
     let text = config(&topology, 64, 10, "")
-        + "[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n"
+        + "[[zones.names]]\nname = \"store\"\npool = \"store\"\n"
         + pool;
     let path = topology.write_file("edge.toml", &text)?;
     let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
-    assert_both_paths_answer(&topology, &path, "shop.example.com", "127.0.0.1")?;
+    assert_both_paths_answer(&topology, &path, "store.example.com", "127.0.0.1")?;
     let drain = |command: &str| -> Result<()> {
         let output = topology
             .pop
             .command(edge::binary())
             .args([command, "--config"])
             .arg(&path)
-            .args(["shop", "o1"])
+            .args(["store", "o1"])
             .output()?;
         anyhow::ensure!(output.status.success(), "edge {command}: {output:?}");
         Ok(())
@@ -376,12 +400,15 @@ http_port = 8081
     let wait_for_answer = |expected: &str| -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let reply = ask(&topology.client, &["shop.example.com", "A"])?;
+            let reply = ask(&topology.client, &["store.example.com", "A"])?;
             if answer(&reply) == [expected] {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("shop.example.com did not become {expected}: {}", reply.text);
+                bail!(
+                    "store.example.com did not become {expected}: {}",
+                    reply.text
+                );
             }
         }
     };
@@ -409,7 +436,7 @@ http_port = 8081
     // The retry reads the map back, removes what edge did not write, and completes.
     edge.wait_for_log(failed, &format!("removed={junk} "), Duration::from_secs(10))?;
     wait_for_answer("127.0.0.1")?;
-    assert_both_paths_answer(&topology, &path, "shop.example.com", "127.0.0.1")?;
+    assert_both_paths_answer(&topology, &path, "store.example.com", "127.0.0.1")?;
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())
 }
@@ -630,7 +657,7 @@ fn assert_answered_over_tcp(
             &["-b", &source, "www.example.com", "A", "+tcp"],
         )?;
         asked += 1;
-        if answer(&reply) == ["192.0.2.10"] {
+        if answer(&reply) == ["192.0.2.10", "192.0.2.11"] {
             answered += 1;
         }
     }
