@@ -229,22 +229,28 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
     // sampled the change and one round has seen it.
     agents[1].set_cpu(90);
     agents[2].set_cpu(5);
-    // Every snapshot (one lock, one round) holds: the answer stays with origin 2 only while
-    // origin 3 does not beat it by the margin, so it moves in the very round that it does.
+    // Every snapshot (one lock, one round) holds: the answer stays with a member only while no
+    // other beats it by the margin with its score taken `deviations` (3, the default) mean
+    // deviations worse, so it moves in the very round that one does. Origin 3's sudden drop
+    // counts as a swing until a few rounds confirm it, so the answer may pass through origin 1
+    // (steady at 50 %, better than origin 2 at 90 %) on its way.
     let netns = setup.lan.host("pop").netns.clone();
-    let deadline = Instant::now() + SAMPLE + 2 * INTERVAL + ALLOWANCE;
+    let deadline = Instant::now() + SAMPLE + 4 * INTERVAL + ALLOWANCE;
     let mut snapshots = 0;
     loop {
         let state = status(&netns, &setup.config)?;
         let shop = state.pool("shop").unwrap();
         let score = |i: usize| shop.members[i].score.unwrap();
+        let deviation = |i: usize| shop.members[i].deviation.unwrap();
         snapshots += 1;
         if shop.selection == [ip(&hosts[2])] {
             break;
         }
-        assert_eq!(shop.selection, [ip(&hosts[1])], "{shop:#?}");
+        let kept = (0..2)
+            .find(|&i| shop.selection == [ip(&hosts[i])])
+            .unwrap_or_else(|| panic!("neither origin 1 nor 2: {shop:#?}"));
         assert!(
-            score(2) >= 0.9 * score(1),
+            (0..3).all(|i| i == kept || score(i) + 3.0 * deviation(i) >= 0.9 * score(kept)),
             "stayed although beaten: {shop:#?}"
         );
         assert!(
@@ -377,22 +383,23 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
     // between 10 and 50 ms (30 on average) faster than the probes come.
     origins[1].set_delay(Duration::from_millis(30));
     let refs: Vec<&Host> = hosts.iter().collect();
-    // The same origins twice: smoothed with a margin, and raw (the control: it must flap, or
-    // this test could not tell).
-    let pools = pool(
-        "steady",
-        "origin",
-        &refs,
-        "ewma = 0.3\nhysteresis = 0.3",
-        "",
-    ) + &pool("raw", "origin", &refs, "ewma = 1.0\nhysteresis = 0.0", "");
+    // The same origins twice: with the default steering settings (issue 21: they flapped), and
+    // raw (the control: it must flap, or this test could not tell).
+    let pools = pool("steady", "origin", &refs, "", "")
+        + &pool(
+            "raw",
+            "origin",
+            &refs,
+            "ewma = 1.0\nhysteresis = 0.0\ndeviations = 0.0",
+            "",
+        );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let toggler = {
         let stop = stop.clone();
         let origin = &origins[0];
         move || {
             let mut slow = false;
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
                 slow = !slow;
                 origin.set_delay(Duration::from_millis(if slow { 50 } else { 10 }));
@@ -404,25 +411,31 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
         let toggling = scope.spawn(toggler);
         let setup = Setup::start(lan, &pools, &[("steady", "steady"), ("raw", "raw")], "")?;
         let netns = setup.lan.host("pop").netns.clone();
-        // Let the averages settle, then count changes over 20 rounds.
+        // Let the averages settle, then count changes over 30 rounds.
         thread::sleep(8 * INTERVAL);
         let before = status(&netns, &setup.config)?;
-        thread::sleep(20 * INTERVAL);
+        thread::sleep(30 * INTERVAL);
         let after = status(&netns, &setup.config)?;
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         toggling.join().expect("toggler");
         let changes =
             |pool: &str| after.pool(pool).unwrap().changes - before.pool(pool).unwrap().changes;
         let rounds = after.pool("steady").unwrap().rounds - before.pool("steady").unwrap().rounds;
-        assert!(rounds >= 10, "only {rounds} rounds");
-        // Probes sample the alternation at unrelated times, so the smoothed figures can drift
-        // apart once and move the answer; flapping is moving back and forth, which the control
-        // does many times over the same samples.
+        assert!(rounds >= 20, "only {rounds} rounds");
+        // Probes sample the alternation at unrelated times, so a run of fast samples can move
+        // the answer once, and a run of slow ones back; flapping is doing that again and
+        // again, which the control does over the same samples (issue 21: 36 changes in 60
+        // rounds with the defaults before the deviation term).
+        eprintln!(
+            "{} changes with the defaults, {} raw, in {rounds} rounds",
+            changes("steady"),
+            changes("raw")
+        );
         assert!(
-            changes("steady") <= 1,
+            changes("steady") <= 2,
             "the steady pool flapped: {after:#?}"
         );
-        assert!(changes("raw") >= 4, "the control did not flap: {after:#?}");
+        assert!(changes("raw") >= 6, "the control did not flap: {after:#?}");
         // The answer is the selection; a round may land between reading one and the other, so
         // read them again until they agree.
         let mut agreed = false;
@@ -544,9 +557,11 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
         Ok(vec![ip(&pop1)]),
         SAMPLE + 3 * INTERVAL + ALLOWANCE,
     )?;
-    // And when pop gets slower still, pop2 wins again despite its load.
+    // And when pop gets slower still, pop2 wins again despite its load. pop2's load jumped a
+    // few rounds ago and its score still swings with that (its mean deviation decays by 1/8
+    // a round): it must beat pop by the margin with its score taken three deviations worse.
     servers[0].set_delay(Duration::from_millis(120));
-    setup.wait_for("static", Ok(vec![ip(&pop2)]), 3 * INTERVAL + ALLOWANCE)?;
+    setup.wait_for("static", Ok(vec![ip(&pop2)]), 8 * INTERVAL + ALLOWANCE)?;
     Ok(())
 }
 
@@ -581,5 +596,22 @@ fn a_reload_adds_a_member_and_keeps_the_rest() -> Result<()> {
     assert!(rounds > 1, "{rounds}");
     assert!(state.pool("kept").unwrap().rounds >= rounds, "{state:#?}");
     assert_eq!(state.pool("grown").unwrap().members.len(), 2);
+
+    // `edge status | head -1` with the reader gone before the table is written: a quiet
+    // exit, not a panic (101).
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let output = netns
+        .command(edge_tests::edge::binary())
+        .args(["status", "--config"])
+        .arg(&setup.config)
+        .stdout(writer)
+        .output()?;
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     Ok(())
 }

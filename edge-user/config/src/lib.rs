@@ -794,6 +794,11 @@ mod tests {
                 "(0, 1]",
             ),
             (
+                "[pools.steering]\ndeviations = -1\n",
+                "pools[0].steering.deviations",
+                "≥ 0",
+            ),
+            (
                 "[pools.steering.weights]\ncpu = -1\n",
                 "pools[0].steering.weights",
                 "not negative",

@@ -124,11 +124,29 @@ fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub fn main() -> std::process::ExitCode {
     match execute(Cli::parse().command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`edge status | head -1`): what it wanted, it has.
+        Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("edge: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` and a newline to stdout. Unlike `println!`, which panics, a closed stdout is an
+/// error that [`main`] ends quietly on.
+fn print_line(text: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
 }
 
 fn execute(command: Command) -> Result<()> {
@@ -320,21 +338,25 @@ async fn serve(
 fn check(path: &Path) -> Result<()> {
     let (config, zones) = load(path)?;
     for deprecation in config.deprecations() {
-        println!("{}: warning: {deprecation}", path.display());
+        print_line(format_args!("{}: warning: {deprecation}", path.display()))?;
     }
-    println!(
+    print_line(format_args!(
         "{}: ok: interface {} ({:?} mode), pins in {}",
         path.display(),
         config.xdp.interface,
         config.xdp.mode,
         config.xdp.pin_dir().display()
-    );
+    ))?;
     for zone in &zones.zones {
-        println!("zone {}: {} names", zone.apex, zone.names.len());
+        print_line(format_args!(
+            "zone {}: {} names",
+            zone.apex,
+            zone.names.len()
+        ))?;
     }
     let needed = Capacity::needed(&fast_path::entries(&zones)?);
     let held = Capacity::of(&config.xdp);
-    println!(
+    print_line(format_args!(
         "fast path: {} of {} answers, {} of {} long-name answers, {} of {} steered",
         needed.answers,
         held.answers,
@@ -342,7 +364,7 @@ fn check(path: &Path) -> Result<()> {
         held.long_answers,
         needed.steered,
         held.steered
-    );
+    ))?;
     Ok(())
 }
 
@@ -353,7 +375,7 @@ fn purge(path: &Path, url: &str) -> Result<()> {
     }
     let answer =
         tokio::runtime::Runtime::new()?.block_on(admin::purge(config.admin.listen, url))?;
-    println!("{answer}");
+    print_line(answer)?;
     Ok(())
 }
 
@@ -361,9 +383,12 @@ fn status(path: &Path, json: bool) -> Result<()> {
     let config = Config::load(path)?;
     let status = tokio::runtime::Runtime::new()?.block_on(admin::status(config.admin.listen))?;
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        print_line(serde_json::to_string(&status)?)?;
     } else {
-        print!("{status}");
+        let table = status.to_string();
+        if !table.is_empty() {
+            print_line(table.trim_end())?;
+        }
     }
     Ok(())
 }
@@ -376,7 +401,7 @@ fn drain(path: &Path, pool: &str, member: &str, drained: bool) -> Result<()> {
         member,
         drained,
     ))?;
-    println!("{answer}");
+    print_line(answer)?;
     Ok(())
 }
 
@@ -388,10 +413,10 @@ fn stats(path: &Path, json: bool) -> Result<()> {
             .iter()
             .map(|(counter, count)| (counter.name().to_string(), (*count).into()))
             .collect();
-        println!("{}", serde_json::Value::Object(object));
+        print_line(serde_json::Value::Object(object))?;
     } else {
         for (counter, count) in counters {
-            println!("{:<16} {count}", counter.name());
+            print_line(format_args!("{:<16} {count}", counter.name()))?;
         }
     }
     Ok(())

@@ -22,8 +22,9 @@ pub struct Member {
     pub smoothed: Smoothed,
     /// The latest probe's error, if any.
     pub error: Option<String>,
-    /// Its score in the latest selection; `None` when it was not a candidate.
-    pub score: Option<f64>,
+    /// Its score in the latest selection and that score's mean deviation; `None` when it was
+    /// not a candidate.
+    pub score: Option<(f64, f64)>,
 }
 
 /// A pool's members and its current answer.
@@ -35,6 +36,8 @@ pub struct Pool {
     /// answers with more; empty means SERVFAIL.
     pub selection: Vec<IpAddr>,
     pub ttl: u32,
+    /// The score terms the latest selection used (see [`super::score::scores`]).
+    pub terms: Vec<&'static str>,
     /// The last answer made while a member was up.
     last_good: Option<Vec<IpAddr>>,
     /// Selections that differed from the one before.
@@ -63,6 +66,7 @@ impl Pool {
             config: config.clone(),
             selection: Vec::new(),
             ttl: config.steering.ttl,
+            terms: Vec::new(),
             last_good: None,
             changes: 0,
             rounds: 0,
@@ -118,7 +122,9 @@ impl Pool {
             .iter()
             .map(|&i| (&self.members[i].smoothed, self.members[i].weight))
             .collect();
-        let candidate_scores = scores(&smoothed, &weights);
+        let ranking = scores(&smoothed, &weights);
+        let candidate_scores = ranking.scores;
+        self.terms = ranking.terms;
         for member in &mut self.members {
             member.score = None;
         }
@@ -128,17 +134,14 @@ impl Pool {
         let next = if candidates.is_empty() {
             match steering.all_down {
                 AllDown::AnswerAll => self.every_member(),
-                AllDown::KeepLastGood => self
-                    .last_good
-                    .clone()
-                    .unwrap_or_else(|| self.every_member()),
+                AllDown::KeepLastGood => self.last_good_undrained(),
                 AllDown::Servfail => Vec::new(),
             }
         } else {
-            let mut chosen: Vec<(IpAddr, f64)> = [true, false]
+            let mut chosen: Vec<(IpAddr, (f64, f64))> = [true, false]
                 .into_iter()
                 .filter_map(|v4| {
-                    let family: Vec<(IpAddr, f64)> = candidates
+                    let family: Vec<(IpAddr, (f64, f64))> = candidates
                         .iter()
                         .zip(&candidate_scores)
                         .map(|(&i, &score)| (self.members[i].address, score))
@@ -149,10 +152,10 @@ impl Pool {
                         .iter()
                         .find(|address| address.is_ipv4() == v4)
                         .copied();
-                    choose(current, &family, steering.hysteresis)
+                    choose(current, &family, steering.hysteresis, steering.deviations)
                 })
                 .collect();
-            chosen.sort_by(|a, b| a.1.total_cmp(&b.1));
+            chosen.sort_by(|a, b| a.1.0.total_cmp(&b.1.0));
             let next: Vec<IpAddr> = chosen.into_iter().map(|(address, _)| address).collect();
             self.last_good = Some(next.clone());
             next
@@ -175,6 +178,24 @@ impl Pool {
         changed
     }
 
+    /// The last good answer without the members drained since; every member not drained when
+    /// nothing of it is left (or there never was one).
+    fn last_good_undrained(&self) -> Vec<IpAddr> {
+        let drained = |address: &IpAddr| {
+            self.members
+                .iter()
+                .any(|member| member.address == *address && member.health.drained)
+        };
+        match &self.last_good {
+            Some(last) if last.iter().any(|address| !drained(address)) => last
+                .iter()
+                .filter(|address| !drained(address))
+                .copied()
+                .collect(),
+            _ => self.every_member(),
+        }
+    }
+
     /// Every member not drained, in configured order, within the fast path's limit per family.
     fn every_member(&self) -> Vec<IpAddr> {
         let mut v4 = 0;
@@ -192,22 +213,36 @@ impl Pool {
     }
 }
 
-/// The member to answer with among `candidates` (address, score; lower is better): the best,
-/// unless `current` is still a candidate and the best does not beat it by more than `margin`.
-/// Ties go to the earlier candidate (configured order).
+/// The member to answer with among `candidates` (address; score, lower is better, and its mean
+/// deviation). Without a current answer, the best score. Otherwise the current member stays
+/// unless another beats it by more than `margin` (a fraction of its score) even with its score
+/// taken `deviations` mean deviations worse; of those that do, the best score wins. A member
+/// whose figure only swings below the current one's does not move the answer, one that is
+/// steadily better does. Ties go to the earlier candidate (configured order).
 fn choose(
     current: Option<IpAddr>,
-    candidates: &[(IpAddr, f64)],
+    candidates: &[(IpAddr, (f64, f64))],
     margin: f64,
-) -> Option<(IpAddr, f64)> {
-    let best = candidates
-        .iter()
-        .copied()
-        .reduce(|best, next| if next.1 < best.1 { next } else { best })?;
-    match current.and_then(|current| candidates.iter().find(|(address, _)| *address == current)) {
-        Some(&kept) if best.1 >= kept.1 * (1.0 - margin) => Some(kept),
-        _ => Some(best),
-    }
+    deviations: f64,
+) -> Option<(IpAddr, (f64, f64))> {
+    let best = |among: &mut dyn Iterator<Item = (IpAddr, (f64, f64))>| {
+        among.reduce(|best, next| if next.1.0 < best.1.0 { next } else { best })
+    };
+    let Some(&kept) =
+        current.and_then(|current| candidates.iter().find(|(address, _)| *address == current))
+    else {
+        return best(&mut candidates.iter().copied());
+    };
+    let bar = kept.1.0 * (1.0 - margin);
+    best(
+        &mut candidates
+            .iter()
+            .copied()
+            .filter(|&(address, (score, deviation))| {
+                address != kept.0 && score + deviations * deviation < bar
+            }),
+    )
+    .or(Some(kept))
 }
 
 #[cfg(test)]
@@ -335,6 +370,115 @@ mod tests {
             pool.select();
             assert_eq!(pool.selection, expected, "{policy:?}");
         }
+    }
+
+    /// Healthy, answering in `http_ms`, with a load report of `cpu` if any.
+    fn timed(http_ms: u64, cpu: Option<f64>) -> Sample {
+        Sample {
+            http: Some(Duration::from_millis(http_ms)),
+            load: cpu.map(|cpu| LoadReport {
+                cpu,
+                cpus: 1,
+                ..LoadReport::default()
+            }),
+            ..loaded(0.0)
+        }
+    }
+
+    #[test]
+    fn a_stopped_agent_does_not_hand_the_answer_to_the_most_loaded_origin() {
+        // Issue 21: the most loaded origin answers fastest; when one agent stopped, the pool
+        // ranked by response time and answered with it.
+        let mut pool = pool(PoolKind::Origin, &["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+        let report = [
+            timed(5, Some(20.0)),
+            timed(4, Some(50.0)),
+            timed(1, Some(80.0)),
+        ];
+        pool.record(&report);
+        pool.select();
+        assert_eq!(pool.selection, [ip("192.0.2.1")]);
+        for _ in 0..5 {
+            pool.record(&[report[0].clone(), timed(4, None), report[2].clone()]);
+            pool.select();
+            assert_eq!(pool.selection, [ip("192.0.2.1")], "{:?}", pool.members);
+            assert_eq!(pool.terms, ["cpu"]);
+        }
+        // The chosen one's agent stops: it counts as the most loaded, and the next least
+        // loaded takes over, not the fastest.
+        pool.record(&[timed(5, None), report[1].clone(), report[2].clone()]);
+        pool.select();
+        assert_eq!(pool.selection, [ip("192.0.2.2")]);
+    }
+
+    /// Changes of a pool with the default steering over `rounds` rounds after 8 to settle:
+    /// member 0 steady at 30 ms, member 1 at 10 or 50 ms at random, no load reports.
+    fn flaps_with_defaults(seed: u64, rounds: usize) -> u64 {
+        let mut pool = pool(PoolKind::Origin, &["192.0.2.1", "192.0.2.2"]);
+        pool.config.steering = Default::default();
+        let mut random = fastrand::Rng::with_seed(seed);
+        let mut round = |pool: &mut Pool| {
+            let swinging = if random.bool() { 10 } else { 50 };
+            pool.record(&[timed(30, None), timed(swinging, None)]);
+            pool.select();
+        };
+        for _ in 0..8 {
+            round(&mut pool);
+        }
+        let before = pool.changes;
+        for _ in 0..rounds {
+            round(&mut pool);
+        }
+        pool.changes - before
+    }
+
+    #[test]
+    fn the_defaults_do_not_flap_on_a_swinging_member() {
+        // Issue 21: 36 changes in 60 rounds with the defaults.
+        let changes: Vec<u64> = (0..50).map(|seed| flaps_with_defaults(seed, 60)).collect();
+        let total: u64 = changes.iter().sum();
+        assert!(
+            changes.iter().all(|&count| count <= 2) && total <= 10,
+            "{changes:?}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_follow_a_steady_step_within_two_rounds() {
+        let mut pool = pool(PoolKind::Origin, &["192.0.2.1", "192.0.2.2"]);
+        pool.config.steering = Default::default();
+        for _ in 0..5 {
+            pool.record(&[loaded(20.0), loaded(50.0)]);
+            pool.select();
+        }
+        assert_eq!(pool.selection, [ip("192.0.2.1")]);
+        pool.record(&[loaded(80.0), loaded(50.0)]);
+        pool.select();
+        pool.record(&[loaded(80.0), loaded(50.0)]);
+        pool.select();
+        assert_eq!(pool.selection, [ip("192.0.2.2")]);
+    }
+
+    #[test]
+    fn keep_last_good_leaves_out_a_drained_member() {
+        let mut pool = pool(PoolKind::Origin, &["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+        pool.config.probe.fall = 1;
+        pool.record(&[loaded(10.0), loaded(50.0), down()]);
+        pool.select();
+        assert_eq!(pool.selection, [ip("192.0.2.1")]);
+        pool.record(&[down(), down(), down()]);
+        pool.select();
+        assert_eq!(pool.selection, [ip("192.0.2.1")], "the last good answer");
+        assert!(pool.drain("m0", true));
+        pool.select();
+        assert_eq!(
+            pool.selection,
+            [ip("192.0.2.2"), ip("192.0.2.3")],
+            "without the drained member nothing of the last answer is left: every other member"
+        );
+        assert!(pool.drain("m0", false));
+        pool.select();
+        assert_eq!(pool.selection, [ip("192.0.2.1")]);
     }
 
     #[test]

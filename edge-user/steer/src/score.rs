@@ -3,9 +3,14 @@
 //! score = (rtt·rtt_ms + http·http_ms + ftp·ftp_ms + cpu·cpu_% + memory·memory_% +
 //!          load·load_per_cpu_%) / member weight
 //!
-//! each measurement an exponentially weighted moving average. A term counts only when every
-//! candidate has its measurement (an origin without an agent has no CPU figure); when no term
-//! with a weight is left, members are ranked by HTTP response time.
+//! each measurement an exponentially weighted moving average. A term with a weight counts when
+//! at least one candidate has its measurement; a candidate without it (an origin whose agent
+//! stopped) is scored with the worst value the others have, so that a missing figure neither
+//! helps it nor changes how the others rank. When no term with a weight is left, members are
+//! ranked by HTTP response time.
+//!
+//! Each figure also keeps its mean deviation (as TCP's RTTVAR does), so that the selection can
+//! tell a member that is better from one whose figure only swings below the others'.
 
 use std::time::Duration;
 
@@ -13,21 +18,36 @@ use edge_config::steering::ScoreWeights;
 
 use crate::probe::Sample;
 
-/// An exponentially weighted moving average; empty until the first value.
+/// Gain of the mean deviation: slower than the average (RFC 6298 uses 1/4 against 1/8), so that
+/// a figure that swings keeps its deviation through a short run of similar samples.
+const DEVIATION_GAIN: f64 = 0.125;
+
+/// An exponentially weighted moving average and its mean deviation; empty until the first value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Ewma(Option<f64>);
+pub struct Ewma {
+    average: Option<f64>,
+    deviation: f64,
+}
 
 impl Ewma {
-    /// Folds `value` in with weight `alpha`.
+    /// Folds `value` in with weight `alpha`; the deviation with [`DEVIATION_GAIN`].
     pub fn add(&mut self, value: f64, alpha: f64) {
-        self.0 = Some(match self.0 {
-            Some(average) => alpha * value + (1.0 - alpha) * average,
+        self.average = Some(match self.average {
+            Some(average) => {
+                self.deviation += DEVIATION_GAIN * ((value - average).abs() - self.deviation);
+                alpha * value + (1.0 - alpha) * average
+            }
             None => value,
         });
     }
 
     pub fn get(&self) -> Option<f64> {
-        self.0
+        self.average
+    }
+
+    /// Mean absolute difference between a new value and the average before it.
+    pub fn deviation(&self) -> f64 {
+        self.deviation
     }
 }
 
@@ -77,46 +97,86 @@ impl Smoothed {
         }
     }
 
-    /// The terms of the formula: weight and measurement.
-    fn terms(&self, weights: &ScoreWeights) -> [(f64, Option<f64>); 6] {
+    /// The terms of the formula, in [`TERMS`] order: weight and measurement.
+    fn terms(&self, weights: &ScoreWeights) -> [(f64, &Ewma); 6] {
         [
-            (weights.rtt, self.rtt_ms.get()),
-            (weights.http, self.http_ms.get()),
-            (weights.ftp, self.ftp_ms.get()),
-            (weights.cpu, self.cpu.get()),
-            (weights.memory, self.memory.get()),
-            (weights.load, self.load.get()),
+            (weights.rtt, &self.rtt_ms),
+            (weights.http, &self.http_ms),
+            (weights.ftp, &self.ftp_ms),
+            (weights.cpu, &self.cpu),
+            (weights.memory, &self.memory),
+            (weights.load, &self.load),
         ]
     }
 }
 
-/// The scores of `members` (smoothed measurements and member weight), in order.
-pub fn scores(members: &[(&Smoothed, f64)], weights: &ScoreWeights) -> Vec<f64> {
-    let terms: Vec<[(f64, Option<f64>); 6]> = members
+/// The names of the formula's terms, as `edge status` shows them.
+pub const TERMS: [&str; 6] = ["rtt", "http", "ftp", "cpu", "memory", "load"];
+
+/// The fallback when no term with a weight has a figure.
+pub const FALLBACK: &str = "http (fallback)";
+
+/// The candidates' scores and what they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    /// Per candidate, in order: its score and that score's mean deviation.
+    pub scores: Vec<(f64, f64)>,
+    /// The terms that counted ([`TERMS`] names, or [`FALLBACK`]).
+    pub terms: Vec<&'static str>,
+}
+
+/// Scores `members` (smoothed measurements and member weight).
+pub fn scores(members: &[(&Smoothed, f64)], weights: &ScoreWeights) -> Ranking {
+    let terms: Vec<[(f64, &Ewma); 6]> = members
         .iter()
         .map(|(smoothed, _)| smoothed.terms(weights))
         .collect();
-    let counts = |t: usize| {
+    // Per term: the worst figure among the candidates that have one; `None` when none has.
+    let worst = |t: usize| {
         terms
             .iter()
-            .all(|member| member[t].0 > 0.0 && member[t].1.is_some())
+            .filter_map(|member| member[t].1.get())
+            .reduce(f64::max)
     };
-    let active: Vec<usize> = (0..6).filter(|&t| counts(t)).collect();
-    members
+    let mut active: Vec<(usize, f64)> = (0..TERMS.len())
+        .filter(|&t| weights_of(&terms, t) > 0.0)
+        .filter_map(|t| Some((t, worst(t)?)))
+        .collect();
+    let mut names: Vec<&'static str> = active.iter().map(|&(t, _)| TERMS[t]).collect();
+    let fallback = active.is_empty();
+    if fallback {
+        if let Some(worst) = worst(1) {
+            active.push((1, worst));
+        }
+        names = vec![FALLBACK];
+    }
+    let scores = members
         .iter()
         .zip(&terms)
-        .map(|((smoothed, weight), member)| {
-            let sum: f64 = if active.is_empty() {
-                smoothed.http_ms.get().unwrap_or(0.0)
-            } else {
-                active
-                    .iter()
-                    .map(|&t| member[t].0 * member[t].1.unwrap_or(0.0))
-                    .sum()
-            };
-            sum / weight
+        .map(|((_, weight), member)| {
+            let (sum, deviation) = active.iter().fold((0.0, 0.0), |(sum, dev), &(t, worst)| {
+                let (term_weight, figure) = member[t];
+                let term_weight = if fallback { 1.0 } else { term_weight };
+                match figure.get() {
+                    Some(value) => (
+                        sum + term_weight * value,
+                        dev + term_weight * figure.deviation(),
+                    ),
+                    None => (sum + term_weight * worst, dev),
+                }
+            });
+            (sum / weight, deviation / weight)
         })
-        .collect()
+        .collect();
+    Ranking {
+        scores,
+        terms: names,
+    }
+}
+
+/// The weight of term `t` (the same for every member).
+fn weights_of(terms: &[[(f64, &Ewma); 6]], t: usize) -> f64 {
+    terms.first().map_or(0.0, |member| member[t].0)
 }
 
 #[cfg(test)]
@@ -141,12 +201,12 @@ mod tests {
     }
 
     #[test]
-    fn ewma_smooths() {
+    fn ewma_smooths_and_keeps_its_deviation() {
         let mut average = Ewma::default();
         average.add(10.0, 0.5);
-        assert_eq!(average.get(), Some(10.0));
+        assert_eq!((average.get(), average.deviation()), (Some(10.0), 0.0));
         average.add(20.0, 0.5);
-        assert_eq!(average.get(), Some(15.0));
+        assert_eq!((average.get(), average.deviation()), (Some(15.0), 1.25));
     }
 
     #[test]
@@ -155,14 +215,45 @@ mod tests {
         a.update(&sample(30, Some(10.0)), 1.0);
         b.update(&sample(10, Some(60.0)), 1.0);
         assert_eq!(a.load.get(), Some(50.0));
+        let only = |ranking: Ranking| -> Vec<f64> { ranking.scores.iter().map(|s| s.0).collect() };
         let origin = ScoreWeights::ORIGIN;
-        assert_eq!(scores(&[(&a, 1.0), (&b, 1.0)], &origin), [10.0, 60.0]);
-        assert_eq!(scores(&[(&a, 1.0), (&b, 4.0)], &origin), [10.0, 15.0]);
+        assert_eq!(only(scores(&[(&a, 1.0), (&b, 1.0)], &origin)), [10.0, 60.0]);
+        assert_eq!(only(scores(&[(&a, 1.0), (&b, 4.0)], &origin)), [10.0, 15.0]);
         let pop = ScoreWeights::POP;
         // rtt 1 + http 30 + cpu 10 + memory 0.5·40 (no FTP figures: the term is left out).
-        assert_eq!(scores(&[(&a, 1.0)], &pop), [61.0]);
-        // b's agent went away: no CPU for every candidate, so response time decides.
-        b.update(&sample(10, None), 1.0);
-        assert_eq!(scores(&[(&a, 1.0), (&b, 1.0)], &origin), [30.0, 10.0]);
+        let ranking = scores(&[(&a, 1.0)], &pop);
+        assert_eq!(only(ranking.clone()), [61.0]);
+        assert_eq!(ranking.terms, ["rtt", "http", "cpu", "memory"]);
+        // No candidate has a load report: response time decides.
+        let (mut c, mut d) = (Smoothed::default(), Smoothed::default());
+        c.update(&sample(30, None), 1.0);
+        d.update(&sample(10, None), 1.0);
+        let ranking = scores(&[(&c, 1.0), (&d, 1.0)], &origin);
+        assert_eq!(
+            (only(ranking.clone()), ranking.terms),
+            (vec![30.0, 10.0], vec![FALLBACK])
+        );
+    }
+
+    #[test]
+    fn a_missing_figure_scores_as_the_worst_and_leaves_the_others_ranked() {
+        // Issue 21: one agent stopped made the pool rank by response time, and the most loaded
+        // origin (the fastest to answer) won.
+        let mut members = [
+            Smoothed::default(),
+            Smoothed::default(),
+            Smoothed::default(),
+        ];
+        for (member, (http, cpu)) in
+            members
+                .iter_mut()
+                .zip([(5, Some(20.0)), (4, None), (1, Some(80.0))])
+        {
+            member.update(&sample(http, cpu), 1.0);
+        }
+        let refs: Vec<(&Smoothed, f64)> = members.iter().map(|m| (m, 1.0)).collect();
+        let ranking = scores(&refs, &ScoreWeights::ORIGIN);
+        assert_eq!(ranking.terms, ["cpu"]);
+        assert_eq!(ranking.scores, [(20.0, 0.0), (80.0, 0.0), (80.0, 0.0)]);
     }
 }

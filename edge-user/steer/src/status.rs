@@ -24,6 +24,9 @@ pub struct PoolStatus {
     pub rounds: u64,
     /// Selections that differed from the previous one (the first one included).
     pub changes: u64,
+    /// The score terms the selection used: names of the weights, or `http (fallback)` when no
+    /// weighted figure was there.
+    pub terms: Vec<String>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -39,6 +42,9 @@ pub struct MemberStatus {
     pub changing: bool,
     /// Lower is better; absent when the member is not a candidate.
     pub score: Option<f64>,
+    /// The score's mean deviation (how much it swings); with it a challenger must beat the
+    /// current member by `steering.deviations` of these besides the margin.
+    pub deviation: Option<f64>,
     pub rtt_ms: Option<f64>,
     pub http_ms: Option<f64>,
     pub ftp_ms: Option<f64>,
@@ -65,6 +71,7 @@ impl Status {
                     ttl: pool.ttl,
                     rounds: pool.rounds,
                     changes: pool.changes,
+                    terms: pool.terms.iter().map(ToString::to_string).collect(),
                     members: pool
                         .members
                         .iter()
@@ -79,7 +86,8 @@ impl Status {
                             .into(),
                             drained: member.health.drained,
                             changing: member.health.is_changing(),
-                            score: member.score,
+                            score: member.score.map(|(score, _)| score),
+                            deviation: member.score.map(|(_, deviation)| deviation),
                             rtt_ms: member.smoothed.rtt_ms.get(),
                             http_ms: member.smoothed.http_ms.get(),
                             ftp_ms: member.smoothed.ftp_ms.get(),
@@ -114,16 +122,26 @@ impl fmt::Display for Status {
             };
             writeln!(
                 f,
-                "pool {} ({}): answer {selection}, ttl {}, {} changes in {} rounds",
-                pool.name, pool.kind, pool.ttl, pool.changes, pool.rounds
+                "pool {} ({}): answer {selection}, ttl {}, {} changes in {} rounds, ranked by {}",
+                pool.name,
+                pool.kind,
+                pool.ttl,
+                pool.changes,
+                pool.rounds,
+                if pool.terms.is_empty() {
+                    "-".to_string()
+                } else {
+                    pool.terms.join(" + ")
+                }
             )?;
             writeln!(
                 f,
-                "  {:<12} {:<26} {:<14} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5}  error",
+                "  {:<12} {:<26} {:<14} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5}  error",
                 "member",
                 "address",
                 "state",
                 "score",
+                "±dev",
                 "rtt",
                 "http",
                 "ftp",
@@ -142,11 +160,12 @@ impl fmt::Display for Status {
                 }
                 writeln!(
                     f,
-                    "  {:<12} {:<26} {:<14} {:>8} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5}  {}",
+                    "  {:<12} {:<26} {:<14} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5}  {}",
                     member.name,
                     member.address,
                     state,
                     number(member.score),
+                    number(member.deviation),
                     number(member.rtt_ms),
                     number(member.http_ms),
                     number(member.ftp_ms),
