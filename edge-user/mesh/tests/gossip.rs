@@ -10,6 +10,7 @@ use std::{
 
 use edge_mesh::{
     Mesh, MeshConfig,
+    choose::agreed_origin,
     report::{OriginReport, Report},
     view::{State, View},
 };
@@ -121,6 +122,110 @@ async fn five_pops_converge_and_share_their_reports() {
             .is_some_and(|pop| pop.report.origins.is_empty())
     })
     .await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// What PoP `i` of 5 measures of origins `o1` (CPU `o1`) and `o2` (CPU 50), `o1` unreachable
+/// from the PoPs in `cut_off`, and its current `choice`.
+fn measured(i: usize, o1: f64, cut_off: &[usize], choice: Option<&str>) -> Report {
+    let mut report = report(0, 0.0);
+    report.origins.clear();
+    // Each PoP's figures differ a little (its own probes), the agents' loads do not.
+    let jitter = i as f64 * 0.5;
+    let o1_healthy = !cut_off.contains(&i);
+    report.origins.insert(
+        "shop/o1".into(),
+        OriginReport {
+            healthy: o1_healthy,
+            score: o1_healthy.then_some(o1 + jitter),
+            ..OriginReport::default()
+        },
+    );
+    report.origins.insert(
+        "shop/o2".into(),
+        OriginReport {
+            healthy: true,
+            score: Some(50.0 + jitter),
+            ..OriginReport::default()
+        },
+    );
+    if let Some(choice) = choice {
+        report.choices.insert("shop".into(), choice.into());
+    }
+    report
+}
+
+/// Every PoP's agreed origin of pool `shop`.
+fn agreed(nodes: &[Mesh]) -> Vec<Option<String>> {
+    let members = ["o1".to_string(), "o2".to_string()];
+    nodes
+        .iter()
+        .map(|node| agreed_origin(&node.view(), "shop", &members, 0.1).choice)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_pops_agree_on_the_origin_and_move_together() {
+    let nodes = start(5, 5).await;
+    let all: Vec<&Mesh> = nodes.iter().collect();
+    until(&all, CONVERGE_BOUND, "5 live members", |view| {
+        view.live().count() == 5
+    })
+    .await;
+    // Every PoP publishes what it measures and the choice the rule gives it, round after round,
+    // as the daemon's steering does.
+    let mut o1 = 20.0;
+    let mut cut_off: Vec<usize> = Vec::new();
+    let round = async |nodes: &[Mesh], o1: f64, cut_off: &[usize]| {
+        let choices = agreed(nodes);
+        for (i, node) in nodes.iter().enumerate() {
+            node.publish(&measured(i, o1, cut_off, choices[i].as_deref()))
+                .await;
+        }
+    };
+    let settle = async |nodes: &[Mesh], o1: f64, cut_off: &[usize], want: &str| {
+        let start = Instant::now();
+        loop {
+            round(nodes, o1, cut_off).await;
+            let choices = agreed(nodes);
+            if choices.iter().all(|choice| choice.as_deref() == Some(want)) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < CONVERGE_BOUND, "{choices:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let took = settle(&nodes, o1, &cut_off, "o1").await;
+    eprintln!("5 PoPs agreed on o1 after {took:?}");
+    // Two PoPs lose their path to o1: a minority, so everyone (those two included) keeps it.
+    cut_off.extend([0, 1]);
+    for _ in 0..10 {
+        round(&nodes, o1, &cut_off).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            agreed(&nodes).iter().all(|c| c.as_deref() == Some("o1")),
+            "{:?}",
+            agreed(&nodes)
+        );
+    }
+    // o1 gets loaded: every PoP moves to o2.
+    o1 = 90.0;
+    let took = settle(&nodes, o1, &cut_off, "o2").await;
+    eprintln!("o1 loaded: all 5 PoPs answered o2 after {took:?}");
+    // Back to idle, and a third PoP loses o1: a majority says down, o2 stays.
+    o1 = 5.0;
+    cut_off.push(2);
+    for _ in 0..10 {
+        round(&nodes, o1, &cut_off).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        agreed(&nodes).iter().all(|c| c.as_deref() == Some("o2")),
+        "{:?}",
+        agreed(&nodes)
+    );
     for node in nodes {
         node.stop().await;
     }
