@@ -230,10 +230,11 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
     agents[1].set_cpu(90);
     agents[2].set_cpu(5);
     // Every snapshot (one lock, one round) holds: the answer stays with a member only while no
-    // other beats it by the margin with its score taken `deviations` (3, the default) mean
-    // deviations worse, so it moves in the very round that one does. Origin 3's sudden drop
-    // counts as a swing until a few rounds confirm it, so the answer may pass through origin 1
-    // (steady at 50 %, better than origin 2 at 90 %) on its way.
+    // other beats it by the margin with its score taken `deviations` (1.75, the default)
+    // standard errors worse, so it moves in the very round that one does. Origin 3's sudden
+    // drop counts as a swing until a round confirms it, so the answer may pass through origin
+    // 1 (steady at 50 %, better than origin 2 at 90 %) on its way.
+    let uncertainty = 1.75 * (0.6f64 / (2.0 - 0.6)).sqrt();
     let netns = setup.lan.host("pop").netns.clone();
     let deadline = Instant::now() + SAMPLE + 4 * INTERVAL + ALLOWANCE;
     let mut snapshots = 0;
@@ -250,7 +251,7 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
             .find(|&i| shop.selection == [ip(&hosts[i])])
             .unwrap_or_else(|| panic!("neither origin 1 nor 2: {shop:#?}"));
         assert!(
-            (0..3).all(|i| i == kept || score(i) + 3.0 * deviation(i) >= 0.9 * score(kept)),
+            (0..3).all(|i| i == kept || score(i) + uncertainty * deviation(i) >= 0.9 * score(kept)),
             "stayed although beaten: {shop:#?}"
         );
         assert!(
@@ -550,18 +551,19 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
         assert_eq!(member.error, None);
     }
 
-    // pop2 gets busy: 90 % CPU outweighs its 35 ms advantage.
+    // pop2 gets busy: 90 % CPU outweighs its 35 ms advantage. pop's score swings with the
+    // response and FTP times of a busy machine (±20 ms here), and a challenger must win by the
+    // margin with its score taken 1.75 standard errors worse: a few rounds more than without.
     agents[1].set_cpu(90);
     setup.wait_for(
         "static",
         Ok(vec![ip(&pop1)]),
-        SAMPLE + 3 * INTERVAL + ALLOWANCE,
+        SAMPLE + 10 * INTERVAL + ALLOWANCE,
     )?;
-    // And when pop gets slower still, pop2 wins again despite its load. pop2's load jumped a
-    // few rounds ago and its score still swings with that (its mean deviation decays by 1/8
-    // a round): it must beat pop by the margin with its score taken three deviations worse.
+    // And when pop gets slower still, pop2 wins again despite its load (its score still
+    // carries the deviation of its load step, which it forgets by 1/16 a round).
     servers[0].set_delay(Duration::from_millis(120));
-    setup.wait_for("static", Ok(vec![ip(&pop2)]), 8 * INTERVAL + ALLOWANCE)?;
+    setup.wait_for("static", Ok(vec![ip(&pop2)]), 20 * INTERVAL + ALLOWANCE)?;
     Ok(())
 }
 

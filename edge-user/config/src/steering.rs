@@ -64,9 +64,9 @@ pub struct SteeringConfig {
     /// Weight of a new measurement in its moving average (1: no smoothing).
     #[serde(default = "default_ewma")]
     pub ewma: f64,
-    /// A challenger must beat the current member even with its score taken this many mean
-    /// deviations worse (0: the margin alone decides), so that a swinging figure does not
-    /// move the answer back and forth.
+    /// A challenger must beat the current member even with its score taken this many standard
+    /// errors of its moving average worse (0: the margin alone decides), so that a swinging
+    /// figure does not move the answer back and forth.
     #[serde(default = "default_deviations")]
     pub deviations: f64,
     /// The score formula's weights; defaults depend on the pool's kind.
@@ -210,11 +210,12 @@ fn default_ewma() -> f64 {
     0.5
 }
 
-/// With 3 a member alternating between 10 and 50 ms against a steady 30 ms one moves the answer
-/// about once in 100 rounds instead of every third round, and a steady step still moves it
-/// within two rounds (issue 21).
+/// With 1.75 a member alternating between 10 and 50 ms against a steady 30 ms one moves the
+/// default answer about once in 130 rounds instead of every other round, and a member a third
+/// better than the current one but swinging ±30 % takes over in a median of 4 rounds (issue 21;
+/// simulated, see docs/STEERING.md).
 fn default_deviations() -> f64 {
-    3.0
+    1.75
 }
 
 /// Checks the probe and steering settings of `pools[p]`.

@@ -18,9 +18,11 @@ use edge_config::steering::ScoreWeights;
 
 use crate::probe::Sample;
 
-/// Gain of the mean deviation: slower than the average (RFC 6298 uses 1/4 against 1/8), so that
-/// a figure that swings keeps its deviation through a short run of similar samples.
-const DEVIATION_GAIN: f64 = 0.125;
+/// Gains of the mean deviation: it follows a larger difference at once (as RFC 6298's RTTVAR,
+/// 1/4) and forgets slowly, so that a figure that swings keeps its deviation through a run of
+/// similar samples (a member alternating 10 and 50 ms has runs of five 10s).
+const DEVIATION_RISE: f64 = 0.25;
+const DEVIATION_FALL: f64 = 1.0 / 16.0;
 
 /// An exponentially weighted moving average and its mean deviation; empty until the first value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -30,11 +32,18 @@ pub struct Ewma {
 }
 
 impl Ewma {
-    /// Folds `value` in with weight `alpha`; the deviation with [`DEVIATION_GAIN`].
+    /// Folds `value` in with weight `alpha`; the deviation with [`DEVIATION_RISE`] or
+    /// [`DEVIATION_FALL`].
     pub fn add(&mut self, value: f64, alpha: f64) {
         self.average = Some(match self.average {
             Some(average) => {
-                self.deviation += DEVIATION_GAIN * ((value - average).abs() - self.deviation);
+                let difference = (value - average).abs();
+                let gain = if difference > self.deviation {
+                    DEVIATION_RISE
+                } else {
+                    DEVIATION_FALL
+                };
+                self.deviation += gain * (difference - self.deviation);
                 alpha * value + (1.0 - alpha) * average
             }
             None => value,
@@ -206,7 +215,9 @@ mod tests {
         average.add(10.0, 0.5);
         assert_eq!((average.get(), average.deviation()), (Some(10.0), 0.0));
         average.add(20.0, 0.5);
-        assert_eq!((average.get(), average.deviation()), (Some(15.0), 1.25));
+        assert_eq!((average.get(), average.deviation()), (Some(15.0), 2.5));
+        average.add(15.0, 0.5);
+        assert_eq!(average.deviation(), 2.5 - 2.5 / 16.0);
     }
 
     #[test]
