@@ -115,6 +115,29 @@ async fn five_pops_converge_and_share_their_reports() {
     })
     .await;
     eprintln!("a published change reached all 5 PoPs in {took:?}");
+    // Traffic per PoP over 3 s of steady state, every PoP publishing a changed report twice a
+    // second (as with the default probe interval).
+    let before: Vec<u64> = nodes
+        .iter()
+        .map(|node| node.counters().bytes_sent)
+        .collect();
+    let start = Instant::now();
+    let mut round = 1;
+    while start.elapsed() < Duration::from_secs(3) {
+        round += 1;
+        for (i, node) in nodes.iter().enumerate() {
+            node.publish(&report(round, 10.0 + (round + i as u64) as f64))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rates: Vec<u64> = nodes
+        .iter()
+        .zip(before)
+        .map(|(node, before)| ((node.counters().bytes_sent - before) as f64 / seconds) as u64)
+        .collect();
+    eprintln!("gossip sent per PoP with 5 PoPs: {rates:?} bytes/s");
     // An item no longer published is gone everywhere.
     nodes[4].publish(&Report::default()).await;
     until(&all, CONVERGE_BOUND, "pop5's origin deleted", |view| {
