@@ -3,12 +3,13 @@
 //! live in edge-dns (`zone::Zones::build`).
 //!
 //! Owns the schema of every section ([`steering`]: a pool's `probe` and `steering` tables;
-//! [`http`]: the `[http]` table) and its validation. At the bottom of the crate graph: it
+//! [`http`]: the `[http]` table; [`mesh`]: the `[mesh]` table) and its validation. At the bottom of the crate graph: it
 //! depends on no other edge crate but edge-common (for a size limit), does no I/O besides
 //! reading the file, and holds no runtime state (no sockets, watches or maps).
 
 mod error;
 pub mod http;
+pub mod mesh;
 pub mod steering;
 
 use std::{
@@ -70,6 +71,8 @@ pub struct Config {
     /// The daemon's admin server: steering status, drain and undrain, cache purge.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The PoP mesh; absent, this PoP steers on its own measurements alone.
+    pub mesh: Option<crate::mesh::MeshConfig>,
 }
 
 /// Where `edge status`, `edge drain`, `edge undrain` and `edge purge` reach the running daemon.
@@ -401,6 +404,13 @@ impl Config {
         config.check_dns(path)?;
         config.check_pools(path)?;
         config.check_admin(path)?;
+        if let Some(mesh) = &config.mesh {
+            mesh.check().map_err(|error| ConfigError {
+                file: path.to_path_buf(),
+                field: format!("mesh.{}", error.field),
+                reason: error.reason,
+            })?;
+        }
         if let Some(http) = &config.http {
             http.check(path, |name| config.pool(name).map(|pool| pool.kind))?;
         }
@@ -742,6 +752,22 @@ mod tests {
             format!("{MINIMAL}{pools}[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n");
         let error = parse(&twice).unwrap_err();
         assert_eq!(error.field, "pools[0].members[1].name", "{error}");
+    }
+
+    #[test]
+    fn the_mesh_table_is_checked_with_its_field_named() {
+        let mesh = "[mesh]\nname = \"pop1\"\nlisten = \"192.0.2.1:7946\"\ncluster_id = \"cdn\"\nsecret = \"0123456789abcdef\"\n";
+        let config = parse(&format!("{MINIMAL}{mesh}")).unwrap();
+        assert_eq!(config.mesh.unwrap().name, "pop1");
+        assert_eq!(parse(MINIMAL).unwrap().mesh, None);
+        let short = mesh.replace("0123456789abcdef", "short");
+        let error = parse(&format!("{MINIMAL}{short}")).unwrap_err();
+        assert_eq!(
+            (error.field.as_str(), error.reason.as_str()),
+            ("mesh.secret", "at least 16 bytes")
+        );
+        let error = parse(&format!("{MINIMAL}{mesh}seed = []\n")).unwrap_err();
+        assert_eq!(error.field, "mesh.seed", "{error}");
     }
 
     #[test]

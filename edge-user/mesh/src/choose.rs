@@ -189,14 +189,14 @@ fn figures(asker: &Member, pop: &Member) -> Option<[Option<f64>; 6]> {
     Some([rtt, http, own.ftp_ms, own.cpu, own.memory, own.load])
 }
 
-/// Every live PoP with a service address that `view.me` finds healthy, scored from its point of
-/// view:
+/// Every live PoP named in `among` with a service address that `view.me` finds healthy, scored
+/// from its point of view:
 ///
 /// score = rtt·rtt_ms + http·http_ms + ftp·ftp_ms + cpu·cpu_% + memory·memory_% + load·load_%
 ///
 /// A term counts when a weight is set and some PoP has the figure; a PoP without it is scored
 /// with the worst the others have. Sorted best first (ties: by name).
-pub fn pop_scores(view: &View, weights: &PopWeights) -> Vec<PopScore> {
+pub fn pop_scores(view: &View, weights: &PopWeights, among: &[String]) -> Vec<PopScore> {
     let Some(asker) = view.member(&view.me) else {
         return Vec::new();
     };
@@ -210,6 +210,7 @@ pub fn pop_scores(view: &View, weights: &PopWeights) -> Vec<PopScore> {
     ];
     let candidates: Vec<(&Member, IpAddr, [Option<f64>; 6])> = view
         .live()
+        .filter(|pop| among.contains(&pop.name))
         .filter_map(|pop| Some((pop, pop.report.pop.service?, figures(asker, pop)?)))
         .collect();
     let worst: Vec<Option<f64>> = (0..weights.len())
@@ -235,15 +236,16 @@ pub fn pop_scores(view: &View, weights: &PopWeights) -> Vec<PopScore> {
     scores
 }
 
-/// The PoP a static hostname answers with when asked at `view.me`: the best score, unless
+/// The PoP of `among` a static hostname answers with when asked at `view.me`: the best score, unless
 /// `current` is still a candidate and the best does not beat it by more than `hysteresis`.
 pub fn best_pop(
     view: &View,
     weights: &PopWeights,
+    among: &[String],
     current: Option<&str>,
     hysteresis: f64,
 ) -> Option<PopScore> {
-    let scores = pop_scores(view, weights);
+    let scores = pop_scores(view, weights, among);
     let best = scores.first()?.clone();
     match current.and_then(|current| scores.iter().find(|pop| pop.name == current)) {
         Some(kept) if best.score >= kept.score * (1.0 - hysteresis) => Some(kept.clone()),
@@ -253,7 +255,7 @@ pub fn best_pop(
 
 /// The score of `pop` as `view.me` sees it (for `edge status`).
 pub fn pop_score(view: &View, weights: &PopWeights, pop: &str) -> Option<f64> {
-    pop_scores(view, weights)
+    pop_scores(view, weights, &[pop.to_string()])
         .into_iter()
         .find(|scored| scored.name == pop)
         .map(|scored| scored.score)
@@ -424,7 +426,8 @@ mod tests {
         let rtt = [[0.0, 5.0, 80.0], [5.0, 0.0, 80.0], [80.0, 80.0, 0.0]];
         let mut shared = pops(rtt, [60.0, 20.0, 10.0]);
         let weights = PopWeights::default();
-        let best = |view: &View| best_pop(view, &weights, None, 0.1).unwrap().name;
+        let all = ["a".to_string(), "b".into(), "c".into()];
+        let best = |view: &View| best_pop(view, &weights, &all, None, 0.1).unwrap().name;
         // a: itself 0 + 1 + 60 = 61; b: 5 + 6 + 20 = 31; c: 80 + 81 + 10 = 171.
         assert_eq!(best(&shared), "b");
         assert_eq!(pop_score(&shared, &weights, "a"), Some(61.0));
@@ -438,8 +441,16 @@ mod tests {
         assert_eq!(best(&shared), "a");
         // Hysteresis: a stays with c's answer... only if c is within the margin.
         assert_eq!(
-            best_pop(&shared, &weights, Some("c"), 0.1).unwrap().name,
+            best_pop(&shared, &weights, &all, Some("c"), 0.1)
+                .unwrap()
+                .name,
             "a"
+        );
+        // Only the pool's members count.
+        let pool = ["c".to_string()];
+        assert_eq!(
+            best_pop(&shared, &weights, &pool, None, 0.1).unwrap().name,
+            "c"
         );
     }
 
@@ -448,7 +459,8 @@ mod tests {
         let rtt = [[0.0, 5.0, 5.0], [5.0, 0.0, 5.0], [5.0, 5.0, 0.0]];
         let mut shared = pops(rtt, [50.0, 20.0, 90.0]);
         shared.members[1].report.pop.cpu = None;
-        let scores = pop_scores(&shared, &PopWeights::default());
+        let all = ["a".to_string(), "b".into(), "c".into()];
+        let scores = pop_scores(&shared, &PopWeights::default(), &all);
         let b = scores.iter().find(|pop| pop.name == "b").unwrap();
         // rtt 5 + http 6 + cpu 90 (the worst of the others).
         assert_eq!(b.score, 101.0);

@@ -8,11 +8,11 @@
 //! agreed origin, quorum health, the best PoP relative to the asker).
 //!
 //! Must not touch: probing (the daemon's probes measure; this crate only carries the results),
-//! DNS, the cache, the XDP maps, or the daemon's config file (it gets a [`MeshConfig`]). Data
+//! DNS, the cache, the XDP maps, or the daemon's config file (its `[mesh]` table is
+//! edge-config's [`MeshConfig`]). Data
 //! flows one way: the daemon publishes its measurements here and reads the view back.
 
 pub mod choose;
-pub mod config;
 pub mod report;
 pub mod transport;
 pub mod view;
@@ -34,15 +34,16 @@ use tokio::{
     time::Instant,
 };
 
-pub use self::config::MeshConfig;
 use self::{
     report::Report,
     transport::{AuthTransport, Counters, GossipCounters},
     view::{Member, State, View},
 };
+pub use edge_config::mesh::MeshConfig;
 
 /// A running member of the mesh; leaves it when stopped or dropped.
 pub struct Mesh {
+    name: String,
     chitchat: ChitchatHandle,
     counters: Arc<Counters>,
     view: watch::Receiver<Arc<View>>,
@@ -93,6 +94,7 @@ impl Mesh {
             view_tx,
         ));
         Ok(Self {
+            name: config.name.clone(),
             chitchat,
             counters,
             view,
@@ -122,6 +124,11 @@ impl Mesh {
             })
             .await;
         *self.published.lock().await = Instant::now();
+    }
+
+    /// This PoP's name in the mesh.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The mesh as of the latest gossip round.

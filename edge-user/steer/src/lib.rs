@@ -9,8 +9,9 @@
 //! DNS, HTTP serving or the data plane; its settings are edge-config's `steering` schema. Its
 //! control requests (status, drain) are served by the daemon's one admin server.
 //!
-//! Each PoP measures every member of its pools itself; until a mesh shares measurements, each
-//! PoP answers from its own.
+//! Each PoP measures every member of its pools itself. With `[mesh]`, every round it publishes
+//! those measurements to the other PoPs (edge-mesh) and answers by the mesh's rules over what
+//! every live PoP published: the origin all agree on, the best PoP from where it stands.
 
 pub mod agent;
 pub mod health;
@@ -27,6 +28,7 @@ use std::{
 };
 
 use anyhow::Result;
+use edge_mesh::{Mesh, report::Report};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinSet, time::Instant};
@@ -60,6 +62,10 @@ pub type SelectionsWatch = watch::Receiver<Arc<Selections>>;
 pub struct Shared {
     pools: Mutex<Vec<Pool>>,
     selections: watch::Sender<Arc<Selections>>,
+    /// This PoP in the mesh, if configured.
+    mesh: Option<Mesh>,
+    /// Publishes so far (the report's round).
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -94,7 +100,8 @@ impl Shared {
         if !found.drain(member, drained) {
             return Err(format!("pool {pool} has no member called {member}"));
         }
-        if found.select() {
+        let view = self.mesh.as_ref().map(Mesh::view);
+        if found.select_in(view.as_deref()) {
             info!(pool, selection = ?found.selection, "selection changed");
         }
         self.publish(&pools);
@@ -102,7 +109,20 @@ impl Shared {
     }
 
     pub fn status(&self) -> status::Status {
-        status::Status::of(&self.pools.lock().expect("not poisoned"))
+        let view = self.mesh.as_ref().map(Mesh::view);
+        status::Status::of(&self.pools.lock().expect("not poisoned"), view.as_deref())
+    }
+
+    /// What this PoP publishes to the mesh: every pool's measurements and choices.
+    fn report(&self, pools: &[Pool], me: &str) -> Report {
+        let mut report = Report::default();
+        report.pop.round = self
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for pool in pools {
+            pool.report_into(me, &mut report);
+        }
+        report
     }
 }
 
@@ -118,9 +138,23 @@ impl Steering {
     pub async fn start(config: &Config) -> Result<Self> {
         let pools = first_rounds(&config.pools).await;
         let (selections, _) = watch::channel(Arc::new(Selections::default()));
+        let mesh = match &config.mesh {
+            Some(mesh) => {
+                let mut first = Report::default();
+                for pool in &pools {
+                    pool.report_into(&mesh.name, &mut first);
+                }
+                let joined = Mesh::start(mesh, &first).await?;
+                info!(name = mesh.name, listen = %mesh.listen, seeds = ?mesh.seeds, "joined the mesh");
+                Some(joined)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             pools: Mutex::new(Vec::new()),
             selections,
+            mesh,
+            rounds: std::sync::atomic::AtomicU64::new(1),
         });
         shared.publish(&pools);
         *shared.pools.lock().expect("not poisoned") = pools;
@@ -133,7 +167,7 @@ impl Steering {
 
     /// Takes the pools of a reloaded config: a pool whose settings did not change keeps its
     /// state and its probe task; a new or changed one is probed once before it is answered
-    /// from.
+    /// from. `[mesh]` changes only with a restart.
     pub async fn reload(&mut self, config: &Config) {
         while self.tasks.try_join_next().is_some() {}
         let kept: Vec<Option<Pool>> = {
@@ -208,15 +242,25 @@ async fn probe_pool(config: PoolConfig, shared: Arc<Shared>) {
             .await;
         start = Instant::now();
         let samples = probe_all(&config).await;
-        let mut pools = shared.pools.lock().expect("not poisoned");
-        let Some(pool) = pools.iter_mut().find(|pool| pool.config == config) else {
-            return;
+        let view = shared.mesh.as_ref().map(Mesh::view);
+        let report = {
+            let mut pools = shared.pools.lock().expect("not poisoned");
+            let Some(pool) = pools.iter_mut().find(|pool| pool.config == config) else {
+                return;
+            };
+            pool.record(&samples);
+            if pool.select_in(view.as_deref()) {
+                info!(pool = config.name, selection = ?pool.selection, ttl = pool.ttl, source = ?pool.source, "selection changed");
+            }
+            shared.publish(&pools);
+            shared
+                .mesh
+                .as_ref()
+                .map(|mesh| shared.report(&pools, mesh.name()))
         };
-        pool.record(&samples);
-        if pool.select() {
-            info!(pool = config.name, selection = ?pool.selection, ttl = pool.ttl, "selection changed");
+        if let (Some(mesh), Some(report)) = (&shared.mesh, report) {
+            mesh.publish(&report).await;
         }
-        shared.publish(&pools);
     }
 }
 

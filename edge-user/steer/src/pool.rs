@@ -1,16 +1,43 @@
 //! One pool's steering state: per member its health and smoothed measurements, and the answer
-//! chosen from them with hysteresis, or the all-down policy's.
+//! chosen from them with hysteresis, or the all-down policy's. With a mesh, the answer follows
+//! the mesh's rules over every PoP's published measurements instead (see edge-mesh `choose`),
+//! and the pool's own measurements are what this PoP publishes.
 
 use std::net::IpAddr;
 
 use edge_common::MAX_ANSWER_RECORDS;
 use edge_config::{
-    PoolConfig,
+    PoolConfig, PoolKind,
     steering::{AllDown, ScoreWeights},
 };
 
+use edge_mesh::{
+    choose::{PopWeights, agreed_origin, best_pop},
+    report::{OriginReport, PeerReport, PopReport, Report},
+    view::View,
+};
+
 use super::score::{Smoothed, scores};
-use crate::{health::Health, probe::Sample};
+use crate::{
+    health::{Health, State},
+    probe::Sample,
+};
+
+/// Where a pool's latest selection came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Source {
+    /// This PoP's own measurements.
+    #[default]
+    Local,
+    /// The origin every PoP agrees on: `pops` live PoPs, hysteresis against the choice of
+    /// `reference`.
+    Agreed {
+        pops: usize,
+        reference: Option<String>,
+    },
+    /// The best PoP from this PoP's point of view, over what `pops` live PoPs published.
+    Best { pops: usize },
+}
 
 /// A member as steering sees it.
 #[derive(Debug, Clone)]
@@ -38,6 +65,7 @@ pub struct Pool {
     pub ttl: u32,
     /// The score terms the latest selection used (see [`super::score::scores`]).
     pub terms: Vec<&'static str>,
+    pub source: Source,
     /// The last answer made while a member was up.
     last_good: Option<Vec<IpAddr>>,
     /// Selections that differed from the one before.
@@ -67,6 +95,7 @@ impl Pool {
             selection: Vec::new(),
             ttl: config.steering.ttl,
             terms: Vec::new(),
+            source: Source::Local,
             last_good: None,
             changes: 0,
             rounds: 0,
@@ -111,8 +140,18 @@ impl Pool {
         self.settling = self.config.probe.rise.max(self.config.probe.fall);
     }
 
-    /// Chooses the answer from the current state; returns whether it changed.
+    /// Chooses the answer from this PoP's own measurements; returns whether it changed.
     pub fn select(&mut self) -> bool {
+        self.select_in(None)
+    }
+
+    /// Chooses the answer, from the mesh's `view` when there is one; returns whether it
+    /// changed.
+    pub fn select_in(&mut self, view: Option<&View>) -> bool {
+        let from_mesh = view.and_then(|view| self.choose_from_mesh(view));
+        if from_mesh.is_none() {
+            self.source = Source::Local;
+        }
         let steering = &self.config.steering;
         let weights: ScoreWeights = steering.weights(self.config.kind);
         let candidates: Vec<usize> = (0..self.members.len())
@@ -135,12 +174,21 @@ impl Pool {
         // by √(α / (2 − α)) (the standard deviation of an EWMA of independent samples).
         let alpha = steering.ewma;
         let uncertainty = steering.deviations * (alpha / (2.0 - alpha)).sqrt();
-        let next = if candidates.is_empty() {
-            match steering.all_down {
-                AllDown::AnswerAll => self.every_member(),
-                AllDown::KeepLastGood => self.last_good_undrained(),
-                AllDown::Servfail => Vec::new(),
+        let all_down = |pool: &Self| match pool.config.steering.all_down {
+            AllDown::AnswerAll => pool.every_member(),
+            AllDown::KeepLastGood => pool.last_good_undrained(),
+            AllDown::Servfail => Vec::new(),
+        };
+        let next = if let Some(from_mesh) = from_mesh {
+            match from_mesh {
+                Some(next) => {
+                    self.last_good = Some(next.clone());
+                    next
+                }
+                None => all_down(self),
             }
+        } else if candidates.is_empty() {
+            all_down(self)
         } else {
             let mut chosen: Vec<(IpAddr, (f64, f64))> = [true, false]
                 .into_iter()
@@ -180,6 +228,121 @@ impl Pool {
             self.selection = next;
         }
         changed
+    }
+
+    /// The answer the mesh's rules give: `Some(None)` when no member is up by quorum, `None`
+    /// when the mesh has nothing to say (no PoP of a PoP pool published), so that this PoP's
+    /// own measurements decide. Drained members are left out here only: drain is this PoP's.
+    fn choose_from_mesh(&mut self, view: &View) -> Option<Option<Vec<IpAddr>>> {
+        // Until the view holds this PoP itself (the first gossip round), it is not a view yet.
+        view.live().find(|member| member.name == view.me)?;
+        let names: Vec<String> = self
+            .members
+            .iter()
+            .filter(|member| !member.health.drained)
+            .map(|member| member.name.clone())
+            .collect();
+        let address = |pool: &Self, name: &str| {
+            pool.members
+                .iter()
+                .find(|member| member.name == name)
+                .map(|member| member.address)
+        };
+        let steering = &self.config.steering;
+        let pops = view.live().count();
+        match self.config.kind {
+            PoolKind::Origin => {
+                let agreed = agreed_origin(view, &self.config.name, &names, steering.hysteresis);
+                self.source = Source::Agreed {
+                    pops,
+                    reference: agreed.reference,
+                };
+                Some(
+                    agreed
+                        .choice
+                        .and_then(|name| Some(vec![address(self, &name)?])),
+                )
+            }
+            PoolKind::Pop => {
+                let weights = steering.weights(PoolKind::Pop);
+                let weights = PopWeights {
+                    rtt: weights.rtt,
+                    http: weights.http,
+                    ftp: weights.ftp,
+                    cpu: weights.cpu,
+                    memory: weights.memory,
+                    load: weights.load,
+                };
+                let current = self.chosen_member().map(|member| member.name.clone());
+                let best = best_pop(
+                    view,
+                    &weights,
+                    &names,
+                    current.as_deref(),
+                    steering.hysteresis,
+                )?;
+                self.source = Source::Best { pops };
+                Some(Some(vec![address(self, &best.name)?]))
+            }
+        }
+    }
+
+    /// The member the answer leads with.
+    fn chosen_member(&self) -> Option<&Member> {
+        let first = self.selection.first()?;
+        self.members.iter().find(|member| member.address == *first)
+    }
+
+    /// Adds what this pool measured to `report`, for the mesh: an origin pool's members and its
+    /// choice; a PoP pool's other members as peers, and the member called `me` (this PoP, as its
+    /// own pool probes it) as this PoP's own metrics.
+    pub fn report_into(&self, me: &str, report: &mut Report) {
+        let up = |member: &Member| member.health.state == State::Up;
+        for member in &self.members {
+            let figures = &member.smoothed;
+            match self.config.kind {
+                PoolKind::Origin => {
+                    report.origins.insert(
+                        format!("{}/{}", self.config.name, member.name),
+                        OriginReport {
+                            healthy: up(member),
+                            score: member.score.map(|(score, _)| score),
+                            cpu: figures.cpu.get(),
+                            rtt_ms: figures.rtt_ms.get(),
+                            http_ms: figures.http_ms.get(),
+                        },
+                    );
+                }
+                PoolKind::Pop if member.name == me => {
+                    report.pop = PopReport {
+                        round: report.pop.round,
+                        service: Some(member.address),
+                        cpu: figures.cpu.get(),
+                        memory: figures.memory.get(),
+                        load: figures.load.get(),
+                        http_ms: figures.http_ms.get(),
+                        ftp_ms: figures.ftp_ms.get(),
+                    };
+                }
+                PoolKind::Pop => {
+                    report.peers.insert(
+                        member.name.clone(),
+                        PeerReport {
+                            healthy: up(member),
+                            rtt_ms: figures.rtt_ms.get(),
+                            http_ms: figures.http_ms.get(),
+                        },
+                    );
+                }
+            }
+        }
+        if self.config.kind == PoolKind::Origin
+            && let Some(chosen) = self.chosen_member()
+        {
+            report
+                .choices
+                .insert(self.config.name.clone(), chosen.name.clone());
+        }
     }
 
     /// The last good answer without the members drained since; every member not drained when
@@ -537,5 +700,108 @@ mod tests {
         assert!(!pool.drain("nobody", true));
         pool.select();
         assert_eq!(pool.selection, [ip("2001:db8::1"), ip("192.0.2.1")]);
+    }
+
+    /// A view of `pops` live PoPs as `me`, each with the report `report(i)`.
+    fn view(me: &str, pops: &[&str], report: impl Fn(usize) -> Report) -> View {
+        View {
+            me: me.into(),
+            members: pops
+                .iter()
+                .enumerate()
+                .map(|(i, name)| edge_mesh::view::Member {
+                    name: name.to_string(),
+                    gossip: "192.0.2.99:7946".parse().unwrap(),
+                    state: edge_mesh::view::State::Live,
+                    age: Duration::ZERO,
+                    report: report(i),
+                })
+                .collect(),
+            ..View::default()
+        }
+    }
+
+    #[test]
+    fn with_a_mesh_an_origin_pool_answers_what_the_quorum_agrees_on() {
+        let mut pool = pool(PoolKind::Origin, &["192.0.2.1", "192.0.2.2"]);
+        pool.config.probe.fall = 1;
+        // This PoP cannot reach m0 (the least loaded); the two others can.
+        pool.record(&[down(), loaded(60.0)]);
+        let mine = {
+            let mut report = Report::default();
+            pool.select();
+            pool.report_into("a", &mut report);
+            report
+        };
+        assert_eq!(pool.selection, [ip("192.0.2.2")], "alone, it moves");
+        assert!(!mine.origins["p/m0"].healthy);
+        assert_eq!(mine.choices["p"], "m1");
+        let others = |_: usize| {
+            let mut report = mine.clone();
+            report.origins.get_mut("p/m0").unwrap().healthy = true;
+            report.origins.get_mut("p/m0").unwrap().score = Some(20.0);
+            report.choices.clear();
+            report
+        };
+        let shared = view("a", &["a", "b", "c"], |i| {
+            if i == 0 { mine.clone() } else { others(i) }
+        });
+        assert!(pool.select_in(Some(&shared)));
+        assert_eq!(pool.selection, [ip("192.0.2.1")], "the quorum keeps m0");
+        assert_eq!(
+            pool.source,
+            Source::Agreed {
+                pops: 3,
+                reference: Some("a".into())
+            }
+        );
+        // A majority loses m0: the pool moves; all lose everything: the all-down policy.
+        let shared = view("a", &["a", "b", "c"], |i| {
+            if i == 2 { others(i) } else { mine.clone() }
+        });
+        pool.select_in(Some(&shared));
+        assert_eq!(pool.selection, [ip("192.0.2.2")]);
+        pool.config.steering.all_down = AllDown::Servfail;
+        let mut none = mine.clone();
+        none.origins
+            .values_mut()
+            .for_each(|origin| origin.healthy = false);
+        let shared = view("a", &["a", "b"], |_| none.clone());
+        pool.select_in(Some(&shared));
+        assert!(pool.selection.is_empty());
+        // A view without this PoP in it yet: its own measurements decide.
+        let shared = view("a", &["b"], |_| others(1));
+        pool.select_in(Some(&shared));
+        assert_eq!(pool.source, Source::Local);
+    }
+
+    #[test]
+    fn with_a_mesh_a_pop_pool_answers_the_best_pop_from_here() {
+        // This PoP (m0, "a") is busy; m1 ("b") is 5 ms away and idle.
+        let mut pool = pool(PoolKind::Pop, &["192.0.2.1", "192.0.2.2"]);
+        for (member, name) in pool.members.iter_mut().zip(["a", "b"]) {
+            member.name = name.into();
+        }
+        let busy = Sample {
+            rtt: Some(Duration::from_millis(5)),
+            ..loaded(90.0)
+        };
+        pool.record(&[loaded(90.0), busy]);
+        let mut mine = Report::default();
+        pool.select();
+        pool.report_into("a", &mut mine);
+        assert_eq!(mine.pop.service, Some(ip("192.0.2.1")));
+        assert_eq!(mine.pop.cpu, Some(90.0));
+        assert_eq!(mine.peers["b"].rtt_ms, Some(5.0));
+        let mut theirs = Report::default();
+        theirs.pop.service = Some(ip("192.0.2.2"));
+        theirs.pop.cpu = Some(10.0);
+        theirs.pop.http_ms = Some(5.0);
+        let shared = view("a", &["a", "b"], |i| {
+            if i == 0 { mine.clone() } else { theirs.clone() }
+        });
+        pool.select_in(Some(&shared));
+        assert_eq!(pool.selection, [ip("192.0.2.2")]);
+        assert_eq!(pool.source, Source::Best { pops: 2 });
     }
 }

@@ -1,15 +1,46 @@
-//! What `edge status` shows: per pool its answer, and per member its health and measurements.
+//! What `edge status` shows: per pool its answer and where it came from, per member its health
+//! and measurements, and the mesh: its members, their state and the age of their data.
 
 use std::{fmt, net::IpAddr};
 
 use edge_config::PoolKind;
 use serde::{Deserialize, Serialize};
 
-use crate::{health::State, pool::Pool};
+use edge_mesh::{
+    choose::{Quorum, origin_health},
+    transport::GossipCounters,
+    view::{self, View},
+};
+
+use crate::{
+    health::State,
+    pool::{Pool, Source},
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub pools: Vec<PoolStatus>,
+    /// Absent without `[mesh]`.
+    pub mesh: Option<MeshStatus>,
+}
+
+/// The mesh as this PoP sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshStatus {
+    /// This PoP's name.
+    pub me: String,
+    pub members: Vec<MeshMemberStatus>,
+    pub counters: GossipCounters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshMemberStatus {
+    pub name: String,
+    pub gossip: std::net::SocketAddr,
+    /// `live`, `stale` or `dead`.
+    pub state: view::State,
+    /// Time since its report last changed, as seen here.
+    pub age_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +58,8 @@ pub struct PoolStatus {
     /// The score terms the selection used: names of the weights, or `http (fallback)` when no
     /// weighted figure was there.
     pub terms: Vec<String>,
+    /// `local`, or the mesh rule the selection came from.
+    pub source: String,
     pub members: Vec<MemberStatus>,
 }
 
@@ -53,11 +86,27 @@ pub struct MemberStatus {
     pub load: Option<f64>,
     pub connections: Option<u64>,
     pub error: Option<String>,
+    /// With a mesh, origins only: how the live PoPs that probe it vote.
+    pub quorum: Option<Quorum>,
 }
 
 impl Status {
-    pub fn of(pools: &[Pool]) -> Self {
+    pub fn of(pools: &[Pool], mesh: Option<&View>) -> Self {
         Self {
+            mesh: mesh.map(|view| MeshStatus {
+                me: view.me.clone(),
+                members: view
+                    .members
+                    .iter()
+                    .map(|member| MeshMemberStatus {
+                        name: member.name.clone(),
+                        gossip: member.gossip,
+                        state: member.state,
+                        age_ms: member.age.as_millis() as u64,
+                    })
+                    .collect(),
+                counters: view.counters,
+            }),
             pools: pools
                 .iter()
                 .map(|pool| PoolStatus {
@@ -72,6 +121,16 @@ impl Status {
                     rounds: pool.rounds,
                     changes: pool.changes,
                     terms: pool.terms.iter().map(ToString::to_string).collect(),
+                    source: match &pool.source {
+                        Source::Local => "local".to_string(),
+                        Source::Agreed { pops, reference } => format!(
+                            "mesh: agreed over {pops} PoPs, reference {}",
+                            reference.as_deref().unwrap_or("none")
+                        ),
+                        Source::Best { pops } => {
+                            format!("mesh: best from here over {pops} PoPs")
+                        }
+                    },
                     members: pool
                         .members
                         .iter()
@@ -96,6 +155,9 @@ impl Status {
                             load: member.smoothed.load.get(),
                             connections: member.smoothed.connections,
                             error: member.error.clone(),
+                            quorum: mesh
+                                .filter(|_| pool.config.kind == PoolKind::Origin)
+                                .map(|view| origin_health(view, &pool.config.name, &member.name)),
                         })
                         .collect(),
                 })
@@ -134,6 +196,9 @@ impl fmt::Display for Status {
                     pool.terms.join(" + ")
                 }
             )?;
+            if pool.source != "local" {
+                writeln!(f, "  from {}", pool.source)?;
+            }
             writeln!(
                 f,
                 "  {:<12} {:<26} {:<14} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>5}  error",
@@ -176,6 +241,41 @@ impl fmt::Display for Status {
                         .connections
                         .map_or("-".to_string(), |count| count.to_string()),
                     member.error.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+        if let Some(mesh) = &self.mesh {
+            let live = mesh
+                .members
+                .iter()
+                .filter(|member| member.state == view::State::Live)
+                .count();
+            let counters = &mesh.counters;
+            writeln!(
+                f,
+                "mesh (this PoP: {}): {live} of {} live; gossip dropped: {} bad MAC, {} stale, {} replayed, {} other cluster",
+                mesh.me,
+                mesh.members.len(),
+                counters.bad_mac,
+                counters.stale,
+                counters.replayed,
+                counters.wrong_cluster
+            )?;
+            writeln!(
+                f,
+                "  {:<12} {:<26} {:<6} {:>9}",
+                "member", "gossip", "state", "data age"
+            )?;
+            for member in &mesh.members {
+                let state = match member.state {
+                    view::State::Live => "live",
+                    view::State::Stale => "stale",
+                    view::State::Dead => "dead",
+                };
+                writeln!(
+                    f,
+                    "  {:<12} {:<26} {:<6} {:>7}ms",
+                    member.name, member.gossip, state, member.age_ms
                 )?;
             }
         }

@@ -1,0 +1,297 @@
+//! The PoP mesh end to end: three PoPs run `edge run` with `[mesh]` in namespaces on one bridge
+//! (`Lan`), gossip to each other, and steer one origin pool; the origins are real HTTP servers
+//! with the real `edge agent` beside them reading a fake /proc whose load the test sets (as in
+//! steering.rs). kdig asks each PoP from the client; `edge status` shows each PoP's view.
+//!
+//! A PoP's broken path to an origin is a blackhole route in that PoP's namespace (no netem
+//! here); a dead PoP is its process killed.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use edge_mesh::view::State;
+use edge_tests::{
+    agent::{Agent, SAMPLE},
+    dig::kdig,
+    edge::{EdgeProcess, status},
+    origin::Origin,
+    topology::{Host, Lan},
+};
+
+const HTTP_PORT: u16 = 8080;
+const AGENT_PORT: u16 = 9100;
+const GOSSIP_PORT: u16 = 7946;
+const INTERVAL: Duration = Duration::from_millis(200);
+/// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
+const ALLOWANCE: Duration = Duration::from_millis(1500);
+const POPS: [&str; 3] = ["pop1", "pop2", "pop3"];
+
+struct Mesh {
+    lan: Lan,
+    configs: Vec<PathBuf>,
+    edges: Vec<Option<EdgeProcess>>,
+    _origins: Vec<Origin>,
+    agents: Vec<Agent>,
+}
+
+fn ip(host: &Host) -> IpAddr {
+    host.v4.into()
+}
+
+impl Mesh {
+    /// Three PoPs, a client, and two origins at `cpu` % load.
+    fn start(test: &str, cpu: [u64; 2]) -> Result<Self> {
+        let lan = Lan::new(
+            test,
+            &["pop1", "pop2", "pop3", "client", "origin1", "origin2"],
+        )?;
+        let origins: Vec<Host> = ["origin1", "origin2"]
+            .iter()
+            .map(|role| lan.host(role).clone())
+            .collect();
+        let servers = origins
+            .iter()
+            .map(|host| Origin::start(&host.netns, SocketAddr::new(ip(host), HTTP_PORT)))
+            .collect::<Result<Vec<_>>>()?;
+        let agents = origins
+            .iter()
+            .zip(cpu)
+            .map(|(host, cpu)| {
+                Agent::start(
+                    &host.netns,
+                    SocketAddr::new(ip(host), AGENT_PORT),
+                    &lan.work_dir().join(format!("proc-{}", host.role)),
+                    cpu,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let seed = format!("{}:{GOSSIP_PORT}", lan.host("pop1").v4);
+        let mut configs = Vec::new();
+        let mut edges = Vec::new();
+        for pop in POPS {
+            let host = lan.host(pop);
+            let mut text = format!(
+                "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n",
+                lan.pin_root().join(pop).display(),
+                host.v4
+            );
+            text += "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
+            for origin in &origins {
+                text += &format!(
+                    "[[pools.members]]\nname = \"{}\"\naddress = \"{}\"\nhttp_port = {HTTP_PORT}\nagent_port = {AGENT_PORT}\n",
+                    origin.role, origin.v4
+                );
+            }
+            text += "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n";
+            text += &format!(
+                "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\n",
+                host.v4
+            );
+            let config = lan.write_file(&format!("{pop}.toml"), &text)?;
+            edges.push(Some(EdgeProcess::start(&host.netns, &config, &[])?));
+            configs.push(config);
+        }
+        Ok(Self {
+            lan,
+            configs,
+            edges,
+            _origins: servers,
+            agents,
+        })
+    }
+
+    fn pop(&self, i: usize) -> &Host {
+        self.lan.host(POPS[i])
+    }
+
+    /// The A records `shop.example.com` answers with at PoP `i`.
+    fn answer(&self, i: usize) -> Result<Vec<IpAddr>> {
+        let server = format!("@{}", self.pop(i).v4);
+        let reply = kdig(
+            &self.lan.host("client").netns,
+            &[&server, "shop.example.com", "A", "+retry=0", "+time=2"],
+        )?;
+        Ok(reply
+            .section("ANSWER")
+            .into_iter()
+            .filter(|fields| fields.get(3).map(String::as_str) == Some("A"))
+            .map(|fields| fields[4].parse().unwrap())
+            .collect())
+    }
+
+    fn status(&self, i: usize) -> Result<edge_steer::status::Status> {
+        status(&self.pop(i).netns, &self.configs[i])
+    }
+
+    /// Polls until every PoP in `pops` answers `expected`; returns how long it took.
+    fn wait_for_answers(
+        &self,
+        pops: &[usize],
+        expected: IpAddr,
+        bound: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let answers: Vec<Vec<IpAddr>> = pops
+                .iter()
+                .map(|&i| self.answer(i))
+                .collect::<Result<_>>()?;
+            if answers.iter().all(|answer| answer == &[expected]) {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > bound {
+                let states: Vec<_> = pops.iter().map(|&i| self.status(i).ok()).collect();
+                bail!("answers {answers:?}, not {expected} after {bound:?}\n{states:#?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls until every PoP in `pops` sees the mesh members in `wanted` (name, live or not).
+    fn wait_for_members(
+        &self,
+        pops: &[usize],
+        wanted: &[(&str, bool)],
+        bound: Duration,
+    ) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for &i in pops {
+                let state = self.status(i)?;
+                let mesh = state.mesh.expect("a mesh");
+                all &= wanted.iter().all(|(name, live)| {
+                    mesh.members.iter().any(|member| {
+                        member.name == *name && (member.state == State::Live) == *live
+                    })
+                });
+            }
+            if all {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > bound {
+                let states: Vec<_> = pops.iter().map(|&i| self.status(i).ok()).collect();
+                bail!("members not {wanted:?} after {bound:?}\n{states:#?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()> {
+    let mut mesh = Mesh::start("mesh-agree", [20, 60])?;
+    let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
+    let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
+    let took = mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
+    eprintln!("3 PoPs see each other live {took:?} after the last started");
+    mesh.wait_for_answers(&[0, 1, 2], origin1, ALLOWANCE)?;
+    let state = mesh.status(0)?;
+    let shop = state.pool("shop").unwrap();
+    assert!(
+        shop.source.starts_with("mesh: agreed over 3 PoPs"),
+        "{shop:#?}"
+    );
+    assert!(
+        shop.members
+            .iter()
+            .all(|member| member.quorum == Some(edge_mesh::choose::Quorum { up: 3, down: 0 })),
+        "{shop:#?}"
+    );
+    // The table for people shows the mesh.
+    let output = mesh
+        .pop(1)
+        .netns
+        .command(edge_tests::edge::binary())
+        .args(["status", "--config"])
+        .arg(&mesh.configs[1])
+        .output()?;
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("mesh (this PoP: pop2): 3 of 3 live"),
+        "{table}"
+    );
+    assert!(table.contains("from mesh: agreed over 3 PoPs"), "{table}");
+
+    // Origin 1 gets loaded: every PoP moves to origin 2.
+    mesh.agents[0].set_cpu(90);
+    let took = mesh.wait_for_answers(&[0, 1, 2], origin2, SAMPLE + 3 * INTERVAL + ALLOWANCE)?;
+    eprintln!("origin 1 loaded: all 3 PoPs answered origin 2 within {took:?}");
+
+    // pop3 dies: out of the others' views within 2 s.
+    mesh.edges[2].take().unwrap().kill()?;
+    let killed = Instant::now();
+    let took = mesh.wait_for_members(&[0, 1], &[("pop3", false)], Duration::from_secs(2))?;
+    eprintln!(
+        "pop3 killed: out of pop1's and pop2's views within {:?}",
+        killed.elapsed()
+    );
+    assert!(took <= Duration::from_secs(2));
+    // pop1's next round selects over the two live PoPs.
+    let start = Instant::now();
+    loop {
+        let state = mesh.status(0)?;
+        let shop = state.pool("shop").unwrap();
+        if shop.source.starts_with("mesh: agreed over 2 PoPs") {
+            break;
+        }
+        assert!(start.elapsed() < 2 * INTERVAL + ALLOWANCE, "{state:#?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    // Restarted, it is back.
+    let pop3 = mesh.pop(2).netns.clone();
+    mesh.edges[2] = Some(EdgeProcess::start(&pop3, &mesh.configs[2], &[])?);
+    let took = mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
+    eprintln!("pop3 restarted: back in every view within {took:?}");
+    mesh.wait_for_answers(&[0, 1, 2], origin2, ALLOWANCE)?;
+    Ok(())
+}
+
+#[test]
+fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Result<()> {
+    let mesh = Mesh::start("mesh-quorum", [20, 60])?;
+    let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
+    let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
+    mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
+    mesh.wait_for_answers(&[0, 1, 2], origin1, ALLOWANCE)?;
+
+    // pop1 cannot reach origin 1 any more; pop2 and pop3 can.
+    let route = format!("{origin1}/32");
+    mesh.pop(0)
+        .netns
+        .run("ip", &["route", "add", "blackhole", &route])?;
+    // Its own probes take origin 1 down (fall 2), and its next report says so.
+    let start = Instant::now();
+    loop {
+        let state = mesh.status(0)?;
+        let shop = state.pool("shop").unwrap();
+        let split = Some(edge_mesh::choose::Quorum { up: 2, down: 1 });
+        if shop.members[0].state == "down" && shop.members[0].quorum == split {
+            break;
+        }
+        assert!(start.elapsed() < 4 * INTERVAL + ALLOWANCE, "{shop:#?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Its own probes say down, the quorum says up: it keeps answering origin 1, as do the
+    // others, over several rounds.
+    for _ in 0..5 {
+        for i in 0..3 {
+            assert_eq!(mesh.answer(i)?, [origin1], "pop{}", i + 1);
+        }
+        thread::sleep(INTERVAL);
+    }
+
+    // pop2 loses it too: a majority says down, and every PoP moves to origin 2.
+    mesh.pop(1)
+        .netns
+        .run("ip", &["route", "add", "blackhole", &route])?;
+    let took = mesh.wait_for_answers(&[0, 1, 2], origin2, 4 * INTERVAL + ALLOWANCE)?;
+    eprintln!("a majority lost origin 1: all 3 PoPs answered origin 2 within {took:?}");
+    Ok(())
+}
