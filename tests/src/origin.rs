@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     convert::Infallible,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -46,6 +46,8 @@ pub struct Origin {
     failing: Arc<AtomicBool>,
     /// Milliseconds every answer waits before its head.
     delay: Arc<AtomicU64>,
+    /// Delays for requests from particular addresses, instead of `delay`: distance from them.
+    delays_from: Arc<Mutex<HashMap<IpAddr, u64>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -61,19 +63,28 @@ impl Origin {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(AtomicBool::new(false));
         let delay = Arc::new(AtomicU64::new(0));
-        let (record, fail, slow) = (seen.clone(), failing.clone(), delay.clone());
+        let delays_from: Arc<Mutex<HashMap<IpAddr, u64>>> = Arc::default();
+        let (record, fail, slow, far) = (
+            seen.clone(),
+            failing.clone(),
+            delay.clone(),
+            delays_from.clone(),
+        );
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let (record, fail, slow) = (record.clone(), fail.clone(), slow.clone());
+                let from = far.lock().unwrap().get(&peer.ip()).copied();
                 tokio::spawn(http1::Builder::new().serve_connection(
                     TokioIo::new(stream),
                     service_fn(move |request| {
                         let (record, failing) = (record.clone(), fail.load(Ordering::SeqCst));
-                        let delay = Duration::from_millis(slow.load(Ordering::SeqCst));
+                        let delay = Duration::from_millis(
+                            from.unwrap_or_else(|| slow.load(Ordering::SeqCst)),
+                        );
                         async move {
                             tokio::time::sleep(delay).await;
                             answer(request, record, failing).await
@@ -87,6 +98,7 @@ impl Origin {
             seen,
             failing,
             delay,
+            delays_from,
             runtime: Some(runtime),
         })
     }
@@ -111,6 +123,15 @@ impl Origin {
     /// Delays every answer by `delay` from now on.
     pub fn set_delay(&self, delay: Duration) {
         self.delay.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Delays the answers to connections from `source` by `delay` (instead of
+    /// [`Origin::set_delay`]'s): the server looks that far from it. Applies to new connections.
+    pub fn set_delay_from(&self, source: IpAddr, delay: Duration) {
+        self.delays_from
+            .lock()
+            .unwrap()
+            .insert(source, delay.as_millis() as u64);
     }
 }
 

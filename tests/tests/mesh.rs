@@ -295,3 +295,118 @@ fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Resu
     eprintln!("a majority lost origin 1: all 3 PoPs answered origin 2 within {took:?}");
     Ok(())
 }
+
+#[test]
+fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands() -> Result<()> {
+    // Four PoPs in two regions: pop1 and pop2 near each other, pop3 and pop4 near each other,
+    // the regions 50 ms apart; pop1 and pop3 are busy. Each PoP's HTTP server (its service, the
+    // PoP pool's probe target) delays its answers to the other PoPs by their distance.
+    const PEERS: [&str; 4] = ["pop1", "pop2", "pop3", "pop4"];
+    let lan = Lan::new("mesh-best", &["pop1", "pop2", "pop3", "pop4", "client"])?;
+    let region = |pop: usize| pop / 2;
+    let servers: Vec<Origin> = PEERS
+        .iter()
+        .map(|pop| {
+            let host = lan.host(pop);
+            Origin::start(&host.netns, SocketAddr::new(ip(host), HTTP_PORT))
+        })
+        .collect::<Result<_>>()?;
+    for (i, server) in servers.iter().enumerate() {
+        for (j, other) in PEERS.iter().enumerate().filter(|&(j, _)| j != i) {
+            let distance = if region(i) == region(j) { 5 } else { 50 };
+            server.set_delay_from(ip(lan.host(other)), Duration::from_millis(distance));
+        }
+    }
+    let _agents: Vec<Agent> = PEERS
+        .iter()
+        .zip([90, 10, 90, 10])
+        .map(|(pop, cpu)| {
+            let host = lan.host(pop);
+            Agent::start(
+                &host.netns,
+                SocketAddr::new(ip(host), AGENT_PORT),
+                &lan.work_dir().join(format!("proc-{pop}")),
+                cpu,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let seed = format!("{}:{GOSSIP_PORT}", lan.host("pop1").v4);
+    let mut configs = Vec::new();
+    let mut edges = Vec::new();
+    for pop in PEERS {
+        let host = lan.host(pop);
+        let mut text = format!(
+            "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n",
+            lan.pin_root().join(pop).display(),
+            host.v4
+        );
+        text += "[[pools]]\nname = \"pops\"\nkind = \"pop\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
+        // Each PoP reads only its own agent: the others' load it knows from the mesh alone,
+        // so that its own measurements would answer otherwise (every other PoP as loaded as
+        // the one figure it has: itself).
+        for peer in PEERS {
+            text += &format!(
+                "[[pools.members]]\nname = \"{peer}\"\naddress = \"{}\"\nhttp_port = {HTTP_PORT}\n",
+                lan.host(peer).v4
+            );
+            if peer == pop {
+                text += &format!("agent_port = {AGENT_PORT}\n");
+            }
+        }
+        text += "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"static\"\npool = \"pops\"\n";
+        text += &format!(
+            "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\n",
+            host.v4
+        );
+        let config = lan.write_file(&format!("{pop}.toml"), &text)?;
+        edges.push(EdgeProcess::start(&host.netns, &config, &[])?);
+        configs.push(config);
+    }
+    // pop1 answers pop2 (near and idle, rather than itself, busy); pop3 answers pop4; pop2
+    // and pop4 answer themselves.
+    let expected = [1, 1, 3, 3];
+    let start = Instant::now();
+    loop {
+        let mut answers = Vec::new();
+        for pop in PEERS {
+            let server = format!("@{}", lan.host(pop).v4);
+            let reply = kdig(
+                &lan.host("client").netns,
+                &[&server, "static.example.com", "A", "+retry=0", "+time=2"],
+            )?;
+            let records: Vec<IpAddr> = reply
+                .section("ANSWER")
+                .into_iter()
+                .filter(|fields| fields.get(3).map(String::as_str) == Some("A"))
+                .map(|fields| fields[4].parse().unwrap())
+                .collect();
+            answers.push(records);
+        }
+        let wanted: Vec<Vec<IpAddr>> = expected
+            .iter()
+            .map(|&j| vec![ip(lan.host(PEERS[j]))])
+            .collect();
+        if answers == wanted {
+            break;
+        }
+        if start.elapsed() > 10 * INTERVAL + ALLOWANCE {
+            let state = status(&lan.host("pop1").netns, &configs[0]).ok();
+            bail!("answers {answers:?}, not {wanted:?}\n{state:#?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let state = status(&lan.host("pop3").netns, &configs[2])?;
+    let pops = state.pool("pops").unwrap();
+    assert_eq!(
+        pops.source, "mesh: best from here over 4 PoPs",
+        "{state:#?}"
+    );
+    // Its own figures alone would keep pop3 on itself: pop4's load is unknown to its probes.
+    assert_eq!(pops.members[3].cpu, None, "{state:#?}");
+    eprintln!(
+        "the static hostname answered per asker after {:?}",
+        start.elapsed()
+    );
+    drop(edges);
+    Ok(())
+}
