@@ -185,6 +185,7 @@ impl Mesh {
 
 #[test]
 fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let mut mesh = Mesh::start("mesh-agree", [20, 60])?;
     let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
     let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
@@ -255,6 +256,7 @@ fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()
 
 #[test]
 fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     let mesh = Mesh::start("mesh-quorum", [20, 60])?;
     let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
     let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
@@ -298,6 +300,7 @@ fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Resu
 
 #[test]
 fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
     // Four PoPs in two regions: pop1 and pop2 near each other, pop3 and pop4 near each other,
     // the regions 50 ms apart; pop1 and pop3 are busy. Each PoP's HTTP server (its service, the
     // PoP pool's probe target) delays its answers to the other PoPs by their distance.
