@@ -297,10 +297,20 @@ pub enum Counter {
     UnknownName,
     /// Passed: the frame could not be grown for the reply.
     ReplyFailed,
+    /// Passed: an EDNS option the userspace server answers ([`USERSPACE_EDNS_OPTIONS`]), or
+    /// more options than the program walks.
+    EdnsOption,
 }
 
+/// EDNS option codes whose answer depends on more than the answer map: NSID (RFC 5001) and
+/// EXPIRE (RFC 7314). The XDP program passes queries carrying them to the userspace server.
+pub const USERSPACE_EDNS_OPTIONS: [u16; 2] = [3, 9];
+
+/// Most EDNS options the XDP program walks; a query with more goes to the userspace server.
+pub const EDNS_OPTIONS_MAX: usize = 16;
+
 impl Counter {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Answered,
         Self::NotIp,
         Self::IpUnsupported,
@@ -316,6 +326,7 @@ impl Counter {
         Self::NotInClass,
         Self::UnknownName,
         Self::ReplyFailed,
+        Self::EdnsOption,
     ];
 
     /// Entries in the counter array.
@@ -339,6 +350,7 @@ impl Counter {
             Self::NotInClass => "not_in_class",
             Self::UnknownName => "unknown_name",
             Self::ReplyFailed => "reply_failed",
+            Self::EdnsOption => "edns_option",
         }
     }
 }

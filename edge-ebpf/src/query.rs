@@ -1,13 +1,16 @@
 //! Parsing a DNS query frame down to the answer-map key.
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
-use edge_common::{Counter, LongNameKey, SHORT_NAME_LEN, ShortNameKey, flags, state_slot};
+use edge_common::{
+    Counter, EDNS_OPTIONS_MAX, LongNameKey, SHORT_NAME_LEN, ShortNameKey, USERSPACE_EDNS_OPTIONS,
+    flags, state_slot,
+};
 
 use crate::{
     SERVICES,
     headers::{
         DNS_HEADER_LEN, DnsHdr, IPPROTO_UDP, IPV4_LEN, Ipv4Hdr, Ipv6Hdr, Layout, UDP_LEN, UdpHdr,
-        ptr_at,
+        ptr_at, ptr_at_var,
     },
     words::{self, WORD},
 };
@@ -113,7 +116,16 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     }
     let qtype = u16::from_ne_bytes([type_class[0], type_class[1]]);
     let edns = if arcount == 1 {
-        Some(read_opt(raw, name_len + 4, available)?)
+        let (edns_flags, options) = read_opt(raw, name_len + 4, available)?;
+        if options > 0 {
+            let start = question_end + OPT_LEN;
+            match edge_check_options(ctx.ctx, start as u64, end as u64) {
+                0 => {}
+                1 => return Err(Counter::EdnsOption),
+                _ => return Err(Counter::Malformed),
+            }
+        }
+        Some(edns_flags)
     } else if question_end != end {
         return Err(Counter::Malformed);
     } else {
@@ -212,9 +224,9 @@ fn live_services() -> Result<&'static edge_common::Services, Counter> {
 }
 
 /// Reads the OPT record at `offset` of the message bytes `raw`, which must end the message
-/// (`len` bytes); returns its flags.
+/// (`len` bytes); returns its flags and the length of its options.
 #[inline(always)]
-fn read_opt(raw: &[u8; RAW_LEN], offset: usize, len: usize) -> Result<u16, Counter> {
+fn read_opt(raw: &[u8; RAW_LEN], offset: usize, len: usize) -> Result<(u16, usize), Counter> {
     if offset + OPT_LEN > len {
         return Err(Counter::Malformed);
     }
@@ -232,8 +244,51 @@ fn read_opt(raw: &[u8; RAW_LEN], offset: usize, len: usize) -> Result<u16, Count
     if opt[6] != 0 {
         return Err(Counter::EdnsVersion);
     }
-    Ok(u16::from_be_bytes([opt[7], opt[8]]))
+    Ok((u16::from_be_bytes([opt[7], opt[8]]), rdlength))
 }
+
+/// Walks the EDNS options from frame `offset` to `end` (the end of the OPT record and the
+/// message): 0 if they fill it exactly and the userspace server would ignore every one of them,
+/// 1 if one is for the userspace server ([`USERSPACE_EDNS_OPTIONS`]) or there are more than
+/// [`EDNS_OPTIONS_MAX`], -1 if one runs past the record (userspace answers FORMERR). A global
+/// function, so that the verifier checks its loop once on its own.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn edge_check_options(ctx: *mut xdp_md, offset: u64, end: u64) -> i64 {
+    let ctx = XdpContext::new(ctx);
+    let (mut at, end) = (offset as usize, end as usize);
+    if at > OPTIONS_OFFSET_MAX || end > FRAME_MAX {
+        return 1;
+    }
+    for _ in 0..EDNS_OPTIONS_MAX {
+        if at == end {
+            return 0;
+        }
+        if at + 4 > end {
+            return -1;
+        }
+        let Ok(header) = ptr_at_var::<[u8; 4]>(&ctx, at) else {
+            return -1;
+        };
+        // SAFETY: `ptr_at_var` checked that the four bytes lie inside the frame.
+        let header = unsafe { header.read_unaligned() };
+        let code = u16::from_be_bytes([header[0], header[1]]);
+        at += 4 + usize::from(u16::from_be_bytes([header[2], header[3]]));
+        // The first test bounds `at` for the verifier; the second is the check.
+        if at > FRAME_MAX || at > end {
+            return -1;
+        }
+        if USERSPACE_EDNS_OPTIONS.contains(&code) {
+            return 1;
+        }
+    }
+    if at == end { 0 } else { 1 }
+}
+
+/// Beyond where any OPT record's options start: headers, a 255-octet question, the OPT header.
+const OPTIONS_OFFSET_MAX: usize = 512;
+/// Longer than any frame XDP sees in one piece (a page); longer messages go to userspace.
+const FRAME_MAX: usize = 4096;
 
 /// Copies the question (and what follows, up to [`RAW_LEN`] bytes) into `raw` with plain word
 /// loads ([`edge_read_message`]), walks the name label by label, then writes it lower-cased and

@@ -284,6 +284,30 @@ fn answered_cases() -> Vec<Case> {
         cookie.frame(),
         Shape::Ipv4.reply(&answer(&cookie, Some(false), 60, &WWW)),
     ));
+    // Options the userspace server ignores, well-formed: answered (a cookie and padding, a client
+    // subnet with an unknown family, as many options as the program walks).
+    for (label, options) in [
+        (
+            "a cookie and padding",
+            "000a 0008 0102030405060708 000c 0000".to_string(),
+        ),
+        (
+            "a malformed client subnet",
+            "0008 0007 0009 1800 0a0000".into(),
+        ),
+        ("16 options", "000c 0000 ".repeat(16)),
+    ] {
+        let query = Query {
+            counts: [1, 0, 0, 1],
+            additional: opt(0, false, &hex(&options)),
+            ..www()
+        };
+        cases.push(answered(
+            format!("EDNS options ignored by userspace ({label}): answered"),
+            query.frame(),
+            Shape::Ipv4.reply(&answer(&query, Some(false), 60, &WWW)),
+        ));
+    }
 
     // Every length of the UDP checksum's tail over IPv6, with and without OPT.
     let longest_name = test_zone::longest_name();
@@ -435,6 +459,36 @@ fn dns_passed_cases() -> Vec<Case> {
         version_one.frame(),
         Counter::EdnsVersion,
     ));
+    // Each EDNS option must lie inside the OPT record, as userspace and Knot require; NSID and
+    // EXPIRE, and more options than the program walks, are answered by userspace.
+    let seventeen = "000c 0000 ".repeat(17);
+    for (label, options, counter) in [
+        (
+            "an option running past its OPT record",
+            "000a 0008 01020304",
+            Counter::Malformed,
+        ),
+        (
+            "an option cut short by the record",
+            "000a 0008 0102030405060708 00",
+            Counter::Malformed,
+        ),
+        ("half an option header", "000a 00", Counter::Malformed),
+        ("NSID", "0003 0000", Counter::EdnsOption),
+        (
+            "EXPIRE after a cookie",
+            "000a 0000 0009 0000",
+            Counter::EdnsOption,
+        ),
+        ("17 options", seventeen.as_str(), Counter::EdnsOption),
+    ] {
+        let query = Query {
+            counts: [1, 0, 0, 1],
+            additional: opt(0, false, &hex(options)),
+            ..www()
+        };
+        cases.push(passed(&format!("EDNS: {label}"), query.frame(), counter));
+    }
     let not_opt = Query {
         counts: [1, 0, 0, 1],
         additional: hex("00 0001 0001 00000000 0004 c0000201"),

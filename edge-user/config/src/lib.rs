@@ -189,6 +189,12 @@ pub struct DnsConfig {
     /// How long reading the rest of a query once it has begun, or sending a response, may take.
     #[serde(default = "default_tcp_io_timeout", with = "humantime_serde")]
     pub tcp_io_timeout: Duration,
+    /// Answered for CHAOS TXT `id.server` and `hostname.bind` and for EDNS NSID; unset: the
+    /// host name; empty: not answered.
+    pub identity: Option<String>,
+    /// Answered for CHAOS TXT `version.bind` and `version.server`; unset: edge's version;
+    /// empty: not answered.
+    pub version: Option<String>,
 }
 
 impl Default for DnsConfig {
@@ -200,6 +206,8 @@ impl Default for DnsConfig {
             tcp_idle_timeout: default_tcp_idle_timeout(),
             tcp_busy_idle_timeout: default_tcp_busy_idle_timeout(),
             tcp_io_timeout: default_tcp_io_timeout(),
+            identity: None,
+            version: None,
         }
     }
 }

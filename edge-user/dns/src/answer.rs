@@ -20,7 +20,7 @@ pub fn answer_section(ttl: u32, rdatas: &[RData]) -> Result<Vec<u8>, ProtoError>
     let mut bytes = Vec::with_capacity(rdatas.len() * 28);
     let mut encoder = BinEncoder::new(&mut bytes);
     for rdata in rdatas {
-        emit_at_question(&mut encoder, ttl, rdata)?;
+        emit_at_question(&mut encoder, DNSClass::IN, ttl, rdata)?;
     }
     Ok(bytes)
 }
@@ -32,12 +32,13 @@ pub fn answer_section(ttl: u32, rdatas: &[RData]) -> Result<Vec<u8>, ProtoError>
 /// what `encoder` already holds.
 pub fn emit_at_question(
     encoder: &mut BinEncoder<'_>,
+    class: DNSClass,
     ttl: u32,
     rdata: &RData,
 ) -> Result<(), ProtoError> {
     encoder.emit_u16(QUESTION_NAME_POINTER)?;
     rdata.record_type().emit(encoder)?;
-    DNSClass::IN.emit(encoder)?;
+    class.emit(encoder)?;
     encoder.emit_u32(ttl)?;
     let length = encoder.place::<u16>()?;
     rdata.emit(encoder)?;

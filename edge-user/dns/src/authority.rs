@@ -3,7 +3,7 @@
 
 use hickory_proto::{
     op::ResponseCode,
-    rr::{Name, RData, RecordType},
+    rr::{DNSClass, Name, RData, RecordType},
 };
 
 use crate::zone::{MAX_CNAME_CHAIN, RECORD_TYPES, RrSet, Zone, Zones};
@@ -14,45 +14,71 @@ pub struct Lookup {
     pub rcode: ResponseCode,
     /// The AA bit: we hold the data for the question's name (clear on referrals and refusals).
     pub authoritative: bool,
+    /// The class of the answer records: IN, or CH for the server's identity.
+    pub class: DNSClass,
     pub answers: Vec<RrSet>,
     pub authorities: Vec<RrSet>,
     pub additionals: Vec<RrSet>,
+    /// An Extended DNS Error info code (RFC 8914) for the OPT record.
+    pub extended_error: Option<u16>,
+    /// The SOA expire timer of the zone that answered: the EDNS EXPIRE option's value
+    /// (RFC 7314), which Knot sends when asked.
+    pub expire: Option<u32>,
 }
 
+/// EDE 20, Not Authoritative: a name outside our zones (RFC 8914 §4.21).
+pub const EDE_NOT_AUTHORITATIVE: u16 = 20;
+
 impl Lookup {
-    /// Not one of our names: we do not recurse, so we refuse.
+    /// REFUSED, nothing else.
     pub fn refused() -> Self {
         Self::with(ResponseCode::Refused, false)
     }
 
-    fn with(rcode: ResponseCode, authoritative: bool) -> Self {
+    /// Not one of our names: we do not recurse, so we refuse, saying why as Knot does.
+    pub fn not_authoritative() -> Self {
+        Self {
+            extended_error: Some(EDE_NOT_AUTHORITATIVE),
+            ..Self::refused()
+        }
+    }
+
+    pub fn with(rcode: ResponseCode, authoritative: bool) -> Self {
         Self {
             rcode,
             authoritative,
+            class: DNSClass::IN,
             answers: Vec::new(),
             authorities: Vec::new(),
             additionals: Vec::new(),
+            extended_error: None,
+            expire: None,
         }
     }
 }
 
 /// Looks `qname` (absolute, lower-case) and `qtype` up in `zones`, following CNAME chains while
-/// they stay inside our zones.
+/// they stay inside the zone, as Knot does: a target in another zone, even one we serve, is
+/// left to the resolver, and a chain stops where it would repeat a name (a loop).
 pub fn lookup(zones: &Zones, qname: &Name, qtype: RecordType) -> Lookup {
-    let Some(mut zone) = zones.find(qname) else {
-        return Lookup::refused();
+    let Some(zone) = zones.find(qname) else {
+        return Lookup::not_authoritative();
     };
     let mut lookup = Lookup::with(ResponseCode::NoError, true);
-    let mut name = qname.clone();
-    // Config validation keeps chains inside our zones within this bound.
+    lookup.expire = Some(zone.soa.expire as u32);
+    let mut visited = vec![qname.clone()];
     for _ in 0..=MAX_CNAME_CHAIN {
-        let Some(target) = step(zone, &name, qtype, &mut lookup) else {
+        let name = visited.last().expect("not empty");
+        let Some(target) = step(zone, name, qtype, &mut lookup) else {
             break;
         };
-        match zones.find(&target) {
-            Some(next) => (zone, name) = (next, target),
-            None => break,
+        let same_zone = zones
+            .find(&target)
+            .is_some_and(|next| next.apex == zone.apex);
+        if !same_zone || visited.contains(&target) {
+            break;
         }
+        visited.push(target);
     }
     lookup
 }

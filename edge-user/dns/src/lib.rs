@@ -1,7 +1,7 @@
 //! edge-dns: the zones ([`zone`]), what to answer ([`authority`]), the bytes of the answer
 //! ([`message`], [`answer`]: one builder for the XDP maps and the userspace server), the fast
-//! path's view of the zones ([`fast_path`]), and the userspace server ([`server`]) with the
-//! limits on its TCP clients ([`connections`]).
+//! path's view of the zones ([`fast_path`]), the userspace server ([`server`]) with the
+//! limits on its TCP clients ([`connections`]), and how the server names itself ([`identity`]).
 //!
 //! Owns every DNS byte edge sends. Reads edge-config's zone schema and edge-steer's
 //! [`Selections`](edge_steer::Selections) (the steered names' addresses); must not touch the
@@ -11,6 +11,7 @@ pub mod answer;
 pub mod authority;
 pub mod connections;
 pub mod fast_path;
+pub mod identity;
 pub mod message;
 pub mod server;
 pub mod zone;

@@ -3,11 +3,12 @@
 //! through [`super::answer::emit_at_question`], the same code that fills the XDP maps.
 //!
 //! Where the RFCs leave room, Knot DNS is the reference: the question is echoed as received,
-//! names compress case-insensitively against it, a truncated response keeps only the question.
+//! names compress case-insensitively against it, a truncated response keeps only the question,
+//! and what Knot drops (several questions, a question it cannot read) gets no response.
 
 use hickory_proto::{
     ProtoError,
-    op::{Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
+    op::{Header, HeaderCounts, MessageType, Metadata, OpCode, Query, ResponseCode},
     rr::{DNSClass, Name, Record, RecordType},
     serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder, EncodedSize as _},
 };
@@ -23,85 +24,117 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// What a UDP response must fit without EDNS, and the least an OPT may ask for (RFC 6891 §6.2.5).
 pub const CLASSIC_UDP_PAYLOAD: u16 = 512;
 
+/// EDNS option codes we act on.
+mod option {
+    /// RFC 5001: the client asks for our identity.
+    pub const NSID: u16 = 3;
+    /// RFC 7314: the zone's SOA expire timer.
+    pub const EXPIRE: u16 = 9;
+    /// RFC 8914: why we answered as we did.
+    pub const EXTENDED_ERROR: u16 = 15;
+}
+
+const TYPE_OPT: u16 = 41;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Udp,
     Tcp,
 }
 
-/// The response to `query`, or `None` when it gets none: too short for a header, or itself a
-/// response.
+/// The response to `query`, or `None` when it gets none: too short for a header, itself a
+/// response, or without exactly one readable question (Knot drops those too; a query without
+/// a question gets FORMERR).
 pub fn respond(zones: &Zones, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let mut decoder = BinDecoder::new(query);
     let header = Header::read(&mut decoder).ok()?;
     if header.metadata.message_type == MessageType::Response {
         return None;
     }
+    let question = match header.counts.queries {
+        0 => None,
+        1 => Some(Question::read(&mut decoder).ok()?),
+        _ => return None,
+    };
     let mut response = Response {
         metadata: Metadata::response_from_request(&header.metadata),
-        question: None,
-        lookup: Lookup::refused(),
+        question,
+        lookup: Lookup::with(ResponseCode::FormErr, false),
         edns: None,
     };
-    response.lookup.rcode = ResponseCode::FormErr;
-    if header.counts.queries != 1 {
-        return response.write(transport, CLASSIC_UDP_PAYLOAD).ok();
-    }
-    let Ok(question) = Question::read(&mut decoder) else {
-        return response.write(transport, CLASSIC_UDP_PAYLOAD).ok();
+    // A record that does not parse, trailing bytes, two OPT records or an option running past
+    // its record: the message is malformed, and its OPT cannot be trusted (Knot: FORMERR
+    // without OPT).
+    let request_edns = match read_records(&mut decoder, &header.counts) {
+        Ok(edns) if decoder.is_empty() => edns,
+        _ => return response.write(transport, CLASSIC_UDP_PAYLOAD).ok(),
     };
-    let request_edns = read_edns(&mut decoder, &header);
-    let well_formed = request_edns.is_ok() && decoder.is_empty();
-    let request_edns = request_edns.ok().flatten();
-    if well_formed {
+    let payload = match (&request_edns, transport) {
+        (_, Transport::Tcp) => u16::MAX,
+        (None, Transport::Udp) => CLASSIC_UDP_PAYLOAD,
+        (Some(edns), Transport::Udp) => edns.payload.clamp(CLASSIC_UDP_PAYLOAD, MAX_UDP_PAYLOAD),
+    };
+    if let Some(question) = &response.question {
         response.lookup = answer(
             zones,
             &header.metadata,
             &question.query,
             request_edns.as_ref(),
+            transport,
         );
     }
-    response.question = Some(question);
-    if !well_formed {
-        return response.write(transport, CLASSIC_UDP_PAYLOAD).ok();
-    }
-
-    let payload = match (&request_edns, transport) {
-        (_, Transport::Tcp) => u16::MAX,
-        (None, Transport::Udp) => CLASSIC_UDP_PAYLOAD,
-        (Some(edns), Transport::Udp) => edns.max_payload().min(MAX_UDP_PAYLOAD),
-    };
-    response.edns = request_edns.as_ref().map(|request| {
-        let mut edns = Edns::new();
-        edns.set_max_payload(MAX_UDP_PAYLOAD)
-            .set_dnssec_ok(request.flags().dnssec_ok);
-        edns
+    response.edns = request_edns.map(|request| {
+        let mut options = Vec::new();
+        if request.nsid
+            && let Some(nsid) = zones.identity.nsid()
+        {
+            options.push((option::NSID, nsid.to_vec()));
+        }
+        if request.expire
+            && let Some(expire) = response.lookup.expire
+        {
+            options.push((option::EXPIRE, expire.to_be_bytes().to_vec()));
+        }
+        if let Some(code) = response.lookup.extended_error {
+            options.push((option::EXTENDED_ERROR, code.to_be_bytes().to_vec()));
+        }
+        ResponseEdns {
+            dnssec_ok: request.dnssec_ok,
+            options,
+        }
     });
     response.write(transport, payload).ok()
 }
 
-/// What a well-formed query gets.
-fn answer(zones: &Zones, request: &Metadata, question: &Query, edns: Option<&Edns>) -> Lookup {
-    let with = |rcode| Lookup {
-        rcode,
-        ..Lookup::refused()
-    };
-    if edns.is_some_and(|edns| edns.version() > 0) {
+/// What a well-formed query gets. Where no RFC decides, as Knot DNS answers.
+fn answer(
+    zones: &Zones,
+    request: &Metadata,
+    question: &Query,
+    edns: Option<&RequestEdns>,
+    transport: Transport,
+) -> Lookup {
+    let with = |rcode| Lookup::with(rcode, false);
+    if edns.is_some_and(|edns| edns.version > 0) {
         return with(ResponseCode::BADVERS);
     }
-    if request.op_code != OpCode::Query {
-        return with(ResponseCode::NotImp);
+    match request.op_code {
+        OpCode::Query => {}
+        // Operations on a zone that we serve but do not let anyone change or notify.
+        OpCode::Notify | OpCode::Update => return with(ResponseCode::NotAuth),
+        _ => return with(ResponseCode::NotImp),
     }
-    if !matches!(question.query_class(), DNSClass::IN | DNSClass::ANY) {
-        return with(ResponseCode::Refused);
+    match question.query_class() {
+        DNSClass::IN | DNSClass::ANY => {}
+        DNSClass::CH => return zones.identity.chaos(question.name(), question.query_type()),
+        _ => return with(ResponseCode::Refused),
     }
     match question.query_type() {
-        // No zone transfers, and the obsolete mailbox queries (RFC 1035 §3.2.3).
-        RecordType::AXFR | RecordType::IXFR | RecordType::Unknown(253 | 254) => {
-            with(ResponseCode::NotImp)
-        }
-        // OPT is a pseudo-record: it cannot be asked for (RFC 6891 §6.1.1).
-        RecordType::OPT => with(ResponseCode::FormErr),
+        // No zone transfers: none are allowed (Knot: NOTAUTH, or NOTIMP for AXFR over UDP).
+        RecordType::AXFR if transport == Transport::Udp => with(ResponseCode::NotImp),
+        RecordType::AXFR | RecordType::IXFR => with(ResponseCode::NotAuth),
+        // Type 0 is reserved (RFC 6895 §3.1).
+        RecordType::ZERO => with(ResponseCode::NotImp),
         qtype => lookup(zones, question.name(), qtype),
     }
 }
@@ -127,23 +160,100 @@ impl<'q> Question<'q> {
     }
 }
 
-/// The query's OPT record, if any: the rest of the message is read (and must be well-formed)
-/// but otherwise ignored.
-fn read_edns(decoder: &mut BinDecoder<'_>, header: &Header) -> Result<Option<Edns>, ProtoError> {
-    let op = header.metadata.op_code;
-    Message::read_records(decoder, usize::from(header.counts.answers), false, op)?;
-    Message::read_records(decoder, usize::from(header.counts.authorities), false, op)?;
-    let (_, edns, _) =
-        Message::read_records(decoder, usize::from(header.counts.additionals), true, op)?;
+/// What the query's OPT record asks for.
+struct RequestEdns {
+    payload: u16,
+    version: u8,
+    dnssec_ok: bool,
+    nsid: bool,
+    expire: bool,
+}
+
+/// Reads the answer, authority and additional sections: every record must be whole, and at
+/// most one OPT, in the additional section, its options filling its RDATA exactly. Other
+/// records are ignored, as is an OPT's owner name (Knot accepts any).
+fn read_records(
+    decoder: &mut BinDecoder<'_>,
+    counts: &HeaderCounts,
+) -> Result<Option<RequestEdns>, ProtoError> {
+    let mut edns = None;
+    let sections = [counts.answers, counts.authorities, counts.additionals];
+    for (section, &count) in sections.iter().enumerate() {
+        for _ in 0..count {
+            Name::read(decoder)?;
+            let rtype = decoder.read_u16()?.unverified();
+            let class = decoder.read_u16()?.unverified();
+            let ttl = decoder.read_u32()?.unverified();
+            let rdlength = decoder.read_u16()?.unverified();
+            let rdata = decoder.read_slice(usize::from(rdlength))?.unverified();
+            if rtype != TYPE_OPT {
+                continue;
+            }
+            if section != 2 || edns.is_some() {
+                return Err(ProtoError::from("misplaced or second OPT record"));
+            }
+            let (mut nsid, mut expire) = (false, false);
+            let mut options = rdata;
+            while !options.is_empty() {
+                let [c0, c1, l0, l1, rest @ ..] = options else {
+                    return Err(ProtoError::from("truncated EDNS option"));
+                };
+                let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+                if len > rest.len() {
+                    return Err(ProtoError::from("EDNS option runs past its record"));
+                }
+                match u16::from_be_bytes([*c0, *c1]) {
+                    option::NSID => nsid = true,
+                    option::EXPIRE => expire = true,
+                    _ => {}
+                }
+                options = &rest[len..];
+            }
+            let [_, version, flags, _] = ttl.to_be_bytes();
+            edns = Some(RequestEdns {
+                payload: class,
+                version,
+                dnssec_ok: flags & 0x80 != 0,
+                nsid,
+                expire,
+            });
+        }
+    }
     Ok(edns)
+}
+
+/// Our OPT record: payload 1232, version 0, the query's DO bit, and `options` in order.
+struct ResponseEdns {
+    dnssec_ok: bool,
+    options: Vec<(u16, Vec<u8>)>,
+}
+
+impl ResponseEdns {
+    fn emit(&self, encoder: &mut BinEncoder<'_>, rcode: ResponseCode) -> Result<(), ProtoError> {
+        encoder.emit(0)?;
+        encoder.emit_u16(TYPE_OPT)?;
+        encoder.emit_u16(MAX_UDP_PAYLOAD)?;
+        encoder.emit(rcode.high())?;
+        encoder.emit(0)?;
+        encoder.emit_u16(if self.dnssec_ok { 0x8000 } else { 0 })?;
+        let length = encoder.place::<u16>()?;
+        for (code, data) in &self.options {
+            encoder.emit_u16(*code)?;
+            encoder.emit_u16(data.len() as u16)?;
+            encoder.emit_vec(data)?;
+        }
+        let written = encoder.len_since_place(&length) as u16;
+        length.replace(encoder, written)?;
+        Ok(())
+    }
 }
 
 struct Response<'q> {
     metadata: Metadata,
     question: Option<Question<'q>>,
     lookup: Lookup,
-    /// Our OPT record: present when the query had one, except on FORMERR.
-    edns: Option<Edns>,
+    /// Our OPT record: present when the query had a valid one.
+    edns: Option<ResponseEdns>,
 }
 
 impl Response<'_> {
@@ -162,10 +272,6 @@ impl Response<'_> {
         metadata.response_code = self.lookup.rcode;
         metadata.authoritative = self.lookup.authoritative;
         metadata.truncation = !complete;
-        let edns = self
-            .edns
-            .as_ref()
-            .filter(|_| self.lookup.rcode != ResponseCode::FormErr);
 
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
@@ -183,10 +289,8 @@ impl Response<'_> {
             counts.authorities = self.emit_section(&mut encoder, &self.lookup.authorities, None)?;
             counts.additionals = self.emit_section(&mut encoder, &self.lookup.additionals, None)?;
         }
-        if let Some(edns) = edns {
-            let mut edns = edns.clone();
-            edns.set_rcode_high(self.lookup.rcode.high());
-            edns.emit(&mut encoder)?;
+        if let Some(edns) = &self.edns {
+            edns.emit(&mut encoder, self.lookup.rcode)?;
             counts.additionals += 1;
         }
         header.replace(&mut encoder, Header { metadata, counts })?;
@@ -209,9 +313,11 @@ impl Response<'_> {
         for set in sets {
             for rdata in &set.rdatas {
                 if Some(&set.name) == qname {
-                    emit_at_question(encoder, set.ttl, rdata)?;
+                    emit_at_question(encoder, self.lookup.class, set.ttl, rdata)?;
                 } else {
-                    Record::from_rdata(set.name.clone(), set.ttl, rdata.clone()).emit(encoder)?;
+                    let mut record = Record::from_rdata(set.name.clone(), set.ttl, rdata.clone());
+                    record.dns_class = self.lookup.class;
+                    record.emit(encoder)?;
                 }
                 count += 1;
             }
@@ -251,6 +357,7 @@ mod tests {
 
     use super::*;
     use edge_config::Config;
+    use hickory_proto::op::Message;
 
     use crate::{fast_path, zone::Zones};
 
@@ -260,6 +367,9 @@ mod tests {
             r#"
 [xdp]
 interface = "eth0"
+[dns]
+identity = "pop-test"
+version = "edge-test"
 [[zones]]
 apex = "example.com"
 [zones.soa]
@@ -516,13 +626,14 @@ txt = ["{}", "{}", "{}"]
         assert!(!message.authoritative && !message.recursion_available);
         assert!(message.recursion_desired, "RD is copied");
         assert_eq!(message.answers.len() + message.authorities.len(), 0);
-        // Knot answers the same, plus an Extended DNS Error option that we do not send.
         assert_eq!(
             hex(&response),
             "123481050001000000000000076578616d706c65036f72670000010001"
         );
+        // With EDNS, Knot says why: Extended DNS Error 20, Not Authoritative (RFC 8914).
+        let knot = "12348005000100000000000103777777076578616d706c65036f7267000001000100002904d0000000000006000f00020014";
+        assert_eq!(ask("www.example.org", A, Opt::Plain), knot);
     }
-
     #[test]
     fn oversized_udp_answers_are_truncated_to_the_question() {
         // Knot's response without EDNS (512 bytes) and with a 512-byte OPT.
@@ -566,8 +677,8 @@ txt = ["{}", "{}", "{}"]
     }
 
     #[test]
-    fn opcodes_other_than_query_are_not_implemented() {
-        // Knot's response to an IQUERY (opcode 1) and a STATUS (opcode 2).
+    fn opcodes_other_than_query_are_refused_as_knot_does() {
+        // Knot's response to an IQUERY (opcode 1) and a STATUS (opcode 2): NOTIMP.
         for (flags, knot) in [
             (
                 0x0800,
@@ -584,39 +695,151 @@ txt = ["{}", "{}", "{}"]
                 knot
             );
         }
-        // NOTIFY and UPDATE as well (Knot says NOTAUTH: it implements them).
-        for flags in [0x2000, 0x2800] {
+        // NOTIFY and UPDATE: NOTAUTH, our OPT included.
+        for (flags, knot) in [
+            (
+                0x2000,
+                "1234a0090001000000000001076578616d706c6503636f6d000006000100002904d0000000000000",
+            ),
+            (
+                0x2800,
+                "1234a8090001000000000001076578616d706c6503636f6d000006000100002904d0000000000000",
+            ),
+        ] {
             let query = query(flags, "example.com", SOA, 1, Opt::Plain);
-            let message =
-                Message::from_vec(&respond(&zones(), &query, Transport::Udp).unwrap()).unwrap();
-            assert_eq!(message.response_code, ResponseCode::NotImp);
-            assert!(message.edns.is_some(), "OPT echoed");
+            assert_eq!(
+                hex(&respond(&zones(), &query, Transport::Udp).unwrap()),
+                knot
+            );
         }
-        // No zone transfers, over either transport.
-        for transport in [Transport::Udp, Transport::Tcp] {
-            for qtype in [251, 252] {
-                let query = query(0, "example.com", qtype, 1, Opt::None);
-                let response = respond(&zones(), &query, transport).unwrap();
-                assert_eq!(response[3] & 0x0f, 4, "{qtype} over {transport:?}");
-            }
+        // No zone transfers: AXFR over UDP is NOTIMP, over TCP NOTAUTH; IXFR NOTAUTH.
+        for (transport, qtype, rcode) in [
+            (Transport::Udp, 252, 4),
+            (Transport::Tcp, 252, 9),
+            (Transport::Udp, 251, 9),
+            (Transport::Tcp, 251, 9),
+        ] {
+            let query = query(0, "example.com", qtype, 1, Opt::None);
+            let response = respond(&zones(), &query, transport).unwrap();
+            assert_eq!(response[3] & 0x0f, rcode, "{qtype} over {transport:?}");
+        }
+        // QTYPE 0 is NOTIMP; MAILA, MAILB and OPT are looked up like any type (NODATA here).
+        let knot = "12348004000100000000000103777777076578616d706c6503636f6d000000000100002904d0000000000000";
+        assert_eq!(ask("www.example.com", 0, Opt::Plain), knot);
+        for (qtype, knot) in [
+            (
+                41,
+                "12348400000100000001000103777777076578616d706c6503636f6d0000290001c010000600010000003c0027036e7331c0100a686f73746d6173746572c0100000000100000e1000000258000151800000003c00002904d0000000000000",
+            ),
+            (
+                253,
+                "12348400000100000001000103777777076578616d706c6503636f6d0000fd0001c010000600010000003c0027036e7331c0100a686f73746d6173746572c0100000000100000e1000000258000151800000003c00002904d0000000000000",
+            ),
+            (
+                254,
+                "12348400000100000001000103777777076578616d706c6503636f6d0000fe0001c010000600010000003c0027036e7331c0100a686f73746d6173746572c0100000000100000e1000000258000151800000003c00002904d0000000000000",
+            ),
+        ] {
+            assert_eq!(ask("www.example.com", qtype, Opt::Plain), knot, "{qtype}");
         }
     }
 
     #[test]
     fn classes_other_than_in_are_refused() {
-        // Knot's response for class CH; class ANY is answered as IN.
+        // Knot's response for class CH (not a name of ours there) and NONE: REFUSED without
+        // an Extended DNS Error; class ANY is answered as IN.
         let chaos = query(0, "www.example.com", A, 3, Opt::None);
         assert_eq!(
             hex(&respond(&zones(), &chaos, Transport::Udp).unwrap()),
             "12348005000100000000000003777777076578616d706c6503636f6d0000010003"
+        );
+        let none = query(0, "www.example.com", A, 254, Opt::Plain);
+        assert_eq!(
+            hex(&respond(&zones(), &none, Transport::Udp).unwrap()),
+            "12348005000100000000000103777777076578616d706c6503636f6d00000100fe00002904d0000000000000"
         );
         let any = query(0, "www.example.com", A, 255, Opt::None);
         let message = Message::from_vec(&respond(&zones(), &any, Transport::Udp).unwrap()).unwrap();
         assert_eq!(message.answers.len(), 2);
     }
 
+    /// `query` (ending in an OPT record without options) with `options` as the OPT's RDATA.
+    fn with_options(mut query: Vec<u8>, options: &[u8]) -> Vec<u8> {
+        let len = query.len();
+        query[len - 2..].copy_from_slice(&(options.len() as u16).to_be_bytes());
+        query.extend_from_slice(options);
+        query
+    }
+
+    fn answer(query: &[u8]) -> String {
+        hex(&respond(&zones(), query, Transport::Udp).expect("a response"))
+    }
+
     #[test]
-    fn malformed_queries_get_formerr_or_nothing() {
+    fn identity_is_answered_for_chaos_and_nsid_as_knot_does() {
+        const NSID: &[u8] = &[0, 3, 0, 0];
+        // CHAOS TXT: TTL 0, AA clear, the question's case echoed.
+        let knot = "123480000001000100000001026964067365727665720000100003c00c0010000300000000000908706f702d7465737400002904d0000000000000";
+        assert_eq!(answer(&query(0, "id.server", TXT, 3, Opt::Plain)), knot);
+        let knot = "123480000001000100000000024944065365727665720000100003c00c0010000300000000000908706f702d74657374";
+        assert_eq!(answer(&query(0, "ID.Server", TXT, 3, Opt::None)), knot);
+        let knot = "1234800000010001000000010776657273696f6e0462696e640000100003c00c0010000300000000000a09656467652d7465737400002904d000000000000c00030008706f702d74657374";
+        let version = query(0, "version.bind", TXT, 3, Opt::Plain);
+        assert_eq!(answer(&with_options(version, NSID)), knot);
+        // Other CHAOS names and types: REFUSED; id.server in class IN is not ours.
+        let knot = "12348005000100000000000102696406736572766572000001000300002904d0000000000000";
+        assert_eq!(answer(&query(0, "id.server", A, 3, Opt::Plain)), knot);
+        let knot =
+            "123480050001000000000001017802696406736572766572000010000300002904d0000000000000";
+        assert_eq!(answer(&query(0, "x.id.server", TXT, 3, Opt::Plain)), knot);
+        let knot = "12348005000100000000000102696406736572766572000010000100002904d0000000000006000f00020014";
+        assert_eq!(answer(&query(0, "id.server", TXT, 1, Opt::Plain)), knot);
+        // NSID on every response to a query with a valid OPT that asks for it.
+        for (query, knot) in [
+            (
+                query(0, "nope.example.com", A, 1, Opt::Plain),
+                "123484030001000000010001046e6f7065076578616d706c6503636f6d0000010001c011000600010000003c0027036e7331c0110a686f73746d6173746572c0110000000100000e1000000258000151800000003c00002904d000000000000c00030008706f702d74657374",
+            ),
+            (
+                query(0, "www.example.org", A, 1, Opt::Plain),
+                "12348005000100000000000103777777076578616d706c65036f7267000001000100002904d000000000001200030008706f702d74657374000f00020014",
+            ),
+            (
+                query(0, "www.example.com", A, 1, Opt::Version(1)),
+                "12348000000100000000000103777777076578616d706c6503636f6d000001000100002904d001008000000c00030008706f702d74657374",
+            ),
+            (
+                query(0x1000, "www.example.com", A, 1, Opt::Plain),
+                "12349004000100000000000103777777076578616d706c6503636f6d000001000100002904d000000000000c00030008706f702d74657374",
+            ),
+        ] {
+            assert_eq!(answer(&with_options(query, NSID)), knot);
+        }
+        // A query without a question: FORMERR, with our OPT since the query's was valid.
+        let mut empty = with_options(query(0, "x", A, 1, Opt::Plain), NSID);
+        empty.drain(12..12 + 7);
+        empty[5] = 0;
+        let knot = "12348001000000000000000100002904d000000000000c00030008706f702d74657374";
+        assert_eq!(answer(&empty), knot);
+    }
+
+    #[test]
+    fn expire_option_carries_the_soa_expire() {
+        const EXPIRE: &[u8] = &[0, 9, 0, 0];
+        let knot = "123484030001000000010001046e6f7065076578616d706c6503636f6d0000010001c011000600010000003c0027036e7331c0110a686f73746d6173746572c0110000000100000e1000000258000151800000003c00002904d00000000000080009000400015180";
+        let nope = query(0, "nope.example.com", A, 1, Opt::Plain);
+        assert_eq!(answer(&with_options(nope, EXPIRE)), knot);
+        // Not for names outside our zones; after NSID when both are asked for.
+        let knot = "12348005000100000000000103777777076578616d706c65036f7267000001000100002904d0000000000006000f00020014";
+        let out = query(0, "www.example.org", A, 1, Opt::Plain);
+        assert_eq!(answer(&with_options(out, EXPIRE)), knot);
+        let knot = "12348400000100020000000103777777076578616d706c6503636f6d0000010001c00c000100010000003c0004c000020ac00c000100010000003c0004c000020b00002904d000000000001400030008706f702d746573740009000400015180";
+        let both = query(0, "www.example.com", A, 1, Opt::Plain);
+        assert_eq!(answer(&with_options(both, &[0, 9, 0, 0, 0, 3, 0, 0])), knot);
+    }
+
+    #[test]
+    fn malformed_queries_get_formerr_or_nothing_as_knot_does() {
         let zones = zones();
         let good = query(0x0100, "www.example.com", A, 1, Opt::Plain);
         let formerr = |bytes: &[u8]| {
@@ -630,44 +853,63 @@ txt = ["{}", "{}", "{}"]
             );
             assert_eq!(message.id, 0x1234);
             assert!(message.recursion_desired);
-            assert!(message.edns.is_none(), "no OPT on FORMERR");
-            message
+            assert!(
+                message.edns.is_none(),
+                "no OPT: the query's is not to be trusted"
+            );
+            assert_eq!(message.queries.len(), 1, "the question echoed");
         };
-        // Trailing bytes (Knot: FORMERR with the question).
+        // Trailing bytes.
         let mut trailing = good.clone();
         trailing.push(0xff);
-        assert_eq!(formerr(&trailing).queries.len(), 1);
-        // No question, two questions.
-        let mut none = good[..12].to_vec();
-        none[5] = 0;
-        none[11] = 0;
-        assert!(formerr(&none).queries.is_empty());
-        let mut two = query(0x0100, "www.example.com", A, 1, Opt::None);
-        two[5] = 2;
-        two.extend_from_within(12..);
-        formerr(&two);
-        // Two OPT records; an OPT option running past its record.
+        formerr(&trailing);
+        // Two OPT records; an OPT in the answer section.
         let mut two_opts = good.clone();
         two_opts[11] = 2;
         two_opts.extend_from_slice(&good[good.len() - 11..]);
         formerr(&two_opts);
-        let mut bad_option = good.clone();
-        let len = bad_option.len();
-        bad_option[len - 1] = 3;
-        bad_option.extend_from_slice(&[0, 10, 0]);
-        formerr(&bad_option);
-        // A compression pointer in the question, and a truncated question.
-        let pointer = unhex("1234010000010000000000000377777707c00c00010001");
-        formerr(&pointer);
-        formerr(&good[..20]);
-        // Asking for the OPT pseudo-type.
-        formerr(&query(0x0100, "www.example.com", 41, 1, Opt::Plain));
+        let mut opt_in_answer = good.clone();
+        (opt_in_answer[7], opt_in_answer[11]) = (1, 0);
+        formerr(&opt_in_answer);
+        // An option running past its OPT record, and the OPT's RDATA cutting an option short
+        // (Knot's response, byte for byte).
+        let knot = "12348101000100000000000003777777076578616d706c6503636f6d0000010001";
+        let overrun = with_options(good.clone(), &[0, 10, 0, 8, 1, 1, 1, 1]);
+        assert_eq!(answer(&overrun), knot);
+        formerr(&overrun);
+        let mut cut = with_options(good.clone(), &[0, 10, 0, 8, 1, 1, 1, 1, 1, 1, 1, 1]);
+        let len = cut.len();
+        cut[len - 14..len - 12].copy_from_slice(&[0, 6]);
+        formerr(&cut);
+        // Options we do not implement are ignored, malformed or not (Knot: a client subnet
+        // with an unknown family, a cookie of the wrong length).
+        for options in [
+            &[0, 8, 0, 7, 0, 9, 24, 0, 10, 0, 0][..],
+            &[0, 10, 0, 5, 1, 2, 3, 4, 5],
+        ] {
+            let message = Message::from_vec(
+                &respond(&zones, &with_options(good.clone(), options), Transport::Udp).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(message.answers.len(), 2);
+        }
 
-        // Nothing at all for a response or for less than a header.
+        // Nothing at all for several questions, a question that cannot be read (a compression
+        // pointer, cut short), a response, or less than a header.
+        let mut two = query(0x0100, "www.example.com", A, 1, Opt::None);
+        two[5] = 2;
+        two.extend_from_within(12..);
+        let pointer = unhex("1234010000010000000000000377777707c00c00010001");
         let mut response = good.clone();
         response[2] |= 0x80;
-        assert_eq!(respond(&zones, &response, Transport::Udp), None);
-        assert_eq!(respond(&zones, &good[..11], Transport::Udp), None);
+        for silent in [&two[..], &pointer, &good[..20], &response, &good[..11]] {
+            assert_eq!(
+                respond(&zones, silent, Transport::Udp),
+                None,
+                "{}",
+                hex(silent)
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ use hickory_proto::rr::{
     rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT},
 };
 
+use crate::identity::{self, Identity};
+
 /// Longest CNAME chain inside our zones; longer chains (and loops) are refused.
 pub const MAX_CNAME_CHAIN: usize = 8;
 
@@ -25,10 +27,11 @@ const MAX_TTL: u32 = i32::MAX as u32;
 /// TXT character-strings are at most 255 bytes (RFC 1035 §3.3).
 const TXT_STRING_MAX: usize = 255;
 
-/// Every zone this server is authoritative for.
+/// Every zone this server is authoritative for, and how it names itself (reloaded with them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Zones {
     pub zones: Vec<Zone>,
+    pub identity: Identity,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +200,25 @@ impl Zones {
             let built = build_zone(config, z, zone, apex).map_err(|(f, r)| refuse(f, r))?;
             zones.push(built);
         }
-        let zones = Self { zones };
+        for (field, text) in [
+            ("dns.identity", &config.dns.identity),
+            ("dns.version", &config.dns.version),
+        ] {
+            if text
+                .as_ref()
+                .is_some_and(|text| text.len() > identity::MAX_LEN)
+            {
+                return Err(refuse(
+                    field.into(),
+                    format!("at most {} bytes (one TXT string)", identity::MAX_LEN),
+                ));
+            }
+        }
+        let identity = Identity::new(
+            config.dns.identity.as_deref(),
+            config.dns.version.as_deref(),
+        );
+        let zones = Self { zones, identity };
         zones.check_nesting(config).map_err(|(f, r)| refuse(f, r))?;
         zones.check_targets(config).map_err(|(f, r)| refuse(f, r))?;
         Ok(zones)
