@@ -219,11 +219,14 @@ impl Default for DnsConfig {
 pub struct ZoneConfig {
     /// The zone's apex, e.g. `cdn.example.net`.
     pub apex: String,
-    /// TTL of records that do not set their own, and of the SOA and the apex NS records.
-    #[serde(default = "default_ttl")]
-    pub ttl: u32,
-    #[serde(default)]
-    pub soa: SoaConfig,
+    /// An RFC 1035 master file holding the zone's records (relative to the config file's
+    /// directory); then `ttl`, `soa` and `nameservers` come from the file, and `names` may
+    /// only add steered names (`pool`).
+    pub file: Option<std::path::PathBuf>,
+    /// TTL of records that do not set their own, and of the SOA and the apex NS records
+    /// (default 300).
+    pub ttl: Option<u32>,
+    pub soa: Option<SoaConfig>,
     /// The zone's name servers: the NS records at the apex.
     #[serde(default)]
     pub nameservers: Vec<NameserverConfig>,
@@ -353,10 +356,6 @@ fn default_max_steered() -> u16 {
 
 fn default_max_answers() -> u32 {
     DEFAULT_MAX_ANSWERS
-}
-
-fn default_ttl() -> u32 {
-    DEFAULT_TTL
 }
 
 fn default_rname() -> String {

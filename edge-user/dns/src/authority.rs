@@ -3,10 +3,10 @@
 
 use hickory_proto::{
     op::ResponseCode,
-    rr::{DNSClass, Name, RData, RecordType},
+    rr::{DNSClass, Name, RecordType},
 };
 
-use crate::zone::{MAX_CNAME_CHAIN, RECORD_TYPES, RrSet, Zone, Zones};
+use crate::zone::{MAX_CNAME_CHAIN, RrSet, Zone, Zones, additional_target};
 
 /// The outcome of a lookup, section by section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +67,9 @@ pub fn lookup(zones: &Zones, qname: &Name, qtype: RecordType) -> Lookup {
     let mut lookup = Lookup::with(ResponseCode::NoError, true);
     lookup.expire = Some(zone.soa.expire as u32);
     let mut visited = vec![qname.clone()];
-    for _ in 0..=MAX_CNAME_CHAIN {
+    for hop in 0..=MAX_CNAME_CHAIN {
         let name = visited.last().expect("not empty");
-        let Some(target) = step(zone, name, qtype, &mut lookup) else {
+        let Some(target) = step(zone, name, qtype, hop == MAX_CNAME_CHAIN, &mut lookup) else {
             break;
         };
         let same_zone = zones
@@ -83,44 +83,56 @@ pub fn lookup(zones: &Zones, qname: &Name, qtype: RecordType) -> Lookup {
     lookup
 }
 
-/// Answers `name` from `zone` into `lookup`; returns the CNAME target to follow, if any.
-fn step(zone: &Zone, name: &Name, qtype: RecordType, lookup: &mut Lookup) -> Option<Name> {
+/// Answers `name` from `zone` into `lookup`; returns the CNAME target to follow, if any. At the
+/// `last` step of a chain, a CNAME is not added.
+fn step(
+    zone: &Zone,
+    name: &Name,
+    qtype: RecordType,
+    last: bool,
+    lookup: &mut Lookup,
+) -> Option<Name> {
     if let Some((cut, delegation)) = zone.delegation(name) {
         // The DS record at a cut belongs to the parent (RFC 4035 §3.1.4.1); we hold none.
         if !(cut == name && qtype == RecordType::DS) {
             if lookup.answers.is_empty() {
                 lookup.authoritative = false;
             }
-            let ns = zone
+            let ns = delegation
                 .rrset(cut, RecordType::NS)
                 .expect("a delegation has NS records");
-            add_addresses(zone, delegation.ns.iter(), lookup);
+            add_addresses(zone, delegation.targets(), lookup);
             lookup.authorities.push(ns);
             return None;
         }
     }
-    if !zone.has_name(name) {
-        if !zone.is_empty_non_terminal(name) {
-            lookup.rcode = ResponseCode::NXDomain;
+    // The name's own records, else those a wildcard gives it (RFC 4592), owned by the name.
+    let records = match zone.names.get(name) {
+        Some(records) => records,
+        None if zone.is_empty_non_terminal(name) => {
+            negative(zone, lookup);
+            return None;
         }
-        negative(zone, lookup);
-        return None;
-    }
-    if zone
-        .names
-        .get(name)
-        .is_some_and(|records| records.unavailable)
-    {
+        None => match zone.wildcard(name) {
+            Some(records) => records,
+            None => {
+                lookup.rcode = ResponseCode::NXDomain;
+                negative(zone, lookup);
+                return None;
+            }
+        },
+    };
+    if records.unavailable {
         // A steered name whose pool has no member to answer with (all-down policy SERVFAIL).
         lookup.rcode = ResponseCode::ServFail;
         lookup.authoritative = false;
         return None;
     }
-    if let Some(alias) = zone.rrset(name, RecordType::CNAME) {
-        let target = alias.rdatas.iter().find_map(|rdata| match rdata {
-            RData::CNAME(target) => Some(target.0.clone()),
-            _ => None,
-        });
+    if let Some(alias) = records.rrset(name, RecordType::CNAME) {
+        if last {
+            return None;
+        }
+        let target = records.cname().map(Name::to_lowercase);
         lookup.answers.push(alias);
         if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
             return None;
@@ -129,30 +141,24 @@ fn step(zone: &Zone, name: &Name, qtype: RecordType, lookup: &mut Lookup) -> Opt
     }
     let found = if qtype == RecordType::ANY {
         // RFC 8482: one RRset of the name's choosing is enough.
-        RECORD_TYPES
-            .iter()
-            .find_map(|&rtype| zone.rrset(name, rtype))
+        records.any(name)
     } else {
-        zone.rrset(name, qtype)
+        records.rrset(name, qtype)
     };
     match found {
         Some(set) => {
-            let targets: Vec<Name> = set.rdatas.iter().filter_map(additional_target).collect();
+            let targets: Vec<Name> = set
+                .rdatas
+                .iter()
+                .filter_map(additional_target)
+                .cloned()
+                .collect();
             lookup.answers.push(set);
             add_addresses(zone, targets.iter(), lookup);
         }
         None => negative(zone, lookup),
     }
     None
-}
-
-/// The name whose addresses help a resolver use `rdata` (RFC 1035 §3.3: NS and MX).
-fn additional_target(rdata: &RData) -> Option<Name> {
-    match rdata {
-        RData::NS(ns) => Some(ns.0.clone()),
-        RData::MX(mx) => Some(mx.exchange.clone()),
-        _ => None,
-    }
 }
 
 /// The zone's SOA in the authority section: NXDOMAIN and NODATA (RFC 2308 §2).
@@ -168,8 +174,9 @@ fn negative(zone: &Zone, lookup: &mut Lookup) {
 /// and addresses for mail exchanges.
 fn add_addresses<'a>(zone: &Zone, targets: impl Iterator<Item = &'a Name>, lookup: &mut Lookup) {
     for target in targets {
+        let target = target.to_lowercase();
         for rtype in [RecordType::A, RecordType::AAAA] {
-            if let Some(set) = zone.rrset(target, rtype)
+            if let Some(set) = zone.rrset(&target, rtype)
                 && !lookup.additionals.contains(&set)
             {
                 lookup.additionals.push(set);

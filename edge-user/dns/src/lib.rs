@@ -1,4 +1,4 @@
-//! edge-dns: the zones ([`zone`]), what to answer ([`authority`]), the bytes of the answer
+//! edge-dns: the zones ([`zone`], from TOML or RFC 1035 files: [`zone_file`]), what to answer ([`authority`]), the bytes of the answer
 //! ([`message`], [`answer`]: one builder for the XDP maps and the userspace server), the fast
 //! path's view of the zones ([`fast_path`]), the userspace server ([`server`]) with the
 //! limits on its TCP clients ([`connections`]), and how the server names itself ([`identity`]).
@@ -15,5 +15,6 @@ pub mod identity;
 pub mod message;
 pub mod server;
 pub mod zone;
+pub mod zone_file;
 
 pub use message::{Transport, respond};

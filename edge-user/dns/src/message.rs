@@ -659,9 +659,12 @@ txt = ["{}", "{}", "{}"]
         let mut zones = zones();
         let owner = Name::from_ascii("big.example.com.").unwrap();
         let records = zones.zones[0].names.get_mut(&owner).unwrap();
-        records.txt = (0..6)
-            .map(|_| hickory_proto::rr::rdata::TXT::new(vec!["x".repeat(250)]))
-            .collect();
+        records.sets.remove(&u16::from(RecordType::TXT));
+        for i in 0..6 {
+            let text = format!("{i}").repeat(250);
+            let txt = hickory_proto::rr::rdata::TXT::new(vec![text]);
+            records.add(300, hickory_proto::rr::RData::TXT(txt));
+        }
         let ask = |payload| {
             let query = query(0, "big.example.com", TXT, 1, Opt::Payload(payload));
             respond(&zones, &query, Transport::Udp).unwrap()

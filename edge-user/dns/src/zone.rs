@@ -1,6 +1,7 @@
-//! Zones as the server sees them: validated, names absolute and lower-case, one entry per owner
-//! name. Built from [`edge_config::Config`]; a config that does not make sense is refused here
-//! with the field at fault.
+//! Zones as the server sees them: validated, owner names absolute and lower-case, one entry per
+//! owner name holding its RRsets. Built from [`edge_config::Config`], from its TOML tables or
+//! from an RFC 1035 master file ([`crate::zone_file`]); a config that does not make sense is
+//! refused here with the field at fault.
 
 use std::{
     collections::BTreeMap,
@@ -9,20 +10,24 @@ use std::{
 };
 
 use edge_common::MAX_ANSWER_RECORDS;
-use edge_config::{Config, ConfigError, NameConfig, ZoneConfig};
+use edge_config::{Config, ConfigError, DEFAULT_TTL, NameConfig, SoaConfig, ZoneConfig};
 use edge_steer::Selections;
 use hickory_proto::rr::{
     Name, RData, RecordType,
     rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT},
 };
 
-use crate::identity::{self, Identity};
+use crate::{
+    identity::{self, Identity},
+    zone_file,
+};
 
-/// Longest CNAME chain inside our zones; longer chains (and loops) are refused.
-pub const MAX_CNAME_CHAIN: usize = 8;
+/// Most CNAME records an answer follows, as Knot DNS: the target of the last one is still
+/// looked up, but only for data of the type asked, not for another CNAME.
+pub const MAX_CNAME_CHAIN: usize = 5;
 
 /// RFC 2181 §8: TTLs (and the SOA timers) are 31-bit values.
-const MAX_TTL: u32 = i32::MAX as u32;
+pub const MAX_TTL: u32 = i32::MAX as u32;
 
 /// TXT character-strings are at most 255 bytes (RFC 1035 §3.3).
 const TXT_STRING_MAX: usize = 255;
@@ -38,30 +43,38 @@ pub struct Zones {
 pub struct Zone {
     /// Absolute, lower-case.
     pub apex: Name,
-    /// TTL of the SOA and the apex NS records.
-    pub ttl: u32,
+    /// The apex SOA record (also in `names`), which negative answers carry.
     pub soa: SOA,
-    /// The apex NS records.
-    pub nameservers: Vec<Name>,
-    /// Owner name (absolute, lower-case) → its records. Glue of in-zone name servers included.
+    /// Its TTL.
+    pub soa_ttl: u32,
+    /// Owner name (absolute, lower-case) → its records, the apex's SOA and NS included.
     pub names: BTreeMap<Name, NameRecords>,
 }
 
-/// The records of one owner name, names in them absolute and lower-case.
+/// The records of one owner name: its RRsets, each with its own TTL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NameRecords {
-    pub ttl: u32,
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
-    pub cname: Option<Name>,
-    /// A delegation (never set at the apex: those NS records are [`Zone::nameservers`]).
-    pub ns: Vec<Name>,
-    pub mx: Vec<MX>,
-    pub txt: Vec<TXT>,
-    /// The pool a steered name takes its addresses from (already in `a` and `aaaa`).
-    pub pool: Option<String>,
+    /// Record type (as a number, in canonical order) → the RRset's TTL and records.
+    pub sets: BTreeMap<u16, RrData>,
+    /// A steered name: the pool it takes its A and AAAA records from.
+    pub pool: Option<Steered>,
     /// A steered name whose pool has nothing to answer with: SERVFAIL, from userspace only.
     pub unavailable: bool,
+}
+
+/// The TTL and records of one RRset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrData {
+    pub ttl: u32,
+    pub rdatas: Vec<RData>,
+}
+
+/// Where a steered name's addresses come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steered {
+    pub pool: String,
+    /// The name's own TTL: a steered TTL above it is lowered to it.
+    pub ttl: u32,
 }
 
 /// An RRset: the records of one name and type.
@@ -73,8 +86,9 @@ pub struct RrSet {
     pub rdatas: Vec<RData>,
 }
 
-/// The types a name can hold, in the order an ANY query picks its one RRset (RFC 8482).
-pub const RECORD_TYPES: [RecordType; 7] = [
+/// The order in which an ANY query picks its one RRset (RFC 8482); other types follow in
+/// numeric order.
+pub const ANY_ORDER: [RecordType; 7] = [
     RecordType::CNAME,
     RecordType::A,
     RecordType::AAAA,
@@ -85,68 +99,126 @@ pub const RECORD_TYPES: [RecordType; 7] = [
 ];
 
 impl NameRecords {
-    /// The rdatas of type `rtype`, empty if there are none.
-    fn rdatas(&self, rtype: RecordType) -> Vec<RData> {
-        match rtype {
-            RecordType::A => self.a.iter().map(|&ip| RData::A(A(ip))).collect(),
-            RecordType::AAAA => self.aaaa.iter().map(|&ip| RData::AAAA(AAAA(ip))).collect(),
-            RecordType::CNAME => self
-                .cname
-                .iter()
-                .map(|name| RData::CNAME(CNAME(name.clone())))
-                .collect(),
-            RecordType::NS => self
-                .ns
-                .iter()
-                .map(|name| RData::NS(NS(name.clone())))
-                .collect(),
-            RecordType::MX => self.mx.iter().cloned().map(RData::MX).collect(),
-            RecordType::TXT => self.txt.iter().cloned().map(RData::TXT).collect(),
-            _ => Vec::new(),
+    /// The RRset of type `rtype`, owned by `owner` (the name itself, or the name a wildcard
+    /// answers for).
+    pub fn rrset(&self, owner: &Name, rtype: RecordType) -> Option<RrSet> {
+        let data = self.sets.get(&u16::from(rtype))?;
+        Some(RrSet {
+            name: owner.clone(),
+            ttl: data.ttl,
+            rdatas: data.rdatas.clone(),
+        })
+    }
+
+    /// The first RRset in [`ANY_ORDER`], else the first by type.
+    pub fn any(&self, owner: &Name) -> Option<RrSet> {
+        ANY_ORDER
+            .iter()
+            .find_map(|&rtype| self.rrset(owner, rtype))
+            .or_else(|| {
+                let (&rtype, _) = self.sets.iter().next()?;
+                self.rrset(owner, RecordType::from(rtype))
+            })
+    }
+
+    pub fn has(&self, rtype: RecordType) -> bool {
+        self.sets.contains_key(&u16::from(rtype))
+    }
+
+    /// The alias target, if this name is a CNAME.
+    pub fn cname(&self) -> Option<&Name> {
+        self.sets
+            .get(&u16::from(RecordType::CNAME))?
+            .rdatas
+            .iter()
+            .find_map(|rdata| match rdata {
+                RData::CNAME(target) => Some(&target.0),
+                _ => None,
+            })
+    }
+
+    /// The names in NS and MX records: they must not be aliases, and their addresses go in
+    /// the additional section.
+    pub fn targets(&self) -> impl Iterator<Item = &Name> {
+        self.sets
+            .values()
+            .flat_map(|set| &set.rdatas)
+            .filter_map(additional_target)
+    }
+
+    /// Adds `rdata` to the RRset of its type; the RRset keeps its first TTL, as Knot does.
+    pub fn add(&mut self, ttl: u32, rdata: RData) {
+        let set = self
+            .sets
+            .entry(u16::from(rdata.record_type()))
+            .or_insert(RrData {
+                ttl,
+                rdatas: Vec::new(),
+            });
+        if !set.rdatas.contains(&rdata) {
+            set.rdatas.push(rdata);
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.a.is_empty()
-            && self.aaaa.is_empty()
-            && self.cname.is_none()
-            && self.ns.is_empty()
-            && self.mx.is_empty()
-            && self.txt.is_empty()
+    /// The steered addresses `addresses` (empty: nothing to answer with) at `ttl`.
+    fn steer(&mut self, addresses: &[IpAddr], ttl: u32) {
+        let a: Vec<RData> = addresses
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(ip) => Some(RData::A(A(*ip))),
+                IpAddr::V6(_) => None,
+            })
+            .take(MAX_ANSWER_RECORDS)
+            .collect();
+        let aaaa: Vec<RData> = addresses
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(ip) => Some(RData::AAAA(AAAA(*ip))),
+                IpAddr::V4(_) => None,
+            })
+            .take(MAX_ANSWER_RECORDS)
+            .collect();
+        for (rtype, rdatas) in [(RecordType::A, a), (RecordType::AAAA, aaaa)] {
+            if rdatas.is_empty() {
+                self.sets.remove(&u16::from(rtype));
+            } else {
+                self.sets.insert(u16::from(rtype), RrData { ttl, rdatas });
+            }
+        }
+        self.unavailable = addresses.is_empty();
+    }
+}
+
+/// The name whose addresses help a resolver use `rdata` (RFC 1035 §3.3: NS and MX).
+pub fn additional_target(rdata: &RData) -> Option<&Name> {
+    match rdata {
+        RData::NS(ns) => Some(&ns.0),
+        RData::MX(mx) => Some(&mx.exchange),
+        _ => None,
     }
 }
 
 impl Zone {
-    /// The RRset of `name` (absolute, lower-case) and `rtype`, the apex SOA and NS included.
+    /// A zone holding only its SOA.
+    pub fn new(apex: Name, soa: SOA, soa_ttl: u32) -> Self {
+        let mut apex_records = NameRecords::default();
+        apex_records.add(soa_ttl, RData::SOA(soa.clone()));
+        Self {
+            names: BTreeMap::from([(apex.clone(), apex_records)]),
+            apex,
+            soa,
+            soa_ttl,
+        }
+    }
+
+    /// The RRset of `name` (absolute, lower-case) and `rtype`.
     pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<RrSet> {
-        let rdatas = match rtype {
-            RecordType::SOA if *name == self.apex => vec![RData::SOA(self.soa.clone())],
-            RecordType::NS if *name == self.apex => self
-                .nameservers
-                .iter()
-                .map(|ns| RData::NS(NS(ns.clone())))
-                .collect(),
-            _ => {
-                let records = self.names.get(name)?;
-                return Some(RrSet {
-                    name: name.clone(),
-                    ttl: records.ttl,
-                    rdatas: records.rdatas(rtype),
-                })
-                .filter(|set| !set.rdatas.is_empty());
-            }
-        };
-        Some(RrSet {
-            name: name.clone(),
-            ttl: self.ttl,
-            rdatas,
-        })
-        .filter(|set| !set.rdatas.is_empty())
+        self.names.get(name)?.rrset(name, rtype)
     }
 
     /// Whether `name` owns any record.
     pub fn has_name(&self, name: &Name) -> bool {
-        *name == self.apex || self.names.contains_key(name)
+        self.names.contains_key(name)
     }
 
     /// Whether `name` exists only as an ancestor of names that own records (RFC 8020: such an
@@ -159,6 +231,18 @@ impl Zone {
             .is_some_and(|(next, _)| next != name && name.zone_of(next))
     }
 
+    /// The records a wildcard gives `name`, a name that does not exist (RFC 4592 §3.3.1): those
+    /// of `*.` and the closest encloser, the longest ancestor that exists (empty non-terminals
+    /// included), if the zone has that name.
+    pub fn wildcard(&self, name: &Name) -> Option<&NameRecords> {
+        let star = Name::from_ascii("*").expect("a valid label");
+        (self.apex.num_labels()..name.num_labels())
+            .rev()
+            .map(|keep| name.trim_to(usize::from(keep)))
+            .find(|ancestor| self.has_name(ancestor) || self.is_empty_non_terminal(ancestor))
+            .and_then(|encloser| self.names.get(&star.clone().append_domain(&encloser).ok()?))
+    }
+
     /// The delegation (zone cut) at or above `name`, below the apex: its owner and records.
     pub fn delegation(&self, name: &Name) -> Option<(&Name, &NameRecords)> {
         let labels = name.num_labels();
@@ -166,19 +250,19 @@ impl Zone {
             let ancestor = name.trim_to(usize::from(keep));
             self.names
                 .get_key_value(&ancestor)
-                .filter(|(_, records)| !records.ns.is_empty())
+                .filter(|(_, records)| records.has(RecordType::NS))
         })
     }
 
     /// The negative-answer SOA record's TTL: the lesser of the SOA's own and its minimum
     /// (RFC 2308 §3).
     pub fn negative_ttl(&self) -> u32 {
-        self.ttl.min(self.soa.minimum)
+        self.soa_ttl.min(self.soa.minimum)
     }
 }
 
 impl Zones {
-    /// Validates the zones of `config`, read from `path`.
+    /// Validates the zones of `config`, read from `path` (zone files relative to its directory).
     pub fn build(path: &Path, config: &Config) -> Result<Self, ConfigError> {
         let refuse = |field: String, reason: String| ConfigError {
             file: path.to_path_buf(),
@@ -197,7 +281,27 @@ impl Zones {
                     format!("zone {apex} is already defined by zones[{other}]"),
                 ));
             }
-            let built = build_zone(config, z, zone, apex).map_err(|(f, r)| refuse(f, r))?;
+            let built = match &zone.file {
+                Some(file) => {
+                    let file = path.parent().unwrap_or(Path::new(".")).join(file);
+                    let mut built = zone_file::load(&file, &apex).map_err(|error| {
+                        let field = match error.at.split_once(':') {
+                            Some((line, "end")) => format!("line {line}, at its end"),
+                            Some((line, column)) => format!("line {line}, column {column}"),
+                            None => String::new(),
+                        };
+                        ConfigError {
+                            file: error.file,
+                            field,
+                            reason: error.reason,
+                        }
+                    })?;
+                    add_steered_names(config, z, zone, &mut built)
+                        .map_err(|(f, r)| refuse(f, r))?;
+                    built
+                }
+                None => build_zone(config, z, zone, apex).map_err(|(f, r)| refuse(f, r))?,
+            };
             zones.push(built);
         }
         for (field, text) in [
@@ -224,40 +328,25 @@ impl Zones {
         Ok(zones)
     }
 
-    /// A copy where every steered name answers as `selections` says for its pool: its `a` and
-    /// `aaaa` from the pool's addresses, its TTL the pool's TTL (or its own, if lower), and
+    /// A copy where every steered name answers as `selections` says for its pool: its A and
+    /// AAAA from the pool's addresses, its TTL the pool's TTL (or its own, if lower), and
     /// SERVFAIL when the pool's addresses are empty. Pools without a selection keep their
     /// configured answer.
     pub fn with_selections(&self, selections: &Selections) -> Self {
         let mut zones = self.clone();
         for zone in &mut zones.zones {
             for records in zone.names.values_mut() {
-                let Some(pool) = &records.pool else {
+                let Some(steered) = records.pool.clone() else {
                     continue;
                 };
-                let Some(addresses) = selections.addresses.get(pool) else {
+                let Some(addresses) = selections.addresses.get(&steered.pool) else {
                     continue;
                 };
-                records.a = addresses
-                    .iter()
-                    .filter_map(|ip| match ip {
-                        IpAddr::V4(ip) => Some(*ip),
-                        IpAddr::V6(_) => None,
-                    })
-                    .take(MAX_ANSWER_RECORDS)
-                    .collect();
-                records.aaaa = addresses
-                    .iter()
-                    .filter_map(|ip| match ip {
-                        IpAddr::V6(ip) => Some(*ip),
-                        IpAddr::V4(_) => None,
-                    })
-                    .take(MAX_ANSWER_RECORDS)
-                    .collect();
-                records.unavailable = addresses.is_empty();
-                if let Some(&ttl) = selections.ttls.get(pool) {
-                    records.ttl = records.ttl.min(ttl);
-                }
+                let ttl = selections
+                    .ttls
+                    .get(&steered.pool)
+                    .map_or(steered.ttl, |&ttl| ttl.min(steered.ttl));
+                records.steer(addresses, ttl);
             }
         }
         zones
@@ -293,52 +382,31 @@ impl Zones {
         Ok(())
     }
 
-    /// CNAME chains end within [`MAX_CNAME_CHAIN`] steps; NS and MX targets are not aliases
-    /// (RFC 2181 §10.3).
+    /// In zones written in TOML, NS and MX targets are not aliases (RFC 2181 §10.3). A zone
+    /// file is taken as Knot takes it.
     fn check_targets(&self, config: &Config) -> Result<(), Refusal> {
         for (z, zone) in self.zones.iter().enumerate() {
-            let field = |owner: &Name, sub: &str| name_field(config, z, &zone.apex, owner) + sub;
-            for (owner, records) in &zone.names {
-                if let Some(target) = &records.cname {
-                    let mut chain = vec![owner.clone(), target.clone()];
-                    while let Some(next) = self.alias_of(chain.last().expect("not empty")) {
-                        if chain.contains(&next) {
-                            chain.push(next);
-                            return Err((
-                                field(owner, ".cname"),
-                                format!("CNAME loop: {}", join(&chain)),
-                            ));
-                        }
-                        chain.push(next);
-                        if chain.len() > MAX_CNAME_CHAIN + 1 {
-                            return Err((
-                                field(owner, ".cname"),
-                                format!(
-                                    "CNAME chain longer than {MAX_CNAME_CHAIN}: {}",
-                                    join(&chain)
-                                ),
-                            ));
-                        }
-                    }
-                }
-                let targets = records
-                    .ns
-                    .iter()
-                    .chain(records.mx.iter().map(|mx| &mx.exchange));
-                for target in targets {
-                    if self.alias_of(target).is_some() {
-                        return Err((
-                            field(owner, ""),
-                            format!("{target} is an alias (CNAME); NS and MX must name the target"),
-                        ));
-                    }
-                }
+            if config.zones[z].file.is_some() {
+                continue;
             }
-            for target in &zone.nameservers {
-                if self.alias_of(target).is_some() {
+            for (owner, records) in &zone.names {
+                for (&rtype, set) in &records.sets {
+                    let Some(target) = set
+                        .rdatas
+                        .iter()
+                        .filter_map(additional_target)
+                        .find(|t| self.alias_of(t).is_some())
+                    else {
+                        continue;
+                    };
+                    let field = if *owner == zone.apex && rtype == u16::from(RecordType::NS) {
+                        format!("zones[{z}].nameservers")
+                    } else {
+                        name_field(config, z, &zone.apex, owner)
+                    };
                     return Err((
-                        format!("zones[{z}].nameservers"),
-                        format!("{target} is an alias (CNAME); NS must name the target"),
+                        field,
+                        format!("{target} is an alias (CNAME); NS and MX must name the target"),
                     ));
                 }
             }
@@ -348,7 +416,7 @@ impl Zones {
 
     /// The CNAME target of `name` if one of our zones makes it an alias.
     fn alias_of(&self, name: &Name) -> Option<Name> {
-        self.find(name)?.names.get(name)?.cname.clone()
+        self.find(name)?.names.get(name)?.cname().cloned()
     }
 }
 
@@ -361,20 +429,68 @@ fn name_field(config: &Config, z: usize, apex: &Name, owner: &Name) -> String {
         .map_or(format!("zones[{z}]"), |n| format!("zones[{z}].names[{n}]"))
 }
 
-fn join(chain: &[Name]) -> String {
-    chain
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" → ")
-}
-
 /// Field suffix and reason of a refusal inside one zone.
 type Refusal = (String, String);
 
+/// The steered names (`pool`) that a zone loaded from a file takes from TOML.
+fn add_steered_names(
+    config: &Config,
+    z: usize,
+    zone: &ZoneConfig,
+    built: &mut Zone,
+) -> Result<(), Refusal> {
+    let at = |sub: String| format!("zones[{z}]{sub}");
+    let from_file = "comes from the zone file";
+    if zone.ttl.is_some() {
+        return Err((at(".ttl".into()), format!("{from_file}: set $TTL there")));
+    }
+    if zone.soa.is_some() {
+        return Err((
+            at(".soa".into()),
+            format!("{from_file}: write the SOA there"),
+        ));
+    }
+    if !zone.nameservers.is_empty() {
+        return Err((
+            at(".nameservers".into()),
+            format!("{from_file}: write the apex NS records there"),
+        ));
+    }
+    for (n, entry) in zone.names.iter().enumerate() {
+        let field = at(format!(".names[{n}]"));
+        if entry.pool.is_none() {
+            return Err((
+                field,
+                "in a zone loaded from a file, `names` holds only steered names (`pool`); \
+                 write other records in the file"
+                    .into(),
+            ));
+        }
+        let owner =
+            owner_name(&built.apex, &entry.name).map_err(|r| (format!("{field}.name"), r))?;
+        if built.names.contains_key(&owner) {
+            return Err((
+                format!("{field}.name"),
+                format!("{owner} already has records in the zone file"),
+            ));
+        }
+        if let Some((cut, _)) = built.delegation(&owner) {
+            return Err((
+                format!("{field}.name"),
+                format!("{owner} is below the delegation at {cut}"),
+            ));
+        }
+        let records = name_records(config, &built.apex, &owner, entry, built.soa_ttl)
+            .map_err(|(sub, reason)| (format!("{field}{sub}"), reason))?;
+        built.names.insert(owner, records);
+    }
+    Ok(())
+}
+
 fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Result<Zone, Refusal> {
     let at = |sub: String| format!("zones[{z}]{sub}");
-    check_ttl(zone.ttl).map_err(|reason| (at(".ttl".into()), reason))?;
+    let zone_ttl = zone.ttl.unwrap_or(DEFAULT_TTL);
+    check_ttl(zone_ttl).map_err(|reason| (at(".ttl".into()), reason))?;
     let mut names: BTreeMap<Name, NameRecords> = BTreeMap::new();
     let mut defined_by: BTreeMap<Name, String> = BTreeMap::new();
 
@@ -402,15 +518,14 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
             let (a, aaaa) = split_addresses(ns.addresses.iter().copied())
                 .map_err(|r| (format!("{field}.addresses"), r))?;
             defined_by.insert(name.clone(), field.clone());
-            names.insert(
-                name.clone(),
-                NameRecords {
-                    ttl: zone.ttl,
-                    a,
-                    aaaa,
-                    ..NameRecords::default()
-                },
-            );
+            let mut glue = NameRecords::default();
+            for ip in a {
+                glue.add(zone_ttl, RData::A(A(ip)));
+            }
+            for ip in aaaa {
+                glue.add(zone_ttl, RData::AAAA(AAAA(ip)));
+            }
+            names.insert(name.clone(), glue);
         }
         nameservers.push(name);
     }
@@ -424,7 +539,7 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
                 format!("{owner} is already defined by {first}"),
             ));
         }
-        let records = name_records(config, &apex, &owner, entry, zone.ttl)
+        let records = name_records(config, &apex, &owner, entry, zone_ttl)
             .map_err(|(sub, reason)| (format!("{field}{sub}"), reason))?;
         defined_by.insert(owner.clone(), field);
         names.insert(owner, records);
@@ -436,15 +551,14 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
             let ancestor = owner.trim_to(usize::from(keep));
             names
                 .get(&ancestor)
-                .filter(|r| !r.ns.is_empty())
+                .filter(|r| r.has(RecordType::NS))
                 .map(|_| ancestor)
         });
         if let Some(cut) = cut {
-            let glue_only = records.cname.is_none()
-                && records.ns.is_empty()
-                && records.mx.is_empty()
-                && records.txt.is_empty()
-                && records.pool.is_none();
+            let glue_only = records.pool.is_none()
+                && records.sets.keys().all(|&rtype| {
+                    rtype == u16::from(RecordType::A) || rtype == u16::from(RecordType::AAAA)
+                });
             if !glue_only {
                 return Err((
                     defined_by[owner].clone(),
@@ -456,7 +570,8 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
         }
     }
 
-    let soa_config = &zone.soa;
+    let default_soa = SoaConfig::default();
+    let soa_config = zone.soa.as_ref().unwrap_or(&default_soa);
     let mname = match &soa_config.mname {
         Some(text) => target_name(&apex, text).map_err(|r| (at(".soa.mname".into()), r))?,
         None => nameservers.first().unwrap_or(&apex).clone(),
@@ -477,16 +592,20 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
     );
     check_ttl(soa_config.minimum).map_err(|r| (at(".soa.minimum".into()), r))?;
 
-    Ok(Zone {
-        apex,
-        ttl: zone.ttl,
-        soa,
-        nameservers,
-        names,
-    })
+    let mut built = Zone::new(apex.clone(), soa, zone_ttl);
+    let apex_records = built.names.get_mut(&apex).expect("the SOA's owner");
+    for ns in nameservers {
+        apex_records.add(zone_ttl, RData::NS(NS(ns)));
+    }
+    if let Some(own) = names.remove(&apex) {
+        apex_records.sets.extend(own.sets);
+        apex_records.pool = own.pool;
+    }
+    built.names.extend(names);
+    Ok(built)
 }
 
-fn check_ttl(ttl: u32) -> Result<(), String> {
+pub fn check_ttl(ttl: u32) -> Result<(), String> {
     if ttl > MAX_TTL {
         return Err(format!("at most {MAX_TTL} (RFC 2181 §8)"));
     }
@@ -532,14 +651,15 @@ fn name_records(
     check_ttl(ttl).map_err(|reason| (".ttl".to_string(), reason))?;
     check_addresses(".a", &entry.a)?;
     check_addresses(".aaaa", &entry.aaaa)?;
-    let mut records = NameRecords {
-        ttl,
-        a: entry.a.clone(),
-        aaaa: entry.aaaa.clone(),
-        ..NameRecords::default()
-    };
+    let mut records = NameRecords::default();
+    for &ip in &entry.a {
+        records.add(ttl, RData::A(A(ip)));
+    }
+    for &ip in &entry.aaaa {
+        records.add(ttl, RData::AAAA(AAAA(ip)));
+    }
     if let Some(pool_name) = &entry.pool {
-        if !records.a.is_empty() || !records.aaaa.is_empty() {
+        if !entry.a.is_empty() || !entry.aaaa.is_empty() {
             return Err((
                 ".pool".into(),
                 "a steered name takes its addresses from the pool: drop a and aaaa".into(),
@@ -548,12 +668,17 @@ fn name_records(
         let pool = config
             .pool(pool_name)
             .ok_or_else(|| (".pool".to_string(), format!("no pool called {pool_name}")))?;
-        let (a, aaaa) = split_addresses(pool.members.iter().map(|member| member.address))
+        let addresses: Vec<IpAddr> = pool.members.iter().map(|member| member.address).collect();
+        split_addresses(addresses.iter().copied())
             .map_err(|reason| (".pool".to_string(), format!("pool {pool_name}: {reason}")))?;
-        records.a = a;
-        records.aaaa = aaaa;
-        records.pool = Some(pool_name.clone());
+        records.steer(&addresses, ttl);
+        records.unavailable = false;
+        records.pool = Some(Steered {
+            pool: pool_name.clone(),
+            ttl,
+        });
     }
+    let mut cname = None;
     if let Some(text) = &entry.cname {
         if owner == apex {
             return Err((
@@ -561,8 +686,11 @@ fn name_records(
                 "the apex cannot be an alias: it holds the SOA and NS records".into(),
             ));
         }
-        records.cname = Some(target_name(apex, text).map_err(|r| (".cname".to_string(), r))?);
+        let target = target_name(apex, text).map_err(|r| (".cname".to_string(), r))?;
+        cname = Some(target.clone());
+        records.add(ttl, RData::CNAME(CNAME(target)));
     }
+    let mut ns = Vec::new();
     for (i, text) in entry.ns.iter().enumerate() {
         if owner == apex {
             return Err((
@@ -571,40 +699,37 @@ fn name_records(
             ));
         }
         let target = target_name(apex, text).map_err(|r| (format!(".ns[{i}]"), r))?;
-        if records.ns.contains(&target) {
+        if ns.contains(&target) {
             return Err((format!(".ns[{i}]"), format!("{target} is listed twice")));
         }
-        records.ns.push(target);
+        ns.push(target.clone());
+        records.add(ttl, RData::NS(NS(target)));
     }
     for (i, mx) in entry.mx.iter().enumerate() {
         let exchange =
             target_name(apex, &mx.exchange).map_err(|r| (format!(".mx[{i}].exchange"), r))?;
-        records.mx.push(MX::new(mx.preference, exchange));
+        records.add(ttl, RData::MX(MX::new(mx.preference, exchange)));
     }
-    records.txt = entry
-        .txt
-        .iter()
-        .map(|text| TXT::new(split_txt(text)))
-        .collect();
+    for text in &entry.txt {
+        records.add(ttl, RData::TXT(TXT::new(split_txt(text))));
+    }
 
-    let others = !records.a.is_empty()
-        || !records.aaaa.is_empty()
-        || !records.mx.is_empty()
-        || !records.txt.is_empty();
-    if records.cname.is_some() && (others || !records.ns.is_empty()) {
+    let others = records.sets.len() - usize::from(cname.is_some()) - usize::from(!ns.is_empty());
+    let others = others > 0 || entry.pool.is_some();
+    if cname.is_some() && (others || !ns.is_empty()) {
         return Err((
             ".cname".into(),
             "an alias (CNAME) cannot hold other records (RFC 1034 §3.6.2)".into(),
         ));
     }
-    if !records.ns.is_empty() && others {
+    if !ns.is_empty() && others {
         return Err((
             ".ns".into(),
             "a delegated name holds only its NS records; put glue on the name servers' names"
                 .into(),
         ));
     }
-    if records.is_empty() {
+    if records.sets.is_empty() && records.pool.is_none() {
         return Err((String::new(), "has no records".to_string()));
     }
     Ok(records)
@@ -680,6 +805,19 @@ mod tests {
         Name::from_ascii(text).unwrap()
     }
 
+    /// The A then AAAA addresses of `records`, as text.
+    fn addresses(records: &NameRecords) -> Vec<String> {
+        [1, 28]
+            .iter()
+            .filter_map(|rtype| records.sets.get(rtype))
+            .flat_map(|set| set.rdatas.iter().map(ToString::to_string))
+            .collect()
+    }
+
+    fn pool(records: &NameRecords) -> Option<&str> {
+        records.pool.as_ref().map(|steered| steered.pool.as_str())
+    }
+
     #[test]
     fn names_become_absolute_and_lower_case() {
         let zones = build(
@@ -702,7 +840,7 @@ a = ["192.0.2.3"]
         .unwrap();
         let names: Vec<_> = zones
             .names()
-            .map(|(name, r)| (name.to_string(), r.ttl))
+            .map(|(name, r)| (name.to_string(), r.sets[&1].ttl))
             .collect();
         assert_eq!(
             names,
@@ -853,25 +991,27 @@ txt = ["v=DKIM1; p="]
     fn a_full_zone_builds() {
         let zones = build(FULL).unwrap();
         let zone = &zones.zones[0];
+        let apex_ns = zone.rrset(&name("example.com."), RecordType::NS).unwrap();
         assert_eq!(
-            zone.nameservers,
-            [name("ns1.example.com."), name("ns.example.net.")]
+            apex_ns.rdatas,
+            [
+                RData::NS(NS(name("ns1.example.com."))),
+                RData::NS(NS(name("ns.example.net.")))
+            ]
         );
         assert_eq!(zone.soa.mname, name("ns1.example.com."));
         assert_eq!(zone.soa.serial, 7);
         assert_eq!(zone.negative_ttl(), 30);
         let glue = &zone.names[&name("ns1.example.com.")];
-        assert_eq!(glue.a, [Ipv4Addr::new(192, 0, 2, 53)]);
-        assert_eq!(glue.aaaa, ["2001:db8::53".parse::<Ipv6Addr>().unwrap()]);
+        assert_eq!(addresses(glue), ["192.0.2.53", "2001:db8::53"]);
         // A steered name answers with its pool's members, per family, in configured order.
         let shop = &zone.names[&name("shop.example.com.")];
-        assert_eq!(shop.pool.as_deref(), Some("shop-origins"));
+        assert_eq!(pool(shop), Some("shop-origins"));
         assert_eq!(
-            shop.a,
-            [Ipv4Addr::new(192, 0, 2, 101), Ipv4Addr::new(192, 0, 2, 102)]
+            addresses(shop),
+            ["192.0.2.101", "192.0.2.102", "2001:db8::101"]
         );
-        assert_eq!(shop.aaaa.len(), 1);
-        assert_eq!(shop.ttl, 20);
+        assert_eq!(shop.sets[&1].ttl, 20);
         let (cut, _) = zone.delegation(&name("a.ns.sub.example.com.")).unwrap();
         assert_eq!(cut, &name("sub.example.com."));
         assert!(zone.delegation(&name("www.example.com.")).is_none());
@@ -899,15 +1039,14 @@ txt = ["v=DKIM1; p="]
         // shop's own TTL is 20: the lower of the two.
         let steered = zones.with_selections(&selections);
         let records = &steered.zones[0].names[&shop];
-        assert_eq!(records.a, [Ipv4Addr::new(192, 0, 2, 102)]);
-        assert_eq!(records.aaaa.len(), 1);
-        assert_eq!((records.ttl, records.unavailable), (7, false));
+        assert_eq!(addresses(records), ["192.0.2.102", "2001:db8::101"]);
+        assert_eq!((records.sets[&1].ttl, records.unavailable), (7, false));
         // Only steered names change.
         let mail = name("mail.example.com.");
         assert_eq!(steered.zones[0].names[&mail], zones.zones[0].names[&mail]);
         selections.ttls.insert("shop-origins".into(), 60);
         assert_eq!(
-            zones.with_selections(&selections).zones[0].names[&shop].ttl,
+            zones.with_selections(&selections).zones[0].names[&shop].sets[&1].ttl,
             20
         );
         selections
@@ -915,7 +1054,7 @@ txt = ["v=DKIM1; p="]
             .insert("shop-origins".into(), Vec::new());
         let down = zones.with_selections(&selections);
         let records = &down.zones[0].names[&shop];
-        assert!(records.unavailable && records.a.is_empty() && records.aaaa.is_empty());
+        assert!(records.unavailable && addresses(records).is_empty());
         assert!(
             crate::fast_path::entries(&down).unwrap().len()
                 < crate::fast_path::entries(&zones).unwrap().len()
@@ -929,7 +1068,10 @@ txt = ["v=DKIM1; p="]
             "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"t\"\ntxt = [\"{long}\"]\n"
         ))
         .unwrap();
-        let txt = &zones.zones[0].names[&name("t.example.com.")].txt[0];
+        let t = &zones.zones[0].names[&name("t.example.com.")];
+        let RData::TXT(txt) = &t.sets[&16].rdatas[0] else {
+            panic!("{t:?}")
+        };
         let lengths: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
         assert_eq!(lengths, [255, 45]);
     }
@@ -1015,29 +1157,98 @@ txt = ["v=DKIM1; p="]
     }
 
     #[test]
-    fn cname_loops_and_long_chains_are_refused() {
-        let error = build(
+    fn cname_loops_and_long_chains_are_served_as_knot_serves_them() {
+        use crate::authority::lookup;
+        let zones = build(
             "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"a\"\ncname = \"b\"\n[[zones.names]]\nname = \"b\"\ncname = \"A\"\n",
         )
-        .unwrap_err();
-        assert_eq!(error.field, "zones[0].names[0].cname", "{error}");
-        assert!(
-            error
-                .reason
-                .contains("CNAME loop: a.example.com. → b.example.com. → a.example.com."),
-            "{error}"
-        );
+        .unwrap();
+        // The loop is answered up to where it would repeat a name.
+        let found = lookup(&zones, &name("a.example.com."), RecordType::A);
+        assert_eq!(found.answers.len(), 2);
+        assert_eq!(found.rcode, hickory_proto::op::ResponseCode::NoError);
 
         let mut chain = String::from("[[zones]]\napex = \"example.com\"\n");
-        for i in 0..=MAX_CNAME_CHAIN {
+        for i in 0..12 {
             chain += &format!("[[zones.names]]\nname = \"c{i}\"\ncname = \"c{}\"\n", i + 1);
         }
-        chain += &format!(
-            "[[zones.names]]\nname = \"c{}\"\na = [\"192.0.2.1\"]\n",
-            MAX_CNAME_CHAIN + 1
-        );
-        let error = build(&chain).unwrap_err();
-        assert!(error.reason.contains("longer than"), "{error}");
+        chain += "[[zones.names]]\nname = \"c12\"\na = [\"192.0.2.1\"]\n";
+        let zones = build(&chain).unwrap();
+        // Knot DNS 3.2: five CNAMEs, then the last target's address but not its CNAME.
+        let answers = |start: &str| {
+            let found = lookup(&zones, &name(start), RecordType::A);
+            found
+                .answers
+                .iter()
+                .map(|set| set.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(answers("c0.example.com.").len(), MAX_CNAME_CHAIN);
+        let from_c7 = answers("c7.example.com.");
+        assert_eq!(from_c7.len(), MAX_CNAME_CHAIN + 1);
+        assert_eq!(from_c7.last().unwrap(), "c12.example.com.");
+    }
+
+    #[test]
+    fn a_zone_file_takes_steered_names_from_toml() {
+        let dir = std::env::temp_dir().join(format!("edge-zone-toml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("example.com.zone"),
+            "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 192.0.2.53\nwww CNAME shop\n*.wild A 192.0.2.99\n",
+        )
+        .unwrap();
+        let config_path = dir.join("edge.toml");
+        let with = |zone: &str| {
+            let text = format!(
+                "[xdp]\ninterface = \"eth0\"\n{}\n[[zones]]\napex = \"example.com\"\nfile = \"example.com.zone\"\n{zone}",
+                FULL[..FULL.find("[[zones]]").unwrap()].trim()
+            );
+            Zones::build(&config_path, &Config::parse(&config_path, &text).unwrap())
+        };
+        let zones =
+            with("[[zones.names]]\nname = \"shop\"\npool = \"shop-origins\"\nttl = 20\n").unwrap();
+        let zone = &zones.zones[0];
+        let shop = &zone.names[&name("shop.example.com.")];
+        assert_eq!(pool(shop), Some("shop-origins"));
+        assert_eq!(shop.sets[&1].ttl, 20);
+        assert!(zone.wildcard(&name("a.wild.example.com.")).is_some());
+        assert!(zone.wildcard(&name("a.b.wild.example.com.")).is_some());
+        assert!(zone.wildcard(&name("a.example.com.")).is_none());
+
+        for (zone, field, reason) in [
+            ("ttl = 60\n", "zones[0].ttl", "$TTL"),
+            (
+                "[[zones.nameservers]]\nname = \"ns2\"\naddresses = [\"192.0.2.1\"]\n",
+                "zones[0].nameservers",
+                "zone file",
+            ),
+            (
+                "[[zones.names]]\nname = \"x\"\na = [\"192.0.2.1\"]\n",
+                "zones[0].names[0]",
+                "only steered names",
+            ),
+            (
+                "[[zones.names]]\nname = \"ns1\"\npool = \"shop-origins\"\n",
+                "zones[0].names[0].name",
+                "already has records",
+            ),
+        ] {
+            let error = with(zone).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.reason.contains(reason), "{error}");
+        }
+        // A broken file: refused with the file, its line and the reason.
+        std::fs::write(
+            dir.join("example.com.zone"),
+            "$ORIGIN example.com.\n@ 300 SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2\n",
+        )
+        .unwrap();
+        let error = with("").unwrap_err();
+        assert_eq!(error.file, dir.join("example.com.zone"));
+        assert_eq!(error.field, "line 4, at its end");
+        assert!(error.reason.contains("IPv4"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -1075,12 +1286,9 @@ txt = ["v=DKIM1; p="]
         let zones = Zones::build(path, &config).unwrap();
         // The CNAME hand-over target is a steered name; the NS hand-over is a zone of its own.
         let shop = &zones.zones[0].names[&name("shop.cdn.example.net.")];
-        assert_eq!(shop.pool.as_deref(), Some("shop-origins"));
+        assert_eq!(pool(shop), Some("shop-origins"));
         let books = zones.find(&name("cdn.books.example.")).unwrap();
-        assert_eq!(
-            books.names[&books.apex].pool.as_deref(),
-            Some("books-origins")
-        );
+        assert_eq!(pool(&books.names[&books.apex]), Some("books-origins"));
         assert_eq!(config.dns.listen.len(), 2);
     }
 }
