@@ -101,7 +101,8 @@ fn step(
             let ns = delegation
                 .rrset(cut, RecordType::NS)
                 .expect("a delegation has NS records");
-            add_addresses(zone, delegation.targets(), lookup);
+            let targets: Vec<Name> = ns.rdatas.iter().filter_map(additional_target).collect();
+            add_addresses(zone, &targets, lookup);
             lookup.authorities.push(ns);
             return None;
         }
@@ -147,14 +148,9 @@ fn step(
     };
     match found {
         Some(set) => {
-            let targets: Vec<Name> = set
-                .rdatas
-                .iter()
-                .filter_map(additional_target)
-                .cloned()
-                .collect();
+            let targets: Vec<Name> = set.rdatas.iter().filter_map(additional_target).collect();
             lookup.answers.push(set);
-            add_addresses(zone, targets.iter(), lookup);
+            add_addresses(zone, &targets, lookup);
         }
         None => negative(zone, lookup),
     }
@@ -170,9 +166,9 @@ fn negative(zone: &Zone, lookup: &mut Lookup) {
     lookup.authorities.push(soa);
 }
 
-/// The A then AAAA records `zone` holds for each of `targets`, once each: glue for name servers
-/// and addresses for mail exchanges.
-fn add_addresses<'a>(zone: &Zone, targets: impl Iterator<Item = &'a Name>, lookup: &mut Lookup) {
+/// The A then AAAA records `zone` holds for each of `targets`, once each: glue for name servers,
+/// addresses for mail exchanges and services.
+fn add_addresses(zone: &Zone, targets: &[Name], lookup: &mut Lookup) {
     for target in targets {
         let target = target.to_lowercase();
         for rtype in [RecordType::A, RecordType::AAAA] {

@@ -12,9 +12,12 @@ use std::{
 use edge_common::MAX_ANSWER_RECORDS;
 use edge_config::{Config, ConfigError, DEFAULT_TTL, NameConfig, SoaConfig, ZoneConfig};
 use edge_steer::Selections;
-use hickory_proto::rr::{
-    Name, RData, RecordType,
-    rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT},
+use hickory_proto::{
+    rr::{
+        Name, RData, RecordType,
+        rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT},
+    },
+    serialize::binary::{BinDecodable as _, BinDecoder},
 };
 
 use crate::{
@@ -137,16 +140,8 @@ impl NameRecords {
             })
     }
 
-    /// The names in NS and MX records: they must not be aliases, and their addresses go in
-    /// the additional section.
-    pub fn targets(&self) -> impl Iterator<Item = &Name> {
-        self.sets
-            .values()
-            .flat_map(|set| &set.rdatas)
-            .filter_map(additional_target)
-    }
-
-    /// Adds `rdata` to the RRset of its type; the RRset keeps its first TTL, as Knot does.
+    /// Adds `rdata` to the RRset of its type; the RRset takes the TTL of the record added last,
+    /// as Knot DNS does when a zone file gives one RRset several TTLs.
     pub fn add(&mut self, ttl: u32, rdata: RData) {
         let set = self
             .sets
@@ -155,6 +150,7 @@ impl NameRecords {
                 ttl,
                 rdatas: Vec::new(),
             });
+        set.ttl = ttl;
         if !set.rdatas.contains(&rdata) {
             set.rdatas.push(rdata);
         }
@@ -189,11 +185,23 @@ impl NameRecords {
     }
 }
 
-/// The name whose addresses help a resolver use `rdata` (RFC 1035 §3.3: NS and MX).
-pub fn additional_target(rdata: &RData) -> Option<&Name> {
+/// The name whose addresses help a resolver use `rdata`, which go in the additional section:
+/// NS and MX (RFC 1035 §3.3), SRV (RFC 2782) and SVCB/HTTPS (RFC 9460 §4), as Knot adds them.
+/// SRV and SVCB data are kept as received, so their target is read from the bytes.
+pub fn additional_target(rdata: &RData) -> Option<Name> {
     match rdata {
-        RData::NS(ns) => Some(&ns.0),
-        RData::MX(mx) => Some(&mx.exchange),
+        RData::NS(ns) => Some(ns.0.clone()),
+        RData::MX(mx) => Some(mx.exchange.clone()),
+        RData::Unknown { code, rdata } => {
+            // Priority, weight and port; or SvcPriority.
+            let skip = match code {
+                RecordType::SRV => 6,
+                RecordType::SVCB | RecordType::HTTPS => 2,
+                _ => return None,
+            };
+            let mut decoder = BinDecoder::new(rdata.anything.get(skip..)?);
+            Name::read(&mut decoder).ok().filter(|name| !name.is_root())
+        }
         _ => None,
     }
 }

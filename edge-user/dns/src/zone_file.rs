@@ -382,8 +382,8 @@ x TYPE65000 \# 3 010203
         let zone = load(&path, &name("example.com.")).unwrap();
         let t = &zone.names[&name("t.example.com.")];
         let txt = t.rrset(&name("t.example.com."), RecordType::TXT).unwrap();
-        // TTL per RRset: the first record's.
-        assert_eq!((txt.ttl, txt.rdatas.len()), (60, 2));
+        // TTL per RRset: the last record's, as Knot.
+        assert_eq!((txt.ttl, txt.rdatas.len()), (120, 2));
         let RData::Unknown { rdata, .. } = &txt.rdatas[0] else {
             panic!("{:?}", txt.rdatas[0])
         };
