@@ -45,6 +45,10 @@ ns = ["ns.sub"]
 [[zones.names]]
 name = "ns.sub"
 a = ["192.0.2.54"]
+[[zones.names]]
+name = "*.wild"
+a = ["192.0.2.99"]
+aaaa = ["2001:db8::99"]
 "#,
     );
     for i in 0..NAMES {
@@ -117,6 +121,9 @@ fn xdp_replies_equal_userspace_replies() -> Result<()> {
     let mut names: Vec<String> = zones.names().map(|(name, _)| name.to_string()).collect();
     names.push("nonexistent.example.com.".into());
     names.push("deep.below.sub.example.com.".into());
+    // Names a wildcard answers for: synthesised in userspace, so the program passes them.
+    let synthesised = ["x.wild.example.com.", "y.x.wild.example.com."];
+    names.extend(synthesised.iter().map(|name| name.to_string()));
     assert!(names.len() > 1_000, "{} names", names.len());
 
     let (mut compared, mut passed) = (0_usize, 0_usize);
@@ -160,6 +167,7 @@ fn xdp_replies_equal_userspace_replies() -> Result<()> {
                         let aa = userspace[2] & 0x04 != 0;
                         assert!(
                             qtype == 15
+                                || synthesised.contains(&name.as_str())
                                 || rcode != 0
                                 || ancount == 0
                                 || !aa
@@ -172,6 +180,25 @@ fn xdp_replies_equal_userspace_replies() -> Result<()> {
                 }
             }
         }
+    }
+    // The server's identity comes from userspace: CHAOS TXT and NSID queries are passed on.
+    for (name, qclass, nsid) in [
+        ("id.server", 3, false),
+        ("version.bind", 3, false),
+        ("host1.example.com", 1, true),
+        ("x.wild.example.com", 1, true),
+    ] {
+        let mut query = Query::new(name);
+        (query.qtype, query.qclass) = (if qclass == 3 { 16 } else { 1 }, qclass);
+        if nsid {
+            query.counts = [1, 0, 0, 1];
+            query.additional = opt(0, false, &[0, 3, 0, 0]);
+        }
+        let (verdict, _) = program.run(&query.frame())?;
+        assert_eq!(verdict, XDP_PASS, "{name} class {qclass} nsid {nsid}");
+        let userspace = respond(&zones, &query.bytes(), Transport::Udp).expect("a response");
+        assert_eq!(userspace[3] & 0x0f, 0, "userspace answers {name}");
+        passed += 1;
     }
     eprintln!("{compared} replies compared byte for byte, {passed} passed to userspace");
     assert!(

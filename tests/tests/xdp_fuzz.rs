@@ -26,14 +26,15 @@ fn zone() -> String {
         ));
     }
     format!(
-        "[xdp]\ninterface = \"eth0\"\n[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.10\", \"192.0.2.11\", \"192.0.2.12\"]\n{names}"
+        "[xdp]\ninterface = \"eth0\"\n[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.10\", \"192.0.2.11\", \"192.0.2.12\"]\n[[zones.names]]\nname = \"*.wild\"\na = [\"192.0.2.99\"]\n{names}"
     )
 }
 
 /// A valid query for a random known or unknown name, random letter case, type, EDNS, shape.
 fn query_frame(rng: &mut fastrand::Rng) -> Vec<u8> {
-    let mut name: String = match rng.u8(..4) {
+    let mut name: String = match rng.u8(..5) {
         0 => "www.example.com".into(),
+        4 => format!("{}.wild.example.com", ["*", "x", "y.z"][rng.usize(..3)]),
         1 => format!("host{}.example.com", rng.u8(..80)),
         2 => format!("{}.example.com", "x".repeat(rng.usize(1..64))),
         _ => format!("host{}.example.com", rng.u8(..64)),
