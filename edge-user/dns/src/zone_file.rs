@@ -60,25 +60,32 @@ struct Loaded {
 /// Loads the zone `apex` (absolute, lower-case) from the master file at `path`, with `apex` as
 /// the initial origin.
 pub fn load(path: &Path, apex: &Name) -> Result<Zone, Error> {
+    let text = std::fs::read(path).map_err(|error| whole(path, error.to_string()))?;
+    parse(path, &text, apex)
+}
+
+/// The zone `apex` from `text`, the contents of the file at `path` (which names it in errors
+/// and anchors relative `$INCLUDE`s).
+pub fn parse(path: &Path, text: &[u8], apex: &Name) -> Result<Zone, Error> {
     let origin = domain::base::Name::<Bytes>::from_octets(Bytes::from(
         apex.to_bytes()
             .map_err(|error| whole(path, error.to_string()))?,
     ))
     .map_err(|error| whole(path, format!("apex {apex}: {error}")))?;
     let mut records = Vec::new();
-    read(path, origin, 0, &mut records)?;
+    read(path, text, origin, 0, &mut records)?;
     assemble(path, apex, records)
 }
 
-/// Appends the records of the file at `path` to `out`, following `$INCLUDE`s.
+/// Appends the records of `text`, the file at `path`, to `out`, following `$INCLUDE`s.
 fn read(
     path: &Path,
+    text: &[u8],
     origin: domain::base::Name<Bytes>,
     depth: usize,
     out: &mut Vec<Loaded>,
 ) -> Result<(), Error> {
-    let text = std::fs::read(path).map_err(|error| whole(path, error.to_string()))?;
-    let mut zonefile = Zonefile::from(&text[..]);
+    let mut zonefile = Zonefile::from(text);
     zonefile.set_origin(origin);
     zonefile.set_default_class(Class::IN);
     loop {
@@ -132,13 +139,19 @@ fn read(
                     .parent()
                     .unwrap_or(Path::new("."))
                     .join(include.to_string());
-                std::fs::metadata(&included).map_err(|error| {
+                let text = std::fs::read(&included).map_err(|error| {
                     whole(path, format!("$INCLUDE {}: {error}", included.display()))
                 })?;
                 let current = zonefile
                     .origin()
                     .map_err(|error| whole(path, error.to_string()))?;
-                read(&included, include_origin.unwrap_or(current), depth + 1, out)?;
+                read(
+                    &included,
+                    &text,
+                    include_origin.unwrap_or(current),
+                    depth + 1,
+                    out,
+                )?;
             }
         }
     }
