@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use edge_user::{dns::authority::lookup, zone::Zones, zone_file};
+use edge_dns::{authority::lookup, zone::Zones, zone_file};
 use hickory_proto::rr::{Name, RecordType};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,7 +1,7 @@
 //! The two answer paths agree: for every name and type of a generated zone of well over 1,000
 //! names, and a mix of queries (letter case, EDNS off/on/DO, IPv4/IPv6, with and without a VLAN
 //! tag), the XDP program's reply carries exactly the DNS message that the userspace server
-//! (`dns::respond`) builds for the same query. Queries the XDP program passes on must be those it
+//! (`edge_dns::respond`) builds for the same query. Queries the XDP program passes on must be those it
 //! holds no answer for.
 
 use std::path::Path;

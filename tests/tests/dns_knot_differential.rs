@@ -2,7 +2,7 @@
 //! zone file with every feature edge serves, loaded by both. A generated query matrix (names and
 //! types, letter case, EDNS off/on/DO/NSID/EXPIRE/cookie/bad options/versions/payload sizes, UDP
 //! and TCP, opcodes, classes, malformed messages) goes to Knot over the wire and to edge's
-//! answer function (`dns::respond`, what the userspace server sends). Replies are compared byte
+//! answer function (`edge_dns::respond`, what the userspace server sends). Replies are compared byte
 //! for byte, then field by field; every difference must fall under one of [`EXCEPTIONS`], each
 //! justified by an RFC, and the count of each is printed.
 

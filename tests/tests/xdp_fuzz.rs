@@ -1,6 +1,6 @@
 //! Random and mutated frames through the XDP program (BPF_PROG_TEST_RUN), differentially: the
 //! program either passes the frame untouched, or sends exactly the DNS message that the
-//! userspace server (`dns::respond`) sends for that query, byte for byte. A query the userspace
+//! userspace server (`edge_dns::respond`) sends for that query, byte for byte. A query the userspace
 //! server finds malformed (FORMERR, or no response at all) is never answered by the program.
 //! `EDGE_FUZZ_FRAMES` sets the count (50,000 by default; `cargo xtask fuzz-xdp` runs
 //! 1,000,000); `EDGE_FUZZ_SEED` replays a run.
