@@ -19,6 +19,7 @@ use etherparse::PacketBuilder;
 fn verification_leaves_headroom() -> Result<()> {
     const LIMIT: u32 = 1_000_000;
     let verified = xdp_cases::program()?.verified_instructions()?;
+    eprintln!("the verifier walked {verified} instructions");
     assert!(
         verified < LIMIT * 3 / 4,
         "the verifier walked {verified} instructions of its {LIMIT}"
