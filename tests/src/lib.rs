@@ -10,6 +10,7 @@ pub mod dig;
 pub mod edge;
 pub mod ftp;
 pub mod origin;
+pub mod pop;
 pub mod raw_origin;
 pub mod serial;
 pub mod test_zone;

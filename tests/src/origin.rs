@@ -3,8 +3,10 @@
 //! `size=N` (body bytes), `cc=…` (Cache-Control), `status=N`, `etag=…` (answers If-None-Match
 //! with 304), `lm=1` (a fixed Last-Modified; answers If-Modified-Since with 304), `vary=…`,
 //! `delay=MS` (before the head), `slow=MS` (between each of 16 body pieces), `chunked=1` (no
-//! Content-Length). [`Origin::set_failing`] makes every answer a 503, [`Origin::set_delay`]
-//! delays every answer (a slow origin).
+//! Content-Length), `h=Name:Value` (a response header; repeatable), `nm=bare` (the 304 carries
+//! no ETag or Last-Modified) or `nm=other` (the 304 names ETag "other"). [`Origin::set_failing`]
+//! makes every answer a 503, [`Origin::set_delay`] delays every answer (a slow origin),
+//! [`Origin::stop`] closes it (connections are then refused).
 
 use std::{
     collections::HashMap,
@@ -120,6 +122,13 @@ impl Origin {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Stops listening and closes every connection.
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
     /// Delays every answer by `delay` from now on.
     pub fn set_delay(&self, delay: Duration) {
         self.delay.store(delay.as_millis() as u64, Ordering::SeqCst);
@@ -174,6 +183,20 @@ async fn answer(
                 .collect()
         })
         .unwrap_or_default();
+    let extra: Vec<(String, String)> = request
+        .uri()
+        .query()
+        .map(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .filter(|(name, _)| name == "h")
+                .filter_map(|(_, header)| {
+                    let (name, value) = header.split_once(':')?;
+                    Some((name.to_string(), value.trim_start().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let number = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok());
     if let Some(delay) = number("delay") {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -190,6 +213,9 @@ async fn answer(
     }
     if let Some(vary) = query.get("vary") {
         response = response.header(header::VARY, vary.as_str());
+    }
+    for (name, value) in &extra {
+        response = response.header(name.as_str(), value.as_str());
     }
     let mut not_modified = false;
     if let Some(etag) = query.get("etag") {
@@ -208,6 +234,19 @@ async fn answer(
         response = response.header(header::LAST_MODIFIED, LAST_MODIFIED);
     }
     if not_modified {
+        if let Some(how) = query.get("nm") {
+            // Rebuilt without the validators (or with another ETag).
+            let mut bare = Response::builder();
+            for (name, value) in response.headers_ref().into_iter().flatten() {
+                if name != header::ETAG && name != header::LAST_MODIFIED {
+                    bare = bare.header(name, value);
+                }
+            }
+            if how == "other" {
+                bare = bare.header(header::ETAG, "\"other\"");
+            }
+            response = bare;
+        }
         return Ok(response
             .status(StatusCode::NOT_MODIFIED)
             .body(full(Bytes::new()))

@@ -6,7 +6,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener},
     os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     thread,
     time::{Duration, Instant},
@@ -14,160 +14,11 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use edge_tests::{
-    curl::{Reply, curl},
-    edge::{EdgeProcess, binary},
-    origin::{LAST_MODIFIED, Origin, connect, pattern},
+    edge::EdgeProcess,
+    origin::{LAST_MODIFIED, connect, pattern},
+    pop::{BLACKHOLE_PORT, Pop},
     topology::Topology,
 };
-
-const ORIGIN_PORT: u16 = 8080;
-/// A listener whose accept queue is full, so connections to it hang: connect timeouts.
-const BLACKHOLE_PORT: u16 = 8081;
-/// Nothing listens: connections are refused.
-const REFUSING_PORT: u16 = 8082;
-
-/// A client, a PoP running `edge` with `[http]`, and an origin.
-struct Pop {
-    topology: Topology,
-    origin: Origin,
-    config: PathBuf,
-    edge: Option<EdgeProcess>,
-}
-
-impl Pop {
-    /// `http` is added to the `[http]` table (it may set cache_capacity).
-    fn start(test: &str, http: &str) -> Result<Self> {
-        let topology = Topology::client_and_pop(test)?;
-        let origin = Origin::start(
-            &topology.client,
-            SocketAddr::from((Topology::CLIENT_V4, ORIGIN_PORT)),
-        )?;
-        let capacity = if http.contains("cache_capacity") {
-            String::new()
-        } else {
-            "cache_capacity = \"64 MiB\"\n".into()
-        };
-        let text = format!(
-            r#"
-[xdp]
-interface = "{interface}"
-pin_root = "{pin_root}"
-
-[[pools]]
-name = "origins"
-kind = "origin"
-[[pools.members]]
-name = "o1"
-address = "{client}"
-http_port = {ORIGIN_PORT}
-
-[[pools]]
-name = "blackhole"
-kind = "origin"
-[[pools.members]]
-name = "b1"
-address = "{client}"
-http_port = {BLACKHOLE_PORT}
-
-[[pools]]
-name = "refusing"
-kind = "origin"
-[[pools.members]]
-name = "r1"
-address = "{client}"
-http_port = {REFUSING_PORT}
-
-[http]
-listen = "{pop}:80"
-cache_dir = "{cache_dir}"
-client_timeout = "2s"
-origin_connect_timeout = "1s"
-origin_read_timeout = "2s"
-{capacity}{http}
-
-[[http.sites]]
-host = "static.example.com"
-pool = "origins"
-
-[[http.sites]]
-host = "www.example.com"
-pool = "origins"
-static_paths = ["/assets/", "*.css"]
-
-[[http.sites]]
-host = "blackhole.example.com"
-pool = "blackhole"
-
-[[http.sites]]
-host = "refusing.example.com"
-pool = "refusing"
-"#,
-            interface = Topology::INTERFACE,
-            pin_root = topology.pin_root().display(),
-            client = Topology::CLIENT_V4,
-            pop = Topology::POP_V4,
-            cache_dir = topology.work_dir().join("cache").display(),
-        );
-        let config = topology.write_file("edge.toml", &text)?;
-        let edge = EdgeProcess::start(&topology.pop, &config, &[])?;
-        Ok(Self {
-            topology,
-            origin,
-            config,
-            edge: Some(edge),
-        })
-    }
-
-    fn cache_dir(&self) -> PathBuf {
-        self.topology.work_dir().join("cache")
-    }
-
-    /// curl for `path` on `host`, with extra curl arguments.
-    fn request(&self, host: &str, path: &str, args: &[&str]) -> Result<Reply> {
-        let resolve = format!("{host}:80:{}", Topology::POP_V4);
-        let url = format!("http://{host}{path}");
-        let mut all = vec!["--resolve", &resolve];
-        all.extend_from_slice(args);
-        all.push(&url);
-        curl(&self.topology.client, &all)
-    }
-
-    fn get(&self, path: &str) -> Result<Reply> {
-        self.request("static.example.com", path, &[])
-    }
-
-    fn restart(&mut self) -> Result<()> {
-        if let Some(edge) = self.edge.take() {
-            ensure!(edge.stop()?, "edge did not stop cleanly");
-        }
-        self.edge = Some(EdgeProcess::start(&self.topology.pop, &self.config, &[])?);
-        Ok(())
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        if let Some(edge) = self.edge.take() {
-            edge.kill()?;
-        }
-        Ok(())
-    }
-
-    fn purge(&self, url: &str) -> Result<String> {
-        let output = self
-            .topology
-            .pop
-            .command(binary())
-            .args(["purge", "--config"])
-            .arg(&self.config)
-            .arg(url)
-            .output()?;
-        ensure!(
-            output.status.success(),
-            "edge purge: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(String::from_utf8(output.stdout)?)
-    }
-}
 
 /// Bytes of files under `dir`.
 fn disk_usage(dir: &Path) -> u64 {
