@@ -129,9 +129,9 @@ pool = "refusing"
         self.request("static.example.com", path, &[])
     }
 
-    /// The cache's counters, from the admin endpoint's `/stats` (inside the PoP namespace).
+    /// The cache's counters, from the admin server's `GET /stats` (inside the PoP namespace).
     pub fn stats(&self) -> Result<serde_json::Value> {
-        let reply = curl(&self.topology.pop, &["http://127.0.0.1:9080/stats"])?;
+        let reply = curl(&self.topology.pop, &["http://127.0.0.1:9081/stats"])?;
         ensure!(reply.status == 200, "stats: {}", reply.status);
         Ok(serde_json::from_slice(&reply.body)?)
     }

@@ -8,6 +8,7 @@
 //! schema type `RequestDirectives`).
 
 pub mod eviction;
+pub mod fields;
 pub mod flight;
 pub mod key;
 pub mod mapped;
@@ -18,7 +19,7 @@ use std::{
     collections::HashMap,
     io,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::SystemTime,
 };
 
@@ -49,6 +50,14 @@ pub struct Cache {
     pub rules: Rules,
     /// Larger bodies are not stored.
     pub max_object_size: u64,
+    pub counters: Counters,
+}
+
+/// What the cache counts, for the admin endpoint's `/stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Stale responses served because the origin failed (RFC 9111 §4.2.4).
+    pub stale_on_error: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -86,6 +95,7 @@ impl Cache {
             flights: Flights::default(),
             rules,
             max_object_size,
+            counters: Counters::default(),
         };
         let count = objects.len();
         {

@@ -1,21 +1,33 @@
 //! Freshness (RFC 9111): whether a response may be stored, whether a stored one may be reused,
-//! and how to revalidate it. The rules are http-cache-semantics'; this module adds what that
-//! crate leaves to the cache: the RFC 5861 extensions (stale-while-revalidate, stale-if-error),
-//! negative caching of 404/410, whether a client's own directives count, and which request
-//! headers are kept with a stored response.
+//! and how to revalidate it. The rules are http-cache-semantics', given the response as
+//! [`super::fields`] reads it (strict dates, the first Age, case-insensitive directives, a
+//! targeted field in place of Cache-Control). This module adds what that crate leaves to the
+//! cache: storing any final status with explicit freshness (RFC 9111 §3) and `must-understand`
+//! (§5.2.2.3), the 304 that updates the response it validated (§4.3.3), serving stale when the
+//! origin fails (§4.2.4) and the RFC 5861 extensions, negative caching of 404/410, whether a
+//! client's own directives count, Set-Cookie, and which request headers are kept with a stored
+//! response.
 
 use std::time::{Duration, SystemTime};
 
 pub use edge_config::http::RequestDirectives;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request, response};
-use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, request, response};
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
+
+use super::fields::{self, Directive};
 
 /// The configured knobs of the rules.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     options: CacheOptions,
     negative_ttl: Duration,
     request_directives: RequestDirectives,
+    /// Targeted cache fields (RFC 9213), in order of precedence.
+    targets: Vec<HeaderName>,
+    /// Whether responses with Set-Cookie are stored (and served with it).
+    store_set_cookie: bool,
+    /// How stale a response may be served when the origin fails, unless it says otherwise.
+    stale_on_error: Duration,
 }
 
 /// What a stored response can do for a request.
@@ -27,6 +39,19 @@ pub enum Reuse {
     },
     /// Stored for another variant (Vary) or unusable for this request.
     Mismatch,
+}
+
+/// Statuses http-cache-semantics stores; it refuses any other, even with explicit freshness.
+const CRATE_STATUSES: [u16; 14] = [
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+
+/// Whether edge knows what `status` means (RFC 9110 §15), for `must-understand`.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
 }
 
 impl Rules {
@@ -44,7 +69,29 @@ impl Rules {
             },
             negative_ttl,
             request_directives,
+            targets: vec![fields::CDN_CACHE_CONTROL],
+            store_set_cookie: false,
+            stale_on_error: Duration::ZERO,
         }
+    }
+
+    /// The targeted cache fields that apply to this cache, first first (RFC 9213 §2.1).
+    pub fn with_targets(mut self, targets: Vec<HeaderName>) -> Self {
+        self.targets = targets;
+        self
+    }
+
+    /// Whether responses that set cookies are stored and served with Set-Cookie.
+    pub fn with_set_cookie(mut self, store: bool) -> Self {
+        self.store_set_cookie = store;
+        self
+    }
+
+    /// How stale a stored response may be served when the origin fails and the response
+    /// neither forbids it nor has `stale-if-error`; zero turns it off.
+    pub fn with_stale_on_error(mut self, cap: Duration) -> Self {
+        self.stale_on_error = cap;
+        self
     }
 
     /// The request as the cache sees it: a GET (HEAD is served from GET responses) for the
@@ -70,6 +117,13 @@ impl Rules {
         if self.request_directives == RequestDirectives::Ignore {
             parts.headers.remove(header::CACHE_CONTROL);
             parts.headers.remove(header::PRAGMA);
+        } else if parts.headers.contains_key(header::CACHE_CONTROL) {
+            // Directive names are case-insensitive; http-cache-semantics reads them as written.
+            let directives = fields::cache_control(&parts.headers);
+            parts.headers.remove(header::CACHE_CONTROL);
+            if let Some(value) = fields::format(&directives) {
+                parts.headers.insert(header::CACHE_CONTROL, value);
+            }
         }
         if let Ok(host) = HeaderValue::from_str(host) {
             parts.headers.insert(header::HOST, host);
@@ -93,9 +147,12 @@ impl Rules {
         response: &response::Parts,
         now: SystemTime,
     ) -> Option<CachePolicy> {
-        let response = self.negative(response);
+        if !self.store_set_cookie && response.headers.contains_key(header::SET_COOKIE) {
+            return None;
+        }
+        let response_view = self.response_view(response)?;
         // Storability is judged on the whole request (credentials count); what is kept is less.
-        let judged = CachePolicy::new_options(request, &response, now, self.options);
+        let judged = CachePolicy::new_options(request, &response_view, now, self.options);
         let has_validator = response.headers.contains_key(header::ETAG)
             || response.headers.contains_key(header::LAST_MODIFIED);
         if !judged.is_storable() || (judged.time_to_live(now).is_zero() && !has_validator) {
@@ -104,49 +161,164 @@ impl Rules {
         let kept = kept_request(request, &response.headers);
         Some(CachePolicy::new_options(
             &kept,
-            &response,
+            &response_view,
             now,
             self.options,
         ))
     }
 
-    /// The policy after the origin answered a revalidation with 304, or `None` when the 304
-    /// does not match the stored response (whose headers are `stored_headers`).
+    /// The policy of a stored response after the origin answered its revalidation (`request`)
+    /// with 304, given the stored headers as the 304 updated them (`updated`, RFC 9111 §4.3.4)
+    /// and the 304's own; `None` when the 304 names a validator other than the stored one, so
+    /// that it cannot be about this response. A 304 without validators is about the response
+    /// the cache asked about (§4.3.3): only that one was named in the conditions.
     pub fn revalidated(
         &self,
-        stored: &CachePolicy,
-        stored_headers: &HeaderMap,
+        stored: &HeaderMap,
+        status: StatusCode,
+        updated: &HeaderMap,
         request: &request::Parts,
-        response: &response::Parts,
+        not_modified: &response::Parts,
         now: SystemTime,
     ) -> Option<CachePolicy> {
-        let request = kept_request(request, stored_headers);
-        match stored.after_response(&request, response, now) {
-            AfterResponse::NotModified(policy, _) => Some(policy),
-            AfterResponse::Modified(..) => None,
+        if !same_validators(stored, &not_modified.headers) {
+            return None;
         }
+        let (mut response, ()) = http::Response::new(()).into_parts();
+        response.status = status;
+        response.headers = updated.clone();
+        if let Some(age) = not_modified.headers.get(header::AGE) {
+            response.headers.insert(header::AGE, age.clone());
+        }
+        let view = self
+            .response_view(&response)
+            .unwrap_or_else(|| clone_parts(&response));
+        let request = kept_request(request, updated);
+        Some(CachePolicy::new_options(&request, &view, now, self.options))
     }
 
-    /// A 404 or 410 without explicit freshness is reused for `negative_ttl`.
-    fn negative(&self, response: &response::Parts) -> response::Parts {
-        let mut response = clone_parts(response);
-        let negative = matches!(response.status, StatusCode::NOT_FOUND | StatusCode::GONE);
-        let explicit = response.headers.contains_key(header::EXPIRES)
-            || directives(&response.headers).any(|(name, _)| {
-                matches!(
-                    name.as_str(),
-                    "max-age" | "s-maxage" | "no-store" | "no-cache" | "private"
-                )
-            });
-        if negative && !explicit && !self.negative_ttl.is_zero() {
-            let max_age = format!("max-age={}", self.negative_ttl.as_secs().max(1));
-            response.headers.append(
-                header::CACHE_CONTROL,
-                HeaderValue::from_str(&max_age).unwrap(),
-            );
+    /// Seconds a stale response may still be served while it is revalidated in the background,
+    /// and when the origin fails; `None` when the response does not allow it. Failing, the
+    /// origin is as good as unreachable (RFC 9111 §4.2.4): stale is served up to
+    /// `stale-if-error`, else the configured cap, unless the response forbids serving stale.
+    pub fn stale_allowance(&self, headers: &HeaderMap) -> (Option<Duration>, Option<Duration>) {
+        let mut while_revalidate = None;
+        let mut if_error = None;
+        for (name, value) in self.governing(headers) {
+            let seconds = value.and_then(|v| v.parse().ok()).map(Duration::from_secs);
+            match name.as_str() {
+                // RFC 9111 §4.2.4: these forbid serving stale at all; s-maxage includes
+                // proxy-revalidate for a shared cache (§5.2.2.10).
+                "must-revalidate" | "proxy-revalidate" | "no-cache" | "s-maxage" => {
+                    return (None, None);
+                }
+                "stale-while-revalidate" => while_revalidate = seconds,
+                "stale-if-error" => if_error = seconds,
+                _ => {}
+            }
         }
-        response
+        let on_error = (!self.stale_on_error.is_zero()).then_some(self.stale_on_error);
+        (while_revalidate, if_error.or(on_error))
     }
+
+    /// The directives that govern `headers`: a targeted field's, else Cache-Control's.
+    fn governing(&self, headers: &HeaderMap) -> Vec<Directive> {
+        fields::governing(headers, &self.targets).0
+    }
+
+    /// The response as http-cache-semantics is to judge it, or `None` when it must not be
+    /// stored whatever it says (`must-understand` with a status edge does not know).
+    fn response_view(&self, response: &response::Parts) -> Option<response::Parts> {
+        let mut view = clone_parts(response);
+        let headers = &mut view.headers;
+        let (mut directives, targeted) = fields::governing(&response.headers, &self.targets);
+        if targeted {
+            // RFC 9213 §2.1: the targeted field replaces Cache-Control and Expires.
+            headers.remove(header::EXPIRES);
+            headers.remove(header::PRAGMA);
+        }
+        let has = |directives: &[Directive], name: &str| directives.iter().any(|(n, _)| n == name);
+        if has(&directives, "must-understand") {
+            // RFC 9111 §5.2.2.3: no-store yields to must-understand for a known status only.
+            if !understood(response.status) {
+                return None;
+            }
+            directives.retain(|(name, _)| name != "no-store");
+        }
+        let explicit = headers.contains_key(header::EXPIRES)
+            || ["max-age", "s-maxage"]
+                .iter()
+                .any(|name| has(&directives, name));
+        let negative = matches!(response.status, StatusCode::NOT_FOUND | StatusCode::GONE);
+        let negative = negative
+            && !explicit
+            && !["no-store", "no-cache", "private"]
+                .iter()
+                .any(|name| has(&directives, name));
+        if negative && !self.negative_ttl.is_zero() {
+            let max_age = self.negative_ttl.as_secs().max(1).to_string();
+            directives.push(("max-age".into(), Some(max_age)));
+        }
+        headers.remove(header::CACHE_CONTROL);
+        if let Some(value) = fields::format(&directives).filter(|_| !directives.is_empty()) {
+            headers.insert(header::CACHE_CONTROL, value);
+        }
+        match fields::first_age(&response.headers) {
+            Some(age) => headers.insert(header::AGE, age),
+            None => headers.remove(header::AGE),
+        };
+        // An invalid Expires means already expired (RFC 9111 §5.3); an invalid Date, none.
+        let expires: Vec<&HeaderValue> = headers.get_all(header::EXPIRES).iter().collect();
+        if !expires.is_empty() {
+            let valid = match expires.as_slice() {
+                [one] => fields::http_date(one),
+                _ => None,
+            };
+            let value = valid.map_or(HeaderValue::from_static("0"), http_date_value);
+            headers.insert(header::EXPIRES, value);
+        }
+        match headers.get(header::DATE).and_then(fields::http_date) {
+            Some(date) => headers.insert(header::DATE, http_date_value(date)),
+            None => headers.remove(header::DATE),
+        };
+        if self.store_set_cookie {
+            // http-cache-semantics would not reuse it without `public`; configured, it is.
+            headers.remove(header::SET_COOKIE);
+        }
+        // RFC 9111 §3: any final status may be stored with explicit freshness. The crate
+        // knows its list only, so it judges such a response as a 200.
+        let status = response.status;
+        let final_status = status.as_u16() >= 200
+            && status != StatusCode::PARTIAL_CONTENT
+            && status != StatusCode::NOT_MODIFIED;
+        if final_status && explicit && !CRATE_STATUSES.contains(&status.as_u16()) {
+            view.status = StatusCode::OK;
+        }
+        Some(view)
+    }
+}
+
+/// Whether a 304's validators (if any) are those of the stored response: an ETag compared
+/// weakly, else Last-Modified as a date. A 304 without them names nothing else.
+fn same_validators(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    let etag = |headers: &HeaderMap| {
+        headers
+            .get(header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(|tag| tag.trim().trim_start_matches("W/").to_string())
+    };
+    if let Some(new) = etag(not_modified) {
+        return etag(stored).is_some_and(|old| old == new);
+    }
+    let modified = |headers: &HeaderMap| headers.get(header::LAST_MODIFIED).map(fields::http_date);
+    match (modified(stored), modified(not_modified)) {
+        (Some(old), Some(new)) => old == new,
+        _ => true,
+    }
+}
+
+fn http_date_value(date: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(date)).expect("an HTTP-date is a header value")
 }
 
 /// A stored response's age and freshness as lines over time, computed once per object so that a
@@ -200,39 +372,12 @@ pub fn reuse(policy: &CachePolicy, request: &request::Parts, now: SystemTime) ->
     }
 }
 
-/// Seconds a stale response may still be served while it is revalidated in the background,
-/// and when the origin fails; `None` when the response does not allow it.
-pub fn stale_allowance(headers: &HeaderMap) -> (Option<Duration>, Option<Duration>) {
-    let mut while_revalidate = None;
-    let mut if_error = None;
-    for (name, value) in directives(headers) {
-        let seconds = value.and_then(|v| v.parse().ok()).map(Duration::from_secs);
-        match name.as_str() {
-            // RFC 9111 §4.2.4: these forbid serving stale at all.
-            "must-revalidate" | "proxy-revalidate" | "no-cache" => return (None, None),
-            "stale-while-revalidate" => while_revalidate = seconds,
-            "stale-if-error" => if_error = seconds,
-            _ => {}
-        }
-    }
-    (while_revalidate, if_error)
-}
-
-/// Cache-Control directives, names lower-cased, values unquoted.
-fn directives(headers: &HeaderMap) -> impl Iterator<Item = (String, Option<String>)> + '_ {
-    headers
-        .get_all(header::CACHE_CONTROL)
+/// Whether a client's request says `only-if-cached` (RFC 9111 §5.2.1.7). Honoured whatever
+/// `request_cache_control` says: it can only spare the origin.
+pub fn only_if_cached(headers: &HeaderMap) -> bool {
+    fields::cache_control(headers)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|directive| {
-            let (name, value) = match directive.split_once('=') {
-                Some((name, value)) => (name, Some(value.trim().trim_matches('"').to_string())),
-                None => (directive, None),
-            };
-            let name = name.trim().to_ascii_lowercase();
-            (!name.is_empty()).then_some((name, value))
-        })
+        .any(|(name, _)| name == "only-if-cached")
 }
 
 /// Only the headers the rules need later are kept on disk: Host, and those the response varies
@@ -441,9 +586,10 @@ mod tests {
 
     #[test]
     fn stale_allowances() {
+        let rules = Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour);
         let headers = |value: &'static str| response(200, &[("cache-control", value)]).headers;
         assert_eq!(
-            stale_allowance(&headers(
+            rules.stale_allowance(&headers(
                 "max-age=1, stale-while-revalidate=30, stale-if-error=600"
             )),
             (
@@ -451,10 +597,142 @@ mod tests {
                 Some(Duration::from_secs(600))
             )
         );
-        assert_eq!(stale_allowance(&headers("max-age=1")), (None, None));
+        assert_eq!(rules.stale_allowance(&headers("max-age=1")), (None, None));
+        // With a cap configured, a failing origin gets stale up to the cap, unless forbidden.
+        let capped = rules.clone().with_stale_on_error(Duration::from_secs(60));
+        let hour = Some(Duration::from_secs(3600));
         assert_eq!(
-            stale_allowance(&headers("must-revalidate, stale-if-error=600")),
-            (None, None)
+            capped.stale_allowance(&headers("max-age=1")),
+            (None, Some(Duration::from_secs(60)))
         );
+        assert_eq!(
+            capped.stale_allowance(&headers("max-age=1, stale-if-error=3600")),
+            (None, hour)
+        );
+        for forbidding in [
+            "must-revalidate, stale-if-error=600",
+            "Must-Revalidate",
+            "proxy-revalidate",
+            "no-cache",
+            "max-age=1, s-maxage=1",
+        ] {
+            assert_eq!(
+                capped.stale_allowance(&headers(forbidding)),
+                (None, None),
+                "{forbidding}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_final_status_with_explicit_freshness() {
+        let rules = Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour);
+        let now = SystemTime::now();
+        let stored = |status: u16, headers: &[(&'static str, &'static str)]| {
+            rules.storable(&request(&[]), &response(status, headers), now)
+        };
+        for status in [299, 400, 499, 500, 502, 503, 504, 599] {
+            let policy = stored(status, &[("cache-control", "max-age=60")]).unwrap();
+            assert_eq!(
+                policy.time_to_live(now),
+                Duration::from_secs(60),
+                "{status}"
+            );
+            assert!(stored(status, &[]).is_none(), "{status}");
+            assert!(stored(status, &[("etag", "\"1\"")]).is_none(), "{status}");
+        }
+        assert!(stored(206, &[("cache-control", "max-age=60")]).is_none());
+        assert!(stored(304, &[("cache-control", "max-age=60")]).is_none());
+        // must-understand: no-store yields for a known status, and nothing is stored otherwise.
+        let understood = "max-age=60, no-store, must-understand";
+        assert!(stored(200, &[("cache-control", understood)]).is_some());
+        assert!(stored(503, &[("cache-control", understood)]).is_some());
+        assert!(stored(599, &[("cache-control", understood)]).is_none());
+        assert!(stored(200, &[("cache-control", "max-age=60, No-Store")]).is_none());
+    }
+
+    #[test]
+    fn fields_are_read_strictly() {
+        let rules = Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour);
+        let now = SystemTime::now();
+        let ttl = |headers: &[(&'static str, &'static str)]| {
+            rules
+                .storable(&request(&[]), &response(200, headers), now)
+                .map(|policy| policy.time_to_live(now).as_secs())
+        };
+        assert_eq!(ttl(&[("cache-control", "MAX-AGE=60")]), Some(60));
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=60"), ("age", "10, 50")]),
+            Some(50)
+        );
+        let future = "Thu, 01 Jan 2099 00:00:00 GMT";
+        assert!(ttl(&[("expires", future)]).unwrap() > 0);
+        assert!(ttl(&[("expires", "Thursday, 01-Jan-32 00:00:00 GMT")]).unwrap() > 0);
+        assert!(ttl(&[("expires", "Thu Jan  1 00:00:00 2099")]).unwrap() > 0);
+        // Double spaces: not a date, so expired, and without a validator not stored.
+        assert!(ttl(&[("expires", "Thu, 01 Jan 2099  00:00:00 GMT")]).is_none());
+        assert_eq!(
+            ttl(&[
+                ("expires", "Thu, 01 Jan 2099  00:00:00 GMT"),
+                ("etag", "\"1\"")
+            ]),
+            Some(0)
+        );
+        // CDN-Cache-Control governs and replaces Cache-Control and Expires.
+        assert_eq!(
+            ttl(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=600")
+            ]),
+            Some(600)
+        );
+        assert!(
+            ttl(&[
+                ("cache-control", "max-age=600"),
+                ("expires", future),
+                ("cdn-cache-control", "private")
+            ])
+            .is_none()
+        );
+        assert_eq!(
+            ttl(&[
+                ("cache-control", "max-age=600"),
+                ("cdn-cache-control", "max-age=\"5\"")
+            ]),
+            Some(600)
+        );
+        // Set-Cookie: not stored unless configured, then stored with it.
+        let cookie = [("cache-control", "max-age=60"), ("set-cookie", "a=1")];
+        assert_eq!(ttl(&cookie), None);
+        let storing = rules.clone().with_set_cookie(true);
+        let policy = storing
+            .storable(&request(&[]), &response(200, &cookie), now)
+            .unwrap();
+        assert_eq!(policy.time_to_live(now).as_secs(), 60);
+    }
+
+    #[test]
+    fn a_304_updates_the_response_it_validated() {
+        let rules = Rules::new(0.0, Duration::ZERO, RequestDirectives::Honour);
+        let now = SystemTime::now();
+        let stored = response(200, &[("cache-control", "max-age=0"), ("etag", "\"1\"")]);
+        let updated = response(200, &[("cache-control", "max-age=60"), ("etag", "\"1\"")]);
+        let policy = |not_modified: &[(&'static str, &'static str)]| {
+            rules.revalidated(
+                &stored.headers,
+                StatusCode::OK,
+                &updated.headers,
+                &request(&[]),
+                &response(304, not_modified),
+                now,
+            )
+        };
+        // No validator in the 304: it is about the response the cache asked about.
+        let fresh = policy(&[("cache-control", "max-age=60")]).unwrap();
+        assert_eq!(fresh.time_to_live(now), Duration::from_secs(60));
+        assert!(policy(&[("etag", "W/\"1\"")]).is_some());
+        assert!(policy(&[("etag", "\"2\"")]).is_none());
+        let aged = policy(&[("age", "20")]).unwrap();
+        assert_eq!(aged.time_to_live(now), Duration::from_secs(40));
     }
 }

@@ -8,6 +8,7 @@ use std::{
 };
 
 use bytesize::ByteSize;
+use http::HeaderName;
 use serde::Deserialize;
 
 use crate::{error::ConfigError, steering::PoolKind};
@@ -59,6 +60,19 @@ pub struct HttpConfig {
     /// 0, the default, means only explicit freshness counts.
     #[serde(default)]
     pub heuristic_fraction: f32,
+    /// How stale a stored response may be served when the origin cannot be reached, times out
+    /// or answers 5xx, if the response neither forbids it nor sets `stale-if-error`; `"0s"`
+    /// serves stale on error only with `stale-if-error`.
+    #[serde(default = "default_stale_on_error", with = "humantime_serde")]
+    pub stale_on_error: Duration,
+    /// Targeted cache fields (RFC 9213) that apply to this cache, in order of precedence; the
+    /// first valid one in a response replaces its Cache-Control and Expires.
+    #[serde(default = "default_targeted_cache_control")]
+    pub targeted_cache_control: Vec<String>,
+    /// Whether responses with Set-Cookie are stored (and served with it to every client) when
+    /// their caching headers allow; by default they are handed through, never stored.
+    #[serde(default)]
+    pub store_set_cookie: bool,
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
 }
@@ -119,6 +133,14 @@ fn default_origin_read_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_stale_on_error() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+fn default_targeted_cache_control() -> Vec<String> {
+    vec!["CDN-Cache-Control".into()]
+}
+
 fn default_negative_ttl() -> Duration {
     Duration::from_secs(10)
 }
@@ -132,6 +154,14 @@ impl HttpConfig {
         self.max_object_size
             .unwrap_or(DEFAULT_MAX_OBJECT_SIZE.min(self.cache_capacity))
             .as_u64()
+    }
+
+    /// The targeted cache fields as header names ([`Self::check`] refused any other).
+    pub fn targeted_fields(&self) -> Vec<HeaderName> {
+        self.targeted_cache_control
+            .iter()
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect()
     }
 
     /// Checks what the shape alone cannot: paths, sizes, and that every site names an origin
@@ -191,6 +221,19 @@ impl HttpConfig {
                 "heuristic_fraction".into(),
                 "must be between 0 and 1".into(),
             ));
+        }
+        for (t, name) in self.targeted_cache_control.iter().enumerate() {
+            let field = format!("targeted_cache_control[{t}]");
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => return Err(refuse(field, format!("{name:?} is not a field name"))),
+                Ok(header) if header == http::header::CACHE_CONTROL => {
+                    return Err(refuse(
+                        field,
+                        "Cache-Control is not a targeted field".into(),
+                    ));
+                }
+                Ok(_) => {}
+            }
         }
         for (s, site) in self.sites.iter().enumerate() {
             if !is_hostname(&site.host) {
@@ -303,6 +346,9 @@ mod tests {
         assert_eq!(http.max_connections_per_source, 1024);
         assert_eq!(http.request_cache_control, RequestDirectives::Ignore);
         assert_eq!(http.max_object_size(), 64 << 20);
+        assert_eq!(http.stale_on_error, Duration::from_secs(86_400));
+        assert_eq!(http.targeted_fields(), ["cdn-cache-control"]);
+        assert!(!http.store_set_cookie);
         assert!(http.sites[0].static_paths.is_none());
         let bytes = parse("[http]\ncache_dir = \"/c\"\ncache_capacity = 200000000\n").unwrap();
         let bytes = bytes.http.unwrap();
@@ -334,6 +380,15 @@ mod tests {
                 "request_cache_control = \"sometimes\"\n",
                 "http.request_cache_control",
             ),
+            (
+                "targeted_cache_control = [\"CDN-Cache-Control\", \"a b\"]\n",
+                "http.targeted_cache_control[1]",
+            ),
+            (
+                "targeted_cache_control = [\"Cache-Control\"]\n",
+                "http.targeted_cache_control[0]",
+            ),
+            ("stale_on_error = \"soon\"\n", "http.stale_on_error"),
         ] {
             let error = parse(&format!("{head}{extra}")).unwrap_err();
             assert_eq!(error.field, field, "{error}");

@@ -1,13 +1,14 @@
 //! The daemon's one admin server (`[admin] listen`, loopback by default, never the service
 //! address): `GET /status` (JSON), `POST /drain?pool=P&member=M` and `POST /undrain?…` for
-//! steering, `POST /purge?url=<URL>` for the cache; and the client `edge status`, `edge drain`,
+//! steering, `POST /purge?url=<URL>` and `GET /stats` (JSON counters) for the cache; and the
+//! client `edge status`, `edge drain`,
 //! `edge undrain` and `edge purge` use.
 
 use std::{
     collections::HashMap,
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -97,6 +98,18 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
                 Err(error) => reply(StatusCode::NOT_FOUND, error),
             }
         }
+        (&Method::GET, "/stats") => {
+            let Some(cache) = &controls.cache else {
+                return reply(StatusCode::NOT_FOUND, "no [http] cache".into());
+            };
+            let stale_on_error = cache.counters.stale_on_error.load(Ordering::Relaxed);
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::json!({ "stale_on_error": stale_on_error }).to_string(),
+                )))
+                .expect("valid response")
+        }
         (&Method::POST, "/purge") => {
             let Some(url) = query.get("url") else {
                 return reply(StatusCode::BAD_REQUEST, "missing ?url=".into());
@@ -116,14 +129,14 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
                 Err(error) => reply(StatusCode::BAD_REQUEST, format!("{url}: {error}")),
             }
         }
-        (_, "/status" | "/drain" | "/undrain" | "/purge") => reply(
+        (_, "/status" | "/drain" | "/undrain" | "/purge" | "/stats") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            "GET /status; POST /drain, /undrain, /purge".into(),
+            "GET /status, /stats; POST /drain, /undrain, /purge".into(),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
             "unknown path; try GET /status, POST /drain?pool=P&member=M, POST /undrain?…, \
-             POST /purge?url=URL"
+             POST /purge?url=URL, GET /stats"
                 .into(),
         ),
     }

@@ -54,7 +54,10 @@ impl HttpServer {
                     http.heuristic_fraction,
                     http.negative_ttl,
                     http.request_cache_control,
-                ),
+                )
+                .with_targets(http.targeted_fields())
+                .with_set_cookie(http.store_set_cookie)
+                .with_stale_on_error(http.stale_on_error),
             )
             .with_context(|| format!("opening the cache in {}", http.cache_dir.display()))?,
         );

@@ -5,7 +5,7 @@
 
 use std::{
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -186,6 +186,7 @@ impl Proxy {
                 .rules
                 .view(key.uri(), key.host(), &headers::for_cache_fetch(headers));
         headers::set_edge_headers(&mut view.headers, key.host(), client);
+        let only_if_cached = policy::only_if_cached(headers);
         for _ in 0..LOOKUPS {
             let now = SystemTime::now();
             let stale = match self.cache.lookup(key, &view, now) {
@@ -207,7 +208,8 @@ impl Proxy {
                     }
                 },
                 Lookup::Stale(object, revalidation) => {
-                    let (while_revalidate, _) = policy::stale_allowance(&object.meta.headers);
+                    let (while_revalidate, _) =
+                        self.cache.rules.stale_allowance(&object.meta.headers);
                     let stale = Stale {
                         object,
                         revalidation,
@@ -229,13 +231,20 @@ impl Proxy {
                 }
                 Lookup::Miss => None,
             };
+            if only_if_cached {
+                // RFC 9111 §5.2.1.7: nothing usable is stored, and the origin is not asked.
+                return respond::plain(StatusCode::GATEWAY_TIMEOUT, "only-if-cached: not stored");
+            }
             let led = match self.cache.flights.join(key) {
                 Join::Lead(lead) => self.lead(lead, site, key, &view, stale.clone()).await,
+                // A joined request takes the response only if it may reuse it (RFC 9111 §4):
+                // one that is stale on arrival (no-cache, no freshness) answers its own
+                // request alone.
                 Join::Follow(flight) => match flight::settled(flight).await {
                     Flight::Streaming(partial)
-                        if !matches!(
-                            policy::reuse(&partial.meta.policy, &view, now),
-                            Reuse::Mismatch
+                        if matches!(
+                            policy::reuse(&partial.meta.policy, &view, SystemTime::now()),
+                            Reuse::Fresh
                         ) =>
                     {
                         Led::Streaming(partial)
@@ -266,16 +275,22 @@ impl Proxy {
                     response
                 }
                 Led::Failed(status) => match stale {
-                    Some(stale) if serves_on_error(&stale.object, now) => {
+                    Some(stale) if self.serves_on_error(&stale.object, now) => {
                         match stale.object.body() {
-                            Ok(body) => respond::from_object(
-                                method,
-                                headers,
-                                &stale.object,
-                                body,
-                                CacheStatus::Stale,
-                                now,
-                            ),
+                            Ok(body) => {
+                                self.cache
+                                    .counters
+                                    .stale_on_error
+                                    .fetch_add(1, Ordering::Relaxed);
+                                respond::from_object(
+                                    method,
+                                    headers,
+                                    &stale.object,
+                                    body,
+                                    CacheStatus::Stale,
+                                    now,
+                                )
+                            }
                             Err(_) => origin_failed(status),
                         }
                     }
@@ -322,13 +337,35 @@ impl Proxy {
             Ok(response) => response,
             Err(error) => return failed(lead, error),
         };
-        let now = SystemTime::now();
-        let (parts, body) = response.into_parts();
+        let mut now = SystemTime::now();
+        let (mut parts, mut body) = response.into_parts();
         if let Some(stale) = &stale {
             if parts.status == StatusCode::NOT_MODIFIED {
-                return self.refreshed(lead, stale, &sent, &parts, now).await;
-            }
-            if parts.status.is_server_error() && serves_on_error(&stale.object, now) {
+                match self.refreshed(stale, &sent, &parts, now).await {
+                    Some(object) => {
+                        lead.land(Flight::Stored);
+                        return Led::Revalidated(object);
+                    }
+                    // A 304 naming another validator says nothing of the stored response:
+                    // ask again, without conditions.
+                    None => {
+                        let response = match self
+                            .origin
+                            .send(
+                                site.origin(),
+                                clone_request(view),
+                                respond::full(Bytes::new()),
+                            )
+                            .await
+                        {
+                            Ok(response) => response,
+                            Err(error) => return failed(lead, error),
+                        };
+                        now = SystemTime::now();
+                        (parts, body) = response.into_parts();
+                    }
+                }
+            } else if parts.status.is_server_error() && self.serves_on_error(&stale.object, now) {
                 lead.land(Flight::Failed(parts.status));
                 return Led::Failed(parts.status);
             }
@@ -373,36 +410,37 @@ impl Proxy {
         ))
     }
 
-    /// The origin answered a revalidation with 304: store the new head; the body stays as it is.
+    /// The origin answered a revalidation with 304: store the updated head (the body stays
+    /// as it is) and answer from it; `None` when the 304 is about another response.
     async fn refreshed(
         &self,
-        lead: Lead,
         stale: &Stale,
         sent: &request::Parts,
         response: &response::Parts,
         now: SystemTime,
-    ) -> Led {
+    ) -> Option<Arc<Object>> {
         let stored = &stale.object.meta;
-        let Some(policy) =
-            self.cache
-                .rules
-                .revalidated(&stored.policy, &stored.headers, sent, response, now)
-        else {
-            warn!(key = %stored.key, "304 does not match the stored response");
-            return failed(lead, OriginError::Broken);
-        };
         let mut meta = stored.clone();
         merge_not_modified(&mut meta.headers, &response.headers);
+        let Some(policy) = self.cache.rules.revalidated(
+            &stored.headers,
+            stored.status,
+            &meta.headers,
+            sent,
+            response,
+            now,
+        ) else {
+            warn!(key = %stored.key, "304 names another validator; fetching again");
+            return None;
+        };
         meta.fresh_until = now + policy.time_to_live(now);
         meta.policy = policy;
         match self.cache.refresh(stale.object.clone(), meta).await {
-            Ok(object) => {
-                lead.land(Flight::Stored);
-                Led::Revalidated(object)
-            }
+            Ok(object) => Some(object),
             Err(error) => {
+                // The origin confirmed the body: it is served, and revalidated again next time.
                 warn!(key = %stored.key, %error, "cannot store the revalidated response");
-                failed(lead, OriginError::Broken)
+                Some(stale.object.clone())
             }
         }
     }
@@ -477,6 +515,12 @@ impl Proxy {
         response
     }
 
+    /// Whether `object` may be served stale because the origin failed.
+    fn serves_on_error(&self, object: &Object, now: SystemTime) -> bool {
+        let (_, if_error) = self.cache.rules.stale_allowance(&object.meta.headers);
+        within(if_error, object, now)
+    }
+
     /// An origin response handed to the client as it arrives.
     fn handed_through(
         &self,
@@ -507,11 +551,6 @@ fn within(allowance: Option<Duration>, object: &Object, now: SystemTime) -> bool
         .duration_since(object.meta.fresh_until)
         .unwrap_or_default();
     allowance.is_some_and(|allowance| staleness <= allowance)
-}
-
-fn serves_on_error(object: &Object, now: SystemTime) -> bool {
-    let (_, if_error) = policy::stale_allowance(&object.meta.headers);
-    within(if_error, object, now)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
