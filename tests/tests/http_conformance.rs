@@ -374,6 +374,27 @@ fn joined_requests_share_only_reusable_responses() -> Result<()> {
     Ok(())
 }
 
+/// `forward_request_headers` adds client headers to what a cache fill sends, and so to what a
+/// response may vary on; other client headers still do not reach the origin.
+#[test]
+fn configured_request_headers_reach_the_origin_and_vary() -> Result<()> {
+    let pop = Pop::start("httpc-fwd", "forward_request_headers = [\"X-Api\"]")?;
+    let host = "static.example.com";
+    let path = target("/fwd", &[("cc", "max-age=600"), ("vary", "X-Api")]);
+    let one = ["-H", "X-Api: 1", "-H", "X-Other: 1"];
+    assert_eq!(pop.request(host, &path, &one)?.cache(), "miss");
+    let seen = pop.origin.seen().last().unwrap().clone();
+    assert_eq!(seen.headers["x-api"], "1");
+    assert!(!seen.headers.contains_key("x-other"));
+    assert_eq!(
+        pop.request(host, &path, &["-H", "X-Api: 2"])?.cache(),
+        "miss"
+    );
+    assert_eq!(pop.request(host, &path, &one)?.cache(), "hit");
+    assert_eq!(pop.origin.count(&path), 2);
+    Ok(())
+}
+
 /// Responses with Set-Cookie are handed through unless `store_set_cookie` is set; then they
 /// are stored and served with it.
 #[test]

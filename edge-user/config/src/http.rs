@@ -73,6 +73,10 @@ pub struct HttpConfig {
     /// their caching headers allow; by default they are handed through, never stored.
     #[serde(default)]
     pub store_set_cookie: bool,
+    /// Client headers a cache fill sends to the origin besides the built-in allow-list (and so
+    /// headers a response may vary on), e.g. an API version header the origin needs.
+    #[serde(default)]
+    pub forward_request_headers: Vec<String>,
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
 }
@@ -164,6 +168,14 @@ impl HttpConfig {
             .collect()
     }
 
+    /// The extra forwarded headers as header names ([`Self::check`] refused any other).
+    pub fn forwarded_headers(&self) -> Vec<HeaderName> {
+        self.forward_request_headers
+            .iter()
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect()
+    }
+
     /// Checks what the shape alone cannot: paths, sizes, and that every site names an origin
     /// pool (`pool_kind` gives the kind of the config's pool of that name).
     pub fn check(
@@ -230,6 +242,19 @@ impl HttpConfig {
                     return Err(refuse(
                         field,
                         "Cache-Control is not a targeted field".into(),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        for (f, name) in self.forward_request_headers.iter().enumerate() {
+            let field = format!("forward_request_headers[{f}]");
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => return Err(refuse(field, format!("{name:?} is not a field name"))),
+                Ok(header) if !forwardable(&header) => {
+                    return Err(refuse(
+                        field,
+                        format!("{name} frames, routes or conditions the request; edge sets it"),
                     ));
                 }
                 Ok(_) => {}
@@ -302,6 +327,32 @@ impl PathRule {
             Self::Suffix(suffix) => path.ends_with(suffix.as_str()),
         }
     }
+}
+
+/// Whether a client header may be added to the cache fill's allow-list: not one that frames,
+/// routes or describes the connection (hop by hop), that the cache answers itself (conditions,
+/// ranges), or that edge asserts (Host, Via, forwarding).
+fn forwardable(name: &HeaderName) -> bool {
+    const REFUSED: [&str; 16] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "range",
+        "expect",
+        "forwarded",
+        "via",
+        "x-real-ip",
+    ];
+    let name = name.as_str();
+    !(REFUSED.contains(&name) || name.starts_with("x-forwarded-") || name.starts_with("if-"))
 }
 
 /// A DNS hostname as the Host header carries it after lower-casing: no port, no trailing dot.
@@ -389,6 +440,18 @@ mod tests {
                 "http.targeted_cache_control[0]",
             ),
             ("stale_on_error = \"soon\"\n", "http.stale_on_error"),
+            (
+                "forward_request_headers = [\"X-Api\", \"Host\"]\n",
+                "http.forward_request_headers[1]",
+            ),
+            (
+                "forward_request_headers = [\"If-None-Match\"]\n",
+                "http.forward_request_headers[0]",
+            ),
+            (
+                "forward_request_headers = [\"X-Forwarded-Host\"]\n",
+                "http.forward_request_headers[0]",
+            ),
         ] {
             let error = parse(&format!("{head}{extra}")).unwrap_err();
             assert_eq!(error.field, field, "{error}");

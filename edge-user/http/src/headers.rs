@@ -66,12 +66,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The client's headers for a cache fill: the allow-list, less what its Connection names.
-pub fn for_cache_fetch(client: &HeaderMap) -> HeaderMap {
+/// The client's headers for a cache fill: the allow-list and the configured `extra` names
+/// (`[http] forward_request_headers`), less what its Connection names.
+pub fn for_cache_fetch(client: &HeaderMap, extra: &[HeaderName]) -> HeaderMap {
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     let mut kept = HeaderMap::new();
-    for name in &CACHE_FETCH {
+    for name in CACHE_FETCH.iter().chain(extra) {
         for value in headers.get_all(name) {
             kept.append(name.clone(), value.clone());
         }
@@ -160,8 +161,10 @@ mod tests {
             ("connection", "user-agent"),
             ("user-agent", "curl"),
         ]);
-        let sent = for_cache_fetch(&client);
+        let sent = for_cache_fetch(&client, &[]);
         assert_eq!(sent.len(), 3, "{sent:?}");
+        let extra = [HeaderName::from_static("x-smuggle")];
+        assert_eq!(for_cache_fetch(&client, &extra).len(), 4);
         assert_eq!(sent["accept-encoding"], "gzip");
         assert_eq!(sent.get_all("cookie").iter().count(), 2);
     }

@@ -65,6 +65,7 @@ impl HttpServer {
             sites: Sites::from_config(config, selections),
             cache: cache.clone(),
             origin: OriginClient::new(http.origin_connect_timeout, http.origin_read_timeout),
+            forward_request_headers: http.forwarded_headers(),
         });
         let service = bind(http.listen).await?;
         let serve = {

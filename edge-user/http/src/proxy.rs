@@ -41,6 +41,8 @@ pub struct Proxy {
     pub sites: Sites,
     pub cache: Arc<Cache>,
     pub origin: OriginClient,
+    /// Client headers sent on cache fills besides the allow-list.
+    pub forward_request_headers: Vec<http::HeaderName>,
 }
 
 /// What a stale object allows when it cannot be revalidated in time.
@@ -181,10 +183,11 @@ impl Proxy {
         headers: &HeaderMap,
         client: IpAddr,
     ) -> Response<Body> {
-        let mut view =
-            self.cache
-                .rules
-                .view(key.uri(), key.host(), &headers::for_cache_fetch(headers));
+        let mut view = self.cache.rules.view(
+            key.uri(),
+            key.host(),
+            &headers::for_cache_fetch(headers, &self.forward_request_headers),
+        );
         headers::set_edge_headers(&mut view.headers, key.host(), client);
         let only_if_cached = policy::only_if_cached(headers);
         for _ in 0..LOOKUPS {
