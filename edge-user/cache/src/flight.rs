@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 use http::StatusCode;
 use tokio::sync::watch;
@@ -24,6 +24,10 @@ use super::{
 
 /// How far a body is read from the growing file at once.
 const READ_CHUNK: u64 = 64 * 1024;
+/// A body of at most this many bytes (by its Content-Length) is gathered in memory and written
+/// with its metadata at once: for a small object, each trip to a blocking thread costs more
+/// than the write. Its readers get it from the stored object.
+const WHOLE_BODY: u64 = 64 * 1024;
 
 /// The state of one fetch as its followers see it.
 #[derive(Debug, Clone)]
@@ -147,9 +151,13 @@ impl Partial {
             loop {
                 let now = progress.borrow_and_update().clone();
                 let available = match &now {
-                    Progress::Writing(written) => *written,
-                    Progress::Complete(object) => object.body_len,
-                    Progress::Passed(written) => *written,
+                    Progress::Writing(written) | Progress::Passed(written) => *written,
+                    // The rest from the stored object's mapping, at once.
+                    Progress::Complete(object) if offset < object.body_len => {
+                        let rest = object.body().map(|body| body.slice(offset as usize..));
+                        return Some((rest, None));
+                    }
+                    Progress::Complete(_) => return None,
                     Progress::Failed => break,
                 };
                 // Hold the last byte back until the object is stored: a client that has the
@@ -172,7 +180,7 @@ impl Partial {
                     .and_then(|read| read);
                     return Some((chunk, Some((partial, progress, offset + len))));
                 }
-                if matches!(now, Progress::Complete(_) | Progress::Passed(_)) {
+                if matches!(now, Progress::Passed(_)) {
                     return None;
                 }
                 if progress.changed().await.is_err() {
@@ -234,6 +242,22 @@ where
     tokio::spawn(async move {
         let written = async {
             let mut body = std::pin::pin!(body);
+            if let Some(length) = content_length.filter(|length| *length <= WHOLE_BODY) {
+                let mut whole = BytesMut::with_capacity(length as usize);
+                while let Some(chunk) = body.next().await {
+                    whole.extend_from_slice(&chunk?);
+                    if whole.len() as u64 > length {
+                        break;
+                    }
+                }
+                if whole.len() as u64 != length {
+                    return Err(io::Error::other(
+                        "body longer or shorter than its Content-Length",
+                    ));
+                }
+                let sealed = writer.finish_whole(whole.freeze(), meta).await?;
+                return Ok(Ok(cache.publish(sealed)?));
+            }
             while let Some(chunk) = body.next().await {
                 writer.append(chunk?).await?;
                 progress.send_replace(Progress::Writing(writer.written()));

@@ -1,9 +1,11 @@
 //! Objects on disk. One file per object, `objects/<2 hex>/<id>`: the body from offset 0 (so
 //! that a mapping of the file is the body, page-aligned), then the metadata as JSON, then a
 //! fixed trailer (metadata length, body length, digest of the metadata, magic). A body is
-//! written to `tmp/` and renamed into place only once complete and synced, so a crash at any
-//! moment leaves either the whole object or none; a file whose trailer does not add up is never
-//! loaded. A revalidation (304) rewrites only the metadata and trailer, in place after the body,
+//! written to `tmp/` and renamed into place only once complete, so a crash of the process at
+//! any moment leaves either the whole object or none: what it wrote is in the page cache,
+//! which outlives it. It is not synced (a sync per object was most of a stored miss's cost):
+//! after a crash of the machine, a file cut short or not yet written back has a trailer that
+//! does not match its length, and is never loaded. A revalidation (304) rewrites only the metadata and trailer, in place after the body,
 //! which it never touches: an update cut short leaves a digest that does not match, and the
 //! object is discarded at start rather than loaded with a mix of old and new headers.
 
@@ -170,7 +172,10 @@ impl Store {
             fs::remove_dir_all(&store.tmp)?;
         }
         fs::create_dir_all(&store.tmp)?;
-        fs::create_dir_all(&store.objects)?;
+        // Every shard up front: publishing an object is then one rename.
+        for shard in 0..=255u8 {
+            fs::create_dir_all(store.objects.join(format!("{shard:02x}")))?;
+        }
         let mut objects = Vec::new();
         for shard in fs::read_dir(&store.objects)? {
             let shard = shard?.path();
@@ -277,18 +282,29 @@ impl Writer {
         Ok(())
     }
 
-    /// Appends the metadata and syncs: the object is complete but not yet visible.
+    /// Appends the metadata: the object is complete but not yet visible.
     pub async fn finish(self, meta: Meta) -> io::Result<Sealed> {
         tokio::task::spawn_blocking(move || self.finish_blocking(meta))
             .await
             .map_err(io::Error::other)?
     }
 
+    /// Writes a whole (small) body and its metadata at once, in one trip to a blocking thread
+    /// where [`Self::append`] and [`Self::finish`] take one each.
+    pub async fn finish_whole(mut self, body: Bytes, meta: Meta) -> io::Result<Sealed> {
+        tokio::task::spawn_blocking(move || {
+            self.file.write_all_at(&body, self.written)?;
+            self.written += body.len() as u64;
+            self.finish_blocking(meta)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     fn finish_blocking(self, mut meta: Meta) -> io::Result<Sealed> {
         meta.id = self.id.to_hex();
         let tail = tail(&meta, self.written)?;
         self.file.write_all_at(&tail, self.written)?;
-        self.file.sync_data()?;
         let metadata = self.file.metadata()?;
         let object = Object::new(
             self.id,
@@ -322,13 +338,19 @@ impl Sealed {
         self.object.size
     }
 
-    /// Renames the file into place: from now on the object is found, whole, after any restart.
+    /// Renames the file into place: from now on the object is found, whole, after any restart
+    /// of the process.
     pub fn publish(mut self) -> io::Result<Object> {
-        if let Some(parent) = self.object.path.parent() {
-            fs::create_dir_all(parent)?;
-        }
         let tmp = self.writer.tmp.as_ref().expect("a sealed object is in tmp");
-        fs::rename(tmp, &self.object.path)?;
+        if let Err(error) = fs::rename(tmp, &self.object.path) {
+            // Its shard was removed while running: made again, once.
+            let parent = self.object.path.parent();
+            if error.kind() != io::ErrorKind::NotFound || parent.is_none_or(Path::exists) {
+                return Err(error);
+            }
+            fs::create_dir_all(parent.expect("checked"))?;
+            fs::rename(tmp, &self.object.path)?;
+        }
         self.writer.tmp = None;
         Ok(self.object)
     }
