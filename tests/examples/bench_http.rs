@@ -1,6 +1,7 @@
 //! `cargo xtask bench http`: requests per second, throughput and latency (wrk) of edge's HTTP
-//! cache, nginx serving the same files from disk with sendfile, and Varnish caching in memory,
-//! for 1 KB hits, 10 MB hits and the miss path. Every server runs in turn in the PoP namespace of
+//! cache, nginx serving the same files from disk with sendfile, nginx's own cache
+//! (`proxy_cache`) and Varnish caching in memory, for 1 KB hits, 10 MB hits, the miss path
+//! (`no-store`) and stored misses (a new URL per request, each stored). Every server runs in turn in the PoP namespace of
 //! the same two-namespace topology; the origin (tests/src/origin.rs) runs in the client
 //! namespace. Prints a Markdown table and, with `--out`, writes it with the method, the machine
 //! and the date. Nothing here asserts a timing.
@@ -22,7 +23,7 @@ use edge_tests::{
         peers::Daemon,
         report::{Table, median, rate, replace_section},
         web::{self, WebSetup},
-        wrk::{WrkReport, WrkRun, wrk},
+        wrk::{NEW_URL_PER_REQUEST, WrkReport, WrkRun, wrk},
     },
     curl::{Reply, curl},
     edge::EdgeProcess,
@@ -77,6 +78,8 @@ enum Server {
     /// NIC; on a veth this turns the client end's TSO off.
     EdgeXdpOnVeth,
     Nginx,
+    /// nginx as a cache on disk in front of the origin, for the stored misses.
+    NginxProxyCache,
     Varnish,
     /// nginx again, with the client end's TSO off: its requests are then received by the PoP
     /// end's NAPI kthread on the server CPU, as edge's are (see [`Bench::client_tso`]).
@@ -84,10 +87,11 @@ enum Server {
 }
 
 impl Server {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Edge,
         Self::EdgeXdpOnVeth,
         Self::Nginx,
+        Self::NginxProxyCache,
         Self::Varnish,
         Self::NginxClientTsoOff,
     ];
@@ -97,6 +101,7 @@ impl Server {
             Self::Edge => "edge",
             Self::EdgeXdpOnVeth => "edge, XDP program on the veth",
             Self::Nginx => "nginx 1.22, sendfile",
+            Self::NginxProxyCache => "nginx 1.22, proxy_cache",
             Self::Varnish => "Varnish 7.1, malloc",
             Self::NginxClientTsoOff => "nginx, client TSO off",
         }
@@ -110,9 +115,16 @@ impl Server {
         matches!(self, Self::Nginx | Self::NginxClientTsoOff)
     }
 
-    /// nginx serves files; it has no miss path.
+    /// nginx serves files; it has no miss path. Its proxy_cache is measured on stored
+    /// misses, which nginx serving files cannot have.
     fn serves(self, workload: Workload) -> bool {
-        !self.is_nginx() || workload != Workload::Miss
+        match self {
+            Self::Nginx | Self::NginxClientTsoOff => {
+                matches!(workload, Workload::SmallHit | Workload::LargeHit)
+            }
+            Self::NginxProxyCache => workload.stores_each_request(),
+            Self::Edge | Self::EdgeXdpOnVeth | Self::Varnish => true,
+        }
     }
 }
 
@@ -121,17 +133,32 @@ enum Workload {
     SmallHit,
     LargeHit,
     Miss,
+    /// A new URL on every request (see [`NEW_URL_PER_REQUEST`]), each answer stored.
+    StoredMissSmall,
+    StoredMissLarge,
 }
 
 impl Workload {
-    const ALL: [Self; 3] = [Self::SmallHit, Self::LargeHit, Self::Miss];
+    const ALL: [Self; 5] = [
+        Self::SmallHit,
+        Self::LargeHit,
+        Self::Miss,
+        Self::StoredMissSmall,
+        Self::StoredMissLarge,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::SmallHit => "1 KB hit",
             Self::LargeHit => "10 MB hit",
             Self::Miss => "1 KB miss (no-store)",
+            Self::StoredMissSmall => "1 KB stored miss (new URL each)",
+            Self::StoredMissLarge => "10 MB stored miss (new URL each)",
         }
+    }
+
+    fn stores_each_request(self) -> bool {
+        matches!(self, Self::StoredMissSmall | Self::StoredMissLarge)
     }
 
     /// The request target. The origin answers by the query string (size, Cache-Control); nginx
@@ -141,13 +168,16 @@ impl Workload {
             Self::SmallHit => format!("/1k?size={SMALL}&cc=max-age=3600"),
             Self::LargeHit => format!("/10m?size={LARGE}&cc=max-age=3600"),
             Self::Miss => format!("/miss?size={SMALL}&cc=no-store"),
+            // wrk's script appends what makes each request's target new.
+            Self::StoredMissSmall => format!("/new1k?size={SMALL}&cc=max-age=3600&u="),
+            Self::StoredMissLarge => format!("/new10m?size={LARGE}&cc=max-age=3600&u="),
         }
     }
 
     fn size(self) -> usize {
         match self {
-            Self::LargeHit => LARGE,
-            Self::SmallHit | Self::Miss => SMALL,
+            Self::LargeHit | Self::StoredMissLarge => LARGE,
+            Self::SmallHit | Self::Miss | Self::StoredMissSmall => SMALL,
         }
     }
 
@@ -370,6 +400,9 @@ impl Bench {
             Server::Nginx | Server::NginxClientTsoOff => {
                 Running::Daemon(web::start_nginx(&setup, &self.root)?)
             }
+            Server::NginxProxyCache => {
+                Running::Daemon(web::start_nginx_proxy_cache(&setup, ORIGIN, "256m")?)
+            }
             Server::Varnish => Running::Daemon(web::start_varnish(&setup, ORIGIN, "256m")?),
         })
     }
@@ -440,9 +473,13 @@ pool = "origins"
     }
 
     /// Fetches the object twice and checks the bytes, and that the second answer came from the
-    /// cache (hits) or from the origin (misses).
+    /// cache (hits, and stored misses: a target of their own, stored by the first GET) or from
+    /// the origin (misses).
     fn warm(&self, server: Server, workload: Workload) -> Result<()> {
-        let url = workload.url();
+        let mut url = workload.url();
+        if workload.stores_each_request() {
+            url.push_str(&format!("warm-{server:?}"));
+        }
         let get = || -> Result<Reply> {
             let reply = curl(
                 &self.topology.client,
@@ -487,6 +524,14 @@ pool = "origins"
     /// least disturbed are kept.
     fn runs(&self, workload: Workload) -> Result<Measured> {
         let url = workload.url();
+        let script = if workload.stores_each_request() {
+            Some(
+                self.topology
+                    .write_file("new-url-per-request.lua", NEW_URL_PER_REQUEST)?,
+            )
+        } else {
+            None
+        };
         let run = |seconds| {
             wrk(
                 &self.topology.client,
@@ -497,6 +542,7 @@ pool = "origins"
                     connections: CONNECTIONS,
                     seconds,
                     cpu: CLIENT_CPU,
+                    script: script.as_deref(),
                 },
             )
         };
@@ -680,8 +726,8 @@ fn report(
     // Throughput for large bodies, requests per second for the rest.
     let versus = |server, peer, workload| {
         let metric = |of| match workload {
-            Workload::LargeHit => bps(of, workload),
-            Workload::SmallHit | Workload::Miss => rps(of, workload),
+            Workload::LargeHit | Workload::StoredMissLarge => bps(of, workload),
+            Workload::SmallHit | Workload::Miss | Workload::StoredMissSmall => rps(of, workload),
         };
         times(metric(server), metric(peer))
     };
@@ -714,6 +760,8 @@ fn report(
         "\n- edge 1 KB hits vs nginx, requests per second (aim ≥ 1.2×): {}\n\
          - edge 10 MB hits vs nginx, throughput (aim ≥ 1×): {}\n\
          - edge vs Varnish: 1 KB hits {}, 10 MB hits {}, misses {}\n\
+         - edge stored misses vs nginx proxy_cache (aim ≥ 1×): 1 KB {}, 10 MB {}; vs Varnish: \
+         1 KB {}, 10 MB {}\n\
          - `edge, XDP program on the veth` vs `nginx, client TSO off` (requests received on CPU \
          {SERVER_CPU} for both, see Receive path): 1 KB hits {}, 10 MB hits {}\n",
         versus(Server::Edge, Server::Nginx, Workload::SmallHit),
@@ -721,6 +769,18 @@ fn report(
         versus(Server::Edge, Server::Varnish, Workload::SmallHit),
         versus(Server::Edge, Server::Varnish, Workload::LargeHit),
         versus(Server::Edge, Server::Varnish, Workload::Miss),
+        versus(
+            Server::Edge,
+            Server::NginxProxyCache,
+            Workload::StoredMissSmall
+        ),
+        versus(
+            Server::Edge,
+            Server::NginxProxyCache,
+            Workload::StoredMissLarge
+        ),
+        versus(Server::Edge, Server::Varnish, Workload::StoredMissSmall),
+        versus(Server::Edge, Server::Varnish, Workload::StoredMissLarge),
         versus(
             Server::EdgeXdpOnVeth,
             Server::NginxClientTsoOff,
@@ -750,6 +810,11 @@ fn report(
          edge and Varnish (a hit-for-miss object, from its built-in VCL) forward every request \
          to the origin; the last column counts what the origin received during the runs. nginx \
          has no miss path.\n\
+         - Stored misses: every request asks for a new target (`{stored_small}` and \
+         `{stored_large}` with a part wrk's script makes new for each request), each answer \
+         `max-age=3600`, so each is fetched from the origin and stored: edge (on disk, under \
+         its 256 MiB capacity), nginx with `proxy_cache` (on disk, `max_size=256m`, keep-alive \
+         to the origin) and Varnish (malloc). The last column should be 1.\n\
          - Bodies: edge answers a hit with `Bytes` over the object's memory mapping; hyper \
          writes the 1 KB body from it (one copy into the kernel, with the head in one writev), \
          and edge's stream sends pieces of 64 KiB and more of the 10 MB body with sendfile \
@@ -794,6 +859,8 @@ fn report(
         small = Workload::SmallHit.target(),
         large = Workload::LargeHit.target(),
         miss = Workload::Miss.target(),
+        stored_small = Workload::StoredMissSmall.target(),
+        stored_large = Workload::StoredMissLarge.target(),
     ));
     Ok(text)
 }

@@ -1,6 +1,7 @@
 //! The HTTP servers edge's cache is measured against, run in the PoP namespace from configs
-//! written here, not the system services: nginx serving files from disk with sendfile, and
-//! Varnish caching in memory in front of the benchmark's origin. Each is pinned to one CPU.
+//! written here, not the system services: nginx serving files from disk with sendfile, nginx
+//! caching on disk in front of the benchmark's origin (`proxy_cache`), and Varnish caching in
+//! memory in front of it. Each is pinned to one CPU.
 
 use std::{fs, net::SocketAddr, path::Path};
 
@@ -54,11 +55,67 @@ http {{
     )
 }
 
+/// `nginx.conf` for nginx as a cache on disk in front of `origin`: as [`nginx_config`], with
+/// `proxy_cache` (a `max_size` cache under `dir`, keep-alive connections to the origin), which
+/// keeps a response for as long as its Cache-Control says.
+pub fn nginx_proxy_cache_config(setup: &WebSetup, origin: SocketAddr, max_size: &str) -> String {
+    let dir = setup.dir.display();
+    format!(
+        "daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000000;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=objects:64m max_size={max_size} use_temp_path=off;
+    upstream origin {{
+        server {origin};
+        keepalive 64;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_cache objects;
+        }}
+    }}
+}}
+",
+        listen = setup.listen,
+    )
+}
+
 /// Starts nginx in the foreground, serving the files under `root`.
 pub fn start_nginx(setup: &WebSetup, root: &Path) -> Result<Daemon> {
+    start_nginx_with(setup, &nginx_config(setup, root))
+}
+
+/// Starts nginx in the foreground as a cache in front of `origin` ([`nginx_proxy_cache_config`]).
+pub fn start_nginx_proxy_cache(
+    setup: &WebSetup,
+    origin: SocketAddr,
+    max_size: &str,
+) -> Result<Daemon> {
+    start_nginx_with(setup, &nginx_proxy_cache_config(setup, origin, max_size))
+}
+
+fn start_nginx_with(setup: &WebSetup, text: &str) -> Result<Daemon> {
     fs::create_dir_all(setup.dir)?;
     let config = setup.dir.join("nginx.conf");
-    fs::write(&config, nginx_config(setup, root))?;
+    fs::write(&config, text)?;
     let mut command = setup.netns.command("taskset");
     command
         .args(["-c", &setup.cpu.to_string(), "nginx", "-e"])
@@ -110,24 +167,29 @@ mod tests {
             cpu: 1,
         };
         let config = dir.join("nginx.conf");
-        let text = nginx_config(&setup, &dir);
-        assert!(text.contains("sendfile on;"));
-        fs::write(&config, text).unwrap();
-        let output = Command::new("nginx")
-            .arg("-t")
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&config)
-            .output()
-            .expect("nginx (cargo xtask setup installs it)");
+        let files = nginx_config(&setup, &dir);
+        assert!(files.contains("sendfile on;"));
+        let origin = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let cache = nginx_proxy_cache_config(&setup, origin, "256m");
+        assert!(cache.contains("proxy_cache objects;"));
+        for text in [files, cache] {
+            fs::write(&config, &text).unwrap();
+            let output = Command::new("nginx")
+                .arg("-t")
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .arg("-p")
+                .arg(&dir)
+                .arg("-c")
+                .arg(&config)
+                .output()
+                .expect("nginx (cargo xtask setup installs it)");
+            assert!(
+                output.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         let _ = fs::remove_dir_all(&dir);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
     }
 }

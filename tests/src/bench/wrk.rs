@@ -1,7 +1,7 @@
 //! wrk, the HTTP load generator, run inside the client namespace with a fixed number of threads
 //! and keep-alive connections, and the numbers read back from its report.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -18,7 +18,27 @@ pub struct WrkRun<'a> {
     pub seconds: u64,
     /// The CPU wrk is pinned to.
     pub cpu: usize,
+    /// A Lua script (`wrk -s`), e.g. one that makes every request's target new.
+    pub script: Option<&'a Path>,
 }
+
+/// A wrk script that appends a part no other request has (a random run prefix, the thread,
+/// a counter) to the URL's target: with a URL ending in `&u=`, every request is a new object.
+pub const NEW_URL_PER_REQUEST: &str = r#"local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+function init(args)
+  math.randomseed(os.time() + id)
+  prefix = wrk.path .. math.random(1, 1000000000) .. "-" .. id .. "-"
+  n = 0
+end
+function request()
+  n = n + 1
+  return wrk.format(nil, prefix .. n)
+end
+"#;
 
 /// What wrk reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +64,11 @@ pub fn wrk(netns: &Netns, run: &WrkRun) -> Result<WrkReport> {
         // wrk's default of 2 s is shorter than a 10 MB answer can take on a busy server.
         .args(["--timeout", "10s"])
         .args(["-H", &format!("Host: {}", run.host)])
+        .args(
+            run.script
+                .iter()
+                .flat_map(|script| [std::ffi::OsStr::new("-s"), script.as_os_str()]),
+        )
         .arg(run.url)
         .output()
         .context("running wrk (cargo xtask setup installs it)")?;
