@@ -314,7 +314,7 @@ fn lost_during_rewrites() -> Result<(Counts, Counts, u64)> {
     let pop = topology.pop.clone();
     let writer = {
         let (rewriting, stop, flips) = (rewriting.clone(), stop.clone(), flips.clone());
-        let xdp = config.xdp.clone();
+        let xdp = config.xdp.clone().context("the config has [xdp]")?;
         thread::spawn(move || -> Result<()> {
             pop.enter_on_this_thread()?;
             let mut plane = DataPlane::start(&xdp)?;

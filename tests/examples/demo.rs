@@ -55,7 +55,10 @@ fn main() -> Result<()> {
             println!("{counter:<16} {count}");
         }
     }
-    let pins = edge_config::Config::load(&config)?.xdp.pin_dir();
+    let pins = edge_config::Config::load(&config)?
+        .xdp
+        .context("the demo config has [xdp]")?
+        .pin_dir();
     println!("\n$ bpftool map show pinned {}/answers", pins.display());
     let shown = Command::new("bpftool")
         .args(["map", "show", "pinned"])

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::topology::Netns;
 
 /// How long `edge run` may take to attach and publish.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `edge` binary under test: `$EDGE_BIN` if set, else this crate's build of the edge crate's
@@ -60,10 +60,27 @@ impl EdgeProcess {
         extra: &[&str],
         timeout: Duration,
     ) -> Result<Self> {
+        Self::spawn(
+            netns.command(binary()),
+            config,
+            extra,
+            "answers published",
+            timeout,
+        )
+    }
+
+    /// Starts `edge run` as `command` (`edge` run in a namespace, by [`Netns::command`] or
+    /// [`Netns::exec_command`]) with `config` and `extra`, and waits until it logs `ready`.
+    pub fn spawn(
+        mut command: std::process::Command,
+        config: &Path,
+        extra: &[&str],
+        ready: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
         let log = config.with_extension("log");
         let log_file = fs::File::create(&log)?;
-        let child = netns
-            .command(binary())
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -74,7 +91,7 @@ impl EdgeProcess {
             .spawn()
             .with_context(|| format!("starting {}", binary().display()))?;
         let mut process = Self { child, log };
-        process.wait_for_log(LogPosition::START, "answers published", timeout)?;
+        process.wait_for_log(LogPosition::START, ready, timeout)?;
         Ok(process)
     }
 

@@ -42,6 +42,14 @@ impl Netns {
         command
     }
 
+    /// A command that runs `program` inside this namespace as an operator would, with
+    /// `ip netns exec`: it remounts /sys, so /sys/fs/bpf is not mounted there.
+    pub fn exec_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
     /// Runs `program args…` inside this namespace and returns its output, failing if it fails.
     pub fn run(&self, program: &str, args: &[&str]) -> Result<Output> {
         let output = self

@@ -221,6 +221,15 @@ impl HttpConfig {
             if timeout.is_zero() {
                 return Err(refuse(name.into(), "must be above 0".into()));
             }
+            if timeout > crate::MAX_DURATION {
+                return Err(refuse(name.into(), "must be at most 1 day".into()));
+            }
+        }
+        if self.negative_ttl > crate::MAX_DURATION {
+            return Err(refuse(
+                "negative_ttl".into(),
+                "must be at most 1 day".into(),
+            ));
         }
         if self.max_connections_per_source == 0 {
             return Err(refuse(
@@ -423,6 +432,8 @@ mod tests {
             ("origin_read_timeout = \"0s\"\n", "http.origin_read_timeout"),
             ("heuristic_fraction = 2.0\n", "http.heuristic_fraction"),
             ("send_timeout = \"0s\"\n", "http.send_timeout"),
+            ("send_timeout = \"25h\"\n", "http.send_timeout"),
+            ("negative_ttl = \"2days\"\n", "http.negative_ttl"),
             (
                 "max_connections_per_source = 0\n",
                 "http.max_connections_per_source",

@@ -45,6 +45,10 @@ pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TCP_BUSY_IDLE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Default time to read the rest of a query or send a response: Knot DNS's `tcp-io-timeout`.
 pub const DEFAULT_TCP_IO_TIMEOUT: Duration = Duration::from_millis(500);
+/// The longest interval, timeout or TTL any duration of the config may name: a day. Longer
+/// values mean nothing for a PoP, and bounding them keeps every `Instant + duration` the
+/// daemon computes far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 /// Default TTL of a zone's records.
 pub const DEFAULT_TTL: u32 = 300;
 /// SOA timers when the config leaves them out (seconds): the values RIPE-203 recommends for
@@ -57,7 +61,10 @@ pub const DEFAULT_SOA_MINIMUM: u32 = 60;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub xdp: XdpConfig,
+    /// The fast path; absent, nothing is attached, bpffs is not needed, and DNS (if any) is
+    /// answered by the userspace server alone: a PoP that only caches, or a DNS server
+    /// without the fast path.
+    pub xdp: Option<XdpConfig>,
     /// The DNS service: where the XDP program and the userspace server answer.
     #[serde(default)]
     pub dns: DnsConfig,
@@ -425,12 +432,15 @@ impl Config {
     }
 
     fn check_xdp(&self, path: &Path) -> Result<(), ConfigError> {
+        let Some(xdp) = &self.xdp else {
+            return Ok(());
+        };
         let refuse = |field: &str, reason: &str| ConfigError {
             file: path.to_path_buf(),
             field: field.to_string(),
             reason: reason.to_string(),
         };
-        let interface = &self.xdp.interface;
+        let interface = &xdp.interface;
         // IFNAMSIZ is 16 with the terminating NUL.
         if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
             return Err(refuse(
@@ -438,16 +448,16 @@ impl Config {
                 "not an interface name (1 to 15 characters, no '/' or spaces)",
             ));
         }
-        if self.xdp.max_answers == 0 {
+        if xdp.max_answers == 0 {
             return Err(refuse("xdp.max_answers", "must be at least 1"));
         }
-        if self.xdp.max_long_answers == 0 {
+        if xdp.max_long_answers == 0 {
             return Err(refuse("xdp.max_long_answers", "must be at least 1"));
         }
-        if self.xdp.max_steered == 0 {
+        if xdp.max_steered == 0 {
             return Err(refuse("xdp.max_steered", "must be at least 1"));
         }
-        if !self.xdp.pin_root.is_absolute() {
+        if !xdp.pin_root.is_absolute() {
             return Err(refuse("xdp.pin_root", "must be an absolute path"));
         }
         Ok(())
@@ -475,6 +485,9 @@ impl Config {
         ] {
             if timeout.is_zero() {
                 return Err(refuse(field, "must be more than 0"));
+            }
+            if timeout > MAX_DURATION {
+                return Err(refuse(field, "must be at most 1 day"));
             }
         }
         if dns.tcp_busy_idle_timeout > dns.tcp_idle_timeout {
@@ -655,11 +668,18 @@ mod tests {
     const MINIMAL: &str = "[xdp]\ninterface = \"eth0\"\n";
 
     #[test]
+    fn xdp_is_optional() {
+        let config = parse("[dns]\nlisten = [\"127.0.0.1:53\"]\n").unwrap();
+        assert!(config.xdp.is_none());
+    }
+
+    #[test]
     fn defaults_apply() {
         let config = parse(MINIMAL).unwrap();
-        assert_eq!(config.xdp.mode, XdpMode::Native);
-        assert_eq!(config.xdp.pin_dir(), Path::new("/sys/fs/bpf/edge/eth0"));
-        assert_eq!(config.xdp.max_answers, DEFAULT_MAX_ANSWERS);
+        let xdp = config.xdp.as_ref().unwrap();
+        assert_eq!(xdp.mode, XdpMode::Native);
+        assert_eq!(xdp.pin_dir(), Path::new("/sys/fs/bpf/edge/eth0"));
+        assert_eq!(xdp.max_answers, DEFAULT_MAX_ANSWERS);
         assert!(config.zones.is_empty());
     }
 
@@ -802,6 +822,11 @@ mod tests {
                 "at least 1",
             ),
             (
+                "[pools.probe]\ninterval = \"2days\"\n",
+                "pools[0].probe.interval",
+                "at most 1 day",
+            ),
+            (
                 "[pools.probe]\nhealth_path = \"health\"\n",
                 "pools[0].probe.health_path",
                 "start with '/'",
@@ -868,6 +893,11 @@ mod tests {
                 "tcp_io_timeout = \"0s\"",
                 "dns.tcp_io_timeout",
                 "more than 0",
+            ),
+            (
+                "tcp_idle_timeout = \"100years\"",
+                "dns.tcp_idle_timeout",
+                "at most 1 day",
             ),
             (
                 "tcp_idle_timeout = \"1s\"\ntcp_busy_idle_timeout = \"2s\"",

@@ -233,6 +233,9 @@ pub fn check(
     if probe.interval < Duration::from_millis(10) {
         return Err(refuse("probe.interval", "at least 10ms".into()));
     }
+    if probe.interval > crate::MAX_DURATION {
+        return Err(refuse("probe.interval", "at most 1 day".into()));
+    }
     if probe.timeout.is_zero() || probe.timeout >= probe.interval {
         return Err(refuse(
             "probe.timeout",

@@ -31,7 +31,7 @@ use aya::{
 };
 use edge_common::{map_name, pin, program_name};
 use edge_config::{self as config, XdpConfig};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap};
 
@@ -179,8 +179,22 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         }
         _ => {
             info!(pins = %pin_dir.display(), "XDP program detached");
+            remove_pin_root(pin_dir);
             Ok(())
         }
+    }
+}
+
+/// Removes `<pin_root>`, the parent of `pin_dir` (created by [`DataPlane::start`]), once it is
+/// empty: not while another interface's pins are there (ENOTEMPTY), never the bpffs mount
+/// itself (EBUSY).
+fn remove_pin_root(pin_dir: &Path) {
+    let Some(root) = pin_dir.parent() else {
+        return;
+    };
+    match fs::remove_dir(root) {
+        Ok(()) => info!(pin_root = %root.display(), "removed the empty pin root"),
+        Err(error) => debug!(%error, pin_root = %root.display(), "pin root stays"),
     }
 }
 

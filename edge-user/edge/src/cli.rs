@@ -165,10 +165,7 @@ fn execute(command: Command) -> Result<()> {
         Command::Check { config } => check(&config),
         Command::Stats { config, json } => stats(&config, json),
         Command::Purge { config, url } => purge(&config, &url),
-        Command::Detach { config } => {
-            let config = Config::load(&config)?;
-            dataplane::detach(&config.xdp.pin_dir())
-        }
+        Command::Detach { config } => dataplane::detach(&xdp_of(&config)?.pin_dir()),
         Command::Status { config, json } => status(&config, json),
         Command::Drain {
             config,
@@ -201,8 +198,10 @@ fn load(path: &Path) -> Result<(Config, Zones)> {
     let zones = Zones::build(path, &config)?;
     let entries = fast_path::entries(&zones).context("building answers")?;
     // Unselected, a steered name answers with all its pool's members: the most it ever needs.
-    if let Some((field, needed, held)) =
-        Capacity::needed(&entries).shortfall(&Capacity::of(&config.xdp))
+    if let Some((field, needed, held)) = config
+        .xdp
+        .as_ref()
+        .and_then(|xdp| Capacity::needed(&entries).shortfall(&Capacity::of(xdp)))
     {
         return Err(ConfigError {
             file: path.to_path_buf(),
@@ -220,12 +219,25 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
     let _admin = start_admin(&config, &steering, http.as_ref()).await?;
-    let mut plane = DataPlane::start(&config.xdp)?;
-    let result = serve(path, &config, zones, &mut steering, &mut plane).await;
-    // A data plane adopted from an earlier run stays answering if this one cannot serve.
-    let keep = keep_data_plane || (result.is_err() && plane.adopted);
-    plane.stop(keep)?;
+    // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
+    let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
+    let result = serve(path, &config, zones, &mut steering, plane.as_mut()).await;
+    if let Some(plane) = plane {
+        // A data plane adopted from an earlier run stays answering if this one cannot serve.
+        let keep = keep_data_plane || (result.is_err() && plane.adopted);
+        plane.stop(keep)?;
+    }
     result
+}
+
+/// The `[xdp]` table of the config at `path`, for the commands that work on the data plane.
+fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
+    Config::load(path)?.xdp.with_context(|| {
+        format!(
+            "{}: no [xdp] section: this PoP has no fast path",
+            path.display()
+        )
+    })
 }
 
 /// Starts the one admin server (status, drain, undrain, purge) if there is something to
@@ -266,21 +278,26 @@ async fn serve(
     config: &Config,
     mut zones: Zones,
     steering: &mut Steering,
-    plane: &mut DataPlane,
+    mut plane: Option<&mut DataPlane>,
 ) -> Result<()> {
     let mut running = config.clone();
     let mut selections = steering.watch();
-    publish::check_fits(plane, &zones).map_err(|error| {
-        anyhow::anyhow!(
-            "{}: {error:#} (maps pinned by an earlier run keep their size; `edge detach` removes them)",
-            path.display()
-        )
-    })?;
+    if let Some(plane) = &plane {
+        publish::check_fits(plane, &zones).map_err(|error| {
+            anyhow::anyhow!(
+                "{}: {error:#} (maps pinned by an earlier run keep their size; `edge detach` removes them)",
+                path.display()
+            )
+        })?;
+    }
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
     let _dns = Server::start(&config.dns, &zones_watch)?;
     let mut publisher = Publisher::new(&config.dns.listen);
-    publisher.try_publish(plane, &current_zones.borrow())?;
+    if let Some(plane) = plane.as_deref_mut() {
+        publisher.try_publish(plane, &current_zones.borrow())?;
+    }
+    info!(fast_path = plane.is_some(), "daemon ready");
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -291,12 +308,18 @@ async fn serve(
             Ok(()) = selections.changed() => {
                 let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                 current_zones.send_replace(steered.clone());
-                publisher.publish(plane, &steered);
+                if let Some(plane) = plane.as_deref_mut() {
+                    publisher.publish(plane, &steered);
+                }
             }
-            () = publisher.retry_due() => publisher.retry(plane),
+            () = publisher.retry_due() => {
+                if let Some(plane) = plane.as_deref_mut() {
+                    publisher.retry(plane);
+                }
+            }
             _ = hangup.recv() => match load(path) {
-                Ok((reloaded, reloaded_zones)) if reloaded.xdp.pin_dir() == config.xdp.pin_dir() => {
-                    if let Err(error) = publish::check_fits(plane, &reloaded_zones) {
+                Ok((reloaded, reloaded_zones)) if pin_dir(&reloaded) == pin_dir(config) => {
+                    if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &reloaded_zones)) {
                         error!(
                             "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
                             path.display()
@@ -311,7 +334,11 @@ async fn serve(
                     }
                     steering.reload(&reloaded).await;
                     let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
-                    match publisher.try_publish(plane, &steered) {
+                    let published = match plane.as_deref_mut() {
+                        Some(plane) => publisher.try_publish(plane, &steered),
+                        None => Ok(()),
+                    };
+                    match published {
                         Ok(()) => {
                             zones = reloaded_zones;
                             running = reloaded;
@@ -322,11 +349,13 @@ async fn serve(
                             steering.reload(&running).await;
                             let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                             current_zones.send_replace(steered.clone());
-                            publisher.publish(plane, &steered);
+                            if let Some(plane) = plane.as_deref_mut() {
+                                publisher.publish(plane, &steered);
+                            }
                         }
                     }
                 }
-                Ok(_) => error!("reload refused: xdp.interface and xdp.pin_root need a restart"),
+                Ok(_) => error!("reload refused: adding or removing [xdp], xdp.interface and xdp.pin_root need a restart"),
                 Err(err) => error!("reload refused, keeping the running config: {err:#}"),
             },
         }
@@ -335,18 +364,29 @@ async fn serve(
     Ok(())
 }
 
+/// Where the data plane of `config` is pinned; `None` without one.
+fn pin_dir(config: &Config) -> Option<PathBuf> {
+    config.xdp.as_ref().map(edge_config::XdpConfig::pin_dir)
+}
+
 fn check(path: &Path) -> Result<()> {
     let (config, zones) = load(path)?;
     for deprecation in config.deprecations() {
         print_line(format_args!("{}: warning: {deprecation}", path.display()))?;
     }
-    print_line(format_args!(
-        "{}: ok: interface {} ({:?} mode), pins in {}",
-        path.display(),
-        config.xdp.interface,
-        config.xdp.mode,
-        config.xdp.pin_dir().display()
-    ))?;
+    match &config.xdp {
+        Some(xdp) => print_line(format_args!(
+            "{}: ok: interface {} ({:?} mode), pins in {}",
+            path.display(),
+            xdp.interface,
+            xdp.mode,
+            xdp.pin_dir().display()
+        ))?,
+        None => print_line(format_args!(
+            "{}: ok: no fast path (no [xdp])",
+            path.display()
+        ))?,
+    }
     for zone in &zones.zones {
         print_line(format_args!(
             "zone {}: {} names",
@@ -354,8 +394,11 @@ fn check(path: &Path) -> Result<()> {
             zone.names.len()
         ))?;
     }
+    let Some(xdp) = &config.xdp else {
+        return Ok(());
+    };
     let needed = Capacity::needed(&fast_path::entries(&zones)?);
-    let held = Capacity::of(&config.xdp);
+    let held = Capacity::of(xdp);
     print_line(format_args!(
         "fast path: {} of {} answers, {} of {} long-name answers, {} of {} steered",
         needed.answers,
@@ -406,8 +449,7 @@ fn drain(path: &Path, pool: &str, member: &str, drained: bool) -> Result<()> {
 }
 
 fn stats(path: &Path, json: bool) -> Result<()> {
-    let config = Config::load(path)?;
-    let counters = dataplane::pinned_counters(&config.xdp.pin_dir())?.read()?;
+    let counters = dataplane::pinned_counters(&xdp_of(path)?.pin_dir())?.read()?;
     if json {
         let object: serde_json::Map<String, serde_json::Value> = counters
             .iter()

@@ -23,7 +23,10 @@ pub mod status;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -31,7 +34,11 @@ use anyhow::Result;
 use edge_mesh::{Mesh, report::Report};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
-use tokio::{sync::watch, task::JoinSet, time::Instant};
+use tokio::{
+    sync::watch,
+    task::{AbortHandle, JoinSet},
+    time::Instant,
+};
 use tracing::info;
 
 use edge_config::{Config, PoolConfig};
@@ -66,6 +73,8 @@ pub struct Shared {
     mesh: Option<Mesh>,
     /// Publishes so far (the report's round).
     rounds: std::sync::atomic::AtomicU64,
+    /// Probe tasks running: one per pool when all is well.
+    probe_tasks: AtomicUsize,
 }
 
 impl Shared {
@@ -108,6 +117,11 @@ impl Shared {
         Ok(())
     }
 
+    /// Probe tasks running now, one per pool unless a task outlived its pool.
+    pub fn probe_tasks(&self) -> usize {
+        self.probe_tasks.load(Ordering::Relaxed)
+    }
+
     pub fn status(&self) -> status::Status {
         let view = self.mesh.as_ref().map(Mesh::view);
         status::Status::of(&self.pools.lock().expect("not poisoned"), view.as_deref())
@@ -130,6 +144,10 @@ impl Shared {
 pub struct Steering {
     pub shared: Arc<Shared>,
     tasks: JoinSet<()>,
+    /// Each probe task with the pool config it probes. A reload aborts the tasks of the pools it
+    /// removes or changes: a task that only noticed at its next round would still be running
+    /// when a second reload brings its config back (A → B → A), and probe beside the new one.
+    probing: Vec<(PoolConfig, AbortHandle)>,
 }
 
 impl Steering {
@@ -155,20 +173,32 @@ impl Steering {
             selections,
             mesh,
             rounds: std::sync::atomic::AtomicU64::new(1),
+            probe_tasks: AtomicUsize::new(0),
         });
         shared.publish(&pools);
         *shared.pools.lock().expect("not poisoned") = pools;
-        let mut tasks = JoinSet::new();
+        let mut steering = Self {
+            shared,
+            tasks: JoinSet::new(),
+            probing: Vec::new(),
+        };
         for pool in &config.pools {
-            tasks.spawn(probe_pool(pool.clone(), shared.clone()));
+            steering.spawn(pool.clone());
         }
-        Ok(Self { shared, tasks })
+        Ok(steering)
     }
 
     /// Takes the pools of a reloaded config: a pool whose settings did not change keeps its
     /// state and its probe task; a new or changed one is probed once before it is answered
     /// from. `[mesh]` changes only with a restart.
     pub async fn reload(&mut self, config: &Config) {
+        self.probing.retain(|(probed, task)| {
+            let kept = config.pools.contains(probed);
+            if !kept {
+                task.abort();
+            }
+            kept
+        });
         while self.tasks.try_join_next().is_some() {}
         let kept: Vec<Option<Pool>> = {
             let pools = self.shared.pools.lock().expect("not poisoned");
@@ -190,12 +220,22 @@ impl Steering {
             .into_iter()
             .map(|kept| kept.unwrap_or_else(|| fresh.next().expect("one per new pool")))
             .collect();
-        let mut current = self.shared.pools.lock().expect("not poisoned");
-        *current = pools;
-        self.shared.publish(&current);
-        for pool in new {
-            self.tasks.spawn(probe_pool(pool, self.shared.clone()));
+        {
+            let mut current = self.shared.pools.lock().expect("not poisoned");
+            *current = pools;
+            self.shared.publish(&current);
         }
+        for pool in new {
+            self.spawn(pool);
+        }
+    }
+
+    /// Starts probing the pool of `config` on its interval.
+    fn spawn(&mut self, config: PoolConfig) {
+        let task = self
+            .tasks
+            .spawn(probe_pool(config.clone(), self.shared.clone()));
+        self.probing.push((config, task));
     }
 
     /// The selections, updated after every round that changed them.
@@ -236,10 +276,15 @@ async fn probe_all(config: &PoolConfig) -> Vec<probe::Sample> {
 /// Probes the pool of `config` a jittered interval apart (counted from round start), until a
 /// reload removes or changes it.
 async fn probe_pool(config: PoolConfig, shared: Arc<Shared>) {
+    let _counted = ProbeTask::count(&shared);
     let mut start = Instant::now();
     loop {
-        tokio::time::sleep_until(start + jittered(config.probe.interval, config.probe.jitter))
-            .await;
+        let wait = jittered(config.probe.interval, config.probe.jitter);
+        match start.checked_add(wait) {
+            Some(due) => tokio::time::sleep_until(due).await,
+            // Past what the clock can name: tokio's sleep saturates to its far future.
+            None => tokio::time::sleep(wait).await,
+        }
         start = Instant::now();
         let samples = probe_all(&config).await;
         let view = shared.mesh.as_ref().map(Mesh::view);
@@ -264,7 +309,96 @@ async fn probe_pool(config: PoolConfig, shared: Arc<Shared>) {
     }
 }
 
-/// `interval` times a random factor in [1 − jitter, 1 + jitter].
+/// Counts a probe task in [`Shared::probe_tasks`] while it lives, however it ends.
+struct ProbeTask(Arc<Shared>);
+
+impl ProbeTask {
+    fn count(shared: &Arc<Shared>) -> Self {
+        shared.probe_tasks.fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        self.0.probe_tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `interval` times a random factor in [1 − jitter, 1 + jitter]; `interval` itself where that
+/// is no duration (validation keeps jitter in [0, 1), but a panic here would end the pool's
+/// probing unseen).
 fn jittered(interval: Duration, jitter: f64) -> Duration {
-    interval.mul_f64(1.0 + jitter * (2.0 * fastrand::f64() - 1.0))
+    let factor = 1.0 + jitter * (2.0 * fastrand::f64() - 1.0);
+    Duration::try_from_secs_f64(interval.as_secs_f64() * factor).unwrap_or(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(rise: u32) -> Config {
+        let text = format!(
+            "[xdp]\ninterface = \"lo\"\n[[pools]]\nname = \"shop\"\nkind = \"origin\"\n\
+             [pools.probe]\ninterval = \"300ms\"\ntimeout = \"100ms\"\nrise = {rise}\n\
+             [[pools.members]]\nname = \"a\"\naddress = \"127.0.0.1\"\nhttp_port = 9\n"
+        );
+        Config::parse(std::path::Path::new("test.toml"), &text).unwrap()
+    }
+
+    /// Polls `condition` every few milliseconds until it holds or five seconds passed.
+    async fn eventually(condition: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if condition() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        condition()
+    }
+
+    #[tokio::test]
+    async fn a_pool_changed_and_changed_back_has_one_probe_task() {
+        let (a, b) = (pool(2), pool(3));
+        let mut steering = Steering::start(&a).await.unwrap();
+        let shared = steering.shared.clone();
+        assert!(eventually(|| shared.probe_tasks() == 1).await);
+        // Both reloads come within one interval (each probes its new pool once, a refused
+        // connection): the first task has not woken since, and would find its config again.
+        steering.reload(&b).await;
+        steering.reload(&a).await;
+        assert!(
+            eventually(|| shared.probe_tasks() == 1).await,
+            "{} probe tasks for one pool",
+            shared.probe_tasks()
+        );
+        let rounds = |shared: &Shared| shared.status().pools[0].rounds;
+        let before = rounds(&shared);
+        assert!(
+            eventually(|| rounds(&shared) > before + 2).await,
+            "still probed"
+        );
+        assert_eq!(shared.probe_tasks(), 1);
+        drop(steering);
+        assert!(eventually(|| shared.probe_tasks() == 0).await);
+    }
+
+    #[test]
+    fn jitter_stays_in_its_range_and_never_panics() {
+        let interval = Duration::from_millis(500);
+        for _ in 0..1000 {
+            let wait = jittered(interval, 0.1);
+            assert!(wait >= interval.mul_f64(0.9) && wait <= interval.mul_f64(1.1));
+        }
+        for (interval, jitter) in [
+            (Duration::MAX, 0.5),
+            (Duration::MAX, 0.0),
+            (interval, 3.0),
+            (interval, f64::NAN),
+            (interval, f64::INFINITY),
+        ] {
+            jittered(interval, jitter);
+        }
+    }
 }

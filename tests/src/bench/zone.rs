@@ -148,7 +148,7 @@ mod tests {
         let names: Vec<_> = zones.names().collect();
         // The names and the apex, which holds the SOA.
         assert_eq!(names.len(), 1001);
-        assert!(config.xdp.max_answers as usize >= 1000);
+        assert!(config.xdp.unwrap().max_answers as usize >= 1000);
         let (owner, records) = names
             .iter()
             .find(|(owner, _)| owner.to_ascii() == "name999.bench.example.")

@@ -1,0 +1,204 @@
+//! The daemon as an operator runs it: roles that need no fast path (an HTTP-only PoP, a DNS
+//! server without XDP) started with `ip netns exec`, where /sys/fs/bpf is not mounted; what a
+//! stop leaves behind; and config values the daemon cannot act on, refused.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::{Result, ensure};
+use edge_tests::{
+    curl::curl,
+    dig::kdig,
+    edge::{EdgeProcess, START_TIMEOUT, binary},
+    origin::Origin,
+    test_zone,
+    topology::Topology,
+};
+
+const ORIGIN_PORT: u16 = 8080;
+
+/// A cache-only PoP: a pool, a site and `[http]`; no `[xdp]`, no zones.
+fn http_only(topology: &Topology) -> String {
+    format!(
+        r#"
+[[pools]]
+name = "origins"
+kind = "origin"
+[[pools.members]]
+name = "o1"
+address = "{client}"
+http_port = {ORIGIN_PORT}
+
+[http]
+listen = "{pop}:80"
+cache_dir = "{cache_dir}"
+cache_capacity = "16 MiB"
+
+[[http.sites]]
+host = "static.example.com"
+pool = "origins"
+"#,
+        client = Topology::CLIENT_V4,
+        pop = Topology::POP_V4,
+        cache_dir = topology.work_dir().join("cache").display(),
+    )
+}
+
+#[test]
+fn http_only_pop_runs_without_bpffs() -> Result<()> {
+    let topology = Topology::client_and_pop("daemon-http-only")?;
+    let origin = Origin::start(
+        &topology.client,
+        SocketAddr::from((Topology::CLIENT_V4, ORIGIN_PORT)),
+    )?;
+    let config = topology.write_file("edge.toml", &http_only(&topology))?;
+    let edge = EdgeProcess::spawn(
+        topology.pop.exec_command(binary()),
+        &config,
+        &[],
+        "daemon ready",
+        START_TIMEOUT,
+    )?;
+    let resolve = format!("static.example.com:80:{}", Topology::POP_V4);
+    let url = "http://static.example.com/a?cc=max-age=60";
+    let first = curl(&topology.client, &["--resolve", &resolve, url])?;
+    let second = curl(&topology.client, &["--resolve", &resolve, url])?;
+    assert_eq!((first.status, first.cache()), (200, "miss"), "{first:?}");
+    assert_eq!((second.status, second.cache()), (200, "hit"), "{second:?}");
+    assert_eq!(origin.count("/a?cc=max-age=60"), 1);
+    let log = edge.log();
+    assert!(log.contains("fast_path=false"), "{log}");
+    assert!(!log.contains("XDP program attached"), "{log}");
+    ensure!(edge.stop()?, "edge did not stop cleanly");
+    Ok(())
+}
+
+#[test]
+fn dns_server_without_the_fast_path_runs_without_bpffs() -> Result<()> {
+    let topology = Topology::client_and_pop("daemon-dns-only")?;
+    let text = format!(
+        "[dns]\nlisten = [\"{}:53\"]\n{}",
+        Topology::POP_V4,
+        test_zone::zone()
+    );
+    let config = topology.write_file("edge.toml", &text)?;
+    let edge = EdgeProcess::spawn(
+        topology.pop.exec_command(binary()),
+        &config,
+        &[],
+        "daemon ready",
+        START_TIMEOUT,
+    )?;
+    let server = format!("@{}", Topology::POP_V4);
+    for over in ["+notcp", "+tcp"] {
+        let reply = kdig(&topology.client, &[&server, over, "www.example.com", "A"])?;
+        assert_eq!(reply.status().as_deref(), Some("NOERROR"), "{}", reply.text);
+        let answers = reply.section("ANSWER");
+        assert_eq!(answers.len(), 2, "{}", reply.text);
+    }
+    let log = edge.log();
+    assert!(log.contains("fast_path=false"), "{log}");
+    assert!(!log.contains("XDP program attached"), "{log}");
+    ensure!(edge.stop()?, "edge did not stop cleanly");
+    Ok(())
+}
+
+#[test]
+fn stop_removes_the_pin_root() -> Result<()> {
+    let topology = Topology::client_and_pop("daemon-pin-root")?;
+    // A pin root the daemon creates, as /sys/fs/bpf/edge is on a fresh host.
+    let pin_root = topology.pin_root().join("edge");
+    let text = format!(
+        "[xdp]\ninterface = \"{}\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n{}",
+        Topology::INTERFACE,
+        pin_root.display(),
+        Topology::POP_V4,
+        test_zone::zone()
+    );
+    let config = topology.write_file("edge.toml", &text)?;
+    let edge = EdgeProcess::start(&topology.pop, &config, &[])?;
+    let pin_dir = pin_root.join(Topology::INTERFACE);
+    assert!(pin_dir.join("link").exists());
+    ensure!(edge.stop()?, "edge did not stop cleanly");
+    assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
+    assert!(!pin_root.exists(), "{} left behind", pin_root.display());
+    Ok(())
+}
+
+/// `edge check` refuses `config` naming `field` and `reason`.
+fn refused(config: &Path, field: &str, reason: &str) -> Result<()> {
+    let output = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success(), "accepted: {stderr}");
+    let expected = format!("{}: {field}: ", config.display());
+    ensure!(
+        stderr.contains(&expected) && stderr.contains(reason),
+        "wanted {expected:?} and {reason:?} in {stderr:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn durations_past_a_day_are_refused_at_load_and_at_reload() -> Result<()> {
+    let topology = Topology::client_and_pop("daemon-durations")?;
+    let pool = "[[pools]]\nname = \"p\"\nkind = \"origin\"\n[[pools.members]]\nname = \"a\"\naddress = \"192.0.2.1\"\n";
+    for (extra, field) in [
+        (
+            format!("{pool}[pools.probe]\ninterval = \"2days\"\n"),
+            "pools[0].probe.interval",
+        ),
+        (
+            "[dns]\ntcp_idle_timeout = \"30days\"\n".to_string(),
+            "dns.tcp_idle_timeout",
+        ),
+    ] {
+        let config = topology.write_file("bad.toml", &extra)?;
+        refused(&config, field, "at most 1 day")?;
+    }
+    // A running daemon keeps probing on its interval when a reload names one too long.
+    let good = format!(
+        "{pool}[pools.probe]\ninterval = \"50ms\"\ntimeout = \"20ms\"\n{}",
+        http_only(&topology)
+    );
+    let config = topology.write_file("edge.toml", &good)?;
+    let mut edge = EdgeProcess::spawn(
+        topology.pop.exec_command(binary()),
+        &config,
+        &[],
+        "daemon ready",
+        START_TIMEOUT,
+    )?;
+    std::fs::write(&config, good.replace("\"50ms\"", "\"2days\""))?;
+    let position = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(
+        position,
+        "pools[0].probe.interval: at most 1 day",
+        Duration::from_secs(10),
+    )?;
+    // Back to the running config's text, which `edge status` reads for the admin address.
+    std::fs::write(&config, &good)?;
+    let rounds = |status: edge_steer::status::Status| {
+        status
+            .pools
+            .iter()
+            .find(|pool| pool.name == "p")
+            .map(|pool| pool.rounds)
+    };
+    let before = rounds(edge_tests::edge::status(&topology.pop, &config)?);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = rounds(edge_tests::edge::status(&topology.pop, &config)?);
+        if now > before.map(|rounds| rounds + 3) {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "pool p stopped probing at {now:?} rounds"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(edge.stop()?, "edge did not stop cleanly");
+    Ok(())
+}
