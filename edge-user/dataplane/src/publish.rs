@@ -83,6 +83,11 @@ impl Publisher {
         }
     }
 
+    /// Publishes that failed since the daemon started.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
     /// Waits until a failed publish is due again; never returns while none is pending.
     pub async fn retry_due(&self) {
         match &self.retry {

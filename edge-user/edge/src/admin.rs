@@ -1,13 +1,14 @@
 //! The daemon's one admin server (`[admin] listen`, loopback by default, never the service
 //! address): `GET /status` (JSON), `POST /drain?pool=P&member=M` and `POST /undrain?…` for
-//! steering, `POST /purge?url=<URL>` and `GET /stats` (JSON counters) for the cache; and the
-//! client `edge status`, `edge drain`,
+//! steering, `POST /purge?url=<URL>` and `GET /stats` (JSON counters) for the cache, `GET
+//! /metrics` for Prometheus ([`crate::metrics`]); and the client `edge status`, `edge drain`,
 //! `edge undrain` and `edge purge` use.
 
 use std::{
     collections::HashMap,
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
     sync::{Arc, atomic::Ordering},
 };
 
@@ -25,12 +26,17 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::metrics::{self, DaemonCounts};
+
 /// What the admin server controls: the steering of the pools, and the HTTP cache if the config
-/// has `[http]`.
+/// has `[http]`; and what else its metrics read.
 #[derive(Clone)]
 pub struct Controls {
     pub steering: Arc<Shared>,
     pub cache: Option<Arc<Cache>>,
+    /// Where the XDP counters are pinned; `None` without `[xdp]`.
+    pub pin_dir: Option<PathBuf>,
+    pub daemon: Arc<DaemonCounts>,
 }
 
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
@@ -41,7 +47,7 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 
 /// Answers control requests on `listener` until aborted.
 pub async fn serve(listener: TcpListener, controls: Controls) {
-    info!(listen = ?listener.local_addr().ok(), "admin serving /status, /drain, /undrain, /purge");
+    info!(listen = ?listener.local_addr().ok(), "admin serving /status, /drain, /undrain, /purge, /metrics");
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -83,6 +89,18 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
             .body(Full::new(Bytes::from(
                 serde_json::to_vec(&controls.steering.status()).expect("serialises"),
             )))
+            .expect("valid response"),
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(metrics::render(&metrics::Sources {
+                steering: controls.steering.clone(),
+                cache: controls.cache.clone(),
+                pin_dir: controls.pin_dir.clone(),
+                daemon: controls.daemon.clone(),
+            }))))
             .expect("valid response"),
         (&Method::POST, path @ ("/drain" | "/undrain")) => {
             let (Some(pool), Some(member)) = (query.get("pool"), query.get("member")) else {
@@ -129,14 +147,14 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
                 Err(error) => reply(StatusCode::BAD_REQUEST, format!("{url}: {error}")),
             }
         }
-        (_, "/status" | "/drain" | "/undrain" | "/purge" | "/stats") => reply(
+        (_, "/status" | "/metrics" | "/drain" | "/undrain" | "/purge" | "/stats") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            "GET /status, /stats; POST /drain, /undrain, /purge".into(),
+            "GET /status, /stats, /metrics; POST /drain, /undrain, /purge".into(),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
-            "unknown path; try GET /status, POST /drain?pool=P&member=M, POST /undrain?…, \
-             POST /purge?url=URL, GET /stats"
+            "unknown path; try GET /status, GET /metrics, POST /drain?pool=P&member=M, \
+             POST /undrain?…, POST /purge?url=URL, GET /stats"
                 .into(),
         ),
     }
@@ -245,6 +263,8 @@ mod tests {
         let with_cache = Controls {
             steering: steering.shared.clone(),
             cache: Some(Arc::new(cache)),
+            pin_dir: None,
+            daemon: Arc::default(),
         };
         let without_cache = Controls {
             cache: None,
@@ -268,6 +288,15 @@ mod tests {
         let (status, body) = text(handle(&without_cache, &purge)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("no [http] cache"), "{body}");
+
+        let (status, body) = text(handle(&with_cache, &request(Method::GET, "/metrics"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("edge_reloads_total{result=\"refused\"} 0"),
+            "{body}"
+        );
+        assert!(body.contains("edge_cache_bytes 0"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
 
         let wrong = request(Method::GET, "/purge?url=http://static.example.com/a.css");
         let (status, _) = text(handle(&with_cache, &wrong)).await;

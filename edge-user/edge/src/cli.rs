@@ -24,7 +24,7 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::admin;
+use crate::{admin, metrics::DaemonCounts};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -218,10 +218,11 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
-    let _admin = start_admin(&config, &steering, http.as_ref()).await?;
+    let counts = Arc::new(DaemonCounts::default());
+    let _admin = start_admin(&config, &steering, http.as_ref(), &counts).await?;
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
-    let result = serve(path, &config, zones, &mut steering, plane.as_mut()).await;
+    let result = serve(path, &config, zones, &mut steering, plane.as_mut(), &counts).await;
     if let Some(plane) = plane {
         // A data plane adopted from an earlier run stays answering if this one cannot serve.
         let keep = keep_data_plane || (result.is_err() && plane.adopted);
@@ -240,24 +241,22 @@ fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
     })
 }
 
-/// Starts the one admin server (status, drain, undrain, purge) if there is something to
-/// administer: pools to steer or a cache; stops when the handle is dropped.
+/// Starts the one admin server (status, drain, undrain, purge, metrics); it stops when the
+/// handle is dropped.
 async fn start_admin(
     config: &Config,
     steering: &Steering,
     http: Option<&HttpServer>,
-) -> Result<Option<AbortOnDrop>> {
-    if config.pools.is_empty() && http.is_none() {
-        return Ok(None);
-    }
+    counts: &Arc<DaemonCounts>,
+) -> Result<AbortOnDrop> {
     let listener = admin::bind(config.admin.listen).await?;
     let controls = admin::Controls {
         steering: steering.shared.clone(),
         cache: http.map(|http| http.cache.clone()),
+        pin_dir: pin_dir(config),
+        daemon: counts.clone(),
     };
-    Ok(Some(AbortOnDrop(tokio::spawn(admin::serve(
-        listener, controls,
-    )))))
+    Ok(AbortOnDrop(tokio::spawn(admin::serve(listener, controls))))
 }
 
 /// A task that ends with its owner.
@@ -279,6 +278,7 @@ async fn serve(
     mut zones: Zones,
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
+    counts: &DaemonCounts,
 ) -> Result<()> {
     let mut running = config.clone();
     let mut selections = steering.watch();
@@ -324,6 +324,7 @@ async fn serve(
                             "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
                             path.display()
                         );
+                        DaemonCounts::count(&counts.reloads_refused);
                         continue;
                     }
                     if reloaded.dns != config.dns {
@@ -340,12 +341,14 @@ async fn serve(
                     };
                     match published {
                         Ok(()) => {
+                            DaemonCounts::count(&counts.reloads_applied);
                             zones = reloaded_zones;
                             running = reloaded;
                             current_zones.send_replace(steered);
                         }
                         Err(error) => {
                             error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
+                            DaemonCounts::count(&counts.reloads_refused);
                             steering.reload(&running).await;
                             let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                             current_zones.send_replace(steered.clone());
@@ -355,10 +358,19 @@ async fn serve(
                         }
                     }
                 }
-                Ok(_) => error!("reload refused: adding or removing [xdp], xdp.interface and xdp.pin_root need a restart"),
-                Err(err) => error!("reload refused, keeping the running config: {err:#}"),
+                Ok(_) => {
+                    error!("reload refused: adding or removing [xdp], xdp.interface and xdp.pin_root need a restart");
+                    DaemonCounts::count(&counts.reloads_refused);
+                }
+                Err(err) => {
+                    error!("reload refused, keeping the running config: {err:#}");
+                    DaemonCounts::count(&counts.reloads_refused);
+                }
             },
         }
+        counts
+            .publish_failures
+            .store(publisher.failures(), std::sync::atomic::Ordering::Relaxed);
     }
     info!("stopping");
     Ok(())

@@ -1,0 +1,234 @@
+//! `GET /metrics` on the admin server: the Prometheus text format, written with
+//! `prometheus-client`. Everything is read at scrape time from where it is already kept (the
+//! pinned per-CPU counter map, the steering state, the cache's size) plus the daemon's own
+//! counts of reloads and publishes, so serving DNS and HTTP pays nothing for it. docs/OPERATIONS.md
+//! lists every metric.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use edge_cache::Cache;
+use edge_steer::Shared;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+/// What the daemon loop counts; everything else is read from its owner at scrape time.
+#[derive(Debug, Default)]
+pub struct DaemonCounts {
+    /// Reloads (SIGHUP) applied.
+    pub reloads_applied: AtomicU64,
+    /// Reloads refused: the running config stayed.
+    pub reloads_refused: AtomicU64,
+    /// Publishes to the maps that failed (each is retried).
+    pub publish_failures: AtomicU64,
+}
+
+impl DaemonCounts {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The sources of the metrics; one per daemon.
+#[derive(Clone)]
+pub struct Sources {
+    pub steering: Arc<Shared>,
+    pub cache: Option<Arc<Cache>>,
+    /// Where the data plane's counters are pinned; `None` without `[xdp]`.
+    pub pin_dir: Option<PathBuf>,
+    pub daemon: Arc<DaemonCounts>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The text of one scrape.
+pub fn render(sources: &Sources) -> String {
+    let mut registry = Registry::with_prefix("edge");
+    registry.register_collector(Box::new(sources.clone()));
+    let mut text = String::new();
+    // Writing to a String cannot fail, and the collector only fails where its writer does.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: its descriptor, then one sample per label set.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+    metric_type: MetricType,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A metric without labels.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+) -> std::fmt::Result {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(value: u64) -> ConstCounter<u64> {
+    ConstCounter::new(value)
+}
+
+fn gauge(value: i64) -> ConstGauge<i64> {
+    ConstGauge::new(value)
+}
+
+fn seconds(value: f64) -> ConstGauge<f64> {
+    ConstGauge::new(value)
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        if let Some(counters) = self
+            .pin_dir
+            .as_ref()
+            .and_then(|pin_dir| edge_dataplane::pinned_counters(pin_dir).ok())
+            .and_then(|counters| counters.read().ok())
+        {
+            family(
+                &mut encoder,
+                "xdp_packets",
+                "Packets the XDP program saw, by what it did: answered, or the reason it passed \
+                 the packet to the kernel (summed over CPUs)",
+                counters.iter().map(|(reason, count)| {
+                    (vec![("reason", reason.name().into())], counter(*count))
+                }),
+                MetricType::Counter,
+            )?;
+        }
+        let daemon = &self.daemon;
+        family(
+            &mut encoder,
+            "reloads",
+            "Config reloads (SIGHUP) by result: applied, or refused with the running config kept",
+            [
+                ("applied", &daemon.reloads_applied),
+                ("refused", &daemon.reloads_refused),
+            ]
+            .map(|(result, count)| {
+                (
+                    vec![("result", result.into())],
+                    counter(count.load(Ordering::Relaxed)),
+                )
+            }),
+            MetricType::Counter,
+        )?;
+        single(
+            &mut encoder,
+            "publish_failures",
+            "Publishes of the answers to the XDP maps that failed (each is retried with backoff)",
+            counter(daemon.publish_failures.load(Ordering::Relaxed)),
+        )?;
+        self.encode_steering(&mut encoder)?;
+        if let Some(cache) = &self.cache {
+            single(
+                &mut encoder,
+                "cache_bytes",
+                "Bytes of response bodies the cache holds",
+                gauge(i64::try_from(cache.used()).unwrap_or(i64::MAX)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Sources {
+    fn encode_steering(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let status = self.steering.status();
+        let pool = |name: &str| vec![("pool", name.to_string())];
+        family(
+            encoder,
+            "probe_rounds",
+            "Probe rounds of each pool (every member probed once per round)",
+            status
+                .pools
+                .iter()
+                .map(|p| (pool(&p.name), counter(p.rounds))),
+            MetricType::Counter,
+        )?;
+        family(
+            encoder,
+            "selection_changes",
+            "Times each pool's answer changed (the first selection included)",
+            status
+                .pools
+                .iter()
+                .map(|p| (pool(&p.name), counter(p.changes))),
+            MetricType::Counter,
+        )?;
+        let members = || {
+            status.pools.iter().flat_map(|p| {
+                p.members.iter().map(move |m| {
+                    let labels = vec![("pool", p.name.clone()), ("member", m.name.clone())];
+                    (p, m, labels)
+                })
+            })
+        };
+        family(
+            encoder,
+            "member_up",
+            "1 while a member is up (its probes pass), 0 while down or not yet checked",
+            members().map(|(_, m, labels)| (labels, gauge(i64::from(m.state == "up")))),
+            MetricType::Gauge,
+        )?;
+        family(
+            encoder,
+            "member_selected",
+            "1 while a member's address is in its pool's answer",
+            members().map(|(p, m, labels)| {
+                let selected = p.selection.contains(&m.address);
+                (labels, gauge(i64::from(selected)))
+            }),
+            MetricType::Gauge,
+        )?;
+        for (name, help, value) in [
+            (
+                "member_connect_seconds",
+                "A member's TCP connect time, smoothed (EWMA)",
+                (|m: &edge_steer::status::MemberStatus| m.rtt_ms) as fn(&_) -> Option<f64>,
+            ),
+            (
+                "member_http_seconds",
+                "A member's health GET, request to full response, smoothed (EWMA)",
+                |m| m.http_ms,
+            ),
+        ] {
+            family(
+                encoder,
+                name,
+                help,
+                members().filter_map(|(_, m, labels)| Some((labels, seconds(value(m)? / 1000.0)))),
+                MetricType::Gauge,
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! `GET /metrics` on the admin server of the real `edge` binary, scraped with curl before and
+//! after real traffic: kdig answered by the XDP program and by the userspace server, curl
+//! through the cache (a miss, then a hit), and a reload.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context as _, Result, ensure};
+use edge_tests::{
+    curl::curl, dig::kdig, edge::EdgeProcess, origin::Origin, test_zone, topology::Topology,
+};
+
+const ORIGIN_PORT: u16 = 8080;
+
+fn config(topology: &Topology) -> String {
+    format!(
+        r#"
+[xdp]
+interface = "{interface}"
+pin_root = "{pin_root}"
+
+[dns]
+listen = ["{pop}:53"]
+
+[http]
+listen = "{pop}:80"
+cache_dir = "{cache_dir}"
+cache_capacity = "16 MiB"
+
+[[http.sites]]
+host = "static.example.com"
+pool = "origins"
+
+[[pools]]
+name = "origins"
+kind = "origin"
+[pools.probe]
+interval = "100ms"
+timeout = "50ms"
+[[pools.members]]
+name = "o1"
+address = "{client}"
+http_port = {ORIGIN_PORT}
+{zone}"#,
+        interface = Topology::INTERFACE,
+        pin_root = topology.pin_root().display(),
+        pop = Topology::POP_V4,
+        client = Topology::CLIENT_V4,
+        cache_dir = topology.work_dir().join("cache").display(),
+        zone = test_zone::zone(),
+    )
+}
+
+/// One scrape of the daemon's `/metrics`, from inside the PoP's namespace.
+struct Scrape(String);
+
+impl Scrape {
+    fn take(topology: &Topology) -> Result<Self> {
+        let output = topology
+            .pop
+            .run("curl", &["-sf", "http://127.0.0.1:9081/metrics"])?;
+        Ok(Self(String::from_utf8(output.stdout)?))
+    }
+
+    /// The value of the sample `series` (name and labels as exposed), 0 if absent.
+    fn value(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+#[test]
+fn counters_move_with_real_traffic() -> Result<()> {
+    let topology = Topology::client_and_pop("metrics")?;
+    let _origin = Origin::start(
+        &topology.client,
+        SocketAddr::from((Topology::CLIENT_V4, ORIGIN_PORT)),
+    )?;
+    let config = topology.write_file("edge.toml", &config(&topology))?;
+    let mut edge = EdgeProcess::start(&topology.pop, &config, &[])?;
+    let before = Scrape::take(&topology)?;
+    assert!(before.0.ends_with("# EOF\n"), "{}", before.0);
+
+    let server = format!("@{}", Topology::POP_V4);
+    for over in ["+notcp", "+tcp"] {
+        let reply = kdig(&topology.client, &[&server, over, "www.example.com", "A"])?;
+        ensure!(
+            reply.status().as_deref() == Some("NOERROR"),
+            "{}",
+            reply.text
+        );
+    }
+    let resolve = format!("static.example.com:80:{}", Topology::POP_V4);
+    let url = "http://static.example.com/m?cc=max-age=60&size=1000";
+    let miss = curl(&topology.client, &["--resolve", &resolve, url])?;
+    let hit = curl(&topology.client, &["--resolve", &resolve, url])?;
+    assert_eq!((miss.cache(), hit.cache()), ("miss", "hit"));
+    let position = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(position, "answers published", Duration::from_secs(10))?;
+
+    let after = Scrape::take(&topology).context("second scrape")?;
+    let moved = |series: &str| after.value(series) - before.value(series);
+    assert_eq!(
+        moved(r#"edge_xdp_packets_total{reason="answered"}"#),
+        1.0,
+        "{}",
+        after.0
+    );
+    assert!(
+        moved(r#"edge_xdp_packets_total{reason="not_udp"}"#) >= 1.0,
+        "{}",
+        after.0
+    );
+    assert_eq!(
+        moved(r#"edge_reloads_total{result="applied"}"#),
+        1.0,
+        "{}",
+        after.0
+    );
+    assert_eq!(after.value("edge_publish_failures_total"), 0.0);
+    assert!(after.value("edge_cache_bytes") >= 1000.0, "{}", after.0);
+    assert!(
+        moved(r#"edge_probe_rounds_total{pool="origins"}"#) >= 1.0,
+        "{}",
+        after.0
+    );
+    assert_eq!(
+        after.value(r#"edge_member_up{pool="origins",member="o1"}"#),
+        1.0
+    );
+    assert_eq!(
+        after.value(r#"edge_member_selected{pool="origins",member="o1"}"#),
+        1.0
+    );
+    assert!(after.value(r#"edge_member_connect_seconds{pool="origins",member="o1"}"#) > 0.0);
+    ensure!(edge.stop()?, "edge did not stop cleanly");
+    Ok(())
+}
