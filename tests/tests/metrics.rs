@@ -2,7 +2,10 @@
 //! after real traffic: kdig answered by the XDP program and by the userspace server, curl
 //! through the cache (a miss, then a hit), and a reload.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, ensure};
 use edge_tests::{
@@ -84,13 +87,15 @@ fn counters_move_with_real_traffic() -> Result<()> {
     assert!(before.0.ends_with("# EOF\n"), "{}", before.0);
 
     let server = format!("@{}", Topology::POP_V4);
-    for over in ["+notcp", "+tcp"] {
-        let reply = kdig(&topology.client, &[&server, over, "www.example.com", "A"])?;
-        ensure!(
-            reply.status().as_deref() == Some("NOERROR"),
-            "{}",
-            reply.text
-        );
+    // Answered by XDP; over TCP, MX and for an unknown name by the userspace server.
+    for (over, name, rtype, status) in [
+        ("+notcp", "www.example.com", "A", "NOERROR"),
+        ("+tcp", "www.example.com", "A", "NOERROR"),
+        ("+notcp", "example.com", "MX", "NOERROR"),
+        ("+notcp", "nope.example.com", "A", "NXDOMAIN"),
+    ] {
+        let reply = kdig(&topology.client, &[&server, over, name, rtype])?;
+        ensure!(reply.status().as_deref() == Some(status), "{}", reply.text);
     }
     let resolve = format!("static.example.com:80:{}", Topology::POP_V4);
     let url = "http://static.example.com/m?cc=max-age=60&size=1000";
@@ -100,7 +105,17 @@ fn counters_move_with_real_traffic() -> Result<()> {
     let position = edge.signal(libc::SIGHUP)?;
     edge.wait_for_log(position, "answers published", Duration::from_secs(10))?;
 
-    let after = Scrape::take(&topology).context("second scrape")?;
+    // Probes run on their own clock: scrape until two more rounds are counted.
+    let rounds = r#"edge_probe_rounds_total{pool="origins"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = Scrape::take(&topology).context("second scrape")?;
+        if after.value(rounds) >= before.value(rounds) + 2.0 {
+            break after;
+        }
+        ensure!(Instant::now() < deadline, "no probe rounds: {}", after.0);
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let moved = |series: &str| after.value(series) - before.value(series);
     assert_eq!(
         moved(r#"edge_xdp_packets_total{reason="answered"}"#),
@@ -113,6 +128,29 @@ fn counters_move_with_real_traffic() -> Result<()> {
         "{}",
         after.0
     );
+    // The MX query and the unknown name: no such (name, type) in the maps.
+    assert_eq!(
+        moved(r#"edge_xdp_packets_total{reason="unknown_name"}"#),
+        2.0,
+        "{}",
+        after.0
+    );
+    for (series, count) in [
+        (
+            r#"edge_dns_queries_total{transport="udp",rcode="noerror"}"#,
+            1.0,
+        ),
+        (
+            r#"edge_dns_queries_total{transport="udp",rcode="nxdomain"}"#,
+            1.0,
+        ),
+        (
+            r#"edge_dns_queries_total{transport="tcp",rcode="noerror"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(moved(series), count, "{series}: {}", after.0);
+    }
     assert_eq!(
         moved(r#"edge_reloads_total{result="applied"}"#),
         1.0,
@@ -121,11 +159,10 @@ fn counters_move_with_real_traffic() -> Result<()> {
     );
     assert_eq!(after.value("edge_publish_failures_total"), 0.0);
     assert!(after.value("edge_cache_bytes") >= 1000.0, "{}", after.0);
-    assert!(
-        moved(r#"edge_probe_rounds_total{pool="origins"}"#) >= 1.0,
-        "{}",
-        after.0
-    );
+    for status in ["miss", "hit"] {
+        let series = format!("edge_http_responses_total{{cache=\"{status}\"}}");
+        assert_eq!(moved(&series), 1.0, "{series}: {}", after.0);
+    }
     assert_eq!(
         after.value(r#"edge_member_up{pool="origins",member="o1"}"#),
         1.0
@@ -135,6 +172,20 @@ fn counters_move_with_real_traffic() -> Result<()> {
         1.0
     );
     assert!(after.value(r#"edge_member_connect_seconds{pool="origins",member="o1"}"#) > 0.0);
+    let probes = moved(r#"edge_probes_total{pool="origins",member="o1",result="healthy"}"#);
+    assert!(probes >= 2.0, "{}", after.0);
+    assert_eq!(
+        moved(r#"edge_probe_connect_seconds_count{pool="origins",member="o1"}"#),
+        probes,
+        "one connect time per healthy probe: {}",
+        after.0
+    );
+    assert!(
+        after.value(r#"edge_probe_http_seconds_bucket{le="+Inf",pool="origins",member="o1"}"#)
+            >= probes,
+        "{}",
+        after.0
+    );
     ensure!(edge.stop()?, "edge did not stop cleanly");
     Ok(())
 }

@@ -2,7 +2,15 @@
 //! answered by [`respond`]. It answers what the XDP program passes up, and everything when no
 //! program is attached. A reload swaps the zones through a watch channel.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use edge_config::DnsConfig;
@@ -36,9 +44,58 @@ pub struct Server {
     tasks: JoinSet<()>,
 }
 
+/// Queries the server answered, by transport and the RCODE of the response header (the four
+/// header bits: an extended RCODE shows as its low bits), and queries it left unanswered.
+#[derive(Debug, Default)]
+pub struct QueryCounts {
+    udp: [AtomicU64; 16],
+    tcp: [AtomicU64; 16],
+    udp_unanswered: AtomicU64,
+    tcp_unanswered: AtomicU64,
+}
+
+impl QueryCounts {
+    fn count(&self, transport: Transport, response: Option<&[u8]>) {
+        let (answered, unanswered) = match transport {
+            Transport::Udp => (&self.udp, &self.udp_unanswered),
+            Transport::Tcp => (&self.tcp, &self.tcp_unanswered),
+        };
+        let counter = match response.and_then(|response| response.get(3)) {
+            Some(flags) => &answered[usize::from(flags & 0x0f)],
+            None => unanswered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queries answered over `transport`, by RCODE (index 0: NOERROR, 3: NXDOMAIN…).
+    pub fn answered(&self, transport: Transport) -> [u64; 16] {
+        let answered = match transport {
+            Transport::Udp => &self.udp,
+            Transport::Tcp => &self.tcp,
+        };
+        answered
+            .each_ref()
+            .map(|count| count.load(Ordering::Relaxed))
+    }
+
+    /// Queries over `transport` that got no response (not a query we answer).
+    pub fn unanswered(&self, transport: Transport) -> u64 {
+        match transport {
+            Transport::Udp => &self.udp_unanswered,
+            Transport::Tcp => &self.tcp_unanswered,
+        }
+        .load(Ordering::Relaxed)
+    }
+}
+
 impl Server {
-    /// Binds every address of `config` (UDP and TCP) and starts answering from `zones`.
-    pub fn start(config: &DnsConfig, zones: &ZonesWatch) -> Result<Self> {
+    /// Binds every address of `config` (UDP and TCP) and starts answering from `zones`,
+    /// counting what it answers in `queries`.
+    pub fn start(
+        config: &DnsConfig,
+        zones: &ZonesWatch,
+        queries: &Arc<QueryCounts>,
+    ) -> Result<Self> {
         let mut tasks = JoinSet::new();
         // One UDP socket per core on each address (SO_REUSEPORT): the kernel spreads queries.
         let sockets_per_address = std::thread::available_parallelism().map_or(1, usize::from);
@@ -48,12 +105,17 @@ impl Server {
             for _ in 0..sockets_per_address {
                 let socket = UdpSocket::from_std(udp_socket(address).with_context(binding)?.into())
                     .with_context(binding)?;
-                tasks.spawn(serve_udp(socket, zones.clone()));
+                tasks.spawn(serve_udp(socket, zones.clone(), queries.clone()));
             }
             let listener =
                 TcpListener::from_std(tcp_listener(address).with_context(binding)?.into())
                     .with_context(binding)?;
-            tasks.spawn(serve_tcp(listener, zones.clone(), connections.clone()));
+            tasks.spawn(serve_tcp(
+                listener,
+                zones.clone(),
+                connections.clone(),
+                queries.clone(),
+            ));
         }
         info!(addresses = ?config.listen, "dns server listening (udp, tcp)");
         Ok(Self { tasks })
@@ -91,7 +153,7 @@ fn tcp_listener(address: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-async fn serve_udp(socket: UdpSocket, zones: ZonesWatch) {
+async fn serve_udp(socket: UdpSocket, zones: ZonesWatch, queries: Arc<QueryCounts>) {
     let mut buffer = vec![0; MAX_MESSAGE];
     loop {
         let (len, peer) = match socket.recv_from(&mut buffer).await {
@@ -102,7 +164,9 @@ async fn serve_udp(socket: UdpSocket, zones: ZonesWatch) {
             }
         };
         let current = zones.borrow().clone();
-        if let Some(response) = respond(&current, &buffer[..len], Transport::Udp)
+        let response = respond(&current, &buffer[..len], Transport::Udp);
+        queries.count(Transport::Udp, response.as_deref());
+        if let Some(response) = response
             && let Err(error) = socket.send_to(&response, peer).await
         {
             debug!(%error, %peer, "udp send");
@@ -110,7 +174,12 @@ async fn serve_udp(socket: UdpSocket, zones: ZonesWatch) {
     }
 }
 
-async fn serve_tcp(listener: TcpListener, zones: ZonesWatch, connections: Arc<Connections>) {
+async fn serve_tcp(
+    listener: TcpListener,
+    zones: ZonesWatch,
+    connections: Arc<Connections>,
+    queries: Arc<QueryCounts>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -130,8 +199,9 @@ async fn serve_tcp(listener: TcpListener, zones: ZonesWatch, connections: Arc<Co
         };
         let zones = zones.clone();
         let limits = connections.limits();
+        let queries = queries.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, &zones, &slot, limits).await {
+            if let Err(error) = serve_connection(stream, &zones, &slot, limits, &queries).await {
                 debug!(%error, %peer, "tcp connection");
             }
         });
@@ -146,6 +216,7 @@ async fn serve_connection(
     zones: &ZonesWatch,
     slot: &Slot,
     limits: TcpLimits,
+    queries: &QueryCounts,
 ) -> io::Result<()> {
     let mut buffer = vec![0; MAX_MESSAGE];
     loop {
@@ -167,7 +238,9 @@ async fn serve_connection(
         let query = &mut buffer[..usize::from(u16::from_be_bytes(prefix))];
         timeout(limits.io_timeout, stream.read_exact(query)).await??;
         let current = zones.borrow().clone();
-        let Some(response) = respond(&current, query, Transport::Tcp) else {
+        let response = respond(&current, query, Transport::Tcp);
+        queries.count(Transport::Tcp, response.as_deref());
+        let Some(response) = response else {
             return Ok(());
         };
         let mut framed = Vec::with_capacity(2 + response.len());

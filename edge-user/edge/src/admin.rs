@@ -26,6 +26,9 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use edge_dns::server::QueryCounts;
+use edge_http::counts::Responses;
+
 use crate::metrics::{self, DaemonCounts};
 
 /// What the admin server controls: the steering of the pools, and the HTTP cache if the config
@@ -34,9 +37,13 @@ use crate::metrics::{self, DaemonCounts};
 pub struct Controls {
     pub steering: Arc<Shared>,
     pub cache: Option<Arc<Cache>>,
+    /// The HTTP server's responses by cache status, with `[http]`.
+    pub responses: Option<Arc<Responses>>,
     /// Where the XDP counters are pinned; `None` without `[xdp]`.
     pub pin_dir: Option<PathBuf>,
     pub daemon: Arc<DaemonCounts>,
+    /// The userspace DNS server's counts.
+    pub dns: Arc<QueryCounts>,
 }
 
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
@@ -98,8 +105,10 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
             .body(Full::new(Bytes::from(metrics::render(&metrics::Sources {
                 steering: controls.steering.clone(),
                 cache: controls.cache.clone(),
+                responses: controls.responses.clone(),
                 pin_dir: controls.pin_dir.clone(),
                 daemon: controls.daemon.clone(),
+                dns: controls.dns.clone(),
             }))))
             .expect("valid response"),
         (&Method::POST, path @ ("/drain" | "/undrain")) => {
@@ -263,8 +272,10 @@ mod tests {
         let with_cache = Controls {
             steering: steering.shared.clone(),
             cache: Some(Arc::new(cache)),
+            responses: None,
             pin_dir: None,
             daemon: Arc::default(),
+            dns: Arc::default(),
         };
         let without_cache = Controls {
             cache: None,

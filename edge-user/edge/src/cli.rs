@@ -15,7 +15,11 @@ use edge_dataplane::{
     maps::Capacity,
     publish::{self, Publisher},
 };
-use edge_dns::{fast_path, server::Server, zone::Zones};
+use edge_dns::{
+    fast_path,
+    server::{QueryCounts, Server},
+    zone::Zones,
+};
 use edge_http::HttpServer;
 use edge_steer::{Steering, agent};
 use tokio::{
@@ -218,7 +222,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
-    let counts = Arc::new(DaemonCounts::default());
+    let counts = Counts::default();
     let _admin = start_admin(&config, &steering, http.as_ref(), &counts).await?;
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
@@ -247,16 +251,25 @@ async fn start_admin(
     config: &Config,
     steering: &Steering,
     http: Option<&HttpServer>,
-    counts: &Arc<DaemonCounts>,
+    counts: &Counts,
 ) -> Result<AbortOnDrop> {
     let listener = admin::bind(config.admin.listen).await?;
     let controls = admin::Controls {
         steering: steering.shared.clone(),
         cache: http.map(|http| http.cache.clone()),
+        responses: http.map(|http| http.responses.clone()),
         pin_dir: pin_dir(config),
-        daemon: counts.clone(),
+        daemon: counts.daemon.clone(),
+        dns: counts.dns.clone(),
     };
     Ok(AbortOnDrop(tokio::spawn(admin::serve(listener, controls))))
+}
+
+/// What the daemon counts for `/metrics`: its own events and its DNS server's queries.
+#[derive(Default)]
+struct Counts {
+    daemon: Arc<DaemonCounts>,
+    dns: Arc<QueryCounts>,
 }
 
 /// A task that ends with its owner.
@@ -278,8 +291,10 @@ async fn serve(
     mut zones: Zones,
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
-    counts: &DaemonCounts,
+    counts: &Counts,
 ) -> Result<()> {
+    let dns_queries = &counts.dns;
+    let counts = &counts.daemon;
     let mut running = config.clone();
     let mut selections = steering.watch();
     if let Some(plane) = &plane {
@@ -292,7 +307,7 @@ async fn serve(
     }
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
-    let _dns = Server::start(&config.dns, &zones_watch)?;
+    let _dns = Server::start(&config.dns, &zones_watch, dns_queries)?;
     let mut publisher = Publisher::new(&config.dns.listen);
     if let Some(plane) = plane.as_deref_mut() {
         publisher.try_publish(plane, &current_zones.borrow())?;

@@ -13,10 +13,15 @@ use std::{
 };
 
 use edge_cache::Cache;
-use edge_steer::Shared;
+use edge_dns::{message::Transport, server::QueryCounts};
+use edge_http::counts::Responses;
+use edge_steer::{
+    Shared,
+    probe_stats::{BUCKETS, Times},
+};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet, text::encode},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
@@ -43,10 +48,19 @@ impl DaemonCounts {
 pub struct Sources {
     pub steering: Arc<Shared>,
     pub cache: Option<Arc<Cache>>,
+    /// The HTTP server's responses by cache status, with `[http]`.
+    pub responses: Option<Arc<Responses>>,
     /// Where the data plane's counters are pinned; `None` without `[xdp]`.
     pub pin_dir: Option<PathBuf>,
     pub daemon: Arc<DaemonCounts>,
+    pub dns: Arc<QueryCounts>,
 }
+
+/// RCODE names (RFC 1035, 2136), lower-case as in the metric's labels; the rest by number.
+const RCODES: [&str; 11] = [
+    "noerror", "formerr", "servfail", "nxdomain", "notimp", "refused", "yxdomain", "yxrrset",
+    "nxrrset", "notauth", "notzone",
+];
 
 impl std::fmt::Debug for Sources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +138,7 @@ impl Collector for Sources {
                 MetricType::Counter,
             )?;
         }
+        self.encode_dns(&mut encoder)?;
         let daemon = &self.daemon;
         family(
             &mut encoder,
@@ -148,6 +163,19 @@ impl Collector for Sources {
             counter(daemon.publish_failures.load(Ordering::Relaxed)),
         )?;
         self.encode_steering(&mut encoder)?;
+        if let Some(responses) = &self.responses {
+            family(
+                &mut encoder,
+                "http_responses",
+                "HTTP responses by cache status (x-cache): hit, miss (fetched from the origin), \
+                 stale, revalidated (a 304 from the origin), pass (not cacheable, handed \
+                 through), none (no cache involved: an unknown site, an origin error)",
+                responses
+                    .read()
+                    .map(|(status, count)| (vec![("cache", status.into())], counter(count))),
+                MetricType::Counter,
+            )?;
+        }
         if let Some(cache) = &self.cache {
             single(
                 &mut encoder,
@@ -161,6 +189,44 @@ impl Collector for Sources {
 }
 
 impl Sources {
+    /// The userspace server's queries: NOERROR always, other RCODEs once seen.
+    fn encode_dns(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let transports = [(Transport::Udp, "udp"), (Transport::Tcp, "tcp")];
+        let mut samples = Vec::new();
+        for (transport, name) in transports {
+            let answered = self.dns.answered(transport);
+            for (rcode, &count) in answered.iter().enumerate() {
+                if rcode == 0 || count > 0 {
+                    let rcode = RCODES
+                        .get(rcode)
+                        .map_or_else(|| rcode.to_string(), |name| (*name).to_string());
+                    let labels = vec![("transport", name.into()), ("rcode", rcode)];
+                    samples.push((labels, counter(count)));
+                }
+            }
+        }
+        family(
+            encoder,
+            "dns_queries",
+            "Queries the userspace DNS server answered, by transport and response RCODE",
+            samples,
+            MetricType::Counter,
+        )?;
+        family(
+            encoder,
+            "dns_unanswered",
+            "Messages the userspace DNS server left unanswered (too short for a header, or \
+             themselves responses), by transport",
+            transports.map(|(transport, name)| {
+                (
+                    vec![("transport", name.into())],
+                    counter(self.dns.unanswered(transport)),
+                )
+            }),
+            MetricType::Counter,
+        )
+    }
+
     fn encode_steering(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let status = self.steering.status();
         let pool = |name: &str| vec![("pool", name.to_string())];
@@ -209,6 +275,47 @@ impl Sources {
             }),
             MetricType::Gauge,
         )?;
+        let probes = self.steering.probe_stats.snapshot();
+        let member = |(pool, member): &(String, String)| {
+            vec![("pool", pool.clone()), ("member", member.clone())]
+        };
+        family(
+            encoder,
+            "probes",
+            "Probe rounds of each member by result: healthy (the health GET answered below 400 in \
+             time) or failed",
+            probes.iter().flat_map(|(key, probes)| {
+                [("healthy", probes.healthy), ("failed", probes.failed)].map(|(result, count)| {
+                    let mut labels = member(key);
+                    labels.push(("result", result.into()));
+                    (labels, counter(count))
+                })
+            }),
+            MetricType::Counter,
+        )?;
+        for (name, help, times) in [
+            (
+                "probe_connect_seconds",
+                "TCP connect time of each member's health GET, every probe",
+                (|probes: &edge_steer::probe_stats::MemberProbes| &probes.connect)
+                    as fn(&_) -> &Times,
+            ),
+            (
+                "probe_http_seconds",
+                "Each member's health GET, request to full response, every probe",
+                |probes| &probes.http,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (key, probes) in &probes {
+                let times = times(probes);
+                let buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(times.buckets).collect();
+                let labels = member(key);
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(times.sum, times.count, &buckets, None)?;
+            }
+        }
         for (name, help, value) in [
             (
                 "member_connect_seconds",

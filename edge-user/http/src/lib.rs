@@ -6,6 +6,7 @@
 //! schema and follows edge-steer's selections; must not touch DNS, the XDP maps, or the admin
 //! address (the daemon's one admin server purges through [`HttpServer::cache`]).
 
+pub mod counts;
 pub mod headers;
 pub mod origin;
 pub mod proxy;
@@ -29,13 +30,18 @@ use edge_config::{Config, http::HttpConfig};
 use edge_steer::SelectionsWatch;
 
 pub use self::respond::Body;
-use self::{origin::OriginClient, proxy::Proxy, site::Sites, sources::Sources, stream::Stream};
+use self::{
+    counts::Responses, origin::OriginClient, proxy::Proxy, site::Sites, sources::Sources,
+    stream::Stream,
+};
 
 /// The running server; dropping it stops accepting (connections in progress finish on their
 /// own tasks).
 pub struct HttpServer {
     tasks: Vec<JoinHandle<()>>,
     pub cache: Arc<Cache>,
+    /// Responses sent, by cache status.
+    pub responses: Arc<Responses>,
 }
 
 impl HttpServer {
@@ -68,13 +74,26 @@ impl HttpServer {
             forward_request_headers: http.forwarded_headers(),
         });
         let service = bind(http.listen).await?;
+        let responses = Arc::new(Responses::default());
         let serve = {
             let http = http.clone();
+            let responses = responses.clone();
             accept(service, http.clone(), move |request, peer: SocketAddr| {
                 match proxy.fresh_hit(&request) {
-                    Some(response) => Either::Left(future::ready(response)),
+                    Some(response) => {
+                        responses.count(&response);
+                        Either::Left(future::ready(response))
+                    }
                     // Boxed: the whole request path's state is large, and moved with the future.
-                    None => Either::Right(Box::pin(proxy.clone().handle(request, peer.ip()))),
+                    None => {
+                        let responses = responses.clone();
+                        let response = proxy.clone().handle(request, peer.ip());
+                        Either::Right(Box::pin(async move {
+                            let response = response.await;
+                            responses.count(&response);
+                            response
+                        }))
+                    }
                 }
             })
         };
@@ -82,6 +101,7 @@ impl HttpServer {
         Ok(Some(Self {
             tasks: vec![tokio::spawn(serve)],
             cache,
+            responses,
         }))
     }
 }

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod health;
 pub mod pool;
 pub mod probe;
+pub mod probe_stats;
 pub mod score;
 pub mod status;
 
@@ -43,7 +44,7 @@ use tracing::info;
 
 use edge_config::{Config, PoolConfig};
 
-use self::pool::Pool;
+use self::{pool::Pool, probe_stats::ProbeStats};
 
 /// What every steered name answers, pool by pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,8 @@ pub struct Shared {
     rounds: std::sync::atomic::AtomicU64,
     /// Probe tasks running: one per pool when all is well.
     probe_tasks: AtomicUsize,
+    /// Every probe's outcome, for the metrics.
+    pub probe_stats: ProbeStats,
 }
 
 impl Shared {
@@ -154,7 +157,8 @@ impl Steering {
     /// Probes every member of every pool once, so that no name is answered from an unchecked
     /// state, then keeps probing each pool on its interval.
     pub async fn start(config: &Config) -> Result<Self> {
-        let pools = first_rounds(&config.pools).await;
+        let probe_stats = ProbeStats::default();
+        let pools = first_rounds(&config.pools, &probe_stats).await;
         let (selections, _) = watch::channel(Arc::new(Selections::default()));
         let mesh = match &config.mesh {
             Some(mesh) => {
@@ -174,6 +178,7 @@ impl Steering {
             mesh,
             rounds: std::sync::atomic::AtomicU64::new(1),
             probe_tasks: AtomicUsize::new(0),
+            probe_stats,
         });
         shared.publish(&pools);
         *shared.pools.lock().expect("not poisoned") = pools;
@@ -215,7 +220,10 @@ impl Steering {
             .filter(|(_, kept)| kept.is_none())
             .map(|(pool, _)| pool.clone())
             .collect();
-        let mut fresh = first_rounds(&new).await.into_iter();
+        self.shared.probe_stats.retain(&config.pools);
+        let mut fresh = first_rounds(&new, &self.shared.probe_stats)
+            .await
+            .into_iter();
         let pools: Vec<Pool> = kept
             .into_iter()
             .map(|kept| kept.unwrap_or_else(|| fresh.next().expect("one per new pool")))
@@ -251,10 +259,11 @@ impl Drop for Steering {
 }
 
 /// New pools of `configs`, each probed once and selected from.
-async fn first_rounds(configs: &[PoolConfig]) -> Vec<Pool> {
+async fn first_rounds(configs: &[PoolConfig], stats: &ProbeStats) -> Vec<Pool> {
     let mut pools: Vec<Pool> = configs.iter().map(Pool::new).collect();
     let samples = join_all(configs.iter().map(probe_all)).await;
     for (pool, samples) in pools.iter_mut().zip(samples) {
+        stats.record(&pool.config, &samples);
         pool.record(&samples);
         pool.select();
         info!(pool = pool.config.name, selection = ?pool.selection, "first selection");
@@ -293,6 +302,7 @@ async fn probe_pool(config: PoolConfig, shared: Arc<Shared>) {
             let Some(pool) = pools.iter_mut().find(|pool| pool.config == config) else {
                 return;
             };
+            shared.probe_stats.record(&config, &samples);
             pool.record(&samples);
             if pool.select_in(view.as_deref()) {
                 info!(pool = config.name, selection = ?pool.selection, ttl = pool.ttl, source = ?pool.source, "selection changed");
