@@ -28,13 +28,23 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{admin, metrics::DaemonCounts};
+use crate::{admin, metrics::DaemonCounts, service};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object a line) for
+    /// log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -126,7 +136,9 @@ fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Runs the command line; the `edge` binary's whole `main`.
 pub fn main() -> std::process::ExitCode {
-    match execute(Cli::parse().command) {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match execute(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The reader went away (`edge status | head -1`): what it wanted, it has.
         Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
@@ -153,14 +165,20 @@ fn print_line(text: impl std::fmt::Display) -> Result<()> {
     Ok(())
 }
 
-fn execute(command: Command) -> Result<()> {
-    tracing_subscriber::fmt()
+/// Logs to stderr at `RUST_LOG`'s levels (`info` by default), in `format`.
+fn init_logs(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+fn execute(command: Command) -> Result<()> {
     match command {
         Command::Run {
             config,
@@ -313,6 +331,8 @@ async fn serve(
         publisher.try_publish(plane, &current_zones.borrow())?;
     }
     info!(fast_path = plane.is_some(), "daemon ready");
+    service::ready();
+    let mut watchdog = service::watchdog_period().map(tokio::time::interval);
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -327,68 +347,86 @@ async fn serve(
                     publisher.publish(plane, &steered);
                 }
             }
+            _ = tick(watchdog.as_mut()) => service::watchdog(),
             () = publisher.retry_due() => {
                 if let Some(plane) = plane.as_deref_mut() {
                     publisher.retry(plane);
                 }
             }
-            _ = hangup.recv() => match load(path) {
-                Ok((reloaded, reloaded_zones)) if pin_dir(&reloaded) == pin_dir(config) => {
-                    if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &reloaded_zones)) {
-                        error!(
-                            "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
-                            path.display()
-                        );
-                        DaemonCounts::count(&counts.reloads_refused);
-                        continue;
-                    }
-                    if reloaded.dns != config.dns {
-                        warn!("[dns] changes need a restart; serving the new zones on the old addresses and limits");
-                    }
-                    if reloaded.admin != config.admin {
-                        warn!("admin.listen changes need a restart; the endpoint stays where it is");
-                    }
-                    steering.reload(&reloaded).await;
-                    let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
-                    let published = match plane.as_deref_mut() {
-                        Some(plane) => publisher.try_publish(plane, &steered),
-                        None => Ok(()),
-                    };
-                    match published {
-                        Ok(()) => {
-                            DaemonCounts::count(&counts.reloads_applied);
-                            zones = reloaded_zones;
-                            running = reloaded;
-                            current_zones.send_replace(steered);
-                        }
-                        Err(error) => {
-                            error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
+            _ = hangup.recv() => {
+                service::reloading();
+                match load(path) {
+                    Ok((reloaded, reloaded_zones)) if pin_dir(&reloaded) == pin_dir(config) => {
+                        if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &reloaded_zones)) {
+                            error!(
+                                "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
+                                path.display()
+                            );
                             DaemonCounts::count(&counts.reloads_refused);
-                            steering.reload(&running).await;
-                            let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
-                            current_zones.send_replace(steered.clone());
-                            if let Some(plane) = plane.as_deref_mut() {
-                                publisher.publish(plane, &steered);
+                            service::ready();
+                            continue;
+                        }
+                        if reloaded.dns != config.dns {
+                            warn!("[dns] changes need a restart; serving the new zones on the old addresses and limits");
+                        }
+                        if reloaded.admin != config.admin {
+                            warn!("admin.listen changes need a restart; the endpoint stays where it is");
+                        }
+                        steering.reload(&reloaded).await;
+                        let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
+                        let published = match plane.as_deref_mut() {
+                            Some(plane) => publisher.try_publish(plane, &steered),
+                            None => Ok(()),
+                        };
+                        match published {
+                            Ok(()) => {
+                                DaemonCounts::count(&counts.reloads_applied);
+                                info!("reload applied");
+                                zones = reloaded_zones;
+                                running = reloaded;
+                                current_zones.send_replace(steered);
+                            }
+                            Err(error) => {
+                                error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
+                                DaemonCounts::count(&counts.reloads_refused);
+                                steering.reload(&running).await;
+                                let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
+                                current_zones.send_replace(steered.clone());
+                                if let Some(plane) = plane.as_deref_mut() {
+                                    publisher.publish(plane, &steered);
+                                }
                             }
                         }
                     }
+                    Ok(_) => {
+                        error!("reload refused: adding or removing [xdp], xdp.interface and xdp.pin_root need a restart");
+                        DaemonCounts::count(&counts.reloads_refused);
+                    }
+                    Err(err) => {
+                        error!("reload refused, keeping the running config: {err:#}");
+                        DaemonCounts::count(&counts.reloads_refused);
+                    }
                 }
-                Ok(_) => {
-                    error!("reload refused: adding or removing [xdp], xdp.interface and xdp.pin_root need a restart");
-                    DaemonCounts::count(&counts.reloads_refused);
-                }
-                Err(err) => {
-                    error!("reload refused, keeping the running config: {err:#}");
-                    DaemonCounts::count(&counts.reloads_refused);
-                }
-            },
+                service::ready();
+            }
         }
         counts
             .publish_failures
             .store(publisher.failures(), std::sync::atomic::Ordering::Relaxed);
     }
     info!("stopping");
+    service::stopping();
     Ok(())
+}
+
+/// The next tick of `interval`; never, without one.
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Where the data plane of `config` is pinned; `None` without one.

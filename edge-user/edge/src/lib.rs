@@ -1,5 +1,5 @@
 //! edge: the PoP daemon and its command line ([`cli`]), the one admin server ([`admin`]) and
-//! its Prometheus metrics ([`metrics`]).
+//! its Prometheus metrics ([`metrics`]); what systemd is told ([`service`]).
 //!
 //! The top of the crate graph: it wires the crates below (config, DNS, steering, HTTP cache, data
 //! plane) together: the selections edge-steer publishes go to edge-dns's zones, and from there to
@@ -10,3 +10,4 @@
 pub mod admin;
 pub mod cli;
 pub mod metrics;
+pub mod service;
