@@ -159,6 +159,11 @@ fn counters_move_with_real_traffic() -> Result<()> {
     );
     assert_eq!(after.value("edge_publish_failures_total"), 0.0);
     assert!(after.value("edge_cache_bytes") >= 1000.0, "{}", after.0);
+    assert!(
+        after.0.contains("\nedge_cache_stale_on_error_total 0\n"),
+        "the origin never failed: {}",
+        after.0
+    );
     for status in ["miss", "hit"] {
         let series = format!("edge_http_responses_total{{cache=\"{status}\"}}");
         assert_eq!(moved(&series), 1.0, "{series}: {}", after.0);

@@ -183,6 +183,13 @@ impl Collector for Sources {
                 "Bytes of response bodies the cache holds",
                 gauge(i64::try_from(cache.used()).unwrap_or(i64::MAX)),
             )?;
+            single(
+                &mut encoder,
+                "cache_stale_on_error",
+                "Stale responses served because the origin failed (RFC 9111 section 4.2.4, \
+                 http.stale_on_error)",
+                counter(cache.counters.stale_on_error.load(Ordering::Relaxed)),
+            )?;
         }
         Ok(())
     }
