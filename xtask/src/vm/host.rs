@@ -130,7 +130,7 @@ impl Drop for Libvirt {
 
 fn connects() -> bool {
     Command::new("virsh")
-        .args(["-c", "qemu:///system", "version"])
+        .args(["-c", "qemu:///system", "uri"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
