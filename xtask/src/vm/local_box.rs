@@ -150,7 +150,7 @@ fn install_root(root: &Path, uuid: &str) -> Result<()> {
             .arg(format!("--include={packages}"))
             .arg(format!(
                 "--customize-hook=sh {} \"$1\" {uuid}",
-                hook.display()
+                super::quote(&hook.to_string_lossy())
             ))
             .arg("bookworm")
             .arg(root)
