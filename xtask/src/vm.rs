@@ -150,28 +150,12 @@ fn build_tests(staging: &Path) -> Result<Vec<TestBinary>> {
         .stdout(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().context("cargo stdout")?;
-    let mut tests = Vec::new();
-    let mut edge = None;
-    for message in Message::parse_stream(BufReader::new(stdout)) {
-        let Message::CompilerArtifact(artifact) = message? else {
-            continue;
-        };
-        let Some(executable) = artifact.executable else {
-            continue;
-        };
-        let package_dir = artifact
-            .manifest_path
-            .parent()
-            .context("a manifest's directory")?
-            .as_std_path()
-            .to_path_buf();
-        if artifact.profile.test {
-            tests.push((executable.into_std_path_buf(), package_dir));
-        } else if artifact.target.name == "edge-under-test" {
-            edge = Some(executable.into_std_path_buf());
-        }
-    }
+    // Read in a thread, so that a signal finds this one waiting and can stop cargo.
+    let reader = thread::spawn(move || Artifacts::read(stdout));
     let status = interrupt::wait(&mut child)?;
+    let Artifacts { tests, edge } = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the cargo output reader panicked"))??;
     if !status.success() {
         bail!("cargo test --no-run failed: {status}");
     }
@@ -193,6 +177,44 @@ fn build_tests(staging: &Path) -> Result<Vec<TestBinary>> {
     }
     binaries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(binaries)
+}
+
+/// What `cargo test --no-run` built: each test executable with its package's directory, and
+/// `edge-under-test`.
+struct Artifacts {
+    tests: Vec<(PathBuf, PathBuf)>,
+    edge: Option<PathBuf>,
+}
+
+impl Artifacts {
+    fn read(stdout: impl std::io::Read) -> Result<Self> {
+        let mut artifacts = Artifacts {
+            tests: Vec::new(),
+            edge: None,
+        };
+        for message in Message::parse_stream(BufReader::new(stdout)) {
+            let Message::CompilerArtifact(artifact) = message? else {
+                continue;
+            };
+            let Some(executable) = artifact.executable else {
+                continue;
+            };
+            let package_dir = artifact
+                .manifest_path
+                .parent()
+                .context("a manifest's directory")?
+                .as_std_path()
+                .to_path_buf();
+            if artifact.profile.test {
+                artifacts
+                    .tests
+                    .push((executable.into_std_path_buf(), package_dir));
+            } else if artifact.target.name == "edge-under-test" {
+                artifacts.edge = Some(executable.into_std_path_buf());
+            }
+        }
+        Ok(artifacts)
+    }
 }
 
 fn strip(from: &Path, to: &Path) -> Result<()> {
