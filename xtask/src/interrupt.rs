@@ -1,12 +1,13 @@
 //! Ctrl-C, SIGTERM and SIGHUP during `vm-test`: they set a flag instead of ending xtask, and
-//! the running step kills its child and fails, so the VM's guard destroys the VM before xtask
+//! the running step stops its child and fails, so the VM's guard destroys the VM before xtask
 //! exits.
 
 use std::{
+    os::unix::process::CommandExt as _,
     process::{Child, Command, ExitStatus},
     sync::atomic::{AtomicBool, Ordering},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -36,7 +37,20 @@ pub fn check() -> Result<()> {
     Ok(())
 }
 
-/// Waits for `child`, killing it if a signal arrives meanwhile.
+/// Starts `command` in a process group of its own: a Ctrl-C at the terminal reaches only xtask,
+/// which then stops the whole group (cargo with its compilers, mmdebstrap with its chroot's
+/// mounts) with SIGTERM, so each can clean up.
+pub fn spawn(command: &mut Command) -> Result<Child> {
+    command
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))
+}
+
+/// How long a stopped child may take to clean up before it is killed.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// Waits for `child` (started by [`spawn`]), stopping it if a signal arrives meanwhile.
 pub fn wait(child: &mut Child) -> Result<ExitStatus> {
     loop {
         if let Some(status) = child.try_wait()? {
@@ -44,9 +58,20 @@ pub fn wait(child: &mut Child) -> Result<ExitStatus> {
             return Ok(status);
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
-            // The child may already have exited on the same Ctrl-C.
-            let _ = child.kill();
-            let _ = child.wait();
+            let group = child.id() as libc::pid_t;
+            // SAFETY: kill(2) on the process group of a child this started; no memory involved.
+            unsafe {
+                libc::kill(-group, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + GRACE;
+            while child.try_wait()?.is_none() {
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
             bail!("interrupted");
         }
         thread::sleep(Duration::from_millis(100));
@@ -55,9 +80,7 @@ pub fn wait(child: &mut Child) -> Result<ExitStatus> {
 
 /// Runs `command` with inherited output; fails if it does or if a signal arrives.
 pub fn exec(command: &mut Command) -> Result<()> {
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {command:?}"))?;
+    let mut child = spawn(command)?;
     let status = wait(&mut child)?;
     if !status.success() {
         bail!("{command:?} failed: {status}");

@@ -137,18 +137,19 @@ struct TestBinary {
 /// `deps/`, `edge-under-test` beside it, where the tests look for it.
 fn build_tests(staging: &Path) -> Result<Vec<TestBinary>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = Command::new(cargo)
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "edge-ebpf",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(workspace_root())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = interrupt::spawn(
+        Command::new(cargo)
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "edge-ebpf",
+                "--no-run",
+                "--message-format=json-render-diagnostics",
+            ])
+            .current_dir(workspace_root())
+            .stdout(Stdio::piped()),
+    )?;
     let stdout = child.stdout.take().context("cargo stdout")?;
     // Read in a thread, so that a signal finds this one waiting and can stop cargo.
     let reader = thread::spawn(move || Artifacts::read(stdout));
@@ -386,10 +387,10 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
             test.name
         );
         let started = Instant::now();
-        let mut child = self
-            .ssh(&format!("sudo sh -c {}", quote(&command)))
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let mut child = interrupt::spawn(
+            self.ssh(&format!("sudo sh -c {}", quote(&command)))
+                .stdout(Stdio::piped()),
+        )?;
         let stdout = child.stdout.take().context("ssh stdout")?;
         let reader = thread::spawn(move || {
             let mut tally = Tally::default();
