@@ -242,13 +242,13 @@ impl Topology {
             ip(&["netns", "add", &netns.name])?;
             netns.ip(&["link", "set", "lo", "up"])?;
         }
-        ip(&[
+        // Created from inside the client's namespace: kernels before 6.15 (ec061546c6cf) look the
+        // new name up in the asking namespace, so asking from one with an eth0 fails (EEXIST).
+        self.client.ip(&[
             "link",
             "add",
             "name",
             Self::INTERFACE,
-            "netns",
-            &self.client.name,
             "type",
             "veth",
             "peer",
@@ -413,13 +413,12 @@ impl Lan {
             let port = format!("h{}", i + 1);
             ip(&["netns", "add", &host.netns.name])?;
             host.netns.ip(&["link", "set", "lo", "up"])?;
-            ip(&[
+            // From inside the host's namespace, as in `Topology::build`.
+            host.netns.ip(&[
                 "link",
                 "add",
                 "name",
                 Topology::INTERFACE,
-                "netns",
-                &host.netns.name,
                 "type",
                 "veth",
                 "peer",

@@ -1,7 +1,9 @@
 //! `cargo xtask`: everything that is not `cargo build`. Each command installs what it needs first
 //! (see [`setup`]), so the README's two commands work on a fresh machine.
 
+mod interrupt;
 mod setup;
+mod vm;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -28,6 +30,16 @@ enum Task {
     Build,
     /// Run every test: formatting, lints, unit and integration tests, `vagrant validate`.
     Test,
+    /// Run the tests in a Debian 12 VM (kernel 6.1) with Vagrant and libvirt: build them here,
+    /// boot the VM, run them as root in it, print its kernel and the tally, destroy the VM.
+    VmTest {
+        /// Which box: debian/bookworm64, or one built here from Debian's packages.
+        #[arg(long = "box", value_enum, default_value_t = vm::BoxSource::Auto)]
+        box_source: vm::BoxSource,
+        /// KVM, or QEMU's emulated CPU where KVM cannot boot a kernel.
+        #[arg(long, value_enum, default_value_t = vm::Accel::Auto)]
+        accel: vm::Accel,
+    },
     /// Start edge in a two-namespace topology and query it with kdig.
     Demo,
     /// Run 1,000,000 random and mutated frames through the XDP program.
@@ -65,6 +77,23 @@ fn main() -> Result<()> {
             // The closing line CI reads, printed on failure too, with the tests counted so far.
             println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
             return result;
+        }
+        Task::VmTest { box_source, accel } => {
+            let outcome = vm::run(box_source, accel)?;
+            eprintln!("xtask: done in {:.0?}", started.elapsed());
+            for name in &outcome.broken {
+                eprintln!("xtask: {name} ended without a test summary");
+            }
+            // The closing lines.
+            println!("xtask: guest kernel {}", outcome.kernel);
+            println!(
+                "xtask: {} passed, {} failed",
+                outcome.tally.passed, outcome.tally.failed
+            );
+            if outcome.tally.failed > 0 || !outcome.broken.is_empty() {
+                bail!("tests failed in the VM");
+            }
+            return Ok(());
         }
         Task::Build => {
             setup::run()?;

@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 
 use crate::{exec, step};
 
-/// Debian packages the tests, the demo and the benchmarks use.
-const PACKAGES: &[&str] = &[
+/// Debian packages the tests, the demo and the benchmarks run; `vm-test` puts them in the guest.
+pub const RUNTIME_PACKAGES: &[&str] = &[
     "iproute2",       // ip, netns, veth
     "util-linux",     // nsenter
     "bpftool",        // inspecting maps
@@ -24,8 +24,10 @@ const PACKAGES: &[&str] = &[
     "wrk",
     "vsftpd",
     "curl",
-    "vagrant", // vagrant validate
 ];
+
+/// What the test command needs besides: `vagrant validate`.
+const HOST_PACKAGES: &[&str] = &["vagrant"];
 
 const BPF_LINKER_VERSION: &str = "0.10.2";
 
@@ -33,7 +35,9 @@ pub fn run() -> Result<()> {
     if effective_uid() != 0 {
         bail!("edge loads XDP programs and creates network namespaces: run as root");
     }
-    step("setup: Debian packages", debian_packages)?;
+    step("setup: Debian packages", || {
+        install(&[RUNTIME_PACKAGES, HOST_PACKAGES].concat())
+    })?;
     step(
         "setup: the XDP crate's pinned nightly, with rust-src",
         rust_src,
@@ -42,18 +46,29 @@ pub fn run() -> Result<()> {
     step("setup: bpffs at /sys/fs/bpf", bpffs)
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs the Debian packages of `packages` that are missing.
+pub fn install(packages: &[&str]) -> Result<()> {
+    install_with(packages, &[])
+}
+
+/// As [`install`], with extra apt-get options (another sources list, for packages named
+/// `package/release`). A package is looked up installed by its name before the `/`.
+pub fn install_with(packages: &[&str], apt_options: &[String]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
-        .filter(|package| !installed(package))
+        .filter(|package| !installed(package.split('/').next().unwrap_or(package)))
         .collect();
     if missing.is_empty() {
-        eprintln!("  all {} packages present", PACKAGES.len());
+        eprintln!("  all {} packages present", packages.len());
         return Ok(());
     }
     eprintln!("  installing: {}", missing.join(" "));
-    exec(Command::new("apt-get").args(["update", "-q"]))?;
+    exec(
+        Command::new("apt-get")
+            .args(apt_options)
+            .args(["update", "-q"]),
+    )?;
     // The servers among these are peers for benchmarks, started by the benchmark itself; keep
     // the package scripts from starting them on the host.
     let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
@@ -64,6 +79,7 @@ fn debian_packages() -> Result<()> {
     }
     let result = exec(
         Command::new("apt-get")
+            .args(apt_options)
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
@@ -75,11 +91,20 @@ fn debian_packages() -> Result<()> {
 }
 
 fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
+    installed_version(package).is_some()
+}
+
+/// The installed version of `package`, if it is installed.
+pub fn installed_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}|${Version}", package])
         .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
-        .unwrap_or(false)
+        .ok()?;
+    let out = String::from_utf8_lossy(&out.stdout);
+    let (status, version) = out.split_once('|')?;
+    status
+        .contains("install ok installed")
+        .then(|| version.to_string())
 }
 
 /// The XDP crate's nightly, pinned by date in edge-ebpf/rust-toolchain.toml (edge-dataplane's
@@ -175,7 +200,7 @@ fn output(command: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn effective_uid() -> u32 {
+pub fn effective_uid() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
