@@ -27,12 +27,15 @@ const HTTP_PORT: u16 = 8080;
 const AGENT_PORT: u16 = 9100;
 const GOSSIP_PORT: u16 = 7946;
 const INTERVAL: Duration = Duration::from_millis(200);
+/// The PoPs' `[mesh] gossip_interval` (the default, written out so that bounds can name it).
+const GOSSIP: Duration = Duration::from_millis(100);
 /// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
 const ALLOWANCE: Duration = Duration::from_millis(1500);
-const POPS: [&str; 3] = ["pop1", "pop2", "pop3"];
 
 struct Mesh {
     lan: Lan,
+    /// The PoPs' names, `pop1`…: the first is everyone's seed.
+    pops: Vec<String>,
     configs: Vec<PathBuf>,
     edges: Vec<Option<EdgeProcess>>,
     _origins: Vec<Origin>,
@@ -44,13 +47,18 @@ fn ip(host: &Host) -> IpAddr {
 }
 
 impl Mesh {
-    /// Three PoPs, a client, and two origins at `cpu` % load.
-    fn start(test: &str, cpu: [u64; 2]) -> Result<Self> {
-        let lan = Lan::new(
-            test,
-            &["pop1", "pop2", "pop3", "client", "origin1", "origin2"],
-        )?;
-        let origins: Vec<Host> = ["origin1", "origin2"]
+    /// `pops` PoPs, a client, and an origin per entry of `cpu`, at that % load.
+    fn start(test: &str, pops: usize, cpu: &[u64]) -> Result<Self> {
+        let pops: Vec<String> = (1..=pops).map(|i| format!("pop{i}")).collect();
+        let origin_names: Vec<String> = (1..=cpu.len()).map(|i| format!("origin{i}")).collect();
+        let roles: Vec<&str> = pops
+            .iter()
+            .map(String::as_str)
+            .chain(["client"])
+            .chain(origin_names.iter().map(String::as_str))
+            .collect();
+        let lan = Lan::new(test, &roles)?;
+        let origins: Vec<Host> = origin_names
             .iter()
             .map(|role| lan.host(role).clone())
             .collect();
@@ -61,7 +69,7 @@ impl Mesh {
         let agents = origins
             .iter()
             .zip(cpu)
-            .map(|(host, cpu)| {
+            .map(|(host, &cpu)| {
                 Agent::start(
                     &host.netns,
                     SocketAddr::new(ip(host), AGENT_PORT),
@@ -73,7 +81,7 @@ impl Mesh {
         let seed = format!("{}:{GOSSIP_PORT}", lan.host("pop1").v4);
         let mut configs = Vec::new();
         let mut edges = Vec::new();
-        for pop in POPS {
+        for pop in &pops {
             let host = lan.host(pop);
             let mut text = format!(
                 "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n",
@@ -89,8 +97,9 @@ impl Mesh {
             }
             text += "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n";
             text += &format!(
-                "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\n",
-                host.v4
+                "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\ngossip_interval = \"{}ms\"\n",
+                host.v4,
+                GOSSIP.as_millis()
             );
             let config = lan.write_file(&format!("{pop}.toml"), &text)?;
             edges.push(Some(EdgeProcess::start(&host.netns, &config, &[])?));
@@ -98,6 +107,7 @@ impl Mesh {
         }
         Ok(Self {
             lan,
+            pops,
             configs,
             edges,
             _origins: servers,
@@ -106,7 +116,7 @@ impl Mesh {
     }
 
     fn pop(&self, i: usize) -> &Host {
-        self.lan.host(POPS[i])
+        self.lan.host(&self.pops[i])
     }
 
     /// The A records `shop.example.com` answers with at PoP `i`.
@@ -152,6 +162,44 @@ impl Mesh {
         }
     }
 
+    /// Polls every PoP at once, each on a thread of its own, until each answers `expected`;
+    /// returns, per PoP, when its answer was first seen moved (since `start`), and the longest
+    /// single poll (the resolution of those times).
+    fn watch_move(
+        &self,
+        expected: IpAddr,
+        start: Instant,
+        bound: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
+        let polls: Vec<Result<(Duration, Duration)>> = thread::scope(|scope| {
+            let watchers: Vec<_> = (0..self.pops.len())
+                .map(|i| {
+                    scope.spawn(move || {
+                        let mut longest = Duration::ZERO;
+                        loop {
+                            let asked = Instant::now();
+                            let answer = self.answer(i)?;
+                            longest = longest.max(asked.elapsed());
+                            if answer == [expected] {
+                                return Ok((asked.duration_since(start), longest));
+                            }
+                            if start.elapsed() > bound {
+                                bail!("pop{} answers {answer:?}, not {expected}", i + 1);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            watchers
+                .into_iter()
+                .map(|watcher| watcher.join().expect("a watcher panicked"))
+                .collect()
+        });
+        let polls: Vec<(Duration, Duration)> = polls.into_iter().collect::<Result<_>>()?;
+        let longest = polls.iter().map(|&(_, longest)| longest).max().unwrap();
+        Ok((polls.into_iter().map(|(moved, _)| moved).collect(), longest))
+    }
+
     /// Polls until every PoP in `pops` sees the mesh members in `wanted` (name, live or not).
     fn wait_for_members(
         &self,
@@ -186,7 +234,7 @@ impl Mesh {
 #[test]
 fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()> {
     let _timing = edge_tests::serial::timing_sensitive();
-    let mut mesh = Mesh::start("mesh-agree", [20, 60])?;
+    let mut mesh = Mesh::start("mesh-agree", 3, &[20, 60])?;
     let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
     let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
     let took = mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
@@ -261,9 +309,61 @@ fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()
 }
 
 #[test]
+fn five_pops_agree_and_move_together_within_a_probe_round_and_a_gossip_round() -> Result<()> {
+    let _timing = edge_tests::serial::timing_sensitive();
+    // Three origins so that the agreed one is not simply the first configured.
+    let mesh = Mesh::start("mesh-five", 5, &[40, 20, 60])?;
+    let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
+    let everyone: Vec<(&str, bool)> = mesh.pops.iter().map(|pop| (pop.as_str(), true)).collect();
+    let all: Vec<usize> = (0..5).collect();
+    let took = mesh.wait_for_members(&all, &everyone, Duration::from_secs(10))?;
+    eprintln!("5 PoPs see each other live {took:?} after the last started");
+    // All agree on the least-loaded origin, over the five.
+    mesh.wait_for_answers(&all, origin2, 10 * INTERVAL + ALLOWANCE)?;
+    for i in all.iter().copied() {
+        let state = mesh.status(i)?;
+        let shop = state.pool("shop").unwrap();
+        assert!(
+            shop.source.starts_with("mesh: agreed over 5 PoPs"),
+            "pop{}: {shop:#?}",
+            i + 1
+        );
+    }
+
+    // Origin 2 gets loaded: every PoP moves to origin 1, the next least loaded. Once the first
+    // PoP has moved, the data that moved it is published; each other PoP has it after a gossip
+    // round and answers by it at its next probe round. The times are when each PoP's move was
+    // first seen, so they are late by up to one poll each: the bound adds the longest poll.
+    mesh.agents[1].set_cpu(90);
+    let loaded = Instant::now();
+    let (moved, poll) = mesh.watch_move(origin1, loaded, SAMPLE + 10 * INTERVAL + ALLOWANCE)?;
+    let first = *moved.iter().min().unwrap();
+    let last = *moved.iter().max().unwrap();
+    let spread = last - first;
+    let bound = INTERVAL + GOSSIP + poll;
+    eprintln!(
+        "origin 2 loaded: first PoP moved after {first:?}, all 5 within {spread:?} of it \
+         (bound: probe {INTERVAL:?} + gossip {GOSSIP:?} + longest poll {poll:?} = {bound:?}); \
+         each: {moved:?}"
+    );
+    assert!(
+        spread <= bound,
+        "the PoPs moved over {spread:?}, more than {bound:?}: {moved:?}"
+    );
+    // And they stay together on it.
+    for _ in 0..3 {
+        for i in all.iter().copied() {
+            assert_eq!(mesh.answer(i)?, [origin1], "pop{}", i + 1);
+        }
+        thread::sleep(INTERVAL);
+    }
+    Ok(())
+}
+
+#[test]
 fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Result<()> {
     let _timing = edge_tests::serial::timing_sensitive();
-    let mesh = Mesh::start("mesh-quorum", [20, 60])?;
+    let mesh = Mesh::start("mesh-quorum", 3, &[20, 60])?;
     let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
     let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
     mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
