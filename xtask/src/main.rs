@@ -64,6 +64,9 @@ enum Benchmark {
     /// Steering: decision to visible answer, origin death to moved answers, queries lost while
     /// the maps are rewritten.
     Steer,
+    /// The PoP mesh, 5 and 20 PoPs: load change and PoP death to every PoP's new answer,
+    /// gossip bytes per PoP.
+    Mesh,
 }
 
 fn main() -> Result<()> {
@@ -143,6 +146,7 @@ fn bench(what: Benchmark) -> Result<()> {
         Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
         Benchmark::Http => ("bench_http", "cargo xtask bench http"),
         Benchmark::Steer => ("bench_steer", "cargo xtask bench steer"),
+        Benchmark::Mesh => ("bench_mesh", "cargo xtask bench mesh"),
     };
     cargo(&["build", "--release", "-p", "edge"])?;
     let root = workspace_root();
