@@ -39,6 +39,12 @@ const MAGIC: &[u8; 8] = b"EDGEOBJ2";
 const TRAILER_LEN: u64 = 32;
 /// Metadata larger than this is not ours.
 const MAX_META_LEN: u64 = 1 << 20;
+/// Bodies shorter than this are read into memory on their first use instead of mapped: every
+/// mapping counts against the kernel's per-process limit (`vm.max_map_count`, 65,530 by
+/// default), past which every mmap fails, the allocator's too, and a cache of small objects
+/// reached it (edge aborted at about 65 k stored objects). Small bodies are written from memory
+/// anyway; sendfile is for the large ones.
+const MAPPED_MIN: u64 = 64 * 1024;
 
 /// What travels with a body: the key, the response head as it will be served, and its policy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,14 +143,19 @@ impl Object {
         self.hit_head.get_or_init(|| build(self))
     }
 
-    /// The body as bytes over a read-only mapping of the file: serving it copies nothing into
-    /// userspace buffers. The mapping outlives an eviction or purge that unlinks the file.
+    /// The body as bytes: a large one over a read-only mapping of the file, so that serving it
+    /// copies nothing into userspace buffers (the mapping outlives an eviction or purge that
+    /// unlinks the file); a small one read once (see [`MAPPED_MIN`]).
     pub fn body(&self) -> io::Result<Bytes> {
         if let Some(body) = self.body.get() {
             return Ok(body.clone());
         }
         let body = if self.body_len == 0 {
             Bytes::new()
+        } else if self.body_len < MAPPED_MIN {
+            let mut body = vec![0; self.body_len as usize];
+            File::open(&self.path)?.read_exact_at(&mut body, 0)?;
+            Bytes::from(body)
         } else {
             mapped::map(&self.path, self.body_len)?
         };
