@@ -450,16 +450,16 @@ mod tests {
         response
             .headers
             .insert("cache-control", HeaderValue::from_static("max-age=60"));
-        let policy = rules
-            .storable(&request, &response, SystemTime::now())
-            .unwrap();
+        // A fixed time: the stored metadata's length must not depend on the clock's digits.
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let policy = rules.storable(&request, &response, at).unwrap();
         Meta {
             id: String::new(),
             key: key.clone(),
             status: StatusCode::OK,
             headers: response.headers,
             policy,
-            fresh_until: SystemTime::now(),
+            fresh_until: at,
         }
     }
 
