@@ -832,6 +832,11 @@ mod tests {
                 "start with '/'",
             ),
             (
+                "[pools.probe]\nhost = \"static example\"\n",
+                "pools[0].probe.host",
+                "not a host name",
+            ),
+            (
                 "[pools.probe]\njitter = 1.5\n",
                 "pools[0].probe.jitter",
                 "fraction",
