@@ -3,17 +3,18 @@
 //!
 //! 1. An origin's load change → every PoP answers the new agreed origin: two origins with real
 //!    `edge agent`s (fake /proc); origin 1's CPU flips between 20 % and 90 % (origin 2 at 60 %),
-//!    and kdig polls every PoP, each from a thread of its own, until all answer the new choice.
+//!    and every PoP is polled, each from a thread of its own, until all answer the new choice.
 //! 2. A PoP's death → every other PoP answers without it: every PoP's service (this process's
 //!    test HTTP server) and agent; the victim is idle, the others 50 % busy, so every PoP
 //!    answers the static name with the victim (in its PoP pool of at most 8: itself, the
-//!    victim and its neighbours); the victim is killed (SIGKILL) and kdig polls the
-//!    others until none answers it. It is restarted between trials.
+//!    victim and its neighbours); the victim is killed (SIGKILL) and the others are polled
+//!    until none answers it. It is restarted between trials.
 //! 3. Gossip bytes sent per PoP per second, from each PoP's own counters (`edge status`), over
 //!    a quiet window in which the probes keep changing the reports.
 //!
-//! Times are when a PoP's new answer was first seen: late by up to one kdig poll, whose longest
-//! duration is reported beside them.
+//! Times are when a PoP's new answer was first seen: late by up to the time between two polls
+//! (a stub resolver in the client's namespace, every 10 ms: `Network::watch`), whose longest is
+//! reported beside them.
 
 use std::{
     fs,
@@ -137,7 +138,7 @@ impl Testbed {
     }
 
     /// Polls PoPs `which` until `done` holds for each one's answer to `qname`; returns when
-    /// the last was first seen done (since `start`) and the longest poll.
+    /// the last was first seen done (since `start`) and the longest time between two polls.
     fn until_all(
         &self,
         which: &[usize],
@@ -269,8 +270,9 @@ fn main() -> Result<()> {
     section += &format!(
         "PoPs run `edge run` with `[mesh]` in namespaces on one bridge, probe interval {} ms, \
          gossip interval {} ms, {} trials each. Times run from the change (the agent's new CPU \
-         figure set, the PoP's SIGKILL) to the last PoP's new answer first seen by kdig; each \
-         PoP is polled from a thread of its own, so a time is late by up to one poll (the \
+         figure set, the PoP's SIGKILL) to the last PoP's new answer first seen; each PoP is \
+         polled every 10 ms from a thread of its own (an in-process stub resolver in the \
+         client's namespace), so a time is late by up to the gap between two polls (the \
          longest is given). The origin's load reaches the PoPs through the agent's 100 ms \
          sampling, a probe round, gossip and the next probe round (where PoPs select), and the \
          smoothing of scores (EWMA).\n\n",
@@ -284,7 +286,7 @@ fn main() -> Result<()> {
         "p99",
         "PoP death → all answer, median",
         "p99",
-        "longest poll",
+        "longest gap between polls",
         "gossip sent per PoP, median (max)",
     ]);
     let mut failures = String::new();
