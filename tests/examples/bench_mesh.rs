@@ -221,12 +221,13 @@ fn measure(n: usize, trials: usize, interval: Duration) -> Result<Figures> {
         let (took, longest) = net.until_all(&all, SHOP, Instant::now(), |a| a == [expected])?;
         poll = poll.max(longest);
         load.push(took.as_secs_f64() * 1e3);
+        eprintln!("bench: {n} PoPs, load change {trial}: {took:.0?} (longest gap {longest:.0?})");
     }
 
     eprintln!("bench: {n} PoPs, {trials} deaths");
     let others: Vec<usize> = (0..victim).collect();
     let mut death = Vec::new();
-    for _ in 0..trials {
+    for trial in 0..trials {
         net.net.kill(victim)?;
         let killed = Instant::now();
         let (took, longest) = net.until_all(&others, STATIC, killed, |a| {
@@ -234,6 +235,7 @@ fn measure(n: usize, trials: usize, interval: Duration) -> Result<Figures> {
         })?;
         poll = poll.max(longest);
         death.push(took.as_secs_f64() * 1e3);
+        eprintln!("bench: {n} PoPs, death {trial}: {took:.0?} (longest gap {longest:.0?})");
         net.net.restart(victim)?;
         net.until_all(&all, STATIC, Instant::now(), |a| a == [victim_ip])?;
     }
