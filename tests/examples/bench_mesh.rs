@@ -228,8 +228,8 @@ fn measure(n: usize, trials: usize, interval: Duration) -> Result<Figures> {
     let others: Vec<usize> = (0..victim).collect();
     let mut death = Vec::new();
     for trial in 0..trials {
-        net.net.kill(victim)?;
         let killed = Instant::now();
+        net.net.kill(victim)?;
         let (took, longest) = net.until_all(&others, STATIC, killed, |a| {
             !a.is_empty() && !a.contains(&victim_ip)
         })?;
