@@ -76,7 +76,7 @@ fn run() -> Result<()> {
     for (origin, cpu) in ORIGINS.iter().zip(ORIGIN_CPU) {
         let host = lan.host(origin);
         origin_servers.push(start_origin(host, &lan.work_dir().join(origin))?);
-        origin_agents.push(start_agent(&lan, host, cpu)?);
+        origin_agents.push(start_agent(lan, host, cpu)?);
         println!(
             "  {origin}: nginx on {}:80, edge agent on :{AGENT_PORT} reporting CPU {cpu} %",
             host.v4
@@ -90,7 +90,7 @@ fn run() -> Result<()> {
         let dir = lan.work_dir().join(format!("ftp-{pop}"));
         pop_services.push((
             Vsftpd::start(&host.netns, SocketAddr::new(host.v4.into(), FTP_PORT), &dir)?,
-            start_agent(&lan, host, cpu)?,
+            start_agent(lan, host, cpu)?,
         ));
         println!("  {pop}: vsftpd on {}:{FTP_PORT}, CPU {cpu} %", host.v4);
     }
