@@ -51,6 +51,9 @@ impl HttpServer {
         let Some(http) = &config.http else {
             return Ok(None);
         };
+        if let Some(budget) = std::num::NonZeroUsize::new(http.mapped_bodies) {
+            edge_cache::mapped::set_budget(budget);
+        }
         let cache = Arc::new(
             Cache::open(
                 &http.cache_dir,
