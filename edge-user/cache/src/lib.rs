@@ -19,7 +19,10 @@ use std::{
     collections::HashMap,
     io,
     path::Path,
-    sync::{Arc, Mutex, MutexGuard, atomic::AtomicU64},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -58,6 +61,8 @@ pub struct Cache {
 pub struct Counters {
     /// Stale responses served because the origin failed (RFC 9111 §4.2.4).
     pub stale_on_error: AtomicU64,
+    /// Objects removed to make room (least recently used first), not by purge or replacement.
+    pub evictions: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -104,6 +109,7 @@ impl Cache {
                 for old in index.lru.insert(object.id, object.size) {
                     if let Some(old) = index.forget(&old) {
                         cache.store.remove(&old);
+                        cache.counters.evictions.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 index.add(object);
@@ -179,6 +185,7 @@ impl Cache {
         for old in &evicted {
             if let Some(old) = index.forget(old) {
                 self.store.remove(&old);
+                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
         if evicted.contains(&id) {
@@ -247,6 +254,7 @@ impl Cache {
         for old in &evicted {
             if let Some(old) = index.forget(old) {
                 self.store.remove(&old);
+                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
         if evicted.contains(&object.id) {
@@ -265,6 +273,11 @@ impl Cache {
             self.index.clear_poison();
             poisoned.into_inner()
         })
+    }
+
+    /// Objects stored (each Vary variant counts).
+    pub fn objects(&self) -> usize {
+        self.index().objects.len()
     }
 
     /// Bytes stored.

@@ -8,14 +8,13 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::PathBuf,
-    sync::{Arc, atomic::Ordering},
+    sync::atomic::Ordering,
 };
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use edge_cache::{Cache, key::CacheKey};
-use edge_steer::{Shared, status::Status};
+use edge_cache::key::CacheKey;
+use edge_steer::status::Status;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::{server::conn::http1, service::service_fn};
@@ -26,25 +25,11 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use edge_dns::server::QueryCounts;
-use edge_http::counts::Responses;
+use crate::metrics;
 
-use crate::metrics::{self, DaemonCounts};
-
-/// What the admin server controls: the steering of the pools, and the HTTP cache if the config
-/// has `[http]`; and what else its metrics read.
-#[derive(Clone)]
-pub struct Controls {
-    pub steering: Arc<Shared>,
-    pub cache: Option<Arc<Cache>>,
-    /// The HTTP server's responses by cache status, with `[http]`.
-    pub responses: Option<Arc<Responses>>,
-    /// Where the XDP counters are pinned; `None` without `[xdp]`.
-    pub pin_dir: Option<PathBuf>,
-    pub daemon: Arc<DaemonCounts>,
-    /// The userspace DNS server's counts.
-    pub dns: Arc<QueryCounts>,
-}
+/// What the admin server controls and shows: the steering of the pools, the HTTP cache if the
+/// config has `[http]`, and what else the metrics read.
+pub type Controls = metrics::Sources;
 
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(listen)
@@ -102,14 +87,7 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(metrics::render(&metrics::Sources {
-                steering: controls.steering.clone(),
-                cache: controls.cache.clone(),
-                responses: controls.responses.clone(),
-                pin_dir: controls.pin_dir.clone(),
-                daemon: controls.daemon.clone(),
-                dns: controls.dns.clone(),
-            }))))
+            .body(Full::new(Bytes::from(metrics::render(controls))))
             .expect("valid response"),
         (&Method::POST, path @ ("/drain" | "/undrain")) => {
             let (Some(pool), Some(member)) = (query.get("pool"), query.get("member")) else {
@@ -273,6 +251,7 @@ mod tests {
             steering: steering.shared.clone(),
             cache: Some(Arc::new(cache)),
             responses: None,
+            origin_requests: None,
             pin_dir: None,
             daemon: Arc::default(),
             dns: Arc::default(),

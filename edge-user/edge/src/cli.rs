@@ -276,6 +276,7 @@ async fn start_admin(
         steering: steering.shared.clone(),
         cache: http.map(|http| http.cache.clone()),
         responses: http.map(|http| http.responses.clone()),
+        origin_requests: http.map(|http| http.origin_requests.clone()),
         pin_dir: pin_dir(config),
         daemon: counts.daemon.clone(),
         dns: counts.dns.clone(),

@@ -120,6 +120,11 @@ impl Shared {
         Ok(())
     }
 
+    /// This PoP in the mesh, with `[mesh]`.
+    pub fn mesh(&self) -> Option<&Mesh> {
+        self.mesh.as_ref()
+    }
+
     /// Probe tasks running now, one per pool unless a task outlived its pool.
     pub fn probe_tasks(&self) -> usize {
         self.probe_tasks.load(Ordering::Relaxed)
