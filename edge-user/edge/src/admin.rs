@@ -1,5 +1,5 @@
 //! The daemon's one admin server (`[admin] listen`, loopback by default, never the service
-//! address): `GET /status` (JSON), `POST /drain?pool=P&member=M` and `POST /undrain?…` for
+//! address): `GET /` (the status page, [`crate::status_page`]), `GET /status` (JSON), `POST /drain?pool=P&member=M` and `POST /undrain?…` for
 //! steering, `POST /purge?url=<URL>` and `GET /stats` (JSON counters) for the cache, `GET
 //! /metrics` for Prometheus ([`crate::metrics`]); and the client `edge status`, `edge drain`,
 //! `edge undrain` and `edge purge` use.
@@ -8,7 +8,8 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -25,11 +26,21 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::metrics;
+use crate::{
+    history::History,
+    metrics::{self, Sources},
+    status_page,
+};
 
 /// What the admin server controls and shows: the steering of the pools, the HTTP cache if the
-/// config has `[http]`, and what else the metrics read.
-pub type Controls = metrics::Sources;
+/// config has `[http]`, what else the metrics read, and the status page's history.
+#[derive(Clone)]
+pub struct Controls {
+    pub sources: Sources,
+    pub history: Arc<History>,
+    /// How often the history takes a sample, and so the status page reloads itself.
+    pub interval: Duration,
+}
 
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(listen)
@@ -39,7 +50,7 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 
 /// Answers control requests on `listener` until aborted.
 pub async fn serve(listener: TcpListener, controls: Controls) {
-    info!(listen = ?listener.local_addr().ok(), "admin serving /status, /drain, /undrain, /purge, /metrics");
+    info!(listen = ?listener.local_addr().ok(), "admin serving /, /status, /drain, /undrain, /purge, /metrics");
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -79,22 +90,30 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
         (&Method::GET, "/status") => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(
-                serde_json::to_vec(&controls.steering.status()).expect("serialises"),
+                serde_json::to_vec(&controls.sources.steering.status()).expect("serialises"),
             )))
+            .expect("valid response"),
+        (&Method::GET, "/") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Full::new(Bytes::from(status_page::render(
+                &controls.sources,
+                &controls.history,
+                controls.interval.as_secs().max(1),
+            ))))
             .expect("valid response"),
         (&Method::GET, "/metrics") => Response::builder()
             .header(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(metrics::render(controls))))
+            .body(Full::new(Bytes::from(metrics::render(&controls.sources))))
             .expect("valid response"),
         (&Method::POST, path @ ("/drain" | "/undrain")) => {
             let (Some(pool), Some(member)) = (query.get("pool"), query.get("member")) else {
                 return reply(StatusCode::BAD_REQUEST, "needs ?pool=P&member=M".into());
             };
             let drained = path == "/drain";
-            match controls.steering.drain(pool, member, drained) {
+            match controls.sources.steering.drain(pool, member, drained) {
                 Ok(()) => {
                     info!(pool, member, drained, "admin");
                     let verb = if drained { "drained" } else { "undrained" };
@@ -104,7 +123,7 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
             }
         }
         (&Method::GET, "/stats") => {
-            let Some(cache) = &controls.cache else {
+            let Some(cache) = &controls.sources.cache else {
                 return reply(StatusCode::NOT_FOUND, "no [http] cache".into());
             };
             let stale_on_error = cache.counters.stale_on_error.load(Ordering::Relaxed);
@@ -119,7 +138,7 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
             let Some(url) = query.get("url") else {
                 return reply(StatusCode::BAD_REQUEST, "missing ?url=".into());
             };
-            let Some(cache) = &controls.cache else {
+            let Some(cache) = &controls.sources.cache else {
                 return reply(StatusCode::NOT_FOUND, "no [http] cache to purge".into());
             };
             match CacheKey::parse_url(url) {
@@ -134,14 +153,14 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
                 Err(error) => reply(StatusCode::BAD_REQUEST, format!("{url}: {error}")),
             }
         }
-        (_, "/status" | "/metrics" | "/drain" | "/undrain" | "/purge" | "/stats") => reply(
+        (_, "/" | "/status" | "/metrics" | "/drain" | "/undrain" | "/purge" | "/stats") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            "GET /status, /stats, /metrics; POST /drain, /undrain, /purge".into(),
+            "GET /, /status, /stats, /metrics; POST /drain, /undrain, /purge".into(),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
-            "unknown path; try GET /status, GET /metrics, POST /drain?pool=P&member=M, \
-             POST /undrain?…, POST /purge?url=URL, GET /stats"
+            "unknown path; try GET / (the status page), GET /status, GET /metrics, \
+             POST /drain?pool=P&member=M, POST /undrain?…, POST /purge?url=URL, GET /stats"
                 .into(),
         ),
     }
@@ -247,7 +266,7 @@ mod tests {
             Rules::new(0.0, std::time::Duration::ZERO, RequestDirectives::Ignore),
         )
         .unwrap();
-        let with_cache = Controls {
+        let sources = Sources {
             steering: steering.shared.clone(),
             cache: Some(Arc::new(cache)),
             responses: None,
@@ -256,8 +275,16 @@ mod tests {
             daemon: Arc::default(),
             dns: Arc::default(),
         };
+        let with_cache = Controls {
+            sources: sources.clone(),
+            history: Arc::new(History::new(Duration::from_secs(10))),
+            interval: Duration::from_secs(10),
+        };
         let without_cache = Controls {
-            cache: None,
+            sources: Sources {
+                cache: None,
+                ..sources
+            },
             ..with_cache.clone()
         };
 

@@ -28,7 +28,12 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{admin, metrics::DaemonCounts, service};
+use crate::{
+    admin,
+    history::{self, History},
+    metrics::{self, DaemonCounts},
+    service,
+};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -270,9 +275,9 @@ async fn start_admin(
     steering: &Steering,
     http: Option<&HttpServer>,
     counts: &Counts,
-) -> Result<AbortOnDrop> {
+) -> Result<(AbortOnDrop, AbortOnDrop)> {
     let listener = admin::bind(config.admin.listen).await?;
-    let controls = admin::Controls {
+    let sources = metrics::Sources {
         steering: steering.shared.clone(),
         cache: http.map(|http| http.cache.clone()),
         responses: http.map(|http| http.responses.clone()),
@@ -281,7 +286,17 @@ async fn start_admin(
         daemon: counts.daemon.clone(),
         dns: counts.dns.clone(),
     };
-    Ok(AbortOnDrop(tokio::spawn(admin::serve(listener, controls))))
+    let interval = config.admin.history_interval;
+    let history = Arc::new(History::new(interval));
+    let controls = admin::Controls {
+        sources: sources.clone(),
+        history: history.clone(),
+        interval,
+    };
+    Ok((
+        AbortOnDrop(tokio::spawn(admin::serve(listener, controls))),
+        AbortOnDrop(tokio::spawn(history::sample(history, sources, interval))),
+    ))
 }
 
 /// What the daemon counts for `/metrics`: its own events and its DNS server's queries.
