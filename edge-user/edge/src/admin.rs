@@ -9,7 +9,6 @@ use std::{
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, atomic::Ordering},
-    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -38,8 +37,6 @@ use crate::{
 pub struct Controls {
     pub sources: Sources,
     pub history: Arc<History>,
-    /// How often the history takes a sample, and so the status page reloads itself.
-    pub interval: Duration,
 }
 
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
@@ -98,7 +95,7 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
             .body(Full::new(Bytes::from(status_page::render(
                 &controls.sources,
                 &controls.history,
-                controls.interval.as_secs().max(1),
+                controls.history.interval().as_secs().max(1),
             ))))
             .expect("valid response"),
         (&Method::GET, "/metrics") => Response::builder()
@@ -277,8 +274,7 @@ mod tests {
         };
         let with_cache = Controls {
             sources: sources.clone(),
-            history: Arc::new(History::new(Duration::from_secs(10))),
-            interval: Duration::from_secs(10),
+            history: Arc::new(History::new(std::time::Duration::from_secs(10))),
         };
         let without_cache = Controls {
             sources: Sources {

@@ -100,51 +100,79 @@ impl Sample {
 /// The samples of the last hour, oldest first.
 #[derive(Debug)]
 pub struct History {
-    samples: Mutex<VecDeque<Sample>>,
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    samples: VecDeque<Sample>,
+    interval: Duration,
     capacity: usize,
+}
+
+/// Samples in an hour at `interval`.
+fn capacity(interval: Duration) -> usize {
+    let capacity = (SPAN.as_secs_f64() / interval.as_secs_f64().max(0.001)).ceil() as usize;
+    capacity.clamp(2, 3600)
 }
 
 impl History {
     /// Room for an hour of samples taken every `interval`.
     pub fn new(interval: Duration) -> Self {
-        let capacity = (SPAN.as_secs_f64() / interval.as_secs_f64().max(0.001)).ceil() as usize;
-        let capacity = capacity.clamp(2, 3600);
         Self {
-            samples: Mutex::new(VecDeque::with_capacity(capacity)),
-            capacity,
+            ring: Mutex::new(Ring {
+                samples: VecDeque::with_capacity(capacity(interval)),
+                interval,
+                capacity: capacity(interval),
+            }),
         }
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Samples every `interval` from the next one on (a reload); keeps an hour's worth.
+    pub fn set_interval(&self, interval: Duration) {
+        let mut ring = self.ring();
+        ring.interval = interval;
+        ring.capacity = capacity(interval);
+        while ring.samples.len() > ring.capacity {
+            ring.samples.pop_front();
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.ring().interval
     }
 
     /// Adds `sample`, dropping the oldest beyond an hour's worth.
     pub fn record(&self, sample: Sample) {
-        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        while samples.len() >= self.capacity {
-            samples.pop_front();
+        let mut ring = self.ring();
+        while ring.samples.len() >= ring.capacity {
+            ring.samples.pop_front();
         }
-        samples.push_back(sample);
+        ring.samples.push_back(sample);
     }
 
     pub fn samples(&self) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        self.ring().samples.iter().cloned().collect()
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.ring().capacity
     }
 }
 
-/// Takes a sample now and every `interval` after, until aborted.
-pub async fn sample(history: std::sync::Arc<History>, sources: Sources, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Takes a sample now and then every interval of `history`, until aborted.
+pub async fn sample(history: std::sync::Arc<History>, sources: Sources) {
+    let mut next = tokio::time::Instant::now();
     loop {
-        ticks.tick().await;
+        tokio::time::sleep_until(next).await;
         history.record(Sample::take(&sources));
+        next += history.interval();
+        // Behind by more than an interval (a stalled runtime): from now, not a burst.
+        next = next.max(tokio::time::Instant::now());
     }
 }
 
@@ -178,5 +206,9 @@ mod tests {
         assert_eq!(samples.len(), 360);
         assert_eq!(samples[0].userspace_answered, 640);
         assert_eq!(samples[359].userspace_answered, 999);
+        history.set_interval(Duration::from_secs(60));
+        assert_eq!(history.capacity(), 60);
+        assert_eq!(history.samples().len(), 60);
+        assert_eq!(history.samples()[0].userspace_answered, 940);
     }
 }

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod cli;
 pub mod history;
+pub mod listeners;
 pub mod metrics;
 pub mod plot;
 pub mod service;
