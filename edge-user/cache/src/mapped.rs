@@ -2,7 +2,7 @@
 //! body can send it from the file with sendfile (the kernel references page-cache pages) instead
 //! of copying it from the mapping into socket buffers.
 //!
-//! Mappings are kept for later hits in a least-recently-used set of at most [`budget`] bodies,
+//! Mappings are kept for later hits in a least-recently-used set of at most [`set_budget`] bodies,
 //! not for an object's life: every mapping counts against the kernel's per-process limit
 //! (`vm.max_map_count`, 65,530 by default), past which every mmap fails, the allocator's too, and
 //! the process aborts. A body pushed out is unmapped once the last response sending it is done.
@@ -26,25 +26,32 @@ use memmap2::{Mmap, MmapOptions};
 /// and the mappings of responses in flight.
 pub const DEFAULT_BUDGET: usize = 16_384;
 
-/// The bodies kept mapped, by file (device, inode), least recently used first out.
-static KEPT: Mutex<Option<LruCache<(u64, u64), Bytes>>> = Mutex::new(None);
+/// Bodies kept mapped, by file (device, inode), least recently used first out.
+type Kept = LruCache<(u64, u64), Bytes>;
+
+/// The bodies kept mapped; made with the default budget on first use.
+static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
+
+/// Runs `f` on the kept bodies, under their lock. What it returns is dropped by the caller,
+/// after the lock: unmapping a body pushed out does not hold it.
+fn with_kept<T>(f: impl FnOnce(&mut Kept) -> T) -> T {
+    let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    f(kept
+        .get_or_insert_with(|| LruCache::new(NonZeroUsize::new(DEFAULT_BUDGET).expect("above 0"))))
+}
 
 /// Sets how many bodies stay mapped between responses; the least recently used beyond it are
 /// unmapped now (or when the responses sending them finish).
 pub fn set_budget(budget: NonZeroUsize) {
-    let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
-    match kept.as_mut() {
-        Some(kept) => kept.resize(budget),
-        None => *kept = Some(LruCache::new(budget)),
-    }
-}
-
-/// How many bodies stay mapped between responses.
-pub fn budget() -> usize {
-    KEPT.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .map_or(DEFAULT_BUDGET, |kept| kept.cap().get())
+    // Those pushed out go with the vector, after the lock.
+    let _pushed_out: Vec<Bytes> = with_kept(|kept| {
+        let mut pushed_out = Vec::new();
+        while kept.len() > budget.get() {
+            pushed_out.extend(kept.pop_lru().map(|(_, body)| body));
+        }
+        kept.resize(budget);
+        pushed_out
+    });
 }
 
 /// Bodies mapped now: those kept, and those only responses in flight still hold.
@@ -58,13 +65,7 @@ pub fn count() -> usize {
 /// The body of the file `file` (device, inode) at `path`: its kept mapping, or a new one that is
 /// kept in place of the least recently used.
 pub fn body(path: &Path, file: (u64, u64), len: u64) -> io::Result<Bytes> {
-    let kept = |f: &mut dyn FnMut(&mut LruCache<(u64, u64), Bytes>) -> Option<Bytes>| {
-        let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
-        f(kept.get_or_insert_with(|| {
-            LruCache::new(NonZeroUsize::new(DEFAULT_BUDGET).expect("above 0"))
-        }))
-    };
-    if let Some(body) = kept(&mut |kept| kept.get(&file).cloned()) {
+    if let Some(body) = with_kept(|kept| kept.get(&file).cloned()) {
         return Ok(body);
     }
     // Mapped without the lock held; two first hits at once may both map, and one mapping wins.
@@ -72,7 +73,7 @@ pub fn body(path: &Path, file: (u64, u64), len: u64) -> io::Result<Bytes> {
     // A file published over the path since is not kept under this one's name.
     if mapped == file {
         // The one pushed out is unmapped (if no response holds it) after the lock is released.
-        let _pushed_out = kept(&mut |kept| kept.push(file, body.clone()).map(|(_, old)| old));
+        let _pushed_out = with_kept(|kept| kept.push(file, body.clone()));
     }
     Ok(body)
 }
@@ -80,9 +81,7 @@ pub fn body(path: &Path, file: (u64, u64), len: u64) -> io::Result<Bytes> {
 /// Stops keeping the mapping of `file` (device, inode), once its object is removed: its disk
 /// space is freed when the responses still sending it finish.
 pub fn forget(file: (u64, u64)) {
-    if let Some(kept) = KEPT.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
-        kept.pop(&file);
-    }
+    let _forgotten = with_kept(|kept| kept.pop(&file));
 }
 
 /// Start address → length and file of every live mapping.

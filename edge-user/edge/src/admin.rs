@@ -233,7 +233,10 @@ async fn call(listen: SocketAddr, method: Method, path: String) -> Result<Bytes>
 mod tests {
     use std::path::Path;
 
-    use edge_cache::policy::{RequestDirectives, Rules};
+    use edge_cache::{
+        Cache,
+        policy::{RequestDirectives, Rules},
+    };
     use edge_config::Config;
     use edge_steer::Steering;
 
@@ -310,6 +313,14 @@ mod tests {
         );
         assert!(body.contains("edge_cache_bytes 0"), "{body}");
         assert!(body.ends_with("# EOF\n"), "{body}");
+
+        let (status, body) = text(handle(&with_cache, &request(Method::GET, "/"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+        assert!(body.contains("id=\"no-mesh\"") && body.contains("id=\"selections\""));
+        assert_eq!(body.matches("<svg ").count(), 5, "{body}");
+        assert!(body.contains("no data yet"), "an empty history: {body}");
+        assert!(!body.contains("<script"), "{body}");
 
         let wrong = request(Method::GET, "/purge?url=http://static.example.com/a.css");
         let (status, _) = text(handle(&with_cache, &wrong)).await;
