@@ -179,7 +179,8 @@ fn the_status_page_renders_tables_and_plots_in_chromium() -> Result<()> {
     }
     assert_eq!(misses, 1);
 
-    // The page as served, until every plot has two points a line and pop2 is live.
+    // The page as served, until every plot has two points a line, pop2 is live and the origin
+    // pool's answer rests on both PoPs' reports.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let html = page(pop1)?;
@@ -187,12 +188,14 @@ fn the_status_page_renders_tables_and_plots_in_chromium() -> Result<()> {
             .iter()
             .all(|id| element(&html, "svg", id).is_some_and(|svg| fewest_points(svg) >= 2))
             && element(&html, "table", "mesh")
-                .is_some_and(|table| table.matches(">live<").count() == 2);
+                .is_some_and(|table| table.matches(">live<").count() == 2)
+            && element(&html, "table", "selections")
+                .is_some_and(|table| table.contains("mesh: agreed over 2 PoPs"));
         if ready {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the page never had every plot and both PoPs live:\n{html}");
+            bail!("the page never had every plot, both PoPs live and their agreement:\n{html}");
         }
         thread::sleep(Duration::from_millis(200));
     }
@@ -250,7 +253,7 @@ fn the_status_page_renders_tables_and_plots_in_chromium() -> Result<()> {
         "{selections}"
     );
     assert!(
-        selections.contains("mesh: agreed over"),
+        selections.contains("mesh: agreed over 2 PoPs"),
         "why: {selections}"
     );
     for id in PLOTS {
