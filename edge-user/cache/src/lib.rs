@@ -385,6 +385,13 @@ mod tests {
         assert!(mappings_under(&dir) <= 9);
         drop(held);
         assert!(mappings_under(&dir) <= 8);
+        // A version stored over one that is not mapped: the old object never maps the new
+        // file's body (its responses fetch again).
+        let old = objects.pop().unwrap();
+        old.release();
+        let newer = store(&cache, "/large/39", body(1)).await;
+        assert!(old.body().is_err());
+        assert_eq!(newer.body().unwrap(), body(1));
         // Removed objects are unmapped at once, so their disk space is freed.
         for n in 0..40 {
             assert_eq!(cache.purge(&key(&format!("/large/{n}"))), 1);

@@ -70,11 +70,15 @@ pub fn body(path: &Path, file: (u64, u64), len: u64) -> io::Result<Bytes> {
     }
     // Mapped without the lock held; two first hits at once may both map, and one mapping wins.
     let (body, mapped) = map(path, len)?;
-    // A file published over the path since is not kept under this one's name.
-    if mapped == file {
-        // The one pushed out is unmapped (if no response holds it) after the lock is released.
-        let _pushed_out = with_kept(|kept| kept.push(file, body.clone()));
+    // A newer object published over the path since: not this object's body.
+    if mapped != file {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "replaced since it was stored",
+        ));
     }
+    // The one pushed out is unmapped (if no response holds it) after the lock is released.
+    let _pushed_out = with_kept(|kept| kept.push(file, body.clone()));
     Ok(body)
 }
 
