@@ -379,6 +379,7 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
 /// One scrape of PoP `i`'s `/metrics`: series → value.
 fn scrape(mesh: &Mesh, i: usize) -> Result<std::collections::HashMap<String, f64>> {
     let output = mesh
+        .net
         .pop(i)
         .netns
         .run("curl", &["-sf", "http://127.0.0.1:9081/metrics"])?;
@@ -399,7 +400,8 @@ fn scrape(mesh: &Mesh, i: usize) -> Result<std::collections::HashMap<String, f64
 fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
     let mesh = Mesh::start("mesh-metrics", 2, &[20])?;
     let everyone = [("pop1", true), ("pop2", true)];
-    mesh.wait_for_members(&[0, 1], &everyone, Duration::from_secs(5))?;
+    mesh.net
+        .wait_for_members(&[0, 1], &everyone, Duration::from_secs(5))?;
     let value = |scrape: &std::collections::HashMap<String, f64>, series: &str| {
         scrape.get(series).copied().unwrap_or(0.0)
     };
@@ -418,7 +420,7 @@ fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
     assert_eq!(live(&before), 2.0, "{before:?}");
     assert_eq!(value(&before, r#"edge_mesh_members{state="dead"}"#), 0.0);
 
-    let sealer = edge_mesh::transport::Sealer::new(b"a test secret of 32 bytes, fine.");
+    let sealer = edge_mesh::transport::Sealer::new(edge_tests::mesh::SECRET.as_bytes());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
@@ -429,8 +431,9 @@ fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
         fresh.clone(),
         fresh,
     ];
-    let target = SocketAddr::new(ip(mesh.pop(0)), GOSSIP_PORT);
-    mesh.lan
+    let target = SocketAddr::new(mesh.net.ip(0), edge_tests::mesh::GOSSIP_PORT);
+    mesh.net
+        .lan
         .host("client")
         .netns
         .run_inside(|| -> Result<()> {
