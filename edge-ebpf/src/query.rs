@@ -2,7 +2,7 @@
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use edge_common::{
-    Counter, EDNS_OPTIONS_MAX, LongNameKey, SHORT_NAME_LEN, ShortNameKey, USERSPACE_EDNS_OPTIONS,
+    Counter, EDNS_OPTIONS_MAX, LongNameKey, SERVICES_MAX, SHORT_NAME_LEN, ShortNameKey, USERSPACE_EDNS_OPTIONS,
     flags, state_slot,
 };
 
@@ -191,8 +191,16 @@ fn dst_port<L: Layout>(ctx: &XdpContext) -> Result<u16, Counter> {
 #[inline(always)]
 fn is_service_v4(addr: u32, port: u16) -> Result<(), Counter> {
     let services = live_services()?;
-    let mut live = services.v4.iter().take(services.v4_len as usize);
-    served(live.any(|s| s.port == port && (s.addr == 0 || s.addr == addr)))
+    let live = (services.v4_len as usize).min(SERVICES_MAX);
+    let mut i = 0;
+    while i < live {
+        let s = &services.v4[i];
+        i += 1;
+        if s.port == port && (s.addr == 0 || s.addr == addr) {
+            return Ok(());
+        }
+    }
+    Err(Counter::NotService)
 }
 
 /// Whether IPv6 `addr` (or the wildcard) serves `port` (network order).
@@ -200,20 +208,17 @@ fn is_service_v4(addr: u32, port: u16) -> Result<(), Counter> {
 fn is_service_v6(addr: &[u8; 16], port: u16) -> Result<(), Counter> {
     let services = live_services()?;
     let addr = u128::from_ne_bytes(*addr);
-    let mut live = services.v6.iter().take(services.v6_len as usize);
-    served(live.any(|s| {
+    let live = (services.v6_len as usize).min(SERVICES_MAX);
+    let mut i = 0;
+    while i < live {
+        let s = &services.v6[i];
+        i += 1;
         let served = u128::from_ne_bytes(s.addr);
-        s.port == port && (served == 0 || served == addr)
-    }))
-}
-
-#[inline(always)]
-fn served(found: bool) -> Result<(), Counter> {
-    if found {
-        Ok(())
-    } else {
-        Err(Counter::NotService)
+        if s.port == port && (served == 0 || served == addr) {
+            return Ok(());
+        }
     }
+    Err(Counter::NotService)
 }
 
 #[inline(always)]
