@@ -2,8 +2,8 @@
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use edge_common::{
-    Counter, EDNS_OPTIONS_MAX, LongNameKey, SERVICES_MAX, SHORT_NAME_LEN, ShortNameKey, USERSPACE_EDNS_OPTIONS,
-    flags, state_slot,
+    Counter, EDNS_OPTIONS_MAX, LongNameKey, SERVICES_MAX, SHORT_NAME_LEN, ShortNameKey,
+    USERSPACE_EDNS_OPTIONS, flags, state_slot,
 };
 
 use crate::{
