@@ -217,6 +217,15 @@ fn turned_off_nothing_is_limited() -> Result<()> {
     Ok(())
 }
 
+/// The program-cost benchmark's rows with RRL on: each path checked, then timed.
+#[test]
+fn the_benchmark_times_each_rrl_path() -> Result<()> {
+    let costs = edge_tests::bench::program_cost::rrl_cases(1)?;
+    assert_eq!(costs.len(), 3);
+    assert!(costs.iter().all(|cost| cost.nanos > 0.0), "{costs:?}");
+    Ok(())
+}
+
 /// The spoofed sources: one /24, hosts 1 to 254 in turn.
 const FLOOD_PREFIX: [u8; 3] = [203, 0, 113];
 const FLOOD_FRAMES: usize = 3000;
