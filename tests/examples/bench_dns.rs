@@ -1,12 +1,27 @@
-//! `cargo xtask bench dns`: answered queries per second at saturation (kxdpgun) and rate and
-//! latency (dnsperf) of edge's XDP path, edge's userspace path, Knot DNS with sockets and in its
-//! XDP mode, NSD, a no-lookup XDP reflector (the ceiling), and edge with a million names. Every
-//! peer runs in the PoP namespace of the same two-namespace topology and serves the same
-//! generated zone. Prints a Markdown table and, with `--out`, writes it with the method, the
-//! machine and the date. Nothing here asserts a timing.
+//! `cargo xtask bench dns`: three tables about edge's DNS, each against its peers on the same
+//! two-namespace topology (tests/src/topology.rs), all measured through the servers' external
+//! interfaces (queries, signals, procfs) so that they keep working as edge's internals change.
+//!
+//! 1. Throughput: answered queries per second at saturation, with trafgen (netsniff-ng) sending
+//!    prebuilt query frames and the client end's interface counters counting the replies, and
+//!    dnsperf's rate and latency, for edge's XDP path (1,000 names; a million names, a hot
+//!    1,000 of them asked; a million names, a wide sample asked), edge's userspace path, Knot
+//!    DNS (sockets, and its XDP mode where it loads), NSD, gdnsd and a no-lookup XDP reflector.
+//!    Then what the XDP program itself costs per query (BPF_PROG_TEST_RUN), the one figure that
+//!    does not depend on the load generator.
+//! 2. Scale: for zones of 1,000, 1,000,000 (and with `--ten-million`, 10,000,000) names, the
+//!    time until `edge run` answers, its memory, the kernel memory of its maps, the time from
+//!    SIGHUP to a changed name's new answer and the queries lost meanwhile; Knot DNS and NSD
+//!    load the same zone file.
+//! 3. Steering with a million static names: from `edge drain`/`edge undrain` to the changed
+//!    answer, and the daemon's CPU time for it.
+//!
+//! Prints Markdown and, with `--out`, writes it into the `## DNS` section. Nothing here asserts a
+//! timing.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::Command,
     thread,
@@ -20,59 +35,60 @@ use edge_tests::{
     bench::command_output,
     bench::{
         cpus::{self, CLIENT_CPU, SERVER_CPU},
-        load::{self, DnsperfReport, DnsperfRun, KxdpgunReport, KxdpgunRun},
-        peers::{self, PeerSetup},
+        footprint,
+        load::{self, DnsperfReport, DnsperfRun},
+        peers::{self, Daemon, PeerSetup},
         program_cost::{self, CaseCost, ProgramCost},
+        reply_sink::ReplySink,
         report::{Table, count, median, percent, rate, replace_section},
-        zone::{BenchZone, EdgeSettings},
+        trafgen::{self, Addresses, TrafgenReport, TrafgenRun},
+        zone::{APEX, BenchZone, EdgeSettings},
     },
     dig::kdig,
     edge::EdgeProcess,
-    topology::{ClientXdp, Topology},
+    topology::{Netns, Topology},
 };
 
 const INTERFACE: &str = Topology::INTERFACE;
 const SERVER: Ipv4Addr = Topology::POP_V4;
 const SMALL_ZONE: usize = 1_000;
 const LARGE_ZONE: usize = 1_000_000;
-/// Runs per reported point.
-const RUNS: usize = 3;
-/// kxdpgun: the ladder starts here and grows by `LADDER_FACTOR` per step.
-const LADDER_START: u64 = 25_000;
-const LADDER_FACTOR: f64 = 1.5;
-/// Far above what one kxdpgun thread can send here; the ladder stops before.
-const LADDER_MAX: u64 = 12_800_000;
-const LADDER_SECONDS: u64 = 2;
-const RUN_SECONDS: u64 = 3;
-/// A final run during which other processes used more CPUs than this is repeated, up to
-/// `MAX_ATTEMPTS` runs in all.
-const DISTURBED_ABOVE: f64 = 0.1;
-const MAX_ATTEMPTS: usize = 5;
-/// A ladder step that does not answer this much more than the best so far adds nothing.
-const IMPROVEMENT: f64 = 1.05;
-/// The final runs offer the lowest saturated ladder rate answered at least this share of the
-/// best.
-const NEAR_BEST: f64 = 0.9;
-/// A step that answers less than this share of the offered rate saturates the peer.
-const SATURATED_BELOW: f64 = 0.95;
-/// Below this share of sent queries answered, the server is the limit.
+const HUGE_ZONE: usize = 10_000_000;
+/// trafgen's slow mode (one sendto per frame) at this rate sends as fast as it can.
+const AS_FAST_AS_SLOW_MODE_GOES: u64 = 10_000_000;
+/// Busy at least this share of a run, a core was the limit.
+const CORE_BUSY_ABOVE: f64 = 0.95;
+/// Below this share of sent queries answered, the server dropped queries: it was the limit.
 const SERVER_BOUND_BELOW: f64 = 0.95;
-/// Busy at least this share of a run, the server core was the limit.
-const SERVER_BUSY_ABOVE: f64 = 0.95;
-/// Below this share of the offered rate sent, kxdpgun is.
-const GENERATOR_BOUND_BELOW: f64 = 0.9;
 /// dnsperf: queries in flight for the rate runs, and the fixed rate of the latency runs.
 const DNSPERF_OUTSTANDING: u32 = 100;
-const DNSPERF_SECONDS: u64 = 3;
 const LATENCY_RATE: u64 = 10_000;
-const LATENCY_SECONDS: u64 = 2;
-/// A million names take a while to parse and publish.
-const LARGE_START_TIMEOUT: Duration = Duration::from_secs(180);
+/// A million names take a while to parse and publish; ten million longer.
 const SMALL_START_TIMEOUT: Duration = Duration::from_secs(20);
+const LARGE_START_TIMEOUT: Duration = Duration::from_secs(300);
+const HUGE_START_TIMEOUT: Duration = Duration::from_secs(1200);
+/// A reload's change must be visible within this.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// The fixed rate trafgen offers during a reload, and how long it goes on after the change is
+/// visible.
+const RELOAD_RATE: u64 = 50_000;
+const RELOAD_TAIL: Duration = Duration::from_millis(500);
+/// A server whose resident memory passes this share of the memory available when it started is
+/// stopped: the machine is shared.
+const MEMORY_SHARE_CAP: f64 = 0.7;
 /// Before each peer, wait up to this long for the machine to be quiet: background CPU use, with
 /// the benchmark itself idle, below `QUIET_BELOW`. Above it, the report calls the numbers noisy.
 const QUIET_WAIT: Duration = Duration::from_secs(10);
 const QUIET_BELOW: f64 = 0.05;
+/// Other processes using more than this many CPUs during a run make it noisy.
+const DISTURBED_ABOVE: f64 = 0.1;
+/// The steered pool's members: unreachable, so that `all_down = "answer-all"` answers with
+/// every member not drained.
+const MEMBER_1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const MEMBER_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The changed name's new address in the reload row: outside every zone's addresses
+/// ([`BenchZone::address`] stays below 10.153.0.0 for ten million names).
+const CHANGED_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 254);
 
 #[derive(Parser)]
 struct Args {
@@ -82,128 +98,158 @@ struct Args {
     /// The command that ran this benchmark, for the report.
     #[arg(long, default_value = "cargo xtask bench dns")]
     command: String,
-    /// Measure only these peers (default: all), e.g. `--peers edge-xdp,reflector` while
-    /// working on one of them.
+    /// Measure only these throughput peers (default: all), e.g. `--peers edge-xdp,reflector`.
     #[arg(long, value_enum, value_delimiter = ',')]
     peers: Vec<Peer>,
+    /// trafgen runs per throughput row, and dnsperf runs of each kind.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of each trafgen and dnsperf run.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Names asked in the million-name row that asks a wide sample, spread over the zone.
+    /// trafgen loads its packet definitions in time that grows with the square of their number
+    /// (20,000 take about 2 s here, 50,000 about 10 s), so not all million.
+    #[arg(long, default_value_t = 20_000)]
+    wide: usize,
+    /// Skip the throughput table.
+    #[arg(long)]
+    skip_throughput: bool,
     /// Skip timing the XDP programs with BPF_PROG_TEST_RUN.
     #[arg(long)]
     skip_program_cost: bool,
+    /// Skip the scale table.
+    #[arg(long)]
+    skip_scale: bool,
+    /// Skip the steering row.
+    #[arg(long)]
+    skip_steering: bool,
+    /// Zone sizes of the scale table (default 1,000 and 1,000,000).
+    #[arg(long, value_delimiter = ',')]
+    scale_names: Vec<usize>,
+    /// Add 10,000,000 names to the scale table (takes long, and memory: a server passing 70 % of
+    /// the memory available when it started is stopped).
+    #[arg(long)]
+    ten_million: bool,
+    /// Static names beside the steered one in the steering row.
+    #[arg(long, default_value_t = LARGE_ZONE)]
+    steering_names: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Peer {
     EdgeXdp,
     EdgeXdpMillionHot,
-    EdgeXdpMillion,
+    EdgeXdpMillionWide,
     EdgeUserspace,
     KnotXdp,
     KnotSockets,
     Nsd,
+    Gdnsd,
     Reflector,
 }
 
 impl Peer {
     /// Table order: edge first, the ceiling last.
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::EdgeXdp,
         Self::EdgeXdpMillionHot,
-        Self::EdgeXdpMillion,
+        Self::EdgeXdpMillionWide,
         Self::EdgeUserspace,
         Self::KnotXdp,
         Self::KnotSockets,
         Self::Nsd,
+        Self::Gdnsd,
         Self::Reflector,
     ];
 
-    fn label(self) -> &'static str {
+    fn label(self, wide: usize) -> String {
         match self {
-            Self::EdgeXdp => "edge, XDP path",
-            Self::EdgeXdpMillionHot => "edge, XDP path, 1,000,000-name zone, 1,000 names asked",
-            Self::EdgeXdpMillion => "edge, XDP path, 1,000,000-name zone, all names asked",
-            Self::EdgeUserspace => "edge, userspace path",
-            Self::KnotXdp => "Knot DNS 3.2, XDP mode",
-            Self::KnotSockets => "Knot DNS 3.2, sockets",
-            Self::Nsd => "NSD 4.6",
-            Self::Reflector => "XDP reflector, no lookup (ceiling)",
+            Self::EdgeXdp => "edge, XDP path".into(),
+            Self::EdgeXdpMillionHot => {
+                "edge, XDP path, 1,000,000-name zone, 1,000 names asked".into()
+            }
+            Self::EdgeXdpMillionWide => format!(
+                "edge, XDP path, 1,000,000-name zone, {} names asked",
+                count(wide as u64)
+            ),
+            Self::EdgeUserspace => "edge, userspace path".into(),
+            Self::KnotXdp => "Knot DNS 3.2, XDP mode".into(),
+            Self::KnotSockets => "Knot DNS 3.2, sockets".into(),
+            Self::Nsd => "NSD 4.6".into(),
+            Self::Gdnsd => "gdnsd 3.8".into(),
+            Self::Reflector => "XDP reflector, no lookup (ceiling)".into(),
         }
     }
 
     fn zone(self) -> BenchZone {
         BenchZone::new(match self {
-            Self::EdgeXdpMillion | Self::EdgeXdpMillionHot => LARGE_ZONE,
+            Self::EdgeXdpMillionHot | Self::EdgeXdpMillionWide => LARGE_ZONE,
             _ => SMALL_ZONE,
         })
     }
 
     /// How many of the zone's names the queries ask, spread evenly over it.
-    fn asked(self) -> usize {
+    fn asked(self, wide: usize) -> usize {
         match self {
-            Self::EdgeXdpMillion => LARGE_ZONE,
+            Self::EdgeXdpMillionWide => wide,
             _ => SMALL_ZONE,
         }
     }
 }
 
 /// A running peer, held only to be dropped: that stops the server (an [`EdgeProcess`], a
-/// `Daemon`) or detaches the program (an `FdLink`).
+/// [`Daemon`]) or detaches the program (an `FdLink`).
 type Running = Box<dyn std::any::Any>;
 
-/// One final kxdpgun run, with the share of time the server core was busy and the CPUs other
-/// processes used meanwhile.
-struct FinalRun {
-    report: KxdpgunReport,
+/// One trafgen run, with how busy each core was and the CPUs other processes used meanwhile.
+struct Run {
+    report: TrafgenReport,
     server_busy: f64,
+    client_busy: f64,
     other: f64,
+}
+
+/// How trafgen sent.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// Its transmit ring, as fast as it goes.
+    Ring,
+    /// Its slow mode (`-b`), after the ring mode gave up with this message.
+    Slow { ring_aborted: String },
 }
 
 /// Everything measured for one peer.
 struct Measured {
-    /// kxdpgun: the offered rate of the final runs; those runs with the CPUs other processes
-    /// used during each; how many runs it took to get them.
-    offered: u64,
-    saturation: Vec<FinalRun>,
-    attempts: usize,
-    /// dnsperf as fast as `DNSPERF_OUTSTANDING` allows.
+    mode: Mode,
+    runs: Vec<Run>,
+    /// dnsperf as fast as `DNSPERF_OUTSTANDING` allows, and at `LATENCY_RATE`.
     dnsperf: Vec<DnsperfReport>,
-    /// dnsperf at `LATENCY_RATE`.
     latency: Vec<DnsperfReport>,
     /// Background CPU use just before this peer.
     background: f64,
 }
 
 impl Measured {
-    /// The kept kxdpgun runs.
-    fn runs(&self) -> impl Iterator<Item = &KxdpgunReport> {
-        self.saturation.iter().map(|run| &run.report)
-    }
-
     fn answered(&self) -> Option<f64> {
-        median(&self.runs().map(|run| run.answered_qps).collect::<Vec<_>>())
+        median(
+            &self
+                .runs
+                .iter()
+                .map(|run| run.report.answered_qps)
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// The median run by answered rate.
-    fn median_run(&self) -> Option<&FinalRun> {
-        let mut runs: Vec<&FinalRun> = self.saturation.iter().collect();
+    fn median_run(&self) -> Option<&Run> {
+        let mut runs: Vec<&Run> = self.runs.iter().collect();
         runs.sort_by(|a, b| a.report.answered_qps.total_cmp(&b.report.answered_qps));
         runs.get(runs.len() / 2).copied()
     }
 
-    /// What limited the median run.
-    fn limit(&self) -> Option<Limit> {
-        self.median_run().map(|run| limit(self.offered, run))
-    }
-
-    fn sent(&self) -> Option<f64> {
-        median(&self.runs().map(|run| run.sent_qps).collect::<Vec<_>>())
-    }
-
-    /// The most CPUs other processes used during a kept run.
     fn disturbance(&self) -> f64 {
-        self.saturation
-            .iter()
-            .map(|run| run.other)
-            .fold(0.0, f64::max)
+        self.runs.iter().map(|run| run.other).fold(0.0, f64::max)
     }
 
     fn dnsperf_qps(&self) -> Option<f64> {
@@ -219,45 +265,23 @@ impl Measured {
                 .collect::<Vec<_>>(),
         )
     }
-
-    /// Replies that were not NOERROR, over every final run.
-    fn errors(&self) -> u64 {
-        self.runs().map(|run| run.replies - run.noerror).sum()
-    }
 }
 
-/// What held a kxdpgun run's answered rate down. Not the answered share alone: on this kernel
-/// a veth whose receiving end is full pushes back on the sender instead of dropping, so a
-/// saturated server slows kxdpgun down and still answers nearly all it sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Limit {
-    /// The server core was busy at least `SERVER_BUSY_ABOVE` of the time, or the server
-    /// answered fewer than `SERVER_BOUND_BELOW` of the queries sent.
-    Server,
-    /// The server core had time to spare and kxdpgun sent less than `GENERATOR_BOUND_BELOW` of
-    /// the offered rate: the peer could do more than the row shows.
-    LoadGenerator,
-    /// Neither: the offered rate was.
-    Offered,
-}
-
-impl Limit {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::Server => "server",
-            Self::LoadGenerator => "kxdpgun",
-            Self::Offered => "offered rate",
-        }
-    }
-}
-
-fn limit(offered: u64, run: &FinalRun) -> Limit {
-    if run.server_busy >= SERVER_BUSY_ABOVE || run.report.answered_share() < SERVER_BOUND_BELOW {
-        Limit::Server
-    } else if run.report.sent_qps < GENERATOR_BOUND_BELOW * offered as f64 {
-        Limit::LoadGenerator
+/// What held a run's answered rate down. On this kernel a veth whose receiving end is full
+/// pushes back on the sender instead of dropping, so a saturated server slows the generator down
+/// and still answers nearly all it was sent: the cores' busy time tells which side was full.
+fn limit(run: &Run) -> String {
+    if run.server_busy >= CORE_BUSY_ABOVE {
+        format!("server core (CPU {SERVER_CPU} {:.0} % busy)", run.server_busy * 100.0)
+    } else if run.report.answered_share() < SERVER_BOUND_BELOW {
+        format!(
+            "server (answered {:.0} % of sent)",
+            run.report.answered_share() * 100.0
+        )
+    } else if run.client_busy >= CORE_BUSY_ABOVE {
+        format!("generator (CPU {CLIENT_CPU} {:.0} % busy)", run.client_busy * 100.0)
     } else {
-        Limit::Offered
+        "kernel path (neither core saturated)".into()
     }
 }
 
@@ -267,15 +291,19 @@ enum Outcome {
     Failed(String),
 }
 
-/// The generated files of one zone size.
+/// The generated files of one zone size and sample.
 struct ZoneFiles {
     zone_file: PathBuf,
+    /// dnsperf's `name type` lines.
     queries: PathBuf,
+    /// trafgen's packet definitions, one per name asked.
+    frames: PathBuf,
 }
 
-struct Bench {
+struct Bench<'a> {
+    args: &'a Args,
     topology: Topology,
-    server_mac: String,
+    addresses: Addresses,
     /// The PoP end's NAPI kthread.
     napi: u32,
 }
@@ -284,28 +312,61 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let started = Instant::now();
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])?;
-    let topology = Topology::client_and_pop_with("bench-dns", ClientXdp::None)?;
+    let topology = Topology::client_and_pop_with("bench-dns", edge_tests::topology::ClientXdp::None)?;
     let bench = Bench {
         napi: cpus::prepare_pop(&topology.pop, INTERFACE)?,
-        server_mac: topology.pop.mac(INTERFACE)?,
+        addresses: Addresses {
+            client_mac: mac(&topology.client.mac(INTERFACE)?)?,
+            server_mac: mac(&topology.pop.mac(INTERFACE)?)?,
+            client: Topology::CLIENT_V4.octets(),
+            server: SERVER.octets(),
+        },
         topology,
+        args: &args,
     };
 
     let mut results = Vec::new();
-    for peer in Peer::ALL {
-        if !args.peers.is_empty() && !args.peers.contains(&peer) {
-            continue;
+    if !args.skip_throughput {
+        for peer in Peer::ALL {
+            if !args.peers.is_empty() && !args.peers.contains(&peer) {
+                continue;
+            }
+            let label = peer.label(args.wide);
+            eprintln!("bench: {label}");
+            let outcome = match bench.measure(peer) {
+                Ok(outcome) => outcome,
+                Err(error) => Outcome::Failed(format!("{error:#}")),
+            };
+            if let Outcome::Failed(error) | Outcome::Skipped(error) = &outcome {
+                eprintln!("bench: {label}: {error}");
+            }
+            results.push((peer, outcome));
         }
-        eprintln!("bench: {}", peer.label());
-        let outcome = match bench.measure(peer) {
-            Ok(outcome) => outcome,
-            Err(error) => Outcome::Failed(format!("{error:#}")),
-        };
-        if let Outcome::Failed(error) | Outcome::Skipped(error) = &outcome {
-            eprintln!("bench: {}: {error}", peer.label());
-        }
-        results.push((peer, outcome));
     }
+    let mut scale = Vec::new();
+    if !args.skip_scale {
+        let mut sizes = if args.scale_names.is_empty() {
+            vec![SMALL_ZONE, LARGE_ZONE]
+        } else {
+            args.scale_names.clone()
+        };
+        if args.ten_million {
+            sizes.push(HUGE_ZONE);
+        }
+        for names in sizes {
+            eprintln!("bench: scale, {} names", count(names as u64));
+            scale.push((names, bench.scale(names)));
+        }
+    }
+    let steering = if args.skip_steering {
+        None
+    } else {
+        eprintln!(
+            "bench: steering changes with {} static names",
+            count(args.steering_names as u64)
+        );
+        Some(bench.steering(args.steering_names))
+    };
     drop(bench);
     let (costs, case_costs) = if args.skip_program_cost {
         (Vec::new(), Vec::new())
@@ -314,14 +375,14 @@ fn main() -> Result<()> {
         (program_costs()?, program_cost::cases(program_cost::ROUNDS)?)
     };
 
-    let section = report(
-        &args.command,
-        &date,
-        started.elapsed(),
-        &results,
-        &costs,
-        &case_costs,
-    )?;
+    let mut section = report(&args, &date, started.elapsed(), &results, &costs, &case_costs)?;
+    if !scale.is_empty() {
+        section.push_str(&scale_section(&scale));
+    }
+    if let Some(steering) = &steering {
+        section.push_str(&steering_section(args.steering_names, steering));
+    }
+    section.push_str(&method(&args));
     print!("{section}");
     if let Some(out) = &args.out {
         let document = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".into());
@@ -329,20 +390,41 @@ fn main() -> Result<()> {
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("bench: wrote the DNS section of {}", out.display());
     }
-    let failed: Vec<&str> = results
+    let mut failed: Vec<String> = results
         .iter()
         .filter(|(_, outcome)| matches!(outcome, Outcome::Failed(_)))
-        .map(|(peer, _)| peer.label())
+        .map(|(peer, _)| peer.label(args.wide))
         .collect();
+    failed.extend(
+        scale
+            .iter()
+            .filter(|(_, row)| row.is_err())
+            .map(|(names, _)| format!("scale, {} names", count(*names as u64))),
+    );
+    if matches!(steering, Some(Err(_))) {
+        failed.push("steering".into());
+    }
     if !failed.is_empty() {
         bail!("failed: {}", failed.join(", "));
     }
     Ok(())
 }
 
-impl Bench {
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+fn mac(text: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|part| u8::from_str_radix(part, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("MAC address {text}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("MAC address {text}"))
+}
+
+impl Bench<'_> {
     fn measure(&self, peer: Peer) -> Result<Outcome> {
-        let files = self.zone_files(peer.zone(), peer.asked())?;
+        let files = self.zone_files(peer.zone(), peer.asked(self.args.wide))?;
         let running = match self.start(peer, &files)? {
             Ok(running) => running,
             Err(skipped) => return Ok(Outcome::Skipped(skipped)),
@@ -355,44 +437,57 @@ impl Bench {
         cpus::pin(self.napi, SERVER_CPU).context("the PoP end's NAPI thread is gone")?;
         let background = cpus::wait_quiet(QUIET_BELOW, QUIET_WAIT)?;
         let result = self.load(peer, &files, background);
-        // kxdpgun leaves its program on the client end; the next peer attaches XDP_PASS there.
-        let detached = self.topology.client.detach_xdp(INTERFACE);
         drop(running);
         if peer == Peer::KnotXdp {
             // Knot leaves its redirect program attached when it exits.
             self.topology.pop.detach_xdp(INTERFACE)?;
         }
-        detached?;
         Ok(Outcome::Measured(result?))
     }
 
-    /// Writes the zone file of `zone` and the query file asking `asked` of its names (once
-    /// each).
+    /// Writes the zone file of `zone`, and the query file and trafgen frames asking `asked` of
+    /// its names (once each, spread over the zone, in a fixed shuffled order).
     fn zone_files(&self, zone: BenchZone, asked: usize) -> Result<ZoneFiles> {
         let dir = self.topology.work_dir();
         let zone_file = dir.join(format!("bench-{}.zone", zone.names));
         let queries = dir.join(format!("queries-{}-{asked}.txt", zone.names));
+        let frames = dir.join(format!("frames-{}-{asked}.cfg", zone.names));
         if !zone_file.exists() {
             std::fs::write(&zone_file, zone.zone_file(SERVER))?;
         }
         if !queries.exists() {
-            std::fs::write(&queries, zone.sample_query_file(asked))?;
+            let text = zone.sample_query_file(asked);
+            let frame_text = trafgen::config(text.lines().filter_map(|line| {
+                let name = line.split_whitespace().next()?;
+                Some(trafgen::query_frame(&self.addresses, name))
+            }));
+            std::fs::write(&frames, frame_text)?;
+            std::fs::write(&queries, text)?;
         }
-        Ok(ZoneFiles { zone_file, queries })
+        Ok(ZoneFiles {
+            zone_file,
+            queries,
+            frames,
+        })
+    }
+
+    fn setup<'s>(&'s self, dir: &'s Path, zone_file: &'s Path) -> PeerSetup<'s> {
+        PeerSetup {
+            netns: &self.topology.pop,
+            dir,
+            zone_file,
+            listen: SERVER,
+            cpu: SERVER_CPU,
+        }
     }
 
     /// Starts `peer` in the PoP namespace, or says why it cannot run here.
     fn start(&self, peer: Peer, files: &ZoneFiles) -> Result<Result<Running, String>> {
         let pop = &self.topology.pop;
-        let setup = PeerSetup {
-            netns: pop,
-            dir: &self.topology.work_dir().join(format!("{peer:?}")),
-            zone_file: &files.zone_file,
-            listen: SERVER,
-            cpu: SERVER_CPU,
-        };
+        let dir = self.topology.work_dir().join(format!("{peer:?}"));
+        let setup = self.setup(&dir, &files.zone_file);
         let running: Running = match peer {
-            Peer::EdgeXdp | Peer::EdgeXdpMillion | Peer::EdgeXdpMillionHot => {
+            Peer::EdgeXdp | Peer::EdgeXdpMillionHot | Peer::EdgeXdpMillionWide => {
                 let timeout = if peer.zone().names == LARGE_ZONE {
                     LARGE_START_TIMEOUT
                 } else {
@@ -405,18 +500,61 @@ impl Bench {
                 let config = self.edge_config(peer, "generic", Some(listen))?;
                 if let Err(refused) = edge_check(&config)? {
                     return Ok(Err(format!(
-                        "skipped: this edge has no userspace DNS server yet (`edge check` \
-                         refuses `[dns] listen`: {refused})"
+                        "skipped: this edge has no userspace DNS server (`edge check` refuses \
+                         `[dns] listen`: {refused})"
                     )));
                 }
                 Box::new(self.start_edge(peer, "generic", Some(listen), SMALL_START_TIMEOUT)?)
             }
-            Peer::KnotXdp => Box::new(peers::start_knot(&setup, Some(INTERFACE))?),
+            Peer::KnotXdp => {
+                let mut knot = peers::start_knot(&setup, Some(INTERFACE))?;
+                match self.wait_started(&mut knot, peer) {
+                    Ok(()) => Box::new(knot),
+                    Err(error) => {
+                        let log = knot.log();
+                        let reasons: Vec<&str> = log
+                            .lines()
+                            .filter(|line| {
+                                let lower = line.to_ascii_lowercase();
+                                lower.contains("xdp") && lower.contains("fail")
+                                    || lower.contains("cannot use helper")
+                            })
+                            .collect();
+                        drop(knot);
+                        let _ = pop.detach_xdp(INTERFACE);
+                        if reasons.is_empty() {
+                            return Err(error);
+                        }
+                        return Ok(Err(format!(
+                            "not measured: Knot's XDP mode did not start on this kernel; knotd \
+                             said: {}",
+                            reasons.join(" / ")
+                        )));
+                    }
+                }
+            }
             Peer::KnotSockets => Box::new(peers::start_knot(&setup, None)?),
             Peer::Nsd => Box::new(peers::start_nsd(&setup)?),
+            Peer::Gdnsd => Box::new(peers::start_gdnsd(&setup)?),
             Peer::Reflector => Box::new(pop.attach_xdp(INTERFACE, program_name::REFLECT)?),
         };
         Ok(Ok(running))
+    }
+
+    /// Waits until `daemon` answers the first name, failing if it exits first.
+    fn wait_started(&self, daemon: &mut Daemon, peer: Peer) -> Result<()> {
+        let _pass = self.topology.attach_client_pass()?;
+        let deadline = Instant::now() + SMALL_START_TIMEOUT;
+        loop {
+            daemon.check_running()?;
+            if self.answers(0, BenchZone::address(0))? {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} does not answer", peer.label(self.args.wide));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn edge_config(
@@ -454,8 +592,10 @@ impl Bench {
         Ok(edge)
     }
 
-    /// dnsperf (with XDP_PASS on the client end, so that XDP_TX replies arrive), then kxdpgun.
+    /// dnsperf (with XDP_PASS on the client end, so that XDP_TX replies arrive), then trafgen
+    /// (with the reply sink there).
     fn load(&self, peer: Peer, files: &ZoneFiles, background: f64) -> Result<Measured> {
+        let runs = self.args.runs;
         let (dnsperf, latency) = {
             let _pass = self.topology.attach_client_pass()?;
             self.wait_answering(peer)?;
@@ -472,59 +612,99 @@ impl Bench {
                     },
                 )
             };
-            let dnsperf = (0..RUNS)
-                .map(|_| run(None, DNSPERF_SECONDS))
+            let dnsperf = (0..runs)
+                .map(|_| run(None, self.args.seconds))
                 .collect::<Result<Vec<_>>>()?;
-            let latency = (0..RUNS)
-                .map(|_| run(Some(LATENCY_RATE), LATENCY_SECONDS))
+            let latency = (0..runs)
+                .map(|_| run(Some(LATENCY_RATE), self.args.seconds))
                 .collect::<Result<Vec<_>>>()?;
             (dnsperf, latency)
         };
-        let offered = self.saturation_rate(&files.queries)?;
-        let (saturation, attempts) = self.final_runs(&files.queries, offered)?;
+        let _sink = ReplySink::attach(
+            &self.topology.client,
+            INTERFACE,
+            self.topology.pin_root().join("reply-sink"),
+        )?;
+        let mut mode = Mode::Ring;
+        let mut kept = Vec::new();
+        while kept.len() < runs {
+            let offered = match mode {
+                Mode::Ring => None,
+                Mode::Slow { .. } => Some(AS_FAST_AS_SLOW_MODE_GOES),
+            };
+            let run = self.trafgen(&files.frames, offered, kept.len())?;
+            if let (Mode::Ring, Some(aborted)) = (&mode, &run.report.aborted) {
+                eprintln!("bench:   trafgen's ring mode gave up ({aborted}); slow mode from here");
+                mode = Mode::Slow {
+                    ring_aborted: aborted.clone(),
+                };
+                continue;
+            }
+            eprintln!(
+                "bench:   sent {:>8}, answered {:>8}; CPU {SERVER_CPU} {:.0} %, CPU {CLIENT_CPU} \
+                 {:.0} % busy; other processes used {:.2} CPUs",
+                rate(run.report.sent_qps),
+                rate(run.report.answered_qps),
+                run.server_busy * 100.0,
+                run.client_busy * 100.0,
+                run.other
+            );
+            kept.push(run);
+        }
         Ok(Measured {
-            offered,
-            saturation,
-            attempts,
+            mode,
+            runs: kept,
             dnsperf,
             latency,
             background,
         })
     }
 
-    /// `RUNS` runs at `offered`. A run during which other processes used more than
-    /// `DISTURBED_ABOVE` CPUs is repeated, up to `MAX_ATTEMPTS` runs in all; the `RUNS` least
-    /// disturbed are kept, with the CPUs others used during each.
-    fn final_runs(&self, queries: &Path, offered: u64) -> Result<(Vec<FinalRun>, usize)> {
-        let mut runs: Vec<FinalRun> = Vec::new();
-        let undisturbed = |runs: &[FinalRun]| {
-            runs.iter()
-                .filter(|run| run.other <= DISTURBED_ABOVE)
-                .count()
-        };
-        while runs.len() < RUNS || (undisturbed(&runs) < RUNS && runs.len() < MAX_ATTEMPTS) {
-            let other = cpus::OtherWork::start()?;
-            let busy = cpus::CpuBusy::start()?;
-            let run = self.kxdpgun(queries, offered, RUN_SECONDS)?;
-            let server_busy = busy.share(SERVER_CPU)?;
-            let used = other.cpus_used()?;
-            eprintln!(
-                "bench:   run at {:>8}: answered {:>8}; CPU {SERVER_CPU} {:.0} % busy; other \
-                 processes used {used:.2} CPUs",
-                rate(offered as f64),
-                rate(run.answered_qps),
-                server_busy * 100.0
-            );
-            runs.push(FinalRun {
-                report: run,
-                server_busy,
-                other: used,
-            });
-        }
-        let attempts = runs.len();
-        runs.sort_by(|a, b| a.other.total_cmp(&b.other));
-        runs.truncate(RUNS);
-        Ok((runs, attempts))
+    /// One trafgen run, with the cores' busy time and other processes' CPU use.
+    fn trafgen(&self, frames: &Path, rate: Option<u64>, number: usize) -> Result<Run> {
+        let other = cpus::OtherWork::start()?;
+        let busy = cpus::CpuBusy::start()?;
+        let report = trafgen::measure(
+            &self.topology.client,
+            &TrafgenRun {
+                config: frames,
+                interface: INTERFACE,
+                rate,
+                seconds: self.args.seconds as f64,
+                cpu: CLIENT_CPU,
+            },
+            &self
+                .topology
+                .work_dir()
+                .join(format!("trafgen-{number}.log")),
+        )?;
+        Ok(Run {
+            server_busy: busy.share(SERVER_CPU)?,
+            client_busy: busy.share(CLIENT_CPU)?,
+            other: other.cpus_used()?,
+            report,
+        })
+    }
+
+    /// Whether the `i`-th name gets `expected` from the PoP (through kdig on the client, which
+    /// needs the XDP_PASS program on the client end).
+    fn answers(&self, i: usize, expected: Ipv4Addr) -> Result<bool> {
+        let reply = kdig(
+            &self.topology.client,
+            &[
+                &format!("@{SERVER}"),
+                &BenchZone::name(i),
+                "A",
+                "+time=1",
+                "+retry=0",
+            ],
+        )?;
+        let expected = expected.to_string();
+        Ok(reply.status().as_deref() == Some("NOERROR")
+            && reply
+                .section("ANSWER")
+                .iter()
+                .any(|record| record.get(4) == Some(&expected)))
     }
 
     /// Waits until the peer answers the first name with its address (the reflector: with any
@@ -553,76 +733,344 @@ impl Bench {
         }
         bail!(
             "{} does not answer {name} A with {expected}:\n{last}",
-            peer.label()
+            peer.label(self.args.wide)
         )
     }
+}
 
-    /// The offered rate for the final runs: the lowest ladder rate at which the peer is
-    /// saturated (it answers fewer than it is offered) and still answers at least `NEAR_BEST`
-    /// of the best step. The rate grows by `LADDER_FACTOR` from `LADDER_START` until two steps
-    /// in a row add less than `IMPROVEMENT` to the best answered rate. Overloading an XDP peer
-    /// far beyond its peak often drops it into a slower steady state (the veth and kxdpgun's
-    /// copy-mode transmit hand off differently), so the final runs stay near the knee.
-    fn saturation_rate(&self, queries: &Path) -> Result<u64> {
-        let mut steps: Vec<(u64, KxdpgunReport)> = Vec::new();
-        let mut best = 0.0_f64;
-        let mut without_gain = 0;
-        let mut offered = LADDER_START;
-        while offered <= LADDER_MAX && without_gain < 2 {
-            let run = self.step(queries, offered)?;
-            if run.answered_qps > best * IMPROVEMENT {
-                without_gain = 0;
-            } else {
-                without_gain += 1;
+/// What a server took to load a zone, measured from outside.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    /// From starting the process to its first right answer for the zone's last name.
+    ready: Duration,
+    /// PSS over its process tree once ready, its peak RSS, and the kernel memory its BPF maps
+    /// lock.
+    pss: u64,
+    peak: u64,
+    memlock: u64,
+}
+
+/// One reload of edge changing one name.
+#[derive(Debug, Clone, Copy)]
+struct Reload {
+    /// From SIGHUP to kdig's first answer with the changed address.
+    visible: Duration,
+    /// Queries trafgen sent from before the SIGHUP until after the change was visible, and
+    /// replies counted.
+    sent: u64,
+    answered: u64,
+}
+
+struct ScaleRow {
+    edge: Result<Footprint>,
+    reload: Result<Reload>,
+    knot: Result<Footprint>,
+    nsd: Result<Footprint>,
+}
+
+/// One steering change.
+struct SteeringChange {
+    action: &'static str,
+    visible: Duration,
+    cpu_seconds: f64,
+}
+
+struct SteeringRow {
+    ready: Duration,
+    rss: u64,
+    changes: Vec<SteeringChange>,
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn memory_available() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("MemAvailable:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .context("no MemAvailable in /proc/meminfo")
+}
+
+/// The A records kdig gets for `name` from the PoP.
+fn addresses_of(client: &Netns, name: &str) -> Result<BTreeSet<String>> {
+    let reply = kdig(
+        client,
+        &[&format!("@{SERVER}"), name, "A", "+time=1", "+retry=0"],
+    )?;
+    Ok(reply
+        .section("ANSWER")
+        .iter()
+        .filter(|record| record.get(3).map(String::as_str) == Some("A"))
+        .filter_map(|record| record.get(4).cloned())
+        .collect())
+}
+
+impl Bench<'_> {
+    /// `edge run` (pinned to the server core) in the PoP namespace.
+    fn spawn_edge(&self, config: &Path) -> Result<Daemon> {
+        let mut command = self.topology.pop.command("taskset");
+        command
+            .args(["-c", &SERVER_CPU.to_string()])
+            .arg(edge_tests::edge::binary())
+            .args(["run", "--config"])
+            .arg(config);
+        Daemon::spawn("edge", command, &config.with_extension("log"))
+    }
+
+    /// Waits until `daemon` answers the `last`-th name with its address; stops waiting (and
+    /// fails) when it exits, passes `memory_cap` bytes resident, or `timeout` passes.
+    fn wait_ready(
+        &self,
+        daemon: &mut Daemon,
+        started: Instant,
+        last: usize,
+        timeout: Duration,
+        memory_cap: u64,
+    ) -> Result<Duration> {
+        loop {
+            daemon.check_running()?;
+            let resident = footprint::pss(daemon.id())?;
+            if resident > memory_cap {
+                bail!(
+                    "stopped: it passed {} MB resident before answering (cap {} MB, {:.0} % of \
+                     the memory available when it started)",
+                    resident >> 20,
+                    memory_cap >> 20,
+                    MEMORY_SHARE_CAP * 100.0
+                );
             }
-            best = best.max(run.answered_qps);
-            steps.push((offered, run));
-            offered = (offered as f64 * LADDER_FACTOR) as u64;
+            if self.answers(last, BenchZone::address(last))? {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                bail!("no answer for name{last} within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
         }
-        let near_best = |run: &KxdpgunReport| run.answered_qps >= NEAR_BEST * best;
-        let saturated =
-            |offered: u64, run: &KxdpgunReport| run.answered_qps < SATURATED_BELOW * offered as f64;
-        steps
-            .iter()
-            .filter(|(rate, run)| near_best(run) && saturated(*rate, run))
-            .map(|(rate, _)| *rate)
-            .min()
-            .or_else(|| {
-                // Never saturated below the ladder's top: kxdpgun was the limit throughout.
-                steps
-                    .iter()
-                    .filter(|(_, run)| near_best(run))
-                    .map(|(rate, _)| *rate)
-                    .max()
-            })
-            .context("no ladder step")
     }
 
-    /// One ladder step.
-    fn step(&self, queries: &Path, offered: u64) -> Result<KxdpgunReport> {
-        let run = self.kxdpgun(queries, offered, LADDER_SECONDS)?;
-        eprintln!(
-            "bench:   offered {:>8}: sent {:>8}, answered {:>8}",
-            rate(offered as f64),
-            rate(run.sent_qps),
-            rate(run.answered_qps)
-        );
-        Ok(run)
+    /// Starts a server with `spawn`, waits until it answers, and reads its footprint.
+    fn footprint(
+        &self,
+        names: usize,
+        spawn: impl FnOnce() -> Result<Daemon>,
+    ) -> Result<(Daemon, Footprint)> {
+        let cap = (memory_available()? as f64 * MEMORY_SHARE_CAP) as u64;
+        let timeout = start_timeout(names);
+        let started = Instant::now();
+        let mut daemon = spawn()?;
+        let ready = self.wait_ready(&mut daemon, started, names - 1, timeout, cap)?;
+        let pid = daemon.id();
+        let footprint = Footprint {
+            ready,
+            pss: footprint::pss(pid)?,
+            peak: footprint::peak_rss(pid)?,
+            memlock: footprint::map_memlock(pid)?,
+        };
+        Ok((daemon, footprint))
     }
 
-    fn kxdpgun(&self, queries: &Path, offered: u64, seconds: u64) -> Result<KxdpgunReport> {
-        load::kxdpgun(
-            &self.topology.client,
-            &KxdpgunRun {
-                server: SERVER,
-                queries,
+    /// The scale row of a zone of `names` names.
+    fn scale(&self, names: usize) -> Result<ScaleRow> {
+        let zone = BenchZone::new(names);
+        let files = self.zone_files(zone, SMALL_ZONE)?;
+        let _pass = self.topology.attach_client_pass()?;
+        // trafgen's replies end at this socket, which is never read: a full receive buffer
+        // drops them quietly, where a closed port would send ICMP back to the server.
+        let _absorb = self
+            .topology
+            .client
+            .run_inside(|| UdpSocket::bind((Topology::CLIENT_V4, trafgen::CLIENT_PORT)))??;
+        let text = zone.edge_config(&EdgeSettings {
+            interface: INTERFACE,
+            pin_root: self.topology.pin_root(),
+            mode: "native",
+            dns_listen: None,
+        });
+        let config = self
+            .topology
+            .write_file(&format!("scale-{names}.toml"), &text)?;
+        let edge = self.footprint(names, || self.spawn_edge(&config));
+        let (edge, reload) = match edge {
+            Ok((mut daemon, footprint)) => {
+                eprintln!(
+                    "bench:   edge ready in {:.2} s, {} MB PSS, {} MB maps",
+                    footprint.ready.as_secs_f64(),
+                    footprint.pss >> 20,
+                    footprint.memlock >> 20
+                );
+                let reload = self.reload(&mut daemon, &config, &text, &files.frames);
+                drop(daemon);
+                (Ok(footprint), reload)
+            }
+            Err(error) => (Err(error), Err(anyhow::anyhow!("edge did not start"))),
+        };
+        drop(text);
+        let peer = |name: &str, start: fn(&PeerSetup) -> Result<Daemon>| {
+            let dir = self.topology.work_dir().join(format!("scale-{name}-{names}"));
+            let setup = self.setup(&dir, &files.zone_file);
+            let result = self.footprint(names, || start(&setup)).map(|(_, f)| f);
+            if let Ok(footprint) = &result {
+                eprintln!(
+                    "bench:   {name} ready in {:.2} s, {} MB PSS",
+                    footprint.ready.as_secs_f64(),
+                    footprint.pss >> 20
+                );
+            }
+            result
+        };
+        let knot = peer("knot", |setup| peers::start_knot(setup, None));
+        let nsd = peer("nsd", peers::start_nsd);
+        Ok(ScaleRow {
+            edge,
+            reload,
+            knot,
+            nsd,
+        })
+    }
+
+    /// Changes the first name's address in `config`, sends SIGHUP and waits for kdig to see the
+    /// change, while trafgen offers `RELOAD_RATE` queries per second for the hot names.
+    fn reload(&self, daemon: &mut Daemon, config: &Path, text: &str, frames: &Path) -> Result<Reload> {
+        let old = format!("a = [\"{}\"]", BenchZone::address(0));
+        let changed = text.replacen(&old, &format!("a = [\"{CHANGED_ADDRESS}\"]"), 1);
+        if changed == text {
+            bail!("the config has no {old}");
+        }
+        // Written aside and renamed, so that the daemon never reads half a file.
+        let fresh = config.with_extension("toml.new");
+        std::fs::write(&fresh, changed)?;
+        std::fs::rename(&fresh, config)?;
+        let client = &self.topology.client;
+        let trafgen = trafgen::Trafgen::start(
+            client,
+            &TrafgenRun {
+                config: frames,
                 interface: INTERFACE,
-                server_mac: &self.server_mac,
-                rate: offered,
-                seconds,
+                rate: Some(RELOAD_RATE),
+                seconds: 0.0,
                 cpu: CLIENT_CPU,
             },
-        )
+            &self.topology.work_dir().join("trafgen-reload.log"),
+        )?;
+        let window = trafgen::Window::open(client, INTERFACE)?;
+        let signalled = Instant::now();
+        // SAFETY: kill(2) on the daemon we started.
+        if unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGHUP) } != 0 {
+            bail!("SIGHUP: {}", std::io::Error::last_os_error());
+        }
+        let visible = loop {
+            daemon.check_running()?;
+            if self.answers(0, CHANGED_ADDRESS)? {
+                break signalled.elapsed();
+            }
+            if signalled.elapsed() > RELOAD_TIMEOUT {
+                bail!("the changed name did not answer within {RELOAD_TIMEOUT:?}");
+            }
+        };
+        thread::sleep(RELOAD_TAIL);
+        drop(trafgen);
+        // The last replies arrive within microseconds; a little margin.
+        thread::sleep(Duration::from_millis(100));
+        let counted = window.close()?;
+        eprintln!(
+            "bench:   reload visible after {:.1} ms; {} sent, {} answered",
+            visible.as_secs_f64() * 1e3,
+            counted.sent,
+            counted.answered
+        );
+        Ok(Reload {
+            visible,
+            sent: counted.sent,
+            answered: counted.answered,
+        })
+    }
+
+    /// `names` static names and one steered name on a pool of two unreachable members
+    /// (`all_down = "answer-all"`: both answered until one is drained).
+    fn steering(&self, names: usize) -> Result<SteeringRow> {
+        let zone = BenchZone::new(names);
+        let _pass = self.topology.attach_client_pass()?;
+        let pool = format!(
+            "[[pools]]\nname = \"p\"\nkind = \"origin\"\n[pools.steering]\nall_down = \
+             \"answer-all\"\n[[pools.members]]\nname = \"m1\"\naddress = \"{MEMBER_1}\"\n\
+             [[pools.members]]\nname = \"m2\"\naddress = \"{MEMBER_2}\"\n\n"
+        );
+        let text = zone
+            .edge_config(&EdgeSettings {
+                interface: INTERFACE,
+                pin_root: self.topology.pin_root(),
+                mode: "native",
+                dns_listen: None,
+            })
+            .replacen("[[zones]]", &format!("{pool}[[zones]]"), 1)
+            + "\n[[zones.names]]\nname = \"steered\"\npool = \"p\"\n";
+        let config = self.topology.write_file("steering.toml", &text)?;
+        drop(text);
+        let (mut daemon, footprint) = self.footprint(names, || self.spawn_edge(&config))?;
+        let steered = format!("steered.{APEX}");
+        let both: BTreeSet<String> = [MEMBER_1, MEMBER_2].iter().map(|a| a.to_string()).collect();
+        let second: BTreeSet<String> = [MEMBER_2.to_string()].into();
+        let wait_for = |daemon: &mut Daemon, expected: &BTreeSet<String>| -> Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                daemon.check_running()?;
+                if addresses_of(&self.topology.client, &steered)? == *expected {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("{steered} did not answer {expected:?} within 30 s");
+                }
+            }
+        };
+        wait_for(&mut daemon, &both)?;
+        let mut changes = Vec::new();
+        for (action, expected) in [("drain", &second), ("undrain", &both)] {
+            let cpu = footprint::cpu_seconds(daemon.id())?;
+            let started = Instant::now();
+            let output = self
+                .topology
+                .pop
+                .command(edge_tests::edge::binary())
+                .args([action, "--config"])
+                .arg(&config)
+                .args(["p", "m1"])
+                .output()?;
+            if !output.status.success() {
+                bail!(
+                    "edge {action}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            wait_for(&mut daemon, expected)?;
+            let visible = started.elapsed();
+            let cpu_seconds = footprint::cpu_seconds(daemon.id())? - cpu;
+            eprintln!(
+                "bench:   {action}: visible after {:.1} ms, {cpu_seconds:.3} s of CPU",
+                visible.as_secs_f64() * 1e3
+            );
+            changes.push(SteeringChange {
+                action,
+                visible,
+                cpu_seconds,
+            });
+        }
+        Ok(SteeringRow {
+            ready: footprint.ready,
+            rss: footprint::rss(daemon.id())?,
+            changes,
+        })
+    }
+}
+
+fn start_timeout(names: usize) -> Duration {
+    if names >= HUGE_ZONE {
+        HUGE_START_TIMEOUT
+    } else if names >= LARGE_ZONE {
+        LARGE_START_TIMEOUT
+    } else {
+        SMALL_START_TIMEOUT
     }
 }
 
@@ -649,8 +1097,11 @@ fn edge_check(config: &Path) -> Result<Result<(), String>> {
 fn version(program: &str, args: &[&str]) -> String {
     let reported = command_output(program, args).ok().and_then(|text| {
         text.lines()
-            .find(|line| line.to_ascii_lowercase().contains("version"))
-            .and_then(|line| line.split_whitespace().last())
+            .find(|line| line.to_ascii_lowercase().contains("version") || line.starts_with(program))
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find(|word| word.starts_with(|c: char| c.is_ascii_digit()))
+            })
             .map(str::to_string)
     });
     format!(
@@ -681,7 +1132,6 @@ fn program_costs() -> Result<Vec<(usize, usize, ProgramCost)>> {
         })
         .collect()
 }
-
 /// The program-cost table.
 fn program_cost_section(costs: &[(usize, usize, ProgramCost)]) -> String {
     let mut table = Table::new(&[
@@ -702,7 +1152,7 @@ fn program_cost_section(costs: &[(usize, usize, ProgramCost)]) -> String {
     }
     format!(
         "\n### XDP program cost per query\n\n\
-         Apart from the veth pair, kxdpgun and their scheduling: every query frame of the row runs \
+         Apart from the veth pair, the load generator and their scheduling: every query frame of the row runs \
          through `edge_dns` (the zone loaded as edge publishes it) and through the reflector with \
          BPF_PROG_TEST_RUN, one run per call, {ROUNDS} rounds; the kernel times each run and a \
          frame's figure is its fastest round (which filters out other work on the machine). The \
@@ -739,8 +1189,33 @@ fn case_cost_section(costs: &[CaseCost]) -> String {
     )
 }
 
+fn megabytes(bytes: u64) -> String {
+    format!("{} MB", count(bytes / 1_000_000))
+}
+
+fn seconds(duration: Duration) -> String {
+    let s = duration.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// A cell for a result, or why there is none.
+fn cell<T>(result: &Result<T>, show: impl Fn(&T) -> String) -> String {
+    match result {
+        Ok(value) => show(value),
+        Err(error) => format!("failed: {}", first_line(&format!("{error:#}"))),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().chars().take(160).collect()
+}
+
 fn report(
-    command: &str,
+    args: &Args,
     date: &str,
     took: Duration,
     results: &[(Peer, Outcome)],
@@ -757,40 +1232,31 @@ fn report(
 
     let mut table = Table::new(&[
         "peer",
-        "kxdpgun answered qps",
-        "kxdpgun sent qps",
+        "answered qps",
+        "sent qps",
         "limited by",
-        "CPU 1 busy",
-        "answered qps, 3 runs",
+        "answered qps, each run",
         "dnsperf qps",
         "dnsperf latency at 10 k qps",
     ]);
     let mut notes = Vec::new();
     for (peer, outcome) in results {
-        let mut cells = vec![peer.label().to_string()];
+        let label = peer.label(args.wide);
+        let mut cells = vec![label.clone()];
         match outcome {
             Outcome::Measured(m) => {
                 let optional = |value: Option<f64>| value.map(rate).unwrap_or_default();
                 cells.push(optional(m.answered()));
-                cells.push(format!(
-                    "{} (offered {})",
-                    optional(m.sent()),
-                    rate(m.offered as f64)
-                ));
-                cells.push(
-                    m.limit()
-                        .map(Limit::describe)
-                        .unwrap_or_default()
-                        .to_string(),
-                );
                 cells.push(
                     m.median_run()
-                        .map(|run| format!("{:.0} %", run.server_busy * 100.0))
+                        .map(|run| rate(run.report.sent_qps))
                         .unwrap_or_default(),
                 );
+                cells.push(m.median_run().map(limit).unwrap_or_default());
                 cells.push(
-                    m.runs()
-                        .map(|run| rate(run.answered_qps))
+                    m.runs
+                        .iter()
+                        .map(|run| rate(run.report.answered_qps))
                         .collect::<Vec<_>>()
                         .join(" / "),
                 );
@@ -800,27 +1266,24 @@ fn report(
                         .map(|us| format!("{us:.0} µs"))
                         .unwrap_or_default(),
                 );
-                if m.disturbance() > DISTURBED_ABOVE {
+                if let Mode::Slow { ring_aborted } = &m.mode {
                     notes.push(format!(
-                        "{}: other processes used up to {:.2} CPUs during the kxdpgun runs kept \
-                         ({} runs were needed for {RUNS}): noisy.",
-                        peer.label(),
-                        m.disturbance(),
-                        m.attempts
+                        "{label}: trafgen's transmit ring gave up on the veth's push-back \
+                         ({ring_aborted}); the runs kept used its slow mode (one sendto per \
+                         frame)."
                     ));
                 }
-                if m.errors() > 0 {
+                if m.disturbance() > DISTURBED_ABOVE {
                     notes.push(format!(
-                        "{}: {} replies were not NOERROR.",
-                        peer.label(),
-                        m.errors()
+                        "{label}: other processes used up to {:.2} CPUs during the trafgen runs: \
+                         noisy.",
+                        m.disturbance()
                     ));
                 }
                 let lost: u64 = m.latency.iter().map(|run| run.lost).sum();
                 if lost > 0 {
                     notes.push(format!(
-                        "{}: dnsperf lost {lost} queries at {} qps.",
-                        peer.label(),
+                        "{label}: dnsperf lost {lost} queries at {} qps.",
                         rate(LATENCY_RATE as f64)
                     ));
                 }
@@ -828,22 +1291,21 @@ fn report(
             Outcome::Skipped(why) | Outcome::Failed(why) => {
                 cells.push(match outcome {
                     Outcome::Failed(_) => "failed".to_string(),
-                    _ => "skipped".to_string(),
+                    _ => "not measured".to_string(),
                 });
-                notes.push(format!("{}: {why}", peer.label()));
+                notes.push(format!("{label}: {why}"));
             }
         }
         table.row(cells);
     }
 
-    let backgrounds: Vec<f64> = results
+    let busiest = results
         .iter()
         .filter_map(|(_, outcome)| match outcome {
             Outcome::Measured(m) => Some(m.background),
             _ => None,
         })
-        .collect();
-    let busiest = backgrounds.iter().copied().fold(0.0, f64::max);
+        .fold(0.0, f64::max);
     if busiest > QUIET_BELOW {
         notes.push(format!(
             "Other work shared the machine during this run (up to {:.0} % of all CPU time was \
@@ -854,12 +1316,6 @@ fn report(
         ));
     }
 
-    let edge = answered(Peer::EdgeXdp);
-    let knot_xdp = answered(Peer::KnotXdp);
-    let times_knot = match (edge, knot_xdp) {
-        (Some(edge), Some(knot)) if knot > 0.0 => format!("{:.1}×", edge / knot),
-        _ => "n/a".to_string(),
-    };
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")?
         .lines()
         .find_map(|line| line.strip_prefix("model name"))
@@ -871,93 +1327,195 @@ fn report(
     let mut text = String::new();
     text.push_str("## DNS\n\n");
     text.push_str(&format!(
-        "Produced by `{command}` on {date}, in {:.0} s.\n\n",
+        "Produced by `{}` on {date}, in {:.0} s.\n\n",
+        args.command,
         took.as_secs_f64()
     ));
     text.push_str(&format!(
-        "Machine: {nproc} CPUs ({cpu_model}), kernel {}. Tools: {}; {}; {}; {}.\n\n",
+        "Machine: {nproc} CPUs ({cpu_model}), kernel {}. Tools: {}; {}; {}; {}; {}.\n\n",
         kernel.trim(),
-        version("kxdpgun", &["-V"]),
+        version("trafgen", &["-v"]),
         version("dnsperf", &["-h"]),
         version("knotd", &["-V"]),
         version("nsd", &["-v"]),
+        version("gdnsd", &["-h"]),
     ));
-    text.push_str(&table.markdown());
-    text.push_str(&format!(
-        "\n- edge XDP path vs the reflector (target ≥ 90 %): {}\n\
-         - edge XDP path vs Knot DNS's XDP mode (target ≥ 4×): {times_knot}\n\
-         - 1,000,000-name zone vs 1,000-name zone, 1,000 names asked of each (target ≥ 90 %): \
-         {}\n\
-         - 1,000,000-name zone asking all its names vs 1,000-name zone (no target: every \
-         lookup goes to memory): {}\n",
-        percent(edge, answered(Peer::Reflector)),
-        percent(answered(Peer::EdgeXdpMillionHot), edge),
-        percent(answered(Peer::EdgeXdpMillion), edge),
-    ));
+    if !results.is_empty() {
+        text.push_str("### Throughput\n\n");
+        text.push_str(&table.markdown());
+        text.push_str(&format!(
+            "\n- edge XDP path vs the reflector: {}\n\
+             - 1,000,000-name zone vs 1,000-name zone, 1,000 names asked of each: {}\n\
+             - 1,000,000-name zone, {} names asked, vs 1,000-name zone: {}\n",
+            percent(answered(Peer::EdgeXdp), answered(Peer::Reflector)),
+            percent(answered(Peer::EdgeXdpMillionHot), answered(Peer::EdgeXdp)),
+            count(args.wide as u64),
+            percent(answered(Peer::EdgeXdpMillionWide), answered(Peer::EdgeXdp)),
+        ));
+        if !notes.is_empty() {
+            text.push_str("\nNotes:\n\n");
+            for note in &notes {
+                text.push_str(&format!("- {note}\n"));
+            }
+        }
+    }
     if !costs.is_empty() {
         text.push_str(&program_cost_section(costs));
     }
     if !case_costs.is_empty() {
         text.push_str(&case_cost_section(case_costs));
     }
-    if !notes.is_empty() {
-        text.push_str("\nNotes:\n\n");
-        for note in &notes {
-            text.push_str(&format!("- {note}\n"));
+    Ok(text)
+}
+
+/// The scale table.
+fn scale_section(rows: &[(usize, Result<ScaleRow>)]) -> String {
+    let mut table = Table::new(&[
+        "names",
+        "edge ready",
+        "edge PSS",
+        "edge peak RSS",
+        "edge kernel maps",
+        "1-name reload → visible",
+        "queries lost during it",
+        "Knot ready",
+        "Knot PSS",
+        "NSD ready",
+        "NSD PSS",
+    ]);
+    for (names, row) in rows {
+        let mut cells = vec![count(*names as u64)];
+        match row {
+            Ok(row) => {
+                cells.push(cell(&row.edge, |f| seconds(f.ready)));
+                cells.push(cell(&row.edge, |f| megabytes(f.pss)));
+                cells.push(cell(&row.edge, |f| megabytes(f.peak)));
+                cells.push(cell(&row.edge, |f| megabytes(f.memlock)));
+                cells.push(cell(&row.reload, |r| seconds(r.visible)));
+                cells.push(cell(&row.reload, |r| {
+                    format!(
+                        "{} of {}",
+                        count(r.sent.saturating_sub(r.answered)),
+                        count(r.sent)
+                    )
+                }));
+                cells.push(cell(&row.knot, |f| seconds(f.ready)));
+                cells.push(cell(&row.knot, |f| megabytes(f.pss)));
+                cells.push(cell(&row.nsd, |f| seconds(f.ready)));
+                cells.push(cell(&row.nsd, |f| megabytes(f.pss)));
+            }
+            Err(error) => cells.push(format!("failed: {}", first_line(&format!("{error:#}")))),
         }
+        table.row(cells);
     }
-    text.push_str(&format!(
+    format!(
+        "\n### Scale\n\n{}\n\
+         Each server in turn, pinned to CPU {SERVER_CPU}, serves a zone of that many names with \
+         one A record each (edge: its TOML config; Knot DNS and NSD: the same names in one zone \
+         file). *Ready*: from starting the process to kdig's first right answer for the zone's \
+         last name, polled every 20 ms. *PSS*: proportional set size over the process tree once \
+         ready (smaps_rollup; NSD's forked server shares pages with its parent); *peak RSS*: \
+         VmHWM. *Kernel maps*: the `memlock` of every BPF map the daemon holds open (fdinfo), \
+         each map once. *Reload*: the config rewritten with one name's address changed, then \
+         SIGHUP; the time until kdig gets the new address (polled back to back), while trafgen \
+         offers {} qps for 1,000 names; *lost*: queries the client end's interface sent minus \
+         replies it received, from before the SIGHUP until {} ms after the change was visible. \
+         A server passing {:.0} % of the memory available when it started is stopped.\n",
+        table.markdown(),
+        rate(RELOAD_RATE as f64),
+        RELOAD_TAIL.as_millis(),
+        MEMORY_SHARE_CAP * 100.0,
+    )
+}
+
+/// The steering table.
+fn steering_section(names: usize, row: &Result<SteeringRow>) -> String {
+    let mut table = Table::new(&[
+        "static names",
+        "change",
+        "command → answer visible",
+        "daemon CPU time",
+        "daemon RSS",
+        "edge ready",
+    ]);
+    match row {
+        Ok(row) => {
+            for change in &row.changes {
+                table.row(vec![
+                    count(names as u64),
+                    format!("edge {} p m1", change.action),
+                    seconds(change.visible),
+                    format!("{:.0} ms", change.cpu_seconds * 1e3),
+                    megabytes(row.rss),
+                    seconds(row.ready),
+                ]);
+            }
+        }
+        Err(error) => table.row(vec![
+            count(names as u64),
+            format!("failed: {}", first_line(&format!("{error:#}"))),
+        ]),
+    }
+    format!(
+        "\n### Steering changes with many static names\n\n{}\n\
+         edge serves {} static names and one steered name on a pool of two members that no probe \
+         reaches (`all_down = \"answer-all\"`: both are answered while neither is drained). \
+         `edge drain --config … p m1` (then `undrain`) runs in the PoP namespace; the time is \
+         from starting the command to kdig's first answer with the new member set, polled back \
+         to back; the CPU time is the daemon's (utime + stime) over the same span, probe rounds \
+         included.\n",
+        table.markdown(),
+        count(names as u64),
+    )
+}
+
+fn method(args: &Args) -> String {
+    format!(
         "\n### Method\n\n\
          - Topology: two network namespaces, client ({client}) and PoP ({SERVER}), joined by one \
-         veth pair; every peer runs in the PoP namespace in turn. IPv4, UDP, A queries.\n\
-         - Zone `bench.example`: {small} names with one A record each (edge: TOML config; \
-         Knot and NSD: the same names in a zone file). Queries: every name once, in a fixed \
-         shuffled order, repeated. The million-name rows serve {large} names: one asks \
-         {small} of them, spread evenly over the zone (every {stride}th name), so that the same \
-         query load meets a table a thousand times larger, as the issue asks; the other asks all \
-         of them, so that nearly every lookup misses the CPU caches.\n\
+         veth pair; every server runs in the PoP namespace in turn. IPv4, UDP, A queries.\n\
+         - Zone `{APEX}`: {small} names with one A record each (edge: TOML config; Knot, NSD and \
+         gdnsd: the same names in a zone file). The million-name rows serve {large} names: one \
+         asks {small} of them, spread evenly (every {stride}th name), so that the same query \
+         load meets a table a thousand times larger; the other asks {wide}, spread evenly too, \
+         so that most lookups miss the CPU caches. Queries ask every name of their set once, in \
+         a fixed shuffled order, round robin.\n\
          - CPUs: {layout}\n\
-         - kxdpgun (one AF_XDP thread, batches of 64): the offered rate grows by {factor} from {start} \
-         in {LADDER_SECONDS} s steps until two steps in a row add less than {gain:.0} % to the \
-         best answered rate. The final runs offer the lowest rate that saturated the peer (it \
-         answered less than {saturated:.0} % of the offered rate) and was answered at least \
-         {near:.0} % as well as the best step: far beyond its peak an XDP peer more often settles \
-         into a slower steady state (it flips between two also near the knee; why is not \
-         established), so the runs stay near the knee, for every peer alike. At that rate, \
-         {RUNS} runs of {RUN_SECONDS} s (a run during which processes outside the \
-         benchmark's process tree used more than {DISTURBED_ABOVE} CPUs is repeated, up to \
-         {MAX_ATTEMPTS} runs, and the {RUNS} least disturbed are kept): the table shows their \
-         median, the median sent rate, and each run. \"Limited by\" and \"CPU 1 busy\" read the median run: \
-         *server* when CPU 1 was busy at least {server_busy:.0} % of the run or fewer than \
-         {server_bound:.0} % of the sent queries were answered (on this kernel a full veth \
-         receive ring pushes back on the sender instead of dropping, so a saturated server \
-         slows kxdpgun down and still answers nearly all it sends); *kxdpgun* when CPU 1 had \
-         time to spare and kxdpgun sent less than {generator_bound:.0} % of the offered rate \
-         (the peer could do more than the row shows); *offered rate* otherwise.\n\
-         - dnsperf (pinned to CPU {CLIENT_CPU}): {RUNS} runs of {DNSPERF_SECONDS} s with \
+         - trafgen (netsniff-ng; kxdpgun and Knot's XDP mode do not load their XDP programs on \
+         kernels that refuse `bpf_xdp_adjust_meta` to them): one process (`--cpus 1`) pinned \
+         to CPU {CLIENT_CPU}, sending one prebuilt frame per name asked, as fast as its \
+         transmit ring goes; where the veth's push-back makes it give up (`Flushing TX_RING \
+         failed`), its slow mode (`-b`, one sendto per frame) at a rate it cannot reach. \
+         {runs} runs of {seconds} s after 0.5 s of warm-up; the table shows the median and \
+         each run. Sent and answered are the client end's interface counters (transmitted, \
+         received) over the window, never trafgen's own: the replies end in an XDP program on \
+         the client end that drops them after the veth counted them. *Limited by* reads the \
+         median run: *server core* when CPU {SERVER_CPU} was busy at least {busy:.0} % of \
+         it; *server* when fewer than {bound:.0} % of the sent queries were answered; \
+         *generator* when CPU {CLIENT_CPU} (trafgen) was busy at least {busy:.0} %; otherwise \
+         *kernel path*. On this kernel a full veth receive ring pushes back on the sender \
+         instead of dropping, so a saturated server slows the generator down and still answers \
+         nearly all it was sent.\n\
+         - dnsperf (pinned to CPU {CLIENT_CPU}): {runs} runs of {seconds} s with \
          {DNSPERF_OUTSTANDING} queries in flight (median qps; the socket client is usually the \
-         limit), and {RUNS} runs of {LATENCY_SECONDS} s at {latency_rate} qps (median of the \
-         average latency).\n\
-         - Knot DNS and NSD: one UDP worker each; Knot's XDP mode with `xdp: listen: eth0` (one \
-         XDP worker for the veth's one queue); NSD with minimal responses. edge's userspace \
-         path: `[dns] listen` on the veth address with the XDP program attached to `lo` (generic \
-         mode), so that every query reaches the userspace server.\n\
+         limit), and {runs} runs at {latency_rate} qps (median of the average latency).\n\
+         - Knot DNS, NSD and gdnsd: one UDP worker each; Knot's XDP mode with `xdp: listen: \
+         eth0`, started and asked at run time, reported as not measured with knotd's own words \
+         when it does not start; NSD with minimal responses. edge's userspace path: `[dns] \
+         listen` on the veth address with the XDP program attached to `lo` (generic mode), so \
+         that every query reaches the userspace server.\n\
          - The reflector is `edge_reflect` in edge-ebpf/src/reflect.rs: it swaps addresses and \
          ports and sets QR, without parsing the question or any lookup.\n",
         client = Topology::CLIENT_V4,
         small = count(SMALL_ZONE as u64),
         large = count(LARGE_ZONE as u64),
+        wide = count(args.wide as u64),
         stride = LARGE_ZONE / SMALL_ZONE,
         layout = cpus::LAYOUT,
-        start = rate(LADDER_START as f64),
-        gain = (IMPROVEMENT - 1.0) * 100.0,
-        near = NEAR_BEST * 100.0,
-        saturated = SATURATED_BELOW * 100.0,
-        factor = LADDER_FACTOR,
-        server_bound = SERVER_BOUND_BELOW * 100.0,
-        server_busy = SERVER_BUSY_ABOVE * 100.0,
-        generator_bound = GENERATOR_BOUND_BELOW * 100.0,
+        runs = args.runs,
+        seconds = args.seconds,
+        busy = CORE_BUSY_ABOVE * 100.0,
+        bound = SERVER_BOUND_BELOW * 100.0,
         latency_rate = rate(LATENCY_RATE as f64),
-    ));
-    Ok(text)
+    )
 }

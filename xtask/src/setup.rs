@@ -16,8 +16,10 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
     "knot-dnsutils",  // kdig, kxdpgun
     "bind9-dnsutils", // dig
     "dnsperf",
+    "netsniff-ng", // trafgen: the DNS benchmark's load generator
     "knot",
     "nsd",
+    "gdnsd",
     "unbound",
     "nginx",
     "varnish",

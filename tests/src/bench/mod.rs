@@ -4,10 +4,13 @@
 //! nothing here asserts a timing.
 
 pub mod cpus;
+pub mod footprint;
 pub mod load;
 pub mod peers;
 pub mod program_cost;
+pub mod reply_sink;
 pub mod report;
+pub mod trafgen;
 pub mod web;
 pub mod wrk;
 pub mod zone;

@@ -1,5 +1,5 @@
 //! The servers edge is measured against, run in the PoP namespace from configs written here:
-//! Knot DNS (sockets, or its XDP mode) and NSD. Each serves the zone file of
+//! Knot DNS (sockets, or its XDP mode), NSD and gdnsd. Each serves the zone file of
 //! [`super::zone::BenchZone`] with one worker, pinned to the server CPU.
 
 use std::{
@@ -40,6 +40,11 @@ impl Daemon {
             child,
             log: log.to_path_buf(),
         })
+    }
+
+    /// The process id (nsenter and taskset exec what they run: the server's own).
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Fails with the log if the process has exited.
@@ -174,6 +179,41 @@ pub fn start_nsd(setup: &PeerSetup) -> Result<Daemon> {
     Daemon::spawn("nsd", command, &setup.dir.join("nsd.out"))
 }
 
+/// gdnsd's `config`: one UDP and one TCP thread on `listen`, run and state directories inside
+/// `dir` (the zone file is linked into `dir/zones`).
+pub fn gdnsd_config(setup: &PeerSetup) -> String {
+    let dir = setup.dir.display();
+    format!(
+        "options => {{
+  listen => [ {listen} ]
+  udp_threads => 1
+  tcp_threads => 1
+  run_dir => {dir}/run
+  state_dir => {dir}/state
+}}
+",
+        listen = setup.listen,
+    )
+}
+
+/// Starts gdnsd in the foreground (`gdnsd -c DIR start`).
+pub fn start_gdnsd(setup: &PeerSetup) -> Result<Daemon> {
+    let zones = setup.dir.join("zones");
+    fs::create_dir_all(&zones)?;
+    fs::create_dir_all(setup.dir.join("run"))?;
+    fs::create_dir_all(setup.dir.join("state"))?;
+    let zone = zones.join(APEX);
+    let _ = fs::remove_file(&zone);
+    std::os::unix::fs::symlink(setup.zone_file, &zone)?;
+    fs::write(setup.dir.join("config"), gdnsd_config(setup))?;
+    let mut command = setup.netns.command("taskset");
+    command
+        .args(["-c", &setup.cpu.to_string(), "gdnsd", "-c"])
+        .arg(setup.dir)
+        .arg("start");
+    Daemon::spawn("gdnsd", command, &setup.dir.join("gdnsd.log"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +272,44 @@ mod tests {
                 text
             },
             &["knotc", "-c", "{}", "conf-check"],
+        );
+    }
+
+    #[test]
+    fn gdnsd_accepts_its_config() {
+        let dir = std::env::temp_dir().join(format!("edge-bench-gdnsd-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let zone_file = dir.join("bench.example.zone");
+        fs::write(
+            &zone_file,
+            super::super::zone::BenchZone::new(10).zone_file(Ipv4Addr::new(198, 18, 0, 2)),
+        )
+        .unwrap();
+        let netns = Netns {
+            name: "unused".into(),
+        };
+        let setup = PeerSetup {
+            netns: &netns,
+            dir: &dir.join("gdnsd"),
+            zone_file: &zone_file,
+            listen: Ipv4Addr::new(198, 18, 0, 2),
+            cpu: 1,
+        };
+        fs::create_dir_all(setup.dir.join("zones")).unwrap();
+        std::os::unix::fs::symlink(&zone_file, setup.dir.join("zones").join(APEX)).unwrap();
+        fs::write(setup.dir.join("config"), gdnsd_config(&setup)).unwrap();
+        let output = Command::new("gdnsd")
+            .arg("-c")
+            .arg(setup.dir)
+            .arg("checkconf")
+            .output()
+            .expect("gdnsd (cargo xtask setup)");
+        let _ = fs::remove_dir_all(&dir);
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 
