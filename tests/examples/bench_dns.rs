@@ -1097,12 +1097,12 @@ fn edge_check(config: &Path) -> Result<Result<(), String>> {
 fn version(program: &str, args: &[&str]) -> String {
     let reported = command_output(program, args).ok().and_then(|text| {
         text.lines()
-            .find(|line| line.to_ascii_lowercase().contains("version") || line.starts_with(program))
-            .and_then(|line| {
+            .filter(|line| line.to_ascii_lowercase().contains("version") || line.starts_with(program))
+            .find_map(|line| {
                 line.split_whitespace()
                     .find(|word| word.starts_with(|c: char| c.is_ascii_digit()))
+                    .map(str::to_string)
             })
-            .map(str::to_string)
     });
     format!(
         "{program} {}",

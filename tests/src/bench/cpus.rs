@@ -21,12 +21,12 @@ pub const CLIENT_CPU: usize = 0;
 pub const SERVER_CPU: usize = 1;
 
 /// What the benchmark's CPU layout is, for the report.
-pub const LAYOUT: &str = "load generator (kxdpgun, dnsperf) pinned to CPU 0. The PoP end of the \
+pub const LAYOUT: &str = "load generator (trafgen, dnsperf) pinned to CPU 0. The PoP end of the \
 veth pair receives through threaded NAPI (GRO on, so also without XDP), its kthread pinned to \
-CPU 1: the XDP programs (edge, Knot's redirect, the reflector) and the socket receive of the \
-socket servers run there; server processes are pinned to CPU 1 as well. The client end's NAPI is \
-not threaded: the replies' receive (kxdpgun's XDP redirect into its AF_XDP socket) is raised by \
-the sender and runs in softirq on CPU 1 too.";
+CPU 1: the XDP programs (edge, the reflector) and the socket receive of the socket servers run \
+there; server processes are pinned to CPU 1 as well. The client end's NAPI is not threaded: the \
+replies' receive (the XDP program that counts and drops them there) is raised by the sender and \
+runs in softirq on CPU 1 too.";
 
 /// Gives the PoP end of the pair its own NAPI kthread: GRO on (veth then receives through NAPI
 /// even without an XDP program), threaded NAPI on. Returns the kthread's process id, found as

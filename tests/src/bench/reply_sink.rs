@@ -54,6 +54,10 @@ impl ReplySink {
     /// Loads the program, pins it at `pin` and attaches it in driver mode to `interface` of
     /// `netns` (`ip link set … xdpdrv pinned`).
     pub fn attach(netns: &Netns, interface: &str, pin: PathBuf) -> Result<Self> {
+        // The pin root may be gone: edge removes its own when it stops.
+        if let Some(parent) = pin.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         let fd = load_drop_program()?;
         let path = CString::new(pin.as_os_str().as_encoded_bytes())?;
         let attr = ObjPin {

@@ -8,6 +8,7 @@
 use std::{
     fmt::Write as _,
     fs,
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Stdio},
     thread,
@@ -170,7 +171,10 @@ impl Trafgen {
         if let Some(rate) = run.rate {
             command.args(["-b", &format!("{rate}pps")]);
         }
+        // A process group of its own: trafgen forks its sending process, and SIGINT must reach
+        // both, as a terminal's ^C does.
         let child = command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -208,9 +212,9 @@ impl Trafgen {
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
-        // SAFETY: kill(2) on our own child's pid (nsenter, which passes the signal on to taskset's
-        // exec'd trafgen: nsenter execs, so it is trafgen itself).
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        // SAFETY: kill(2) on the process group of our own child (nsenter and taskset exec, so the
+        // child is trafgen itself, leading its group).
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
