@@ -54,6 +54,10 @@ enum Task {
     Bench {
         #[arg(value_enum)]
         what: Benchmark,
+        /// Passed on to the benchmark's driver, e.g. `cargo xtask bench dns -- --ten-million`
+        /// (`-- --help` lists them).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -141,9 +145,9 @@ fn main() -> Result<()> {
                 )
             })?;
         }
-        Task::Bench { what } => {
+        Task::Bench { what, args } => {
             setup::run()?;
-            bench(what)?;
+            bench(what, &args)?;
         }
     }
     eprintln!("xtask: done in {:.0?}", started.elapsed());
@@ -151,19 +155,25 @@ fn main() -> Result<()> {
 }
 
 /// Builds the release `edge` binary and runs the benchmark's driver (an example of edge-tests,
-/// which this crate cannot depend on: it must build before bpf-linker is installed).
-fn bench(what: Benchmark) -> Result<()> {
+/// which this crate cannot depend on: it must build before bpf-linker is installed), with
+/// `args` after its own; the report names the whole command.
+fn bench(what: Benchmark, args: &[String]) -> Result<()> {
     let (example, command) = match what {
         Benchmark::Dns => ("bench_dns", "cargo xtask bench dns"),
         Benchmark::Http => ("bench_http", "cargo xtask bench http"),
         Benchmark::Steer => ("bench_steer", "cargo xtask bench steer"),
         Benchmark::Mesh => ("bench_mesh", "cargo xtask bench mesh"),
     };
+    let command = if args.is_empty() {
+        command.to_string()
+    } else {
+        format!("{command} -- {}", args.join(" "))
+    };
     cargo(&["build", "--release", "-p", "edge"])?;
     let root = workspace_root();
     let target = target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    step(command, || {
+    step(&command, || {
         exec(
             Command::new(&cargo)
                 .args([
@@ -178,7 +188,8 @@ fn bench(what: Benchmark) -> Result<()> {
                 .arg("--")
                 .arg("--out")
                 .arg(root.join("docs/BENCHMARKS.md"))
-                .args(["--command", command])
+                .args(["--command", &command])
+                .args(args)
                 .env("EDGE_BIN", target.join("release/edge"))
                 .current_dir(&root),
         )

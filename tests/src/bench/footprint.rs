@@ -141,10 +141,7 @@ mod tests {
 
     #[test]
     fn reads_kilobyte_lines() {
-        assert_eq!(
-            kilobytes("Rss:  10 kB\nPss:   4 kB\n", "Pss"),
-            Some(4096)
-        );
+        assert_eq!(kilobytes("Rss:  10 kB\nPss:   4 kB\n", "Pss"), Some(4096));
         assert_eq!(kilobytes("Rss: 10 kB\n", "Pss"), None);
     }
 }

@@ -95,7 +95,9 @@ impl ReplySink {
         netns
             .run(
                 "ip",
-                &["link", "set", "dev", interface, "xdpdrv", "pinned", &pin_text],
+                &[
+                    "link", "set", "dev", interface, "xdpdrv", "pinned", &pin_text,
+                ],
             )
             .context("attaching the reply sink")?;
         Ok(sink)
@@ -112,9 +114,8 @@ impl Drop for ReplySink {
 /// `r0 = XDP_DROP; exit`, loaded; returns the program's fd.
 fn load_drop_program() -> Result<i32> {
     // struct bpf_insn: code, dst_reg:4 | src_reg:4, off, imm.
-    let instruction = |code: u8, imm: i32| -> u64 {
-        u64::from(code) | (u64::from(imm as u32) << 32)
-    };
+    let instruction =
+        |code: u8, imm: i32| -> u64 { u64::from(code) | (u64::from(imm as u32) << 32) };
     let program = [
         instruction(0xb7, XDP_DROP), // BPF_ALU64 | BPF_MOV | BPF_K: r0 = XDP_DROP
         instruction(0x95, 0),        // BPF_JMP | BPF_EXIT

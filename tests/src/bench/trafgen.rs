@@ -187,10 +187,16 @@ impl Trafgen {
         let deadline = Instant::now() + START_TIMEOUT;
         while LinkCounters::read(netns, run.interface)?.tx_packets < before.tx_packets + 100 {
             if let Some(status) = trafgen.child.try_wait()? {
-                bail!("trafgen exited ({status}) before sending:\n{}", trafgen.log());
+                bail!(
+                    "trafgen exited ({status}) before sending:\n{}",
+                    trafgen.log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("trafgen sent nothing within {START_TIMEOUT:?}:\n{}", trafgen.log());
+                bail!(
+                    "trafgen sent nothing within {START_TIMEOUT:?}:\n{}",
+                    trafgen.log()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -199,9 +205,10 @@ impl Trafgen {
 
     /// Whether trafgen has exited, with what it said.
     pub fn exited(&mut self) -> Result<Option<String>> {
-        Ok(self.child.try_wait()?.map(|status| {
-            format!("trafgen exited ({status}): {}", last_line(&self.log()))
-        }))
+        Ok(self
+            .child
+            .try_wait()?
+            .map(|status| format!("trafgen exited ({status}): {}", last_line(&self.log()))))
     }
 
     pub fn log(&self) -> String {
@@ -319,13 +326,10 @@ mod tests {
         let frame = query_frame(&ADDRESSES, "name12.bench.example");
         let dns = &frame[42..];
         let message = hickory_proto::op::Message::from_vec(dns).unwrap();
-        assert_eq!(message.queries().len(), 1);
+        assert_eq!(message.queries.len(), 1);
+        assert_eq!(message.queries[0].name().to_ascii(), "name12.bench.example");
         assert_eq!(
-            message.queries()[0].name().to_ascii(),
-            "name12.bench.example"
-        );
-        assert_eq!(
-            message.queries()[0].query_type(),
+            message.queries[0].query_type(),
             hickory_proto::rr::RecordType::A
         );
         let text = config([frame.clone()]);
