@@ -323,6 +323,11 @@ fn main() -> Result<()> {
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])?;
     let topology =
         Topology::client_and_pop_with("bench-dns", edge_tests::topology::ClientXdp::None)?;
+    // IPv4 alone: IPv6's own chatter (router solicitations, MLD reports) would count as queries
+    // sent or replies received.
+    for netns in [&topology.client, &topology.pop] {
+        netns.run("sysctl", &["-qw", "net.ipv6.conf.eth0.disable_ipv6=1"])?;
+    }
     let bench = Bench {
         napi: cpus::prepare_pop(&topology.pop, INTERFACE)?,
         addresses: Addresses {

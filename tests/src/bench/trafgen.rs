@@ -327,7 +327,10 @@ mod tests {
         let dns = &frame[42..];
         let message = hickory_proto::op::Message::from_vec(dns).unwrap();
         assert_eq!(message.queries.len(), 1);
-        assert_eq!(message.queries[0].name().to_ascii(), "name12.bench.example");
+        assert_eq!(
+            message.queries[0].name().to_ascii(),
+            "name12.bench.example."
+        );
         assert_eq!(
             message.queries[0].query_type(),
             hickory_proto::rr::RecordType::A
