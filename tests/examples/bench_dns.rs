@@ -865,7 +865,9 @@ impl Bench<'_> {
     ) -> Result<Duration> {
         loop {
             daemon.check_running()?;
-            let resident = footprint::pss(daemon.id())?;
+            // VmRSS, not PSS: reading smaps_rollup walks the page tables under the lock the
+            // loading server's allocations need.
+            let resident = footprint::rss(daemon.id())?;
             if resident > memory_cap {
                 bail!(
                     "stopped: it passed {} MB resident before answering (cap {} MB, {:.0} % of \
