@@ -46,6 +46,7 @@ use edge_tests::{
     },
     dig::kdig,
     edge::EdgeProcess,
+    interrupt,
     topology::{Netns, Topology},
 };
 
@@ -319,6 +320,8 @@ struct Bench<'a> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // ^C fails the running step at its next poll; everything started is stopped on the way out.
+    interrupt::catch();
     let started = Instant::now();
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])?;
     let topology =
@@ -347,6 +350,7 @@ fn main() -> Result<()> {
             if !args.peers.is_empty() && !args.peers.contains(&peer) {
                 continue;
             }
+            interrupt::check()?;
             let label = peer.label(args.wide);
             eprintln!("bench: {label}");
             let outcome = match bench.measure(peer) {
@@ -371,6 +375,7 @@ fn main() -> Result<()> {
             sizes.push(HUGE_ZONE);
         }
         for names in sizes {
+            interrupt::check()?;
             eprintln!("bench: scale, {} names", count(names as u64));
             scale.push((names, bench.scale(names)));
         }

@@ -47,8 +47,10 @@ impl Daemon {
         self.child.id()
     }
 
-    /// Fails with the log if the process has exited.
+    /// Fails with the log if the process has exited, or if the benchmark was interrupted
+    /// ([`crate::interrupt`]): every wait on a server polls this.
     pub fn check_running(&mut self) -> Result<()> {
+        crate::interrupt::check()?;
         if let Some(status) = self.child.try_wait()? {
             bail!("{} exited ({status}):\n{}", self.name, self.log());
         }

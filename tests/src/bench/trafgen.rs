@@ -186,6 +186,7 @@ impl Trafgen {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while LinkCounters::read(netns, run.interface)?.tx_packets < before.tx_packets + 100 {
+            crate::interrupt::check()?;
             if let Some(status) = trafgen.child.try_wait()? {
                 bail!(
                     "trafgen exited ({status}) before sending:\n{}",
@@ -263,6 +264,7 @@ pub fn measure(netns: &Netns, run: &TrafgenRun, log: &Path) -> Result<TrafgenRep
     let deadline = Instant::now() + Duration::from_secs_f64(run.seconds);
     let mut aborted = None;
     while Instant::now() < deadline {
+        crate::interrupt::check()?;
         if let Some(exit) = trafgen.exited()? {
             aborted = Some(exit);
             break;
