@@ -47,7 +47,7 @@ use edge_tests::{
     dig::kdig,
     edge::EdgeProcess,
     interrupt,
-    topology::{Netns, Topology},
+    topology::{Netns, Topology, remove_pins},
 };
 
 const INTERFACE: &str = Topology::INTERFACE;
@@ -455,7 +455,9 @@ impl Bench<'_> {
     fn measure(&self, peer: Peer) -> Result<Outcome> {
         if !matches!(peer, Peer::EdgeXdpMillionHot | Peer::EdgeXdpMillionWide) {
             // The million-name edge holds the PoP end's XDP hook: stopped before anyone else.
-            self.large_edge.take();
+            if self.large_edge.take().is_some() {
+                self.clear_pop();
+            }
         }
         let files = self.zone_files(peer.zone(), peer.asked(self.args.wide))?;
         let running = match self.start(peer, &files)? {
@@ -471,6 +473,9 @@ impl Bench<'_> {
         let background = cpus::wait_quiet(QUIET_BELOW, QUIET_WAIT)?;
         let result = self.load(peer, &files, background);
         drop(running);
+        if peer == Peer::EdgeXdp || peer == Peer::EdgeUserspace {
+            self.clear_pop();
+        }
         if peer == Peer::KnotXdp {
             // Knot leaves its redirect program attached when it exits.
             self.topology.pop.detach_xdp(INTERFACE)?;
@@ -892,12 +897,23 @@ impl Bench<'_> {
         }
     }
 
+    /// Leaves the PoP end's XDP hook empty: edge pins its program and maps (so that a crashed
+    /// daemon's data plane keeps answering), and one stopped by SIGKILL leaves them attached.
+    fn clear_pop(&self) {
+        remove_pins(self.topology.pin_root());
+        let _ = self.topology.pop.detach_xdp(INTERFACE);
+    }
+
     /// Starts a server with `spawn`, waits until it answers, and reads its footprint.
     fn footprint(
         &self,
         names: usize,
         spawn: impl FnOnce() -> Result<Daemon>,
     ) -> Result<(Daemon, Footprint)> {
+        self.clear_pop();
+        if self.answers(names - 1, BenchZone::address(names - 1))? {
+            bail!("name{} is answered before the server starts", names - 1);
+        }
         let cap = (memory_available()? as f64 * MEMORY_SHARE_CAP) as u64;
         let timeout = start_timeout(names);
         let started = Instant::now();
@@ -944,6 +960,7 @@ impl Bench<'_> {
                 );
                 let reload = self.reload(&mut daemon, &config, &text, &files.frames);
                 drop(daemon);
+                self.clear_pop();
                 (Ok(footprint), reload)
             }
             Err(error) => (Err(error), Err(anyhow::anyhow!("edge did not start"))),
@@ -1068,15 +1085,16 @@ impl Bench<'_> {
         let steered = format!("steered.{APEX}");
         let both: BTreeSet<String> = [MEMBER_1, MEMBER_2].iter().map(|a| a.to_string()).collect();
         let second: BTreeSet<String> = [MEMBER_2.to_string()].into();
+        let timeout = start_timeout(names);
         let wait_for = |daemon: &mut Daemon, expected: &BTreeSet<String>| -> Result<()> {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + timeout;
             loop {
                 daemon.check_running()?;
                 if addresses_of(&self.topology.client, &steered)? == *expected {
                     return Ok(());
                 }
                 if Instant::now() > deadline {
-                    bail!("{steered} did not answer {expected:?} within 30 s");
+                    bail!("{steered} did not answer {expected:?} within {timeout:?}");
                 }
             }
         };
@@ -1109,11 +1127,14 @@ impl Bench<'_> {
                 cpu_seconds,
             });
         }
-        Ok(SteeringRow {
+        let row = SteeringRow {
             ready: footprint.ready,
             rss: footprint::rss(daemon.id())?,
             changes,
-        })
+        };
+        drop(daemon);
+        self.clear_pop();
+        Ok(row)
     }
 }
 

@@ -16,7 +16,9 @@ use anyhow::{Context as _, Result, bail};
 use super::zone::APEX;
 use crate::topology::Netns;
 
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A daemon holding millions of names takes a while to stop on a loaded machine; one killed
+/// instead may leave its pinned XDP program answering.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A server process started by the benchmark, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
