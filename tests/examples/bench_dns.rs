@@ -1567,7 +1567,7 @@ fn method(args: &Args) -> String {
          to CPU {CLIENT_CPU}, sending one prebuilt frame per name asked, as fast as its \
          transmit ring goes; where the veth's push-back makes it give up (`Flushing TX_RING \
          failed`), its slow mode (`-b`, one sendto per frame) at a rate it cannot reach. \
-         {runs} runs of {seconds} s after 0.5 s of warm-up; the table shows the median and \
+         Runs of {seconds} s ({runs} per row) after 0.5 s of warm-up; the table shows the median and \
          each run. Sent and answered are the client end's interface counters (transmitted, \
          received) over the window, never trafgen's own: the replies end in an XDP program on \
          the client end that drops them after the veth counted them. *Limited by* reads the \
@@ -1577,9 +1577,9 @@ fn method(args: &Args) -> String {
          *kernel path*. On this kernel a full veth receive ring pushes back on the sender \
          instead of dropping, so a saturated server slows the generator down and still answers \
          nearly all it was sent.\n\
-         - dnsperf (pinned to CPU {CLIENT_CPU}): {runs} runs of {seconds} s with \
+         - dnsperf (pinned to CPU {CLIENT_CPU}): runs of {seconds} s ({runs} of each kind) with \
          {DNSPERF_OUTSTANDING} queries in flight (median qps; the socket client is usually the \
-         limit), and {runs} runs at {latency_rate} qps (median of the average latency).\n\
+         limit), and runs at {latency_rate} qps (median of the average latency).\n\
          - Knot DNS, NSD and gdnsd: one UDP worker each; Knot's XDP mode with `xdp: listen: \
          eth0`, started and asked at run time, reported as not measured with knotd's own words \
          when it does not start; NSD with minimal responses. edge's userspace path: `[dns] \
