@@ -421,7 +421,11 @@ impl HttpConfig {
                 "must be above 0".into(),
             ));
         }
-        if self.origin_ca.as_ref().is_some_and(|path| !path.is_absolute()) {
+        if self
+            .origin_ca
+            .as_ref()
+            .is_some_and(|path| !path.is_absolute())
+        {
             return Err(refuse(
                 "origin_ca".into(),
                 "must be an absolute path".into(),

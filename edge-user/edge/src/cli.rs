@@ -244,7 +244,16 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let _admin = start_admin(&config, &steering, http.as_ref(), &counts).await?;
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
-    let result = serve(path, &config, zones, &mut steering, plane.as_mut(), &counts).await;
+    let result = serve(
+        path,
+        &config,
+        zones,
+        &mut steering,
+        plane.as_mut(),
+        http.as_ref(),
+        &counts,
+    )
+    .await;
     if let Some(plane) = plane {
         // A data plane adopted from an earlier run stays answering if this one cannot serve.
         let keep = keep_data_plane || (result.is_err() && plane.adopted);
@@ -299,6 +308,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The reloaded `[http]` checked and built (certificates read), to apply with the rest;
+/// `None` when the daemon serves no HTTP (adding `[http]` needs a restart).
+fn prepare_http(
+    http: Option<&HttpServer>,
+    reloaded: &Config,
+) -> Result<Option<edge_http::Prepared>> {
+    match http {
+        Some(http) => http.prepare(reloaded).map(Some),
+        None => {
+            if reloaded.http.is_some() {
+                warn!("adding [http] needs a restart");
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// Serves `zones` with the steered names answering as `steering` selects; every change of the
 /// selections or the config goes to the userspace server and, in one call, to the maps. Once
 /// serving, no error ends it: a reload is refused (the running config stays) and a publish that
@@ -309,6 +335,7 @@ async fn serve(
     mut zones: Zones,
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
+    http: Option<&HttpServer>,
     counts: &Counts,
 ) -> Result<()> {
     let dns_queries = &counts.dns;
@@ -366,6 +393,15 @@ async fn serve(
                             service::ready();
                             continue;
                         }
+                        let http_reload = match prepare_http(http, &reloaded) {
+                            Ok(prepared) => prepared,
+                            Err(error) => {
+                                error!("reload refused, keeping the running config: {error:#}");
+                                DaemonCounts::count(&counts.reloads_refused);
+                                service::ready();
+                                continue;
+                            }
+                        };
                         if reloaded.dns != config.dns {
                             warn!("[dns] changes need a restart; serving the new zones on the old addresses and limits");
                         }
@@ -380,6 +416,9 @@ async fn serve(
                         };
                         match published {
                             Ok(()) => {
+                                if let (Some(http), Some(prepared)) = (http, http_reload) {
+                                    http.apply(prepared);
+                                }
                                 DaemonCounts::count(&counts.reloads_applied);
                                 info!("reload applied");
                                 zones = reloaded_zones;
