@@ -24,6 +24,8 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
     "wrk",
     "vsftpd",
     "curl",
+    "openssl",        // s_client: TLS tests (SNI, resumption)
+    "nghttp2-client", // h2load: HTTP/2 tests and benchmark rows
 ];
 
 /// What the test command needs besides: `vagrant validate`.
