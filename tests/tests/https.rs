@@ -166,6 +166,14 @@ fn sni_picks_the_sites_certificate_and_both_protocols_share_the_cache() -> Resul
     assert_eq!(after.cache(), "miss");
     assert_eq!(pop.origin.count(path), 2);
 
+    // A header list over max_header_size (16 KiB by default) is refused over HTTP/2 as over
+    // HTTP/1.1.
+    let big = format!("X-Big: {}", "x".repeat(20_000));
+    for protocol in ["--http2", "--http1.1"] {
+        let refused = https(&pop, &ca, "a.example.com", path, &[protocol, "-H", &big])?;
+        assert_eq!(refused.status, 431, "{protocol}");
+    }
+
     // The plain listener redirects sites with a certificate and serves the others.
     let redirect = pop.request("a.example.com", "/x?y=1", &[])?;
     assert_eq!(redirect.status, 308);
@@ -526,4 +534,156 @@ fn rapid_reset(ca: &TestCa, host: &str, path: &str, streams: usize) -> Result<At
             ended_by,
         })
     })
+}
+
+/// nginx in the client namespace: TLS on `listen` with `made`'s certificate, handing every
+/// request to the counting origin with its Host.
+fn start_tls_nginx(
+    pop: &Pop,
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    made: &certs::Made,
+) -> Result<edge_tests::bench::peers::Daemon> {
+    std::fs::create_dir_all(dir)?;
+    let d = dir.display();
+    let config = format!(
+        "daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen {listen} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://{origin};
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+",
+        cert = made.certificate.display(),
+        key = made.key.display(),
+        origin = pop.origin.address,
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config)?;
+    let mut command = pop.topology.client.command("nginx");
+    command
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&path);
+    let mut nginx =
+        edge_tests::bench::peers::Daemon::spawn("nginx", command, &dir.join("nginx.out"))?;
+    let started = Instant::now();
+    while edge_tests::origin::connect(&pop.topology.client, listen).is_err() {
+        nginx.check_running()?;
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx did not listen"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(nginx)
+}
+
+/// `https` origins: a miss goes over TLS to nginx (the origin's certificate verified for the
+/// site's name against `origin_ca`), then hits; an origin whose certificate the CA did not sign,
+/// or that does not cover the site, is not used (502).
+#[test]
+fn https_origins_are_verified() -> Result<()> {
+    let ca = TestCa::new("https-origin")?;
+    let other_ca = TestCa::new("https-origin-other")?;
+    let edge_cert = ca.certificate("edge", &["a.example.com"], VALID)?;
+    let origin_cert = ca.certificate("origin", &["secure.example.com"], VALID)?;
+    let untrusted = other_ca.certificate("untrusted", &["untrusted.example.com"], VALID)?;
+    let ports = [
+        (8443, &origin_cert),
+        (8444, &untrusted),
+        (8445, &origin_cert),
+    ];
+    let mut pools = String::new();
+    let mut sites = certs::site("a.example.com", &edge_cert);
+    for (name, port) in [("secure", 8443), ("untrusted", 8444), ("wrongname", 8445)] {
+        pools.push_str(&format!(
+            "[[pools]]\nname = \"{name}\"\nkind = \"origin\"\n[[pools.members]]\nname = \"{name}1\"\naddress = \"{}\"\nhttp_port = {port}\n",
+            Topology::CLIENT_V4
+        ));
+        sites.push_str(&format!(
+            "[[http.sites]]\nhost = \"{name}.example.com\"\npool = \"{name}\"\norigin_scheme = \"https\"\n"
+        ));
+    }
+    let pop = Pop::start(
+        "https-origin",
+        &tls(
+            &format!("origin_ca = \"{}\"\n", ca.ca.display()),
+            &format!("{sites}{pools}"),
+        ),
+    )?;
+    let _nginx: Vec<_> = ports
+        .iter()
+        .map(|(port, made)| {
+            let listen = std::net::SocketAddr::from((Topology::CLIENT_V4, *port));
+            start_tls_nginx(&pop, &ca.dir().join(format!("nginx-{port}")), listen, made)
+        })
+        .collect::<Result<_>>()?;
+
+    let path = "/secure.txt?size=2000&cc=max-age%3D600";
+    let miss = pop.request("secure.example.com", path, &[])?;
+    assert_eq!((miss.status, miss.cache()), (200, "miss"));
+    assert_eq!(miss.body, pattern(2000));
+    let hit = pop.request("secure.example.com", path, &[])?;
+    assert_eq!(hit.cache(), "hit");
+    assert_eq!(pop.origin.count(path), 1);
+    assert_eq!(pop.origin.seen()[0].headers["host"], "secure.example.com");
+
+    for host in ["untrusted.example.com", "wrongname.example.com"] {
+        let refused = pop.request(host, "/x.txt?size=10", &[])?;
+        assert_eq!(refused.status, 502, "{host}");
+    }
+    assert_eq!(pop.origin.count("/x.txt?size=10"), 0);
+    Ok(())
+}
+
+/// SIGHUP applies `[http]`: a site added is served with its certificate, the redirect to HTTPS
+/// is turned on.
+#[test]
+fn reload_changes_sites_and_settings() -> Result<()> {
+    let ca = TestCa::new("https-reload")?;
+    let a = ca.certificate("a", &["a.example.com", "b.example.com"], VALID)?;
+    let mut pop = Pop::start("https-reload", &tls("", &certs::site("a.example.com", &a)))?;
+    let before = s_client(&pop, &ca, Some("b.example.com"), &[])?;
+    assert!(subject(&before).is_none(), "{before}");
+    let plain = pop.request("a.example.com", "/a.txt?size=10", &[])?;
+    assert_eq!(plain.status, 200);
+
+    let text = std::fs::read_to_string(&pop.config)?;
+    let site = certs::site("a.example.com", &a);
+    let reloaded = text
+        .replace(
+            &site,
+            &format!("{site}{}", certs::site("b.example.com", &a)),
+        )
+        .replace("tls_listen =", "redirect_to_https = true\ntls_listen =");
+    std::fs::write(&pop.config, reloaded)?;
+    let edge = pop.edge.as_mut().expect("running");
+    let position = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(position, "reload applied", Duration::from_secs(10))?;
+
+    let after = https(&pop, &ca, "b.example.com", "/b.txt?size=10", &["--http2"])?;
+    assert_eq!((after.status, after.body.len()), (200, 10));
+    let redirected = pop.request("a.example.com", "/a.txt?size=10", &[])?;
+    assert_eq!(redirected.status, 308);
+    Ok(())
 }

@@ -189,7 +189,7 @@ impl Drop for HttpServer {
 /// What of `[http]` only a restart changes, besides the addresses, for comparison.
 fn cache_settings(http: &HttpConfig) -> String {
     format!(
-        "{:?} {} {} {} {:?} {:?} {:?} {:?} {} {:?}",
+        "{:?} {} {} {} {:?} {:?} {:?} {:?} {}",
         http.cache_dir,
         http.cache_capacity,
         http.max_object_size(),
@@ -199,7 +199,6 @@ fn cache_settings(http: &HttpConfig) -> String {
         http.targeted_cache_control,
         http.stale_on_error,
         http.store_set_cookie,
-        http.max_header_size,
     )
 }
 
