@@ -4,6 +4,7 @@
 //! nothing here asserts a timing.
 
 pub mod cpus;
+pub mod h2load;
 pub mod load;
 pub mod peers;
 pub mod program_cost;
