@@ -73,6 +73,9 @@ struct Args {
     /// one of them.
     #[arg(long, value_enum, value_delimiter = ',')]
     servers: Vec<Server>,
+    /// Measure only these workloads (default: all), e.g. `--workloads tls-small-hit,tls-handshake`.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Vec<Workload>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -138,7 +141,7 @@ impl Server {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Workload {
     SmallHit,
     LargeHit,
@@ -279,6 +282,8 @@ impl Measured {
 type Results = Vec<(Server, Workload, Result<Measured, String>)>;
 
 struct Bench {
+    /// The workloads asked for (empty: all).
+    workloads: Vec<Workload>,
     topology: Topology,
     origin: Origin,
     /// nginx's document root: the objects as files.
@@ -317,6 +322,7 @@ fn main() -> Result<()> {
     let ca = TestCa::new("bench-http")?;
     let certificate = ca.certificate("site", &[HOST], VALID)?;
     let bench = Bench {
+        workloads: args.workloads.clone(),
         topology,
         origin,
         root,
@@ -338,7 +344,7 @@ fn main() -> Result<()> {
                 let done = results
                     .iter()
                     .any(|(s, w, _)| *s == server && *w == workload);
-                if server.serves(workload) && !done {
+                if bench.measures(server, workload) && !done {
                     results.push((server, workload, Err(error.clone())));
                 }
             }
@@ -370,7 +376,7 @@ fn main() -> Result<()> {
 
 /// A server started for the benchmark, held only to be dropped, which stops it.
 enum Running {
-    Edge { _process: EdgeProcess },
+    Edge(EdgeProcess),
     Daemon(Daemon),
 }
 
@@ -382,7 +388,7 @@ impl Bench {
         self.wait_serving(server, &mut running)?;
         self.thread_napi()?;
         for workload in Workload::ALL {
-            if !server.serves(workload) {
+            if !self.measures(server, workload) {
                 continue;
             }
             eprintln!("bench:   {}", workload.label());
@@ -395,10 +401,51 @@ impl Bench {
             }
             results.push((server, workload, measured));
         }
-        if let Running::Daemon(daemon) = &mut running {
-            daemon.check_running()?;
+        match running {
+            Running::Daemon(mut daemon) => daemon.check_running(),
+            Running::Edge(edge) => self.stop_edge(edge),
+        }
+    }
+
+    fn measures(&self, server: Server, workload: Workload) -> bool {
+        server.serves(workload) && (self.workloads.is_empty() || self.workloads.contains(&workload))
+    }
+
+    /// Stops edge and makes sure its XDP program is gone. One left on the PoP end of the veth
+    /// (edge killed after ignoring SIGTERM for its stop timeout, say while its last row's
+    /// fills drain, so that its pinned link stays) would turn the client end's TSO off: the
+    /// next server's `ethtool -K eth0 tso on` then fails with "Could not change any device
+    /// features", and every row after measures another receive path. `edge detach` removes it.
+    fn stop_edge(&self, edge: EdgeProcess) -> Result<()> {
+        if let Err(error) = edge.stop() {
+            eprintln!("bench: edge did not stop cleanly: {error:#}");
+        }
+        let pins = self.topology.pin_root().join(INTERFACE);
+        if self.xdp_on_pop_end()? || pins.exists() {
+            eprintln!("bench: edge left its data plane behind; detaching it");
+            let output = self
+                .topology
+                .pop
+                .command(edge_tests::edge::binary())
+                .args(["detach", "--config"])
+                .arg(self.topology.work_dir().join("edge.toml"))
+                .output()?;
+            ensure!(
+                output.status.success() && !self.xdp_on_pop_end()?,
+                "edge detach left an XDP program on the PoP end: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(())
+    }
+
+    /// Whether the PoP end of the veth has an XDP program attached.
+    fn xdp_on_pop_end(&self) -> Result<bool> {
+        let output = self
+            .topology
+            .pop
+            .run("ip", &["-details", "link", "show", INTERFACE])?;
+        Ok(String::from_utf8_lossy(&output.stdout).contains("prog/xdp"))
     }
 
     /// Turns threaded NAPI on for the PoP end again and pins its kthread to the server CPU:
@@ -429,7 +476,17 @@ impl Bench {
         let state = if on { "on" } else { "off" };
         self.topology
             .client
-            .run("ethtool", &["-K", INTERFACE, "tso", state])?;
+            .run("ethtool", &["-K", INTERFACE, "tso", state])
+            .with_context(|| {
+                format!(
+                    "client TSO {state} (an XDP program on the PoP end forces it off: {})",
+                    match self.xdp_on_pop_end() {
+                        Ok(true) => "one is attached",
+                        Ok(false) => "none is attached",
+                        Err(_) => "unknown",
+                    }
+                )
+            })?;
         Ok(())
     }
 
@@ -448,7 +505,7 @@ impl Bench {
                     .write_file("edge.toml", &self.edge_config(server))?;
                 let edge = EdgeProcess::start(&self.topology.pop, &config, &[])?;
                 cpus::pin(edge.id(), SERVER_CPU)?;
-                Running::Edge { _process: edge }
+                Running::Edge(edge)
             }
             Server::Nginx | Server::NginxClientTsoOff => {
                 let tls = WebTls {
@@ -576,9 +633,15 @@ key = "{key}"
             Ok(reply)
         };
         get()?;
-        let before = self.origin.seen().len();
+        // Counted for this target alone: fills a slow earlier row left running (its clients
+        // gave up, the fetches go on) must not count here.
+        let mut target = workload.target();
+        if workload.stores_each_request() {
+            target.push_str(&format!("warm-{server:?}"));
+        }
+        let before = self.origin.count(&target);
         let second = get()?;
-        let fetched = self.origin.seen().len() - before;
+        let fetched = self.origin.count(&target) - before;
         let expected = usize::from(workload == Workload::Miss && !server.is_nginx());
         ensure!(
             fetched == expected,
@@ -969,8 +1032,8 @@ fn report(
          `Connection: close`, so every request is a new TCP connection and a full TLS \
          handshake (wrk resumes no session): its rate is handshakes per second. edge writes \
          TLS records from userspace (no kTLS), so its 10 MB TLS hits are copied and encrypted \
-         rather than sent with sendfile; nginx 1.22 likewise (no `ssl_conf_command Options \
-         KTLS`).\n",
+         rather than sent with sendfile; nginx likewise (kTLS needs a kernel with \
+         `CONFIG_TLS`, and nginx `ssl_conf_command Options KTLS`).\n",
         client = Topology::CLIENT_V4,
         small = Workload::SmallHit.target(),
         large = Workload::LargeHit.target(),

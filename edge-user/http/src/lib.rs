@@ -65,6 +65,8 @@ pub struct HttpServer {
     sources: Sources,
     resumption: Resumption,
     selections: SelectionsWatch,
+    /// `[http]` as started: its addresses and cache settings hold until a restart.
+    started: HttpConfig,
 }
 
 /// Everything a reload may change, swapped whole: the sites and their origin clients, the
@@ -138,6 +140,7 @@ impl HttpServer {
             sources,
             resumption,
             selections: selections.clone(),
+            started: http.clone(),
         }))
     }
 
@@ -148,20 +151,22 @@ impl HttpServer {
         let Some(http) = &config.http else {
             anyhow::bail!("removing [http] needs a restart");
         };
-        let running = &self.serving.borrow().config;
-        if (http.listen, http.tls_listen) != (running.listen, running.tls_listen) {
+        let started = &self.started;
+        let mut http = http.clone();
+        if (http.listen, http.tls_listen) != (started.listen, started.tls_listen) {
             warn!(
                 "http.listen and http.tls_listen change at a restart; serving on the old addresses"
             );
+            (http.listen, http.tls_listen) = (started.listen, started.tls_listen);
         }
-        if cache_settings(http) != cache_settings(running) {
+        if cache_settings(&http) != cache_settings(started) {
             warn!(
                 "the cache's directory, size and rules change at a restart; keeping the running ones"
             );
         }
         build(
             config,
-            http,
+            &http,
             &self.selections,
             &self.cache,
             &self.resumption,
