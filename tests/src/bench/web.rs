@@ -203,7 +203,21 @@ mod tests {
         let origin = SocketAddr::from(([127, 0, 0, 1], 8080));
         let cache = nginx_proxy_cache_config(&setup, origin, "256m");
         assert!(cache.contains("proxy_cache objects;"));
-        for text in [files, cache] {
+        let ca = crate::certs::TestCa::new(&format!("web-{}", std::process::id())).unwrap();
+        let made = ca
+            .certificate("site", &["static.example.com"], crate::certs::VALID)
+            .unwrap();
+        let tls = WebTls {
+            listen: TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap(),
+            certificate: &made.certificate,
+            key: &made.key,
+        };
+        let with_tls = nginx_config_with_tls(&setup, &dir, Some(&tls));
+        assert!(with_tls.contains(" ssl http2;"));
+        for text in [files, cache, with_tls] {
             fs::write(&config, &text).unwrap();
             let output = Command::new("nginx")
                 .arg("-t")
