@@ -466,23 +466,7 @@ fn rapid_reset(ca: &TestCa, host: &str, path: &str, streams: usize) -> Result<At
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(&ca.ca)?;
-        for cert in
-            <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
-                &pem,
-            )
-        {
-            roots.add(cert?)?;
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            #[allow(deprecated)]
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = client_config(ca, b"h2")?;
         let tcp = tokio::net::TcpStream::connect((Topology::POP_V4, TLS_PORT)).await?;
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
             .connect(
@@ -685,5 +669,87 @@ fn reload_changes_sites_and_settings() -> Result<()> {
     assert_eq!((after.status, after.body.len()), (200, 10));
     let redirected = pop.request("a.example.com", "/a.txt?size=10", &[])?;
     assert_eq!(redirected.status, 308);
+    Ok(())
+}
+
+/// How long the server keeps a TLS connection that completed its handshake (ALPN `alpn`) but
+/// sends nothing after it; fails if it is still open after 10 s.
+fn idle_after_handshake(ca: &TestCa, alpn: &[u8]) -> Result<Duration> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::io::AsyncReadExt as _;
+        let config = client_config(ca, alpn)?;
+        let tcp = tokio::net::TcpStream::connect((Topology::POP_V4, TLS_PORT)).await?;
+        let started = Instant::now();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(
+                rustls_pki_types::ServerName::try_from("a.example.com")?,
+                tcp,
+            )
+            .await?;
+        let mut buffer = [0; 1024];
+        // An HTTP/2 server speaks first (its SETTINGS): read until the server closes.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buffer)).await {
+                Err(_) => bail!("still open after 10 s"),
+                Ok(Ok(0) | Err(_)) => return Ok(started.elapsed()),
+                Ok(Ok(_)) => {}
+            }
+        }
+    })
+}
+
+/// A TLS client config trusting only the test's CA, offering `alpn`.
+fn client_config(ca: &TestCa, alpn: &[u8]) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&ca.ca)?;
+    for cert in
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(&pem)
+    {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        #[allow(deprecated)]
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
+}
+
+/// A connection that never sends a request is closed after `client_timeout` (2 s here), on
+/// the plain listener and over TLS: before the handshake, and after it for HTTP/1.1 and HTTP/2
+/// (whose clients must send their preface).
+#[test]
+fn silent_connections_are_closed_after_client_timeout() -> Result<()> {
+    let ca = TestCa::new("https-silent")?;
+    let a = ca.certificate("a", &["a.example.com"], VALID)?;
+    let pop = Pop::start("https-silent", &tls("", &certs::site("a.example.com", &a)))?;
+    let limit = Duration::from_secs(5);
+    for port in [80, TLS_PORT] {
+        let address = std::net::SocketAddr::from((Topology::POP_V4, port));
+        let mut silent = edge_tests::origin::connect(&pop.topology.client, address)?;
+        silent.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut silent, &mut rest)
+            .with_context(|| format!("port {port}: still open after 10 s"))?;
+        assert!(
+            started.elapsed() < limit,
+            "port {port}: {:?}",
+            started.elapsed()
+        );
+    }
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let open = pop
+            .topology
+            .client
+            .run_inside(|| idle_after_handshake(&ca, alpn))??;
+        assert!(open < limit, "{}: {open:?}", String::from_utf8_lossy(alpn));
+    }
     Ok(())
 }

@@ -1,6 +1,5 @@
-//! edge-http: the PoP's HTTP server (hyper) on the service addresses: plain HTTP/1.1 (and
-//! HTTP/2 with prior knowledge), and, with `tls_listen`, TLS ([`tls`]) with HTTP/2 or HTTP/1.1
-//! by ALPN. Host selects the site ([`site`]), static content comes from edge-cache ([`proxy`],
+//! edge-http: the PoP's HTTP server (hyper) on the service addresses: plain HTTP/1.1, and, with
+//! `tls_listen`, TLS ([`tls`]) with HTTP/2 or HTTP/1.1 by ALPN. Host selects the site ([`site`]), static content comes from edge-cache ([`proxy`],
 //! [`respond`], [`stream`]), and misses go to the origin steering selects ([`origin`]). A
 //! reload swaps sites, limits and certificates whole ([`HttpServer::prepare`]).
 //!
@@ -22,18 +21,22 @@ use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
 use futures_util::future::{self, Either};
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
 };
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
@@ -75,7 +78,8 @@ pub struct HttpServer {
 struct Serving {
     proxy: Arc<Proxy>,
     config: HttpConfig,
-    protocols: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
 }
 
@@ -241,28 +245,35 @@ fn build(
     });
     Ok(Serving {
         proxy,
-        protocols: protocols(http),
+        http1: http1_limits(http),
+        http2: http2_limits(http),
         tls,
         config: http.clone(),
     })
 }
 
-/// HTTP/1.1 and HTTP/2 within the configured limits. HTTP/1.1: request heads larger than
-/// `max_header_size` get 431, a head not complete within `client_timeout` closes the
-/// connection. HTTP/2: at most `h2_max_concurrent_streams` streams at once, a header list of
-/// at most `max_header_size`, and h2's own defence against rapid reset (CVE-2023-44487): more
-/// than 20 streams reset by the client before the server took them (and 1024 that the client's
-/// errors made the server reset) end the connection with GOAWAY (ENHANCE_YOUR_CALM). An idle
-/// HTTP/2 connection is pinged after `client_timeout` and closed if the ping goes unanswered.
-fn protocols(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// HTTP/1.1 within the configured limits: request heads larger than `max_header_size` get
+/// 431, a head not complete within `client_timeout` of connecting or of the previous response
+/// closes the connection.
+fn http1_limits(http: &HttpConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(http.client_timeout)
         .max_buf_size(http.max_header_size.as_u64() as usize);
     builder
-        .http2()
+}
+
+/// HTTP/2 within the configured limits: at most `h2_max_concurrent_streams` streams at once, a
+/// header list of at most `max_header_size` (431 past it), and h2's defence against rapid reset
+/// (CVE-2023-44487): more than 20 streams reset by the client before the server took them (or
+/// 1024 that the client's errors made the server reset) end the connection with GOAWAY
+/// (ENHANCE_YOUR_CALM). A connection silent for `client_timeout` is pinged, and closed if the
+/// ping goes unanswered; one that sends no request within `client_timeout` is closed
+/// ([`first_request_within`]).
+fn http2_limits(http: &HttpConfig) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(http.h2_max_concurrent_streams)
         .max_header_list_size(http.max_header_size.as_u64().min(u32::MAX.into()) as u32)
@@ -271,6 +282,26 @@ fn protocols(http: &HttpConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(http.client_timeout)
         .keep_alive_timeout(http.client_timeout);
     builder
+}
+
+/// Runs `connection` and gives up on it if no request has `started` within `timeout`: what
+/// `header_read_timeout` does for HTTP/1.1, for an HTTP/2 client that completes the TLS
+/// handshake and then sends no preface or no request.
+async fn first_request_within<F: Future<Output = hyper::Result<()>>>(
+    connection: F,
+    started: &AtomicBool,
+    timeout: Duration,
+) -> hyper::Result<()> {
+    tokio::pin!(connection);
+    tokio::select! {
+        served = &mut connection => return served,
+        () = tokio::time::sleep(timeout) => {}
+    }
+    if started.load(Ordering::Relaxed) {
+        connection.await
+    } else {
+        Ok(())
+    }
 }
 
 /// h2's defaults, set here so that a change of them upstream does not pass unnoticed.
@@ -319,10 +350,13 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let current = serving.borrow().clone();
         let stream = Stream::new(stream, current.config.send_timeout);
+        let started = Arc::new(AtomicBool::new(false));
         let service = {
             let serving = serving.clone();
             let responses = responses.clone();
+            let started = started.clone();
             service_fn(move |request| {
+                started.store(true, Ordering::Relaxed);
                 let response = respond_to(&serving, &responses, kind, request, peer);
                 async move { Ok::<_, Infallible>(response.await) }
             })
@@ -332,9 +366,20 @@ async fn accept(
                 (Listener::Tls, Some(acceptor)) => {
                     let handshake = acceptor.accept(stream);
                     match tokio::time::timeout(current.config.client_timeout, handshake).await {
+                        // ALPN chose the protocol; no client offering none speaks HTTP/2.
+                        Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            let connection =
+                                current.http2.serve_connection(TokioIo::new(tls), service);
+                            first_request_within(
+                                connection,
+                                &started,
+                                current.config.client_timeout,
+                            )
+                            .await
+                        }
                         Ok(Ok(tls)) => {
                             current
-                                .protocols
+                                .http1
                                 .serve_connection(TokioIo::new(tls), service)
                                 .await
                         }
@@ -352,7 +397,7 @@ async fn accept(
                 (Listener::Tls, None) => Ok(()),
                 (Listener::Plain, _) => {
                     current
-                        .protocols
+                        .http1
                         .serve_connection(TokioIo::new(stream), service)
                         .await
                 }
