@@ -247,7 +247,8 @@ fn sessions_resume_also_across_a_reload() -> Result<()> {
 }
 
 /// A certificate that is expired, does not cover the site, or whose key is another's is
-/// refused with its file and why: at start, and at a reload, which keeps the running one.
+/// refused with its file and why: by `edge check`, at start, and at a reload, which keeps the
+/// running one.
 #[test]
 fn bad_certificates_are_refused_at_start_and_reload() -> Result<()> {
     let ca = TestCa::new("https-bad")?;
@@ -286,6 +287,19 @@ fn bad_certificates_are_refused_at_start_and_reload() -> Result<()> {
         assert!(
             stderr.contains(&file.display().to_string()) && stderr.contains(reason),
             "{stderr}"
+        );
+        let checked = pop
+            .topology
+            .pop
+            .command(edge_tests::edge::binary())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&checked.stderr);
+        assert!(!checked.status.success(), "edge check: {stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string()) && stderr.contains(reason),
+            "edge check: {stderr}"
         );
 
         std::fs::write(&pop.config, &bad)?;

@@ -475,6 +475,14 @@ fn pin_dir(config: &Config) -> Option<PathBuf> {
 
 fn check(path: &Path) -> Result<()> {
     let (config, zones) = load(path)?;
+    // Certificates are files of their own: read and checked as `edge run` would.
+    if let Some(http) = &config.http {
+        edge_http::tls::server_config(
+            http,
+            &edge_http::tls::Resumption::new()?,
+            std::time::SystemTime::now(),
+        )?;
+    }
     for deprecation in config.deprecations() {
         print_line(format_args!("{}: warning: {deprecation}", path.display()))?;
     }
