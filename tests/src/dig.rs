@@ -54,6 +54,17 @@ impl DigOutput {
     }
 }
 
+impl DigOutput {
+    /// The addresses of the A records in the answer section (the CNAMEs before them left out).
+    pub fn a_records(&self) -> Vec<std::net::Ipv4Addr> {
+        self.section("ANSWER")
+            .into_iter()
+            .filter(|fields| fields.get(3).map(String::as_str) == Some("A"))
+            .filter_map(|fields| fields.get(4)?.parse().ok())
+            .collect()
+    }
+}
+
 /// Runs `kdig args…` in `netns`; kdig's exit status is not checked, so timeouts show in `text`.
 pub fn kdig(netns: &Netns, args: &[&str]) -> Result<DigOutput> {
     client(netns, "kdig", args)

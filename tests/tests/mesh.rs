@@ -8,38 +8,31 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
-use edge_mesh::view::State;
 use edge_tests::{
     agent::{Agent, SAMPLE},
-    dig::kdig,
-    edge::{EdgeProcess, status},
+    mesh::{self, AGENT_PORT, GOSSIP, Member, Network},
     origin::Origin,
     topology::{Host, Lan},
 };
 
 const HTTP_PORT: u16 = 8080;
-const AGENT_PORT: u16 = 9100;
-const GOSSIP_PORT: u16 = 7946;
 const INTERVAL: Duration = Duration::from_millis(200);
-/// The PoPs' `[mesh] gossip_interval` (the default, written out so that bounds can name it).
-const GOSSIP: Duration = Duration::from_millis(100);
 /// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
 const ALLOWANCE: Duration = Duration::from_millis(1500);
+const SHOP: &str = "shop.example.com";
 
+/// PoPs `pop1`… (the first is everyone's seed) steering one origin pool, `shop`, whose origins
+/// are test origins with agents.
 struct Mesh {
-    lan: Lan,
-    /// The PoPs' names, `pop1`…: the first is everyone's seed.
-    pops: Vec<String>,
-    configs: Vec<PathBuf>,
-    edges: Vec<Option<EdgeProcess>>,
-    _origins: Vec<Origin>,
     agents: Vec<Agent>,
+    _origins: Vec<Origin>,
+    /// Last: the LAN goes after everything running in it.
+    net: Network,
 }
 
 fn ip(host: &Host) -> IpAddr {
@@ -57,7 +50,8 @@ impl Mesh {
             .chain(["client"])
             .chain(origin_names.iter().map(String::as_str))
             .collect();
-        let lan = Lan::new(test, &roles)?;
+        let mut net = Network::new(Lan::new(test, &roles)?, "client");
+        let lan = &net.lan;
         let origins: Vec<Host> = origin_names
             .iter()
             .map(|role| lan.host(role).clone())
@@ -78,156 +72,30 @@ impl Mesh {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let seed = format!("{}:{GOSSIP_PORT}", lan.host("pop1").v4);
-        let mut configs = Vec::new();
-        let mut edges = Vec::new();
-        for pop in &pops {
-            let host = lan.host(pop);
-            let mut text = format!(
-                "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n",
-                lan.pin_root().join(pop).display(),
-                host.v4
-            );
-            text += "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
-            for origin in &origins {
-                text += &format!(
-                    "[[pools.members]]\nname = \"{}\"\naddress = \"{}\"\nhttp_port = {HTTP_PORT}\nagent_port = {AGENT_PORT}\n",
-                    origin.role, origin.v4
-                );
-            }
-            text += "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n";
-            text += &format!(
-                "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\ngossip_interval = \"{}ms\"\n",
-                host.v4,
-                GOSSIP.as_millis()
-            );
-            let config = lan.write_file(&format!("{pop}.toml"), &text)?;
-            edges.push(Some(EdgeProcess::start(&host.netns, &config, &[])?));
-            configs.push(config);
-        }
+        let pops: Vec<&str> = pops.iter().map(String::as_str).collect();
+        net.start_pops(&pops, |lan, pop| {
+            let members: Vec<Member> = origins
+                .iter()
+                .map(|origin| Member::http(lan.host(&origin.role), HTTP_PORT).with_agent())
+                .collect();
+            mesh::xdp_and_dns(lan, pop)
+                + &mesh::pool("shop", "origin", INTERVAL, "", &members)
+                + "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n"
+                + &mesh::mesh(lan, pop, "pop1")
+        })?;
         Ok(Self {
-            lan,
-            pops,
-            configs,
-            edges,
-            _origins: servers,
             agents,
+            _origins: servers,
+            net,
         })
     }
 
-    fn pop(&self, i: usize) -> &Host {
-        self.lan.host(&self.pops[i])
-    }
-
-    /// The A records `shop.example.com` answers with at PoP `i`.
     fn answer(&self, i: usize) -> Result<Vec<IpAddr>> {
-        let server = format!("@{}", self.pop(i).v4);
-        let reply = kdig(
-            &self.lan.host("client").netns,
-            &[&server, "shop.example.com", "A", "+retry=0", "+time=2"],
-        )?;
-        Ok(reply
-            .section("ANSWER")
-            .into_iter()
-            .filter(|fields| fields.get(3).map(String::as_str) == Some("A"))
-            .map(|fields| fields[4].parse().unwrap())
-            .collect())
+        self.net.answer(i, SHOP)
     }
 
-    fn status(&self, i: usize) -> Result<edge_steer::status::Status> {
-        status(&self.pop(i).netns, &self.configs[i])
-    }
-
-    /// Polls until every PoP in `pops` answers `expected`; returns how long it took.
-    fn wait_for_answers(
-        &self,
-        pops: &[usize],
-        expected: IpAddr,
-        bound: Duration,
-    ) -> Result<Duration> {
-        let start = Instant::now();
-        loop {
-            let answers: Vec<Vec<IpAddr>> = pops
-                .iter()
-                .map(|&i| self.answer(i))
-                .collect::<Result<_>>()?;
-            if answers.iter().all(|answer| answer == &[expected]) {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() > bound {
-                let states: Vec<_> = pops.iter().map(|&i| self.status(i).ok()).collect();
-                bail!("answers {answers:?}, not {expected} after {bound:?}\n{states:#?}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Polls every PoP at once, each on a thread of its own, until each answers `expected`;
-    /// returns, per PoP, when its answer was first seen moved (since `start`), and the longest
-    /// single poll (the resolution of those times).
-    fn watch_move(
-        &self,
-        expected: IpAddr,
-        start: Instant,
-        bound: Duration,
-    ) -> Result<(Vec<Duration>, Duration)> {
-        let polls: Vec<Result<(Duration, Duration)>> = thread::scope(|scope| {
-            let watchers: Vec<_> = (0..self.pops.len())
-                .map(|i| {
-                    scope.spawn(move || {
-                        let mut longest = Duration::ZERO;
-                        loop {
-                            let asked = Instant::now();
-                            let answer = self.answer(i)?;
-                            longest = longest.max(asked.elapsed());
-                            if answer == [expected] {
-                                return Ok((asked.duration_since(start), longest));
-                            }
-                            if start.elapsed() > bound {
-                                bail!("pop{} answers {answer:?}, not {expected}", i + 1);
-                            }
-                        }
-                    })
-                })
-                .collect();
-            watchers
-                .into_iter()
-                .map(|watcher| watcher.join().expect("a watcher panicked"))
-                .collect()
-        });
-        let polls: Vec<(Duration, Duration)> = polls.into_iter().collect::<Result<_>>()?;
-        let longest = polls.iter().map(|&(_, longest)| longest).max().unwrap();
-        Ok((polls.into_iter().map(|(moved, _)| moved).collect(), longest))
-    }
-
-    /// Polls until every PoP in `pops` sees the mesh members in `wanted` (name, live or not).
-    fn wait_for_members(
-        &self,
-        pops: &[usize],
-        wanted: &[(&str, bool)],
-        bound: Duration,
-    ) -> Result<Duration> {
-        let start = Instant::now();
-        loop {
-            let mut all = true;
-            for &i in pops {
-                let state = self.status(i)?;
-                let mesh = state.mesh.expect("a mesh");
-                all &= wanted.iter().all(|(name, live)| {
-                    mesh.members.iter().any(|member| {
-                        member.name == *name && (member.state == State::Live) == *live
-                    })
-                });
-            }
-            if all {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() > bound {
-                let states: Vec<_> = pops.iter().map(|&i| self.status(i).ok()).collect();
-                bail!("members not {wanted:?} after {bound:?}\n{states:#?}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+    fn host(&self, role: &str) -> &Host {
+        self.net.lan.host(role)
     }
 }
 
@@ -235,23 +103,17 @@ impl Mesh {
 fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()> {
     let _timing = edge_tests::serial::timing_sensitive();
     let mut mesh = Mesh::start("mesh-agree", 3, &[20, 60])?;
-    let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
-    let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
-    let took = mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
+    let (origin1, origin2) = (ip(mesh.host("origin1")), ip(mesh.host("origin2")));
+    let took = mesh.net.wait_for_everyone(Duration::from_secs(5))?;
     eprintln!("3 PoPs see each other live {took:?} after the last started");
-    mesh.wait_for_answers(&[0, 1, 2], origin1, ALLOWANCE)?;
+    mesh.net
+        .wait_for_answers(&[0, 1, 2], SHOP, &[origin1], ALLOWANCE)?;
     // The answers can agree before every PoP's first report has reached pop1 (or, on a loaded
     // machine, while one report is a moment past its freshness): wait for all three.
-    let start = Instant::now();
-    let shop = loop {
-        let state = mesh.status(0)?;
-        let shop = state.pool("shop").unwrap().clone();
-        if shop.source.starts_with("mesh: agreed over 3 PoPs") {
-            break shop;
-        }
-        assert!(start.elapsed() < ALLOWANCE, "{shop:#?}");
-        thread::sleep(Duration::from_millis(20));
-    };
+    mesh.net
+        .wait_for_source(&[0], "shop", "mesh: agreed over 3 PoPs", ALLOWANCE)?;
+    let state = mesh.net.status(0)?;
+    let shop = state.pool("shop").unwrap();
     assert!(
         shop.members
             .iter()
@@ -262,11 +124,12 @@ fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()
     let start = Instant::now();
     loop {
         let output = mesh
+            .net
             .pop(1)
             .netns
             .command(edge_tests::edge::binary())
             .args(["status", "--config"])
-            .arg(&mesh.configs[1])
+            .arg(&mesh.net.configs[1])
             .output()?;
         let table = String::from_utf8_lossy(&output.stdout);
         if table.contains("mesh (this PoP: pop2): 3 of 3 live")
@@ -280,36 +143,39 @@ fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()
 
     // Origin 1 gets loaded: every PoP moves to origin 2.
     mesh.agents[0].set_cpu(90);
-    let took = mesh.wait_for_answers(&[0, 1, 2], origin2, SAMPLE + 3 * INTERVAL + ALLOWANCE)?;
+    let took = mesh.net.wait_for_answers(
+        &[0, 1, 2],
+        SHOP,
+        &[origin2],
+        SAMPLE + 3 * INTERVAL + ALLOWANCE,
+    )?;
     eprintln!("origin 1 loaded: all 3 PoPs answered origin 2 within {took:?}");
 
     // pop3 dies: out of the others' views within 2 s.
-    mesh.edges[2].take().unwrap().kill()?;
+    mesh.net.kill(2)?;
     let killed = Instant::now();
-    let took = mesh.wait_for_members(&[0, 1], &[("pop3", false)], Duration::from_secs(2))?;
+    let took = mesh
+        .net
+        .wait_for_members(&[0, 1], &[("pop3", false)], Duration::from_secs(2))?;
     eprintln!(
         "pop3 killed: out of pop1's and pop2's views within {:?}",
         killed.elapsed()
     );
     assert!(took <= Duration::from_secs(2));
     // pop1's next round selects over the two live PoPs.
-    let start = Instant::now();
-    loop {
-        let state = mesh.status(0)?;
-        let shop = state.pool("shop").unwrap();
-        if shop.source.starts_with("mesh: agreed over 2 PoPs") {
-            break;
-        }
-        assert!(start.elapsed() < 2 * INTERVAL + ALLOWANCE, "{state:#?}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    mesh.net.wait_for_source(
+        &[0],
+        "shop",
+        "mesh: agreed over 2 PoPs",
+        2 * INTERVAL + ALLOWANCE,
+    )?;
 
     // Restarted, it is back.
-    let pop3 = mesh.pop(2).netns.clone();
-    mesh.edges[2] = Some(EdgeProcess::start(&pop3, &mesh.configs[2], &[])?);
-    let took = mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
+    mesh.net.restart(2)?;
+    let took = mesh.net.wait_for_everyone(Duration::from_secs(5))?;
     eprintln!("pop3 restarted: back in every view within {took:?}");
-    mesh.wait_for_answers(&[0, 1, 2], origin2, ALLOWANCE)?;
+    mesh.net
+        .wait_for_answers(&[0, 1, 2], SHOP, &[origin2], ALLOWANCE)?;
     Ok(())
 }
 
@@ -318,43 +184,41 @@ fn five_pops_agree_and_move_together_within_a_probe_round_and_a_gossip_round() -
     let _timing = edge_tests::serial::timing_sensitive();
     // Three origins so that the agreed one is not simply the first configured.
     let mesh = Mesh::start("mesh-five", 5, &[40, 20, 60])?;
-    let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
-    let everyone: Vec<(&str, bool)> = mesh.pops.iter().map(|pop| (pop.as_str(), true)).collect();
-    let all: Vec<usize> = (0..5).collect();
-    let took = mesh.wait_for_members(&all, &everyone, Duration::from_secs(10))?;
+    let (origin1, origin2) = (ip(mesh.host("origin1")), ip(mesh.host("origin2")));
+    let all = mesh.net.all();
+    let took = mesh.net.wait_for_everyone(Duration::from_secs(10))?;
     eprintln!("5 PoPs see each other live {took:?} after the last started");
     // All agree on the least-loaded origin, over the five.
-    mesh.wait_for_answers(&all, origin2, 10 * INTERVAL + ALLOWANCE)?;
+    mesh.net
+        .wait_for_answers(&all, SHOP, &[origin2], 10 * INTERVAL + ALLOWANCE)?;
     // The answers can agree before every PoP's first report has reached every other: wait
     // for each PoP's answer to rest on all five.
-    let start = Instant::now();
-    for i in all.iter().copied() {
-        loop {
-            let state = mesh.status(i)?;
-            let shop = state.pool("shop").unwrap();
-            if shop.source.starts_with("mesh: agreed over 5 PoPs") {
-                break;
-            }
-            assert!(start.elapsed() < ALLOWANCE, "pop{}: {shop:#?}", i + 1);
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
+    mesh.net
+        .wait_for_source(&all, "shop", "mesh: agreed over 5 PoPs", ALLOWANCE)?;
 
     // Origin 2 gets loaded: every PoP moves to origin 1, the next least loaded. Once the first
     // PoP has moved, the data that moved it is published; each other PoP has it after a gossip
     // round and answers by it at its next probe round. The times are when each PoP's move was
-    // first seen, so they are late by up to one poll each: the bound adds the longest poll.
+    // first seen, so they are late by up to one gap between polls each: the bound adds the longest.
     mesh.agents[1].set_cpu(90);
     let loaded = Instant::now();
-    let (moved, poll) = mesh.watch_move(origin1, loaded, SAMPLE + 10 * INTERVAL + ALLOWANCE)?;
+    let (moved, poll) = mesh.net.watch(
+        &all,
+        SHOP,
+        loaded,
+        SAMPLE + 10 * INTERVAL + ALLOWANCE,
+        |answer| answer == [origin1],
+    )?;
     let first = *moved.iter().min().unwrap();
     let last = *moved.iter().max().unwrap();
     let spread = last - first;
-    let bound = INTERVAL + GOSSIP + poll;
+    // A probe round is the interval within the default jitter of ±10 %.
+    let round = INTERVAL.mul_f64(1.1);
+    let bound = round + GOSSIP + poll;
     eprintln!(
         "origin 2 loaded: first PoP moved after {first:?}, all 5 within {spread:?} of it \
-         (bound: probe {INTERVAL:?} + gossip {GOSSIP:?} + longest poll {poll:?} = {bound:?}); \
-         each: {moved:?}"
+         (bound: probe round {round:?} + gossip {GOSSIP:?} + longest gap between polls \
+         {poll:?} = {bound:?}); each: {moved:?}"
     );
     assert!(
         spread <= bound,
@@ -374,20 +238,21 @@ fn five_pops_agree_and_move_together_within_a_probe_round_and_a_gossip_round() -
 fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Result<()> {
     let _timing = edge_tests::serial::timing_sensitive();
     let mesh = Mesh::start("mesh-quorum", 3, &[20, 60])?;
-    let (origin1, origin2) = (ip(mesh.lan.host("origin1")), ip(mesh.lan.host("origin2")));
-    let everyone = [("pop1", true), ("pop2", true), ("pop3", true)];
-    mesh.wait_for_members(&[0, 1, 2], &everyone, Duration::from_secs(5))?;
-    mesh.wait_for_answers(&[0, 1, 2], origin1, ALLOWANCE)?;
+    let (origin1, origin2) = (ip(mesh.host("origin1")), ip(mesh.host("origin2")));
+    mesh.net.wait_for_everyone(Duration::from_secs(5))?;
+    mesh.net
+        .wait_for_answers(&[0, 1, 2], SHOP, &[origin1], ALLOWANCE)?;
 
     // pop1 cannot reach origin 1 any more; pop2 and pop3 can.
     let route = format!("{origin1}/32");
-    mesh.pop(0)
+    mesh.net
+        .pop(0)
         .netns
         .run("ip", &["route", "add", "blackhole", &route])?;
     // Its own probes take origin 1 down (fall 2), and its next report says so.
     let start = Instant::now();
     loop {
-        let state = mesh.status(0)?;
+        let state = mesh.net.status(0)?;
         let shop = state.pool("shop").unwrap();
         let split = Some(edge_mesh::choose::Quorum { up: 2, down: 1 });
         if shop.members[0].state == "down" && shop.members[0].quorum == split {
@@ -406,10 +271,13 @@ fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Resu
     }
 
     // pop2 loses it too: a majority says down, and every PoP moves to origin 2.
-    mesh.pop(1)
+    mesh.net
+        .pop(1)
         .netns
         .run("ip", &["route", "add", "blackhole", &route])?;
-    let took = mesh.wait_for_answers(&[0, 1, 2], origin2, 4 * INTERVAL + ALLOWANCE)?;
+    let took = mesh
+        .net
+        .wait_for_answers(&[0, 1, 2], SHOP, &[origin2], 4 * INTERVAL + ALLOWANCE)?;
     eprintln!("a majority lost origin 1: all 3 PoPs answered origin 2 within {took:?}");
     Ok(())
 }
@@ -421,7 +289,11 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
     // the regions 50 ms apart; pop1 and pop3 are busy. Each PoP's HTTP server (its service, the
     // PoP pool's probe target) delays its answers to the other PoPs by their distance.
     const PEERS: [&str; 4] = ["pop1", "pop2", "pop3", "pop4"];
-    let lan = Lan::new("mesh-best", &["pop1", "pop2", "pop3", "pop4", "client"])?;
+    let mut net = Network::new(
+        Lan::new("mesh-best", &["pop1", "pop2", "pop3", "pop4", "client"])?,
+        "client",
+    );
+    let lan = &net.lan;
     let region = |pop: usize| pop / 2;
     let servers: Vec<Origin> = PEERS
         .iter()
@@ -449,72 +321,47 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
             )
         })
         .collect::<Result<_>>()?;
-    let seed = format!("{}:{GOSSIP_PORT}", lan.host("pop1").v4);
-    let mut configs = Vec::new();
-    let mut edges = Vec::new();
-    for pop in PEERS {
-        let host = lan.host(pop);
-        let mut text = format!(
-            "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n",
-            lan.pin_root().join(pop).display(),
-            host.v4
-        );
-        text += "[[pools]]\nname = \"pops\"\nkind = \"pop\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
-        // Each PoP reads only its own agent: the others' load it knows from the mesh alone,
-        // so that its own measurements would answer otherwise (every other PoP as loaded as
-        // the one figure it has: itself).
-        for peer in PEERS {
-            text += &format!(
-                "[[pools.members]]\nname = \"{peer}\"\naddress = \"{}\"\nhttp_port = {HTTP_PORT}\n",
-                lan.host(peer).v4
-            );
-            if peer == pop {
-                text += &format!("agent_port = {AGENT_PORT}\n");
-            }
-        }
-        text += "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"static\"\npool = \"pops\"\n";
-        text += &format!(
-            "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{seed}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\n",
-            host.v4
-        );
-        let config = lan.write_file(&format!("{pop}.toml"), &text)?;
-        edges.push(EdgeProcess::start(&host.netns, &config, &[])?);
-        configs.push(config);
-    }
+    // Each PoP reads only its own agent: the others' load it knows from the mesh alone, so
+    // that its own measurements would answer otherwise (every other PoP as loaded as the one
+    // figure it has: itself).
+    net.start_pops(&PEERS, |lan, pop| {
+        let members: Vec<Member> = PEERS
+            .iter()
+            .map(|peer| {
+                let member = Member::http(lan.host(peer), HTTP_PORT);
+                if *peer == pop {
+                    member.with_agent()
+                } else {
+                    member
+                }
+            })
+            .collect();
+        mesh::xdp_and_dns(lan, pop)
+            + &mesh::pool("pops", "pop", INTERVAL, "", &members)
+            + "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"static\"\npool = \"pops\"\n"
+            + &mesh::mesh(lan, pop, "pop1")
+    })?;
     // pop1 answers pop2 (near and idle, rather than itself, busy); pop3 answers pop4; pop2
     // and pop4 answer themselves.
     let expected = [1, 1, 3, 3];
+    let wanted: Vec<Vec<IpAddr>> = expected.iter().map(|&j| vec![net.ip(j)]).collect();
     let start = Instant::now();
     loop {
-        let mut answers = Vec::new();
-        for pop in PEERS {
-            let server = format!("@{}", lan.host(pop).v4);
-            let reply = kdig(
-                &lan.host("client").netns,
-                &[&server, "static.example.com", "A", "+retry=0", "+time=2"],
-            )?;
-            let records: Vec<IpAddr> = reply
-                .section("ANSWER")
-                .into_iter()
-                .filter(|fields| fields.get(3).map(String::as_str) == Some("A"))
-                .map(|fields| fields[4].parse().unwrap())
-                .collect();
-            answers.push(records);
-        }
-        let wanted: Vec<Vec<IpAddr>> = expected
-            .iter()
-            .map(|&j| vec![ip(lan.host(PEERS[j]))])
-            .collect();
+        let answers: Vec<Vec<IpAddr>> = net
+            .all()
+            .into_iter()
+            .map(|i| net.answer(i, "static.example.com"))
+            .collect::<Result<_>>()?;
         if answers == wanted {
             break;
         }
         if start.elapsed() > 10 * INTERVAL + ALLOWANCE {
-            let state = status(&lan.host("pop1").netns, &configs[0]).ok();
+            let state = net.status(0).ok();
             bail!("answers {answers:?}, not {wanted:?}\n{state:#?}");
         }
         thread::sleep(Duration::from_millis(50));
     }
-    let state = status(&lan.host("pop3").netns, &configs[2])?;
+    let state = net.status(2)?;
     let pops = state.pool("pops").unwrap();
     assert_eq!(
         pops.source, "mesh: best from here over 4 PoPs",
@@ -526,6 +373,119 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
         "the static hostname answered per asker after {:?}",
         start.elapsed()
     );
-    drop(edges);
+    Ok(())
+}
+
+/// One scrape of PoP `i`'s `/metrics`: series → value.
+fn scrape(mesh: &Mesh, i: usize) -> Result<std::collections::HashMap<String, f64>> {
+    let output = mesh
+        .net
+        .pop(i)
+        .netns
+        .run("curl", &["-sf", "http://127.0.0.1:9081/metrics"])?;
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The mesh's metrics move with real gossip and with datagrams a client sends at a PoP's gossip
+/// port: one not sealed with the secret, one sealed but sent long ago, one sealed and fresh
+/// but no chitchat message, and that one again.
+#[test]
+fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
+    let mesh = Mesh::start("mesh-metrics", 2, &[20])?;
+    let everyone = [("pop1", true), ("pop2", true)];
+    mesh.net
+        .wait_for_members(&[0, 1], &everyone, Duration::from_secs(5))?;
+    let value = |scrape: &std::collections::HashMap<String, f64>, series: &str| {
+        scrape.get(series).copied().unwrap_or(0.0)
+    };
+    let live = |scrape: &std::collections::HashMap<String, f64>| {
+        value(scrape, r#"edge_mesh_members{state="live"}"#)
+    };
+    // A member's state is judged every gossip round (live, or stale a moment on a busy machine).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let before = scrape(&mesh, 0)?;
+        if live(&before) == 2.0 || Instant::now() > deadline {
+            break before;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(live(&before), 2.0, "{before:?}");
+    assert_eq!(value(&before, r#"edge_mesh_members{state="dead"}"#), 0.0);
+
+    let sealer = edge_mesh::transport::Sealer::new(edge_tests::mesh::SECRET.as_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let fresh = sealer.seal(b"not a chitchat message", now, 1);
+    let datagrams = [
+        b"forged, not sealed with the secret".to_vec(),
+        sealer.seal(b"old", now - 60_000, 2),
+        fresh.clone(),
+        fresh,
+    ];
+    let target = SocketAddr::new(mesh.net.ip(0), edge_tests::mesh::GOSSIP_PORT);
+    mesh.net
+        .lan
+        .host("client")
+        .netns
+        .run_inside(|| -> Result<()> {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            for datagram in &datagrams {
+                socket.send_to(datagram, target)?;
+                // In order: the replay must come after the datagram it replays was taken.
+                thread::sleep(Duration::from_millis(150));
+            }
+            Ok(())
+        })??;
+
+    let dropped = |scrape: &std::collections::HashMap<String, f64>| {
+        ["bad_mac", "stale", "undecodable", "replayed"].map(|result| {
+            value(
+                scrape,
+                &format!("edge_mesh_datagrams_received_total{{result=\"{result}\"}}"),
+            ) - value(
+                &before,
+                &format!("edge_mesh_datagrams_received_total{{result=\"{result}\"}}"),
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let after = scrape(&mesh, 0)?;
+        if dropped(&after) == [1.0; 4] && live(&after) == 2.0 || Instant::now() > deadline {
+            break after;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        dropped(&after),
+        [1.0; 4],
+        "bad_mac, stale, undecodable, replayed"
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"edge_mesh_datagrams_received_total{result="wrong_cluster"}"#
+        ),
+        0.0
+    );
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert!(moved(r#"edge_mesh_datagrams_received_total{result="accepted"}"#) >= 1.0);
+    assert!(moved("edge_mesh_datagrams_sent_total") >= 1.0);
+    assert!(moved(r#"edge_mesh_bytes_total{direction="sent"}"#) >= 1.0);
+    // Every datagram received counts, the dropped ones too.
+    assert!(
+        moved(r#"edge_mesh_bytes_total{direction="received"}"#)
+            > moved(r#"edge_mesh_datagrams_received_total{result="accepted"}"#)
+    );
+    assert_eq!(live(&after), 2.0, "{after:?}");
     Ok(())
 }

@@ -8,9 +8,7 @@
 //! (a miss, then a hit), with curl.
 
 use std::{
-    fs,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
@@ -18,16 +16,14 @@ use std::{
 use anyhow::{Result, bail};
 use edge_tests::{
     agent::Agent,
-    bench::peers::Daemon,
     curl::curl,
-    dig::{dig, kdig},
-    edge::{EdgeProcess, status},
+    dig::dig,
+    mesh::{self, AGENT_PORT, CDN_ZONE, Member, Network},
     origin::Origin,
+    resolver::{start_knot, start_unbound},
     topology::{Host, Lan},
 };
 
-const AGENT_PORT: u16 = 9100;
-const GOSSIP_PORT: u16 = 7946;
 const INTERVAL: Duration = Duration::from_millis(200);
 /// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
 const ALLOWANCE: Duration = Duration::from_millis(1500);
@@ -40,147 +36,20 @@ fn ip(host: &Host) -> IpAddr {
     host.v4.into()
 }
 
-/// The A records of `name` in a dig or kdig reply (the CNAMEs before them left out).
-fn addresses(reply: &edge_tests::dig::DigOutput) -> Vec<IpAddr> {
-    reply
-        .section("ANSWER")
-        .into_iter()
-        .filter(|fields| fields.get(3).map(String::as_str) == Some("A"))
-        .map(|fields| fields[4].parse().unwrap())
-        .collect()
-}
-
-/// `edge.toml` of PoP `pop`: the origin pool, the PoP pool (every PoP's HTTP service, probed
-/// with its address as Host, so each PoP serves a site of that name), the CDN's zone, the
-/// cache and the mesh.
-fn pop_config(lan: &Lan, pop: &str) -> String {
-    let host = lan.host(pop);
-    let mut text = format!(
-        "[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n",
-        lan.pin_root().join(pop).display(),
-        host.v4
-    );
-    text += "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
-    for origin in ORIGINS {
-        text += &format!(
-            "[[pools.members]]\nname = \"{origin}\"\naddress = \"{}\"\nhttp_port = 80\nagent_port = {AGENT_PORT}\n",
-            lan.host(origin).v4
-        );
-    }
-    text += "[[pools]]\nname = \"pops\"\nkind = \"pop\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
-    for peer in POPS {
-        text += &format!(
-            "[[pools.members]]\nname = \"{peer}\"\naddress = \"{}\"\nhttp_port = 80\n",
-            lan.host(peer).v4
-        );
-    }
-    text += &format!(
-        "[[zones]]\napex = \"cdn.example\"\nttl = 30\n[[zones.nameservers]]\nname = \"{pop}\"\naddresses = [\"{}\"]\n",
-        host.v4
-    );
-    text += "[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n[[zones.names]]\nname = \"shop-static\"\npool = \"pops\"\n";
-    text += &format!(
-        "[http]\nlisten = \"{}:80\"\ncache_dir = \"{}\"\ncache_capacity = \"16 MiB\"\n",
-        host.v4,
-        lan.work_dir().join(format!("cache-{pop}")).display()
-    );
-    for site in ["static.shop.example".to_string(), host.v4.to_string()] {
-        text += &format!("[[http.sites]]\nhost = \"{site}\"\npool = \"shop\"\n");
-    }
-    text += &format!(
-        "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{}:{GOSSIP_PORT}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\n",
-        host.v4,
-        lan.host("pop1").v4
-    );
-    text
-}
-
-/// Knot DNS serving the customer's zone on `customer`.
-fn start_knot(lan: &Lan) -> Result<Daemon> {
-    let host = lan.host("customer");
-    let dir = lan.work_dir().join("knot");
-    fs::create_dir_all(&dir)?;
-    let zone = dir.join("shop.example.zone");
-    fs::write(
-        &zone,
-        format!(
-            "$ORIGIN shop.example.\n$TTL 300\n\
-             @ SOA ns hostmaster 1 3600 600 86400 300\n\
-             @ NS ns\n\
-             ns A {}\n\
-             www CNAME shop.cdn.example.\n\
-             static CNAME shop-static.cdn.example.\n",
-            host.v4
-        ),
-    )?;
-    let config = dir.join("knot.conf");
-    fs::write(
-        &config,
-        format!(
-            "server:\n    rundir: {dir}\n    listen: {ip}@53\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
-             database:\n    storage: {dir}\n\
-             log:\n  - target: stderr\n    any: notice\n\
-             zone:\n  - domain: shop.example\n    file: {zone}\n    journal-content: none\n",
-            dir = dir.display(),
-            ip = host.v4,
-            zone = zone.display(),
-        ),
-    )?;
-    let mut command = host.netns.command("knotd");
-    command.arg("-c").arg(&config);
-    Daemon::spawn("knotd", command, &dir.join("knot.log"))
-}
-
-/// unbound on `resolver`: recursion for the client, stub zones for the customer's zone and
-/// the CDN's; no DNSSEC validation (the zones are unsigned and have no trust anchor).
-fn start_unbound(lan: &Lan) -> Result<Daemon> {
-    let host = lan.host("resolver");
-    let dir = lan.work_dir().join("unbound");
-    fs::create_dir_all(&dir)?;
-    let mut text = format!(
-        "server:\n    interface: {ip}\n    port: 53\n    access-control: 198.18.0.0/24 allow\n    \
-         username: \"\"\n    chroot: \"\"\n    directory: \"{dir}\"\n    pidfile: \"{dir}/unbound.pid\"\n    \
-         do-daemonize: no\n    use-syslog: no\n    logfile: \"\"\n    verbosity: 1\n    \
-         num-threads: 1\n    do-ip6: no\n    module-config: \"iterator\"\n\
-         remote-control:\n    control-enable: no\n\
-         stub-zone:\n    name: \"shop.example\"\n    stub-addr: {customer}\n\
-         stub-zone:\n    name: \"cdn.example\"\n",
-        ip = host.v4,
-        dir = dir.display(),
-        customer = lan.host("customer").v4,
-    );
-    for pop in POPS {
-        text += &format!("    stub-addr: {}\n", lan.host(pop).v4);
-    }
-    let config = dir.join("unbound.conf");
-    fs::write(&config, text)?;
-    let check = host
-        .netns
-        .command("unbound-checkconf")
-        .arg(&config)
-        .output()?;
-    if !check.status.success() {
-        bail!(
-            "unbound-checkconf: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-    }
-    let mut command = host.netns.command("unbound");
-    command.arg("-d").arg("-c").arg(&config);
-    Daemon::spawn("unbound", command, &dir.join("unbound.log"))
-}
-
 #[test]
 fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_got() -> Result<()>
 {
     let _timing = edge_tests::serial::timing_sensitive();
-    let lan = Lan::new(
-        "mesh-resolver",
-        &[
-            "pop1", "pop2", "pop3", "origin1", "origin2", "customer", "resolver", "client",
-        ],
-    )?;
+    let mut net = Network::new(
+        Lan::new(
+            "mesh-resolver",
+            &[
+                "pop1", "pop2", "pop3", "origin1", "origin2", "customer", "resolver", "client",
+            ],
+        )?,
+        "client",
+    );
+    let lan = &net.lan;
     let origins: Vec<Origin> = ORIGINS
         .iter()
         .map(|origin| {
@@ -202,53 +71,58 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
             )
         })
         .collect::<Result<_>>()?;
-    let mut configs: Vec<PathBuf> = Vec::new();
-    let mut edges = Vec::new();
-    for pop in POPS {
-        let config = lan.write_file(&format!("{pop}.toml"), &pop_config(&lan, pop))?;
-        edges.push(EdgeProcess::start(&lan.host(pop).netns, &config, &[])?);
-        configs.push(config);
-    }
-    let mut knot = start_knot(&lan)?;
-    let mut unbound = start_unbound(&lan)?;
+    let customer = lan.host("customer").clone();
+    let resolver = lan.host("resolver").clone();
+    net.start_pops(&POPS, |lan, pop| {
+        let origins: Vec<Member> = ORIGINS
+            .iter()
+            .map(|origin| Member::http(lan.host(origin), 80).with_agent())
+            .collect();
+        let pops: Vec<Member> = POPS
+            .iter()
+            .map(|peer| Member::http(lan.host(peer), 80))
+            .collect();
+        mesh::cdn_pop(lan, pop, INTERVAL, &origins, &pops, "/")
+    })?;
+    let lan = &net.lan;
+    let mut knot = start_knot(
+        &customer,
+        &lan.work_dir().join("knot"),
+        "shop.example",
+        &mesh::customer_zone(&customer),
+    )?;
+    let pops: Vec<IpAddr> = net.all().into_iter().map(|i| net.ip(i)).collect();
+    let mut unbound = start_unbound(
+        &resolver,
+        &lan.work_dir().join("unbound"),
+        &[
+            ("shop.example", vec![customer.v4]),
+            (
+                CDN_ZONE,
+                net.all().into_iter().map(|i| net.pop(i).v4).collect(),
+            ),
+        ],
+    )?;
     let client = &lan.host("client").netns;
-    let pops: Vec<IpAddr> = POPS.iter().map(|pop| ip(lan.host(pop))).collect();
     let origin2 = ip(lan.host("origin2"));
 
     // Before asking through the resolver (which caches), every PoP must answer from the
     // converged mesh: the agreed origin, and a healthy PoP for the static name.
+    net.wait_for_everyone(Duration::from_secs(5))?;
     let start = Instant::now();
     loop {
         let mut ready = true;
-        for pop in &pops {
-            let server = format!("@{pop}");
-            let shop = kdig(
-                client,
-                &[&server, "shop.cdn.example", "A", "+retry=0", "+time=2"],
-            )?;
-            let stat = kdig(
-                client,
-                &[
-                    &server,
-                    "shop-static.cdn.example",
-                    "A",
-                    "+retry=0",
-                    "+time=2",
-                ],
-            )?;
-            let live = status(&lan.host("pop1").netns, &configs[0])?
-                .mesh
-                .is_some_and(|mesh| mesh.members.len() == POPS.len());
-            ready &= live
-                && addresses(&shop) == [origin2]
-                && addresses(&stat).len() == 1
-                && pops.contains(&addresses(&stat)[0]);
+        for i in net.all() {
+            let stat = net.answer(i, "shop-static.cdn.example")?;
+            ready &= net.answer(i, "shop.cdn.example")? == [origin2]
+                && stat.len() == 1
+                && pops.contains(&stat[0]);
         }
         if ready {
             break;
         }
         if start.elapsed() > 20 * INTERVAL + ALLOWANCE {
-            let state = status(&lan.host("pop1").netns, &configs[0]).ok();
+            let state = net.status(0).ok();
             bail!("the PoPs did not converge\n{state:#?}");
         }
         thread::sleep(Duration::from_millis(50));
@@ -257,7 +131,7 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
     unbound.check_running()?;
 
     // The page: www.shop.example → (customer's CNAME) shop.cdn.example → the agreed origin.
-    let resolver = format!("@{}", lan.host("resolver").v4);
+    let resolver = format!("@{}", resolver.v4);
     let www = dig(
         client,
         &[&resolver, "www.shop.example", "A", "+tries=1", "+time=5"],
@@ -266,7 +140,7 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
         fields.get(3).map(String::as_str) == Some("CNAME") && fields[4] == "shop.cdn.example."
     });
     assert!(cname, "{}", www.text);
-    assert_eq!(addresses(&www), [origin2], "{}", www.text);
+    assert_eq!(www.a_records(), [origin2], "{}", www.text);
     let resolve = format!("www.shop.example:80:{origin2}");
     let page = curl(
         client,
@@ -286,7 +160,7 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
         client,
         &[&resolver, "static.shop.example", "A", "+tries=1", "+time=5"],
     )?;
-    let got = addresses(&stat);
+    let got: Vec<IpAddr> = stat.a_records().into_iter().map(IpAddr::from).collect();
     assert!(
         got.len() == 1 && pops.contains(&got[0]),
         "not one PoP: {}",
@@ -308,6 +182,5 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
     );
     knot.check_running()?;
     unbound.check_running()?;
-    drop(edges);
     Ok(())
 }

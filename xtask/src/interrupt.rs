@@ -1,6 +1,6 @@
-//! Ctrl-C, SIGTERM and SIGHUP during `vm-test`: they set a flag instead of ending xtask, and
-//! the running step stops its child and fails, so the VM's guard destroys the VM before xtask
-//! exits.
+//! Ctrl-C, SIGTERM and SIGHUP during `vm-test` and the demo: they set a flag instead of ending
+//! xtask, and the running step stops its child and fails, so the VM's guard destroys the VM
+//! (the demo removes its namespaces) before xtask exits.
 
 use std::{
     os::unix::process::CommandExt as _,

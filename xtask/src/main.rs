@@ -40,7 +40,9 @@ enum Task {
         #[arg(long, value_enum, default_value_t = vm::Accel::Auto)]
         accel: vm::Accel,
     },
-    /// Start edge in a two-namespace topology and query it with kdig.
+    /// The PoP network in namespaces: three PoPs with the mesh, three origins, the customer's
+    /// DNS and a resolver; a client resolves and fetches, then an origin is loaded and a PoP
+    /// killed.
     Demo,
     /// Run 1,000,000 random and mutated frames through the XDP program.
     FuzzXdp {
@@ -128,7 +130,16 @@ fn main() -> Result<()> {
         Task::Demo => {
             setup::run()?;
             cargo(&["build", "--workspace", "--exclude", "edge-ebpf"])?;
-            cargo(&["run", "--quiet", "-p", "edge-tests", "--example", "demo"])?;
+            cargo(&["build", "--quiet", "-p", "edge-tests", "--example", "demo"])?;
+            // In a process group of its own: Ctrl-C reaches xtask, which stops the demo with
+            // SIGTERM and waits while it removes what it built.
+            interrupt::catch();
+            step("the demo", || {
+                interrupt::exec(
+                    Command::new(target_dir().join("debug/examples/demo"))
+                        .current_dir(workspace_root()),
+                )
+            })?;
         }
         Task::Bench { what } => {
             setup::run()?;
@@ -150,9 +161,7 @@ fn bench(what: Benchmark) -> Result<()> {
     };
     cargo(&["build", "--release", "-p", "edge"])?;
     let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step(command, || {
         exec(
@@ -286,6 +295,13 @@ impl Tally {
             }
         }
     }
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR`, else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// The workspace root (xtask's parent).

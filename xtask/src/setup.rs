@@ -26,6 +26,7 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
     "curl",
     "openssl",        // s_client: TLS tests (SNI, resumption)
     "nghttp2-client", // h2load: HTTP/2 tests and benchmark rows
+    "chromium",       // the status page's test: headless screenshot and rendered DOM
 ];
 
 /// What the test command needs besides: `vagrant validate`.

@@ -89,15 +89,27 @@ pub struct AdminConfig {
     /// Loopback by default: only local tools may drain members.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// How often the status page's plots take a sample; they keep the last hour of them.
+    #[serde(default = "default_history_interval", with = "humantime_serde")]
+    pub history_interval: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            history_interval: default_history_interval(),
         }
     }
 }
+
+fn default_history_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Bounds of `admin.history_interval`: an hour of samples is 3,600 at most, 60 at least.
+const HISTORY_INTERVALS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(60);
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 9081))
@@ -576,6 +588,13 @@ impl Config {
     }
 
     fn check_admin(&self, path: &Path) -> Result<(), ConfigError> {
+        if !HISTORY_INTERVALS.contains(&self.admin.history_interval) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                field: "admin.history_interval".into(),
+                reason: "must be between 1s and 60s".into(),
+            });
+        }
         if self.http.as_ref().map(|http| http.listen) == Some(self.admin.listen) {
             return Err(ConfigError {
                 file: path.to_path_buf(),
@@ -830,6 +849,11 @@ mod tests {
                 "[pools.probe]\nhealth_path = \"health\"\n",
                 "pools[0].probe.health_path",
                 "start with '/'",
+            ),
+            (
+                "[pools.probe]\nhost = \"static example\"\n",
+                "pools[0].probe.host",
+                "not a host name",
             ),
             (
                 "[pools.probe]\njitter = 1.5\n",

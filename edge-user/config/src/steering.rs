@@ -34,6 +34,10 @@ pub struct ProbeConfig {
     /// pools, name a small object the PoP's cache serves.
     #[serde(default = "default_health_path")]
     pub health_path: String,
+    /// The Host header of the health GET; none: the member's address. A PoP's HTTP server
+    /// answers only the hostnames of its sites (421 otherwise), so a PoP pool names one of them.
+    #[serde(default)]
+    pub host: Option<String>,
     /// Consecutive good probes that bring a down member back.
     #[serde(default = "default_rise")]
     pub rise: u32,
@@ -138,6 +142,7 @@ impl Default for ProbeConfig {
             jitter: default_jitter(),
             timeout: default_timeout(),
             health_path: default_health_path(),
+            host: None,
             rise: default_rise(),
             fall: default_fall(),
         }
@@ -257,6 +262,14 @@ pub fn check(
         .is_err()
     {
         return Err(refuse("probe.health_path", "not a valid URL path".into()));
+    }
+    if let Some(host) = &probe.host
+        && (host.is_empty() || host.parse::<http::uri::Authority>().is_err())
+    {
+        return Err(refuse(
+            "probe.host",
+            "not a host name (a Host header such as static.example.com)".into(),
+        ));
     }
     if probe.rise == 0 {
         return Err(refuse("probe.rise", "at least 1".into()));

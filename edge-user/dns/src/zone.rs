@@ -677,7 +677,9 @@ fn name_records(
             .pool(pool_name)
             .ok_or_else(|| (".pool".to_string(), format!("no pool called {pool_name}")))?;
         let addresses: Vec<IpAddr> = pool.members.iter().map(|member| member.address).collect();
-        split_addresses(addresses.iter().copied())
+        // Any number of members: a steered answer carries the chosen member, or (all down,
+        // answer-all) the first 8 of each family.
+        by_family(addresses.iter().copied())
             .map_err(|reason| (".pool".to_string(), format!("pool {pool_name}: {reason}")))?;
         records.steer(&addresses, ttl);
         records.unavailable = false;
@@ -768,6 +770,19 @@ fn check_addresses<T: PartialEq + std::fmt::Display>(
 fn split_addresses(
     addresses: impl Iterator<Item = IpAddr>,
 ) -> Result<(Vec<Ipv4Addr>, Vec<Ipv6Addr>), String> {
+    let (a, aaaa) = by_family(addresses)?;
+    if a.len() > MAX_ANSWER_RECORDS || aaaa.len() > MAX_ANSWER_RECORDS {
+        return Err(format!(
+            "at most {MAX_ANSWER_RECORDS} addresses of each family per name"
+        ));
+    }
+    Ok((a, aaaa))
+}
+
+/// IPv4 and IPv6 addresses apart, in order; a duplicate is refused.
+fn by_family(
+    addresses: impl Iterator<Item = IpAddr>,
+) -> Result<(Vec<Ipv4Addr>, Vec<Ipv6Addr>), String> {
     let (mut a, mut aaaa) = (Vec::new(), Vec::new());
     for address in addresses {
         match address {
@@ -775,11 +790,6 @@ fn split_addresses(
             IpAddr::V6(ip) if !aaaa.contains(&ip) => aaaa.push(ip),
             _ => return Err(format!("duplicate address {address}")),
         }
-    }
-    if a.len() > MAX_ANSWER_RECORDS || aaaa.len() > MAX_ANSWER_RECORDS {
-        return Err(format!(
-            "at most {MAX_ANSWER_RECORDS} addresses of each family per name"
-        ));
     }
     Ok((a, aaaa))
 }
@@ -917,6 +927,32 @@ a = ["192.0.2.1"]
         )
         .unwrap_err();
         assert_eq!(error.field, "zones[0].names[0].a[1]");
+    }
+
+    #[test]
+    fn a_pool_of_twenty_members_steers_a_name_with_the_first_eight_until_it_chooses() {
+        // A PoP pool lists every PoP of a 20-PoP network: a steered answer holds one member, so
+        // the pool is not bound by a name's 8 addresses; before the first choice (and for
+        // answer-all) the name answers the first 8.
+        let mut text = String::from("[[pools]]\nname = \"pops\"\nkind = \"pop\"\n");
+        for i in 1..=20 {
+            text += &format!("[[pools.members]]\nname = \"pop{i}\"\naddress = \"192.0.2.{i}\"\n");
+        }
+        text += "[[pools.members]]\nname = \"pop21\"\naddress = \"192.0.2.1\"\n";
+        let duplicate = build(&format!(
+            "{text}[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"static\"\npool = \"pops\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(duplicate.field, "zones[0].names[0].pool", "{duplicate}");
+        assert!(duplicate.reason.contains("duplicate"), "{duplicate}");
+        let text = &text[..text.rfind("[[pools.members]]").unwrap()];
+        let zones = build(&format!(
+            "{text}[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"static\"\npool = \"pops\"\n"
+        ))
+        .unwrap();
+        let stat = &zones.zones[0].names[&name("static.example.com.")];
+        let first: Vec<String> = (1..=8).map(|i| format!("192.0.2.{i}")).collect();
+        assert_eq!(addresses(stat), first);
     }
 
     #[test]

@@ -15,11 +15,7 @@ use edge_dataplane::{
     maps::Capacity,
     publish::{self, Publisher},
 };
-use edge_dns::{
-    fast_path,
-    server::{QueryCounts, Server},
-    zone::Zones,
-};
+use edge_dns::{fast_path, zone::Zones};
 use edge_http::HttpServer;
 use edge_steer::{Steering, agent};
 use tokio::{
@@ -28,7 +24,12 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{admin, metrics::DaemonCounts, service};
+use crate::{
+    admin,
+    listeners::Listeners,
+    metrics::{self, DaemonCounts},
+    service,
+};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -240,8 +241,15 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
-    let counts = Counts::default();
-    let _admin = start_admin(&config, &steering, http.as_ref(), &counts).await?;
+    let sources = metrics::Sources {
+        steering: steering.shared.clone(),
+        cache: http.as_ref().map(|http| http.cache.clone()),
+        responses: http.as_ref().map(|http| http.responses.clone()),
+        origin_requests: http.as_ref().map(|http| http.origin_requests.clone()),
+        pin_dir: pin_dir(&config),
+        daemon: Arc::default(),
+        dns: Arc::default(),
+    };
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
     let result = serve(
@@ -251,7 +259,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         &mut steering,
         plane.as_mut(),
         http.as_ref(),
-        &counts,
+        sources,
     )
     .await;
     if let Some(plane) = plane {
@@ -270,42 +278,6 @@ fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
             path.display()
         )
     })
-}
-
-/// Starts the one admin server (status, drain, undrain, purge, metrics); it stops when the
-/// handle is dropped.
-async fn start_admin(
-    config: &Config,
-    steering: &Steering,
-    http: Option<&HttpServer>,
-    counts: &Counts,
-) -> Result<AbortOnDrop> {
-    let listener = admin::bind(config.admin.listen).await?;
-    let controls = admin::Controls {
-        steering: steering.shared.clone(),
-        cache: http.map(|http| http.cache.clone()),
-        responses: http.map(|http| http.responses.clone()),
-        pin_dir: pin_dir(config),
-        daemon: counts.daemon.clone(),
-        dns: counts.dns.clone(),
-    };
-    Ok(AbortOnDrop(tokio::spawn(admin::serve(listener, controls))))
-}
-
-/// What the daemon counts for `/metrics`: its own events and its DNS server's queries.
-#[derive(Default)]
-struct Counts {
-    daemon: Arc<DaemonCounts>,
-    dns: Arc<QueryCounts>,
-}
-
-/// A task that ends with its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The reloaded `[http]` checked and built (certificates read), to apply with the rest;
@@ -336,10 +308,9 @@ async fn serve(
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
     http: Option<&HttpServer>,
-    counts: &Counts,
+    sources: metrics::Sources,
 ) -> Result<()> {
-    let dns_queries = &counts.dns;
-    let counts = &counts.daemon;
+    let counts = sources.daemon.clone();
     let mut running = config.clone();
     let mut selections = steering.watch();
     if let Some(plane) = &plane {
@@ -352,7 +323,7 @@ async fn serve(
     }
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
-    let _dns = Server::start(&config.dns, &zones_watch, dns_queries)?;
+    let mut listeners = Listeners::start(config, sources, &zones_watch).await?;
     let mut publisher = Publisher::new(&config.dns.listen);
     if let Some(plane) = plane.as_deref_mut() {
         publisher.try_publish(plane, &current_zones.borrow())?;
@@ -393,6 +364,7 @@ async fn serve(
                             service::ready();
                             continue;
                         }
+                        // [http] first: it binds nothing, so a refusal leaves nothing to undo.
                         let http_reload = match prepare_http(http, &reloaded) {
                             Ok(prepared) => prepared,
                             Err(error) => {
@@ -402,20 +374,27 @@ async fn serve(
                                 continue;
                             }
                         };
-                        if reloaded.dns != config.dns {
-                            warn!("[dns] changes need a restart; serving the new zones on the old addresses and limits");
-                        }
-                        if reloaded.admin != config.admin {
-                            warn!("admin.listen changes need a restart; the endpoint stays where it is");
-                        }
+                        // The new addresses are bound before anything changes: one that
+                        // cannot be refuses the whole reload.
+                        let rebind = match listeners.prepare(&reloaded).await {
+                            Ok(rebind) => rebind,
+                            Err(error) => {
+                                error!("reload refused, keeping the running config: {}: {error:#}", path.display());
+                                DaemonCounts::count(&counts.reloads_refused);
+                                service::ready();
+                                continue;
+                            }
+                        };
                         steering.reload(&reloaded).await;
                         let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
+                        publisher.set_listen(&reloaded.dns.listen);
                         let published = match plane.as_deref_mut() {
                             Some(plane) => publisher.try_publish(plane, &steered),
                             None => Ok(()),
                         };
                         match published {
                             Ok(()) => {
+                                listeners.apply(rebind);
                                 if let (Some(http), Some(prepared)) = (http, http_reload) {
                                     http.apply(prepared);
                                 }
@@ -428,7 +407,9 @@ async fn serve(
                             Err(error) => {
                                 error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
                                 DaemonCounts::count(&counts.reloads_refused);
+                                drop(rebind);
                                 steering.reload(&running).await;
+                                publisher.set_listen(&running.dns.listen);
                                 let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                                 current_zones.send_replace(steered.clone());
                                 if let Some(plane) = plane.as_deref_mut() {

@@ -47,7 +47,7 @@ use edge_steer::SelectionsWatch;
 
 pub use self::respond::Body;
 use self::{
-    counts::Responses,
+    counts::{OriginRequests, Responses},
     origin::{OriginClient, origin_roots},
     proxy::Proxy,
     site::Sites,
@@ -63,6 +63,8 @@ pub struct HttpServer {
     pub cache: Arc<Cache>,
     /// Responses sent, by cache status.
     pub responses: Arc<Responses>,
+    /// Requests sent to origins, by result.
+    pub origin_requests: Arc<OriginRequests>,
     /// What new connections and requests use; a reload replaces it.
     serving: watch::Sender<Arc<Serving>>,
     sources: Sources,
@@ -93,6 +95,9 @@ impl HttpServer {
         let Some(http) = &config.http else {
             return Ok(None);
         };
+        if let Some(budget) = std::num::NonZeroUsize::new(http.mapped_bodies) {
+            edge_cache::mapped::set_budget(budget);
+        }
         let cache = Arc::new(
             Cache::open(
                 &http.cache_dir,
@@ -110,7 +115,15 @@ impl HttpServer {
             .with_context(|| format!("opening the cache in {}", http.cache_dir.display()))?,
         );
         let resumption = Resumption::new()?;
-        let serving = build(config, http, selections, &cache, &resumption)?;
+        let origin_requests = Arc::new(OriginRequests::default());
+        let serving = build(
+            config,
+            http,
+            selections,
+            &cache,
+            &resumption,
+            &origin_requests,
+        )?;
         let plain = bind(http.listen).await?;
         let tls = match http.tls_listen {
             Some(address) => Some(bind(address).await?),
@@ -140,6 +153,7 @@ impl HttpServer {
             tasks,
             cache,
             responses,
+            origin_requests,
             serving,
             sources,
             resumption,
@@ -174,6 +188,7 @@ impl HttpServer {
             &self.selections,
             &self.cache,
             &self.resumption,
+            &self.origin_requests,
         )
         .map(Prepared)
     }
@@ -198,7 +213,7 @@ impl Drop for HttpServer {
 /// What of `[http]` only a restart changes, besides the addresses, for comparison.
 fn cache_settings(http: &HttpConfig) -> String {
     format!(
-        "{:?} {} {} {} {:?} {:?} {:?} {:?} {}",
+        "{:?} {} {} {} {:?} {:?} {:?} {:?} {} {}",
         http.cache_dir,
         http.cache_capacity,
         http.max_object_size(),
@@ -208,6 +223,7 @@ fn cache_settings(http: &HttpConfig) -> String {
         http.targeted_cache_control,
         http.stale_on_error,
         http.store_set_cookie,
+        http.mapped_bodies,
     )
 }
 
@@ -219,6 +235,7 @@ fn build(
     selections: &SelectionsWatch,
     cache: &Arc<Cache>,
     resumption: &Resumption,
+    origin_requests: &Arc<OriginRequests>,
 ) -> Result<Serving> {
     let tls = tls::server_config(http, resumption, SystemTime::now())?.map(TlsAcceptor::from);
     let needs_roots = http
@@ -235,12 +252,16 @@ fn build(
                 .map_or("the system's roots".into(), |ca| ca.display().to_string());
             anyhow::anyhow!("{file}: http.origin_ca: {reason}")
         })?;
-    let sites = Sites::from_config(config, selections, roots.as_ref())
+    let sites = Sites::from_config(config, selections, roots.as_ref(), origin_requests)
         .map_err(|(field, reason)| anyhow::anyhow!("{field}: {reason}"))?;
     let proxy = Arc::new(Proxy {
         sites,
         cache: cache.clone(),
-        origin: OriginClient::new(http.origin_connect_timeout, http.origin_read_timeout),
+        origin: OriginClient::new(
+            http.origin_connect_timeout,
+            http.origin_read_timeout,
+            origin_requests.clone(),
+        ),
         forward_request_headers: http.forwarded_headers(),
     });
     Ok(Serving {

@@ -17,7 +17,7 @@ use hyper_util::{
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
 
-use super::respond::Body;
+use super::{counts::OriginRequests, respond::Body};
 
 /// Why an origin gave no usable response, and what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +50,8 @@ enum Connections {
 pub struct OriginClient {
     connections: Connections,
     read_timeout: Duration,
+    /// Every request's result, for the metrics.
+    pub requests: Arc<OriginRequests>,
 }
 
 /// Whom `https` origins must prove themselves to: the system's roots, or the configured CA.
@@ -101,10 +103,16 @@ where
 }
 
 impl OriginClient {
-    pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Self {
+    /// A client counting its requests' results in `requests`.
+    pub fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        requests: Arc<OriginRequests>,
+    ) -> Self {
         Self {
             connections: Connections::Plain(pooled(connector(connect_timeout))),
             read_timeout,
+            requests,
         }
     }
 
@@ -115,6 +123,7 @@ impl OriginClient {
         roots: OriginRoots,
         connect_timeout: Duration,
         read_timeout: Duration,
+        requests: Arc<OriginRequests>,
     ) -> Result<Self, String> {
         let name = ServerName::try_from(host.to_string()).map_err(|error| error.to_string())?;
         let config = ClientConfig::builder_with_provider(crate::tls::provider())
@@ -131,6 +140,7 @@ impl OriginClient {
         Ok(Self {
             connections: Connections::Tls(pooled(https)),
             read_timeout,
+            requests,
         })
     }
 
@@ -166,7 +176,7 @@ impl OriginClient {
             Connections::Plain(client) => client.request(request),
             Connections::Tls(client) => client.request(request),
         };
-        match tokio::time::timeout(self.read_timeout, response).await {
+        let result = match tokio::time::timeout(self.read_timeout, response).await {
             Err(_) => Err(OriginError::Timeout),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) if error.is_connect() => Err(if timed_out(&error) {
@@ -175,7 +185,14 @@ impl OriginClient {
                 OriginError::Unreachable
             }),
             Ok(Err(_)) => Err(OriginError::Broken),
-        }
+        };
+        self.requests.count(match &result {
+            Ok(_) => 0,
+            Err(OriginError::Unreachable) => 1,
+            Err(OriginError::Timeout) => 2,
+            Err(OriginError::Broken) => 3,
+        });
+        result
     }
 
     /// An origin body as a stream of chunks, each awaited at most the read timeout.

@@ -9,7 +9,10 @@ use edge_config::{
 };
 use edge_steer::SelectionsWatch;
 
-use crate::origin::{OriginClient, OriginRoots};
+use crate::{
+    counts::OriginRequests,
+    origin::{OriginClient, OriginRoots},
+};
 
 #[derive(Debug)]
 pub struct Site {
@@ -57,6 +60,7 @@ impl Sites {
         config: &Config,
         selections: &SelectionsWatch,
         roots: Option<&OriginRoots>,
+        requests: &Arc<OriginRequests>,
     ) -> Result<Self, (String, String)> {
         let Some(http) = &config.http else {
             return Ok(Self::default());
@@ -70,6 +74,7 @@ impl Sites {
                         roots.clone(),
                         http.origin_connect_timeout,
                         http.origin_read_timeout,
+                        requests.clone(),
                     )
                     .map_err(|reason| (format!("http.sites[{s}].host"), reason))?,
                 ),

@@ -143,7 +143,8 @@ pub fn start_nginx_proxy_cache(
     start_nginx_with(setup, &nginx_proxy_cache_config(setup, origin, max_size))
 }
 
-fn start_nginx_with(setup: &WebSetup, text: &str) -> Result<Daemon> {
+/// Starts nginx in the foreground with the config `text`.
+pub fn start_nginx_with(setup: &WebSetup, text: &str) -> Result<Daemon> {
     fs::create_dir_all(setup.dir)?;
     let config = setup.dir.join("nginx.conf");
     fs::write(&config, text)?;

@@ -30,14 +30,20 @@ pub struct Timed {
     pub elapsed: Duration,
 }
 
-/// GETs `path` from `address`; the whole exchange must finish within `timeout`.
-pub async fn get(address: SocketAddr, path: &str, timeout: Duration) -> Result<Timed> {
-    tokio::time::timeout(timeout, exchange(address, path))
+/// GETs `path` from `address` naming `host` (none: the address itself); the whole exchange
+/// must finish within `timeout`.
+pub async fn get(
+    address: SocketAddr,
+    host: Option<&str>,
+    path: &str,
+    timeout: Duration,
+) -> Result<Timed> {
+    tokio::time::timeout(timeout, exchange(address, host, path))
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
 }
 
-async fn exchange(address: SocketAddr, path: &str) -> Result<Timed> {
+async fn exchange(address: SocketAddr, host: Option<&str>, path: &str) -> Result<Timed> {
     let start = Instant::now();
     let stream = TcpStream::connect(address)
         .await
@@ -49,7 +55,10 @@ async fn exchange(address: SocketAddr, path: &str) -> Result<Timed> {
         .context("http handshake")?;
     let driver = tokio::spawn(connection);
     let request = Request::get(path)
-        .header(header::HOST, address.to_string())
+        .header(
+            header::HOST,
+            host.map_or_else(|| address.to_string(), str::to_string),
+        )
         .header(header::USER_AGENT, USER_AGENT)
         .body(Empty::<Bytes>::new())
         .context("building the request")?;
@@ -80,12 +89,12 @@ mod tests {
         // Connections complete in the kernel's backlog, but nobody reads the request.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let error = get(address, "/", Duration::from_millis(100))
+        let error = get(address, None, "/", Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(error.to_string().contains("no answer within"), "{error:#}");
         drop(listener);
-        let error = get(address, "/", Duration::from_millis(100))
+        let error = get(address, None, "/", Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(format!("{error:#}").contains("connecting"), "{error:#}");

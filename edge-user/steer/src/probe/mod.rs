@@ -32,6 +32,7 @@ pub async fn member(member: &MemberConfig, config: &ProbeConfig) -> Sample {
     let timeout = config.timeout;
     let health = http::get(
         SocketAddr::new(member.address, member.http_port),
+        config.host.as_deref(),
         &config.health_path,
         timeout,
     );
@@ -81,7 +82,76 @@ pub async fn member(member: &MemberConfig, config: &ProbeConfig) -> Sample {
 
 /// The load report of the agent at `address`.
 async fn agent(address: SocketAddr, timeout: Duration) -> anyhow::Result<LoadReport> {
-    let response = http::get(address, crate::agent::LOAD_PATH, timeout).await?;
+    let response = http::get(address, None, crate::agent::LOAD_PATH, timeout).await?;
     anyhow::ensure!(response.status.is_success(), "status {}", response.status);
     Ok(serde_json::from_slice(&response.body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A server that answers as a PoP's HTTP server does: 200 for the hostname it serves, 421
+    /// (misdirected) for any other Host, such as its bare address.
+    async fn site_server(site: &'static str) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut buffer = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buffer).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buffer[..n]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let status = if head.contains(&format!("\r\nhost: {site}\r\n")) {
+                    "200 OK"
+                } else {
+                    "421 Misdirected Request"
+                };
+                let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                let _ = stream.write_all(reply.as_bytes()).await;
+            }
+        });
+        address
+    }
+
+    fn member_at(address: SocketAddr) -> MemberConfig {
+        MemberConfig {
+            name: "pop2".into(),
+            address: address.ip(),
+            http_port: address.port(),
+            agent_port: None,
+            ftp_port: None,
+            weight: 1.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_health_get_names_the_configured_host() {
+        let address = site_server("static.example.com").await;
+        let member = member_at(address);
+        let bare = member_sample(&member, None).await;
+        assert!(!bare.healthy, "{bare:?}");
+        assert!(bare.error.unwrap().contains("421"));
+        let named = member_sample(&member, Some("static.example.com")).await;
+        assert!(named.healthy, "{named:?}");
+    }
+
+    async fn member_sample(member: &MemberConfig, host: Option<&str>) -> Sample {
+        let config = ProbeConfig {
+            host: host.map(str::to_string),
+            timeout: Duration::from_secs(2),
+            interval: Duration::from_secs(3),
+            ..ProbeConfig::default()
+        };
+        super::member(member, &config).await
+    }
 }
