@@ -448,12 +448,19 @@ fn rapid_reset_is_cut_off_and_others_are_served() -> Result<()> {
         .topology
         .client
         .run_inside(|| rapid_reset(&ca, "a.example.com", path, 100_000))??;
+    // Cut off long before the 100,000 streams: with GOAWAY (ENHANCE_YOUR_CALM), which a
+    // client still writing may miss and see as a broken pipe when the server then closes.
     assert!(
-        attack.goaway,
+        attack.opened < 100_000,
         "not cut off after {} resets: {}",
-        attack.opened, attack.ended_by
+        attack.opened,
+        attack.ended_by
     );
-    assert!(attack.opened < 100_000, "{attack:?}");
+    assert!(
+        attack.goaway || attack.ended_by.contains("broken pipe"),
+        "{}",
+        attack.ended_by
+    );
 
     let started = Instant::now();
     let after = https(&pop, &ca, "a.example.com", path, &["--http2"])?;
