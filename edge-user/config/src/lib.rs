@@ -3,13 +3,14 @@
 //! live in edge-dns (`zone::Zones::build`).
 //!
 //! Owns the schema of every section ([`steering`]: a pool's `probe` and `steering` tables;
-//! [`http`]: the `[http]` table; [`mesh`]: the `[mesh]` table) and its validation. At the bottom of the crate graph: it
+//! [`http`]: the `[http]` table; [`mesh`]: the `[mesh]` table; [`rrl`]: `[xdp.rrl]`) and its validation. At the bottom of the crate graph: it
 //! depends on no other edge crate but edge-common (for a size limit), does no I/O besides
 //! reading the file, and holds no runtime state (no sockets, watches or maps).
 
 mod error;
 pub mod http;
 pub mod mesh;
+pub mod rrl;
 pub mod steering;
 
 use std::{
@@ -168,6 +169,8 @@ pub struct XdpConfig {
     /// Steered (name, type) answers the fast path holds, each in two generations.
     #[serde(default = "default_max_steered")]
     pub max_steered: u16,
+    /// Response rate limiting; absent: off.
+    pub rrl: Option<rrl::RrlConfig>,
 }
 
 impl XdpConfig {
@@ -472,6 +475,9 @@ impl Config {
         if !xdp.pin_root.is_absolute() {
             return Err(refuse("xdp.pin_root", "must be an absolute path"));
         }
+        if let Some(Err((field, reason))) = xdp.rrl.as_ref().map(rrl::RrlConfig::check) {
+            return Err(refuse(&format!("xdp.rrl.{field}"), &reason));
+        }
         Ok(())
     }
 }
@@ -729,6 +735,41 @@ mod tests {
         let error = parse(&format!("{MINIMAL}{other}{http}{old}")).unwrap_err();
         assert_eq!(error.field, "http.admin_listen", "{error}");
         assert!(error.reason.contains("remove http.admin_listen"), "{error}");
+    }
+
+    #[test]
+    fn rrl_is_off_unless_configured_and_its_bad_values_are_named() {
+        assert!(parse(MINIMAL).unwrap().xdp.unwrap().rrl.is_none());
+        let rrl = parse(&format!(
+            "{MINIMAL}[xdp.rrl]\nrate = 20\nexempt = [\"10.0.0.0/8\"]\n"
+        ))
+        .unwrap()
+        .xdp
+        .unwrap()
+        .rrl
+        .unwrap();
+        assert_eq!(
+            (rrl.rate, rrl.burst(), rrl.slip),
+            (20, 20, rrl::DEFAULT_SLIP)
+        );
+        assert_eq!(rrl.table_size, rrl::DEFAULT_TABLE_SIZE);
+        assert_eq!(rrl.exempt[0].to_string(), "10.0.0.0/8");
+        for (table, field, reason) in [
+            ("rate = 0", "xdp.rrl.rate", "from 1"),
+            ("rate = 5\nburst = 0", "xdp.rrl.burst", "from 1"),
+            ("rate = 5\nslip = 101", "xdp.rrl.slip", "0 to 100"),
+            ("rate = 5\ntable_size = 0", "xdp.rrl.table_size", "from 1"),
+            (
+                "rate = 5\nexempt = [\"10.0.0.1/8\"]",
+                "xdp.rrl.exempt[0]",
+                "10.0.0.0/8",
+            ),
+            ("burst = 5", "xdp.rrl", "missing field `rate`"),
+        ] {
+            let error = parse(&format!("{MINIMAL}[xdp.rrl]\n{table}\n")).unwrap_err();
+            assert_eq!(error.field, field, "{table}: {error}");
+            assert!(error.reason.contains(reason), "{table}: {error}");
+        }
     }
 
     #[test]

@@ -270,6 +270,20 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     result
 }
 
+/// Gives the running program the rate limits of a reloaded config: rate, burst, slip and the
+/// exempt prefixes apply at once; the bucket table is sized at load, so a new `table_size` (or
+/// turning RRL on) waits for a restart and the running limits stay.
+fn apply_rrl(plane: &mut DataPlane, config: &Config) {
+    let rrl = config.xdp.as_ref().and_then(|xdp| xdp.rrl.as_ref());
+    if !plane.rrl.fits(rrl) {
+        warn!(
+            "xdp.rrl.table_size changes, and turning RRL on, need a restart; the running rate limits stay"
+        );
+    } else if let Err(error) = plane.rrl.apply(rrl) {
+        error!("applying [xdp.rrl] failed: {error:#}");
+    }
+}
+
 /// The `[xdp]` table of the config at `path`, for the commands that work on the data plane.
 fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
     Config::load(path)?.xdp.with_context(|| {
@@ -397,6 +411,9 @@ async fn serve(
                                 listeners.apply(rebind);
                                 if let (Some(http), Some(prepared)) = (http, http_reload) {
                                     http.apply(prepared);
+                                }
+                                if let Some(plane) = plane.as_deref_mut() {
+                                    apply_rrl(plane, &reloaded);
                                 }
                                 DaemonCounts::count(&counts.reloads_applied);
                                 info!("reload applied");

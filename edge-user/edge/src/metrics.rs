@@ -133,8 +133,9 @@ impl Collector for Sources {
             family(
                 &mut encoder,
                 "xdp_packets",
-                "Packets the XDP program saw, by what it did: answered, or the reason it passed \
-                 the packet to the kernel (summed over CPUs)",
+                "Packets the XDP program saw, by what it did: answered, rate_limited (dropped), \
+                 slipped (a truncated reply), or the reason it passed the packet to the kernel \
+                 (summed over CPUs)",
                 counters.iter().map(|(reason, count)| {
                     (vec![("reason", reason.name().into())], counter(*count))
                 }),
