@@ -20,11 +20,13 @@ use edge_tests::{
     bench::command_output,
     bench::{
         cpus::{self, CLIENT_CPU, SERVER_CPU},
+        h2load::{H2loadRun, h2load},
         peers::Daemon,
         report::{Table, median, rate, replace_section},
-        web::{self, WebSetup},
+        web::{self, WebSetup, WebTls},
         wrk::{NEW_URL_PER_REQUEST, WrkReport, WrkRun, wrk},
     },
+    certs::{Made, TestCa, VALID},
     curl::{Reply, curl},
     edge::EdgeProcess,
     origin::{Origin, pattern},
@@ -36,6 +38,10 @@ const SERVER: Ipv4Addr = Topology::POP_V4;
 const ORIGIN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Topology::CLIENT_V4), 8080);
 /// The site edge serves; nginx and Varnish ignore it.
 const HOST: &str = "static.example.com";
+/// The TLS port of edge and nginx, with the same ECDSA P-256 certificate for [`HOST`].
+const TLS_PORT: u16 = 443;
+/// h2load: streams open at once on each of its `CONNECTIONS` connections.
+const H2_STREAMS: u32 = 10;
 /// Runs per reported point, and their length.
 const RUNS: usize = 3;
 const RUN_SECONDS: u64 = 4;
@@ -67,6 +73,9 @@ struct Args {
     /// one of them.
     #[arg(long, value_enum, value_delimiter = ',')]
     servers: Vec<Server>,
+    /// Measure only these workloads (default: all), e.g. `--workloads tls-small-hit,tls-handshake`.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Vec<Workload>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,19 +125,23 @@ impl Server {
     }
 
     /// nginx serves files; it has no miss path. Its proxy_cache is measured on stored
-    /// misses, which nginx serving files cannot have.
+    /// misses, which nginx serving files cannot have. TLS is measured for edge and nginx.
     fn serves(self, workload: Workload) -> bool {
         match self {
-            Self::Nginx | Self::NginxClientTsoOff => {
+            Self::Nginx => {
+                matches!(workload, Workload::SmallHit | Workload::LargeHit) || workload.is_tls()
+            }
+            Self::NginxClientTsoOff => {
                 matches!(workload, Workload::SmallHit | Workload::LargeHit)
             }
             Self::NginxProxyCache => workload.stores_each_request(),
-            Self::Edge | Self::EdgeXdpOnVeth | Self::Varnish => true,
+            Self::Edge => true,
+            Self::EdgeXdpOnVeth | Self::Varnish => !workload.is_tls(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Workload {
     SmallHit,
     LargeHit,
@@ -136,16 +149,35 @@ enum Workload {
     /// A new URL on every request (see [`NEW_URL_PER_REQUEST`]), each answer stored.
     StoredMissSmall,
     StoredMissLarge,
+    /// 1 KB hits over keep-alive TLS connections, HTTP/1.1 (wrk).
+    TlsSmallHit,
+    /// 1 KB hits over keep-alive TLS connections, HTTP/2 (h2load, [`H2_STREAMS`] streams each).
+    TlsSmallHitH2,
+    /// A new TLS connection (full handshake, no resumption) for every 1 KB hit (wrk with
+    /// `Connection: close`): handshakes per second.
+    TlsHandshake,
+    TlsLargeHit,
 }
 
 impl Workload {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 9] = [
         Self::SmallHit,
         Self::LargeHit,
         Self::Miss,
         Self::StoredMissSmall,
         Self::StoredMissLarge,
+        Self::TlsSmallHit,
+        Self::TlsSmallHitH2,
+        Self::TlsHandshake,
+        Self::TlsLargeHit,
     ];
+
+    fn is_tls(self) -> bool {
+        matches!(
+            self,
+            Self::TlsSmallHit | Self::TlsSmallHitH2 | Self::TlsHandshake | Self::TlsLargeHit
+        )
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -154,6 +186,10 @@ impl Workload {
             Self::Miss => "1 KB miss (no-store)",
             Self::StoredMissSmall => "1 KB stored miss (new URL each)",
             Self::StoredMissLarge => "10 MB stored miss (new URL each)",
+            Self::TlsSmallHit => "1 KB hit, TLS, HTTP/1.1",
+            Self::TlsSmallHitH2 => "1 KB hit, TLS, HTTP/2 (h2load)",
+            Self::TlsHandshake => "1 KB hit, new TLS connection each",
+            Self::TlsLargeHit => "10 MB hit, TLS",
         }
     }
 
@@ -165,8 +201,10 @@ impl Workload {
     /// ignores the query and serves the file named by the path, which holds the same bytes.
     fn target(self) -> String {
         match self {
-            Self::SmallHit => format!("/1k?size={SMALL}&cc=max-age=3600"),
-            Self::LargeHit => format!("/10m?size={LARGE}&cc=max-age=3600"),
+            Self::SmallHit | Self::TlsSmallHit | Self::TlsSmallHitH2 | Self::TlsHandshake => {
+                format!("/1k?size={SMALL}&cc=max-age=3600")
+            }
+            Self::LargeHit | Self::TlsLargeHit => format!("/10m?size={LARGE}&cc=max-age=3600"),
             Self::Miss => format!("/miss?size={SMALL}&cc=no-store"),
             // wrk's script appends what makes each request's target new.
             Self::StoredMissSmall => format!("/new1k?size={SMALL}&cc=max-age=3600&u="),
@@ -176,13 +214,24 @@ impl Workload {
 
     fn size(self) -> usize {
         match self {
-            Self::LargeHit | Self::StoredMissLarge => LARGE,
-            Self::SmallHit | Self::Miss | Self::StoredMissSmall => SMALL,
+            Self::LargeHit | Self::StoredMissLarge | Self::TlsLargeHit => LARGE,
+            Self::SmallHit
+            | Self::Miss
+            | Self::StoredMissSmall
+            | Self::TlsSmallHit
+            | Self::TlsSmallHitH2
+            | Self::TlsHandshake => SMALL,
         }
     }
 
+    /// By address: the load generators send no server name, and the default certificate
+    /// (edge's `tls_default_host`, nginx's only server) answers.
     fn url(self) -> String {
-        format!("http://{SERVER}{}", self.target())
+        if self.is_tls() {
+            format!("https://{SERVER}:{TLS_PORT}{}", self.target())
+        } else {
+            format!("http://{SERVER}{}", self.target())
+        }
     }
 }
 
@@ -233,12 +282,17 @@ impl Measured {
 type Results = Vec<(Server, Workload, Result<Measured, String>)>;
 
 struct Bench {
+    /// The workloads asked for (empty: all).
+    workloads: Vec<Workload>,
     topology: Topology,
     origin: Origin,
     /// nginx's document root: the objects as files.
     root: PathBuf,
     /// NAPI kthreads that are not this topology's.
     foreign_napi: BTreeSet<u32>,
+    /// The CA of the certificate edge and nginx both serve.
+    ca: TestCa,
+    certificate: Made,
 }
 
 fn main() -> Result<()> {
@@ -265,11 +319,16 @@ fn main() -> Result<()> {
         let name = path[1..].split('?').next().unwrap_or_default();
         std::fs::write(root.join(name), pattern(workload.size()))?;
     }
+    let ca = TestCa::new("bench-http")?;
+    let certificate = ca.certificate("site", &[HOST], VALID)?;
     let bench = Bench {
+        workloads: args.workloads.clone(),
         topology,
         origin,
         root,
         foreign_napi,
+        ca,
+        certificate,
     };
 
     let mut results: Results = Vec::new();
@@ -285,7 +344,7 @@ fn main() -> Result<()> {
                 let done = results
                     .iter()
                     .any(|(s, w, _)| *s == server && *w == workload);
-                if server.serves(workload) && !done {
+                if bench.measures(server, workload) && !done {
                     results.push((server, workload, Err(error.clone())));
                 }
             }
@@ -317,7 +376,7 @@ fn main() -> Result<()> {
 
 /// A server started for the benchmark, held only to be dropped, which stops it.
 enum Running {
-    Edge { _process: EdgeProcess },
+    Edge(EdgeProcess),
     Daemon(Daemon),
 }
 
@@ -329,7 +388,7 @@ impl Bench {
         self.wait_serving(server, &mut running)?;
         self.thread_napi()?;
         for workload in Workload::ALL {
-            if !server.serves(workload) {
+            if !self.measures(server, workload) {
                 continue;
             }
             eprintln!("bench:   {}", workload.label());
@@ -342,10 +401,51 @@ impl Bench {
             }
             results.push((server, workload, measured));
         }
-        if let Running::Daemon(daemon) = &mut running {
-            daemon.check_running()?;
+        match running {
+            Running::Daemon(mut daemon) => daemon.check_running(),
+            Running::Edge(edge) => self.stop_edge(edge),
+        }
+    }
+
+    fn measures(&self, server: Server, workload: Workload) -> bool {
+        server.serves(workload) && (self.workloads.is_empty() || self.workloads.contains(&workload))
+    }
+
+    /// Stops edge and makes sure its XDP program is gone. One left on the PoP end of the veth
+    /// (edge killed after ignoring SIGTERM for its stop timeout, say while its last row's
+    /// fills drain, so that its pinned link stays) would turn the client end's TSO off: the
+    /// next server's `ethtool -K eth0 tso on` then fails with "Could not change any device
+    /// features", and every row after measures another receive path. `edge detach` removes it.
+    fn stop_edge(&self, edge: EdgeProcess) -> Result<()> {
+        if let Err(error) = edge.stop() {
+            eprintln!("bench: edge did not stop cleanly: {error:#}");
+        }
+        let pins = self.topology.pin_root().join(INTERFACE);
+        if self.xdp_on_pop_end()? || pins.exists() {
+            eprintln!("bench: edge left its data plane behind; detaching it");
+            let output = self
+                .topology
+                .pop
+                .command(edge_tests::edge::binary())
+                .args(["detach", "--config"])
+                .arg(self.topology.work_dir().join("edge.toml"))
+                .output()?;
+            ensure!(
+                output.status.success() && !self.xdp_on_pop_end()?,
+                "edge detach left an XDP program on the PoP end: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(())
+    }
+
+    /// Whether the PoP end of the veth has an XDP program attached.
+    fn xdp_on_pop_end(&self) -> Result<bool> {
+        let output = self
+            .topology
+            .pop
+            .run("ip", &["-details", "link", "show", INTERFACE])?;
+        Ok(String::from_utf8_lossy(&output.stdout).contains("prog/xdp"))
     }
 
     /// Turns threaded NAPI on for the PoP end again and pins its kthread to the server CPU:
@@ -376,7 +476,17 @@ impl Bench {
         let state = if on { "on" } else { "off" };
         self.topology
             .client
-            .run("ethtool", &["-K", INTERFACE, "tso", state])?;
+            .run("ethtool", &["-K", INTERFACE, "tso", state])
+            .with_context(|| {
+                format!(
+                    "client TSO {state} (an XDP program on the PoP end forces it off: {})",
+                    match self.xdp_on_pop_end() {
+                        Ok(true) => "one is attached",
+                        Ok(false) => "none is attached",
+                        Err(_) => "unknown",
+                    }
+                )
+            })?;
         Ok(())
     }
 
@@ -395,10 +505,15 @@ impl Bench {
                     .write_file("edge.toml", &self.edge_config(server))?;
                 let edge = EdgeProcess::start(&self.topology.pop, &config, &[])?;
                 cpus::pin(edge.id(), SERVER_CPU)?;
-                Running::Edge { _process: edge }
+                Running::Edge(edge)
             }
             Server::Nginx | Server::NginxClientTsoOff => {
-                Running::Daemon(web::start_nginx(&setup, &self.root)?)
+                let tls = WebTls {
+                    listen: SocketAddr::from((SERVER, TLS_PORT)),
+                    certificate: &self.certificate.certificate,
+                    key: &self.certificate.key,
+                };
+                Running::Daemon(web::start_nginx(&setup, &self.root, Some(&tls))?)
             }
             Server::NginxProxyCache => {
                 Running::Daemon(web::start_nginx_proxy_cache(&setup, ORIGIN, "256m")?)
@@ -429,13 +544,19 @@ http_port = {port}
 
 [http]
 listen = "{SERVER}:80"
+tls_listen = "{SERVER}:{TLS_PORT}"
+tls_default_host = "{HOST}"
 cache_dir = "{cache_dir}"
 cache_capacity = "256 MiB"
 
 [[http.sites]]
 host = "{HOST}"
 pool = "origins"
+certificate = "{certificate}"
+key = "{key}"
 "#,
+            certificate = self.certificate.certificate.display(),
+            key = self.certificate.key.display(),
             pin_root = self.topology.pin_root().display(),
             origin = ORIGIN.ip(),
             port = ORIGIN.port(),
@@ -480,11 +601,28 @@ pool = "origins"
         if workload.stores_each_request() {
             url.push_str(&format!("warm-{server:?}"));
         }
+        // Over TLS by name, the certificate checked against the bench's CA.
+        let resolve = format!("{HOST}:{TLS_PORT}:{SERVER}");
+        let cacert = self.ca.ca.display().to_string();
+        if workload.is_tls() {
+            url = format!("https://{HOST}{}", workload.target());
+        }
         let get = || -> Result<Reply> {
-            let reply = curl(
-                &self.topology.client,
-                &["-H", &format!("Host: {HOST}"), &url],
-            )?;
+            let mut args = vec!["-H".to_string(), format!("Host: {HOST}")];
+            if workload.is_tls() {
+                args = vec![
+                    "--resolve".into(),
+                    resolve.clone(),
+                    "--cacert".into(),
+                    cacert.clone(),
+                ];
+            }
+            if workload == Workload::TlsSmallHitH2 {
+                args.push("--http2".into());
+            }
+            args.push(url.clone());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let reply = curl(&self.topology.client, &args)?;
             ensure!(reply.status == 200, "{url}: status {}", reply.status);
             ensure!(
                 reply.body == pattern(workload.size()),
@@ -495,9 +633,15 @@ pool = "origins"
             Ok(reply)
         };
         get()?;
-        let before = self.origin.seen().len();
+        // Counted for this target alone: fills a slow earlier row left running (its clients
+        // gave up, the fetches go on) must not count here.
+        let mut target = workload.target();
+        if workload.stores_each_request() {
+            target.push_str(&format!("warm-{server:?}"));
+        }
+        let before = self.origin.count(&target);
         let second = get()?;
-        let fetched = self.origin.seen().len() - before;
+        let fetched = self.origin.count(&target) - before;
         let expected = usize::from(workload == Workload::Miss && !server.is_nginx());
         ensure!(
             fetched == expected,
@@ -533,6 +677,19 @@ pool = "origins"
             None
         };
         let run = |seconds| {
+            if workload == Workload::TlsSmallHitH2 {
+                return h2load(
+                    &self.topology.client,
+                    &H2loadRun {
+                        url: &url,
+                        authority: HOST,
+                        connections: CONNECTIONS,
+                        streams: H2_STREAMS,
+                        seconds,
+                        cpu: CLIENT_CPU,
+                    },
+                );
+            }
             wrk(
                 &self.topology.client,
                 &WrkRun {
@@ -543,6 +700,7 @@ pool = "origins"
                     seconds,
                     cpu: CLIENT_CPU,
                     script: script.as_deref(),
+                    close_each: workload == Workload::TlsHandshake,
                 },
             )
         };
@@ -726,8 +884,10 @@ fn report(
     // Throughput for large bodies, requests per second for the rest.
     let versus = |server, peer, workload| {
         let metric = |of| match workload {
-            Workload::LargeHit | Workload::StoredMissLarge => bps(of, workload),
-            Workload::SmallHit | Workload::Miss | Workload::StoredMissSmall => rps(of, workload),
+            Workload::LargeHit | Workload::StoredMissLarge | Workload::TlsLargeHit => {
+                bps(of, workload)
+            }
+            _ => rps(of, workload),
         };
         times(metric(server), metric(peer))
     };
@@ -763,7 +923,9 @@ fn report(
          - edge stored misses vs nginx proxy_cache (aim ≥ 1×): 1 KB {}, 10 MB {}; vs Varnish: \
          1 KB {}, 10 MB {}\n\
          - `edge, XDP program on the veth` vs `nginx, client TSO off` (requests received on CPU \
-         {SERVER_CPU} for both, see Receive path): 1 KB hits {}, 10 MB hits {}\n",
+         {SERVER_CPU} for both, see Receive path): 1 KB hits {}, 10 MB hits {}\n\
+         - edge vs nginx over TLS (aim ≥ 1×): 1 KB hits HTTP/1.1 {}, HTTP/2 {}; new TLS \
+         connections per second {}; 10 MB hits {}\n",
         versus(Server::Edge, Server::Nginx, Workload::SmallHit),
         versus(Server::Edge, Server::Nginx, Workload::LargeHit),
         versus(Server::Edge, Server::Varnish, Workload::SmallHit),
@@ -791,6 +953,10 @@ fn report(
             Server::NginxClientTsoOff,
             Workload::LargeHit
         ),
+        versus(Server::Edge, Server::Nginx, Workload::TlsSmallHit),
+        versus(Server::Edge, Server::Nginx, Workload::TlsSmallHitH2),
+        versus(Server::Edge, Server::Nginx, Workload::TlsHandshake),
+        versus(Server::Edge, Server::Nginx, Workload::TlsLargeHit),
     ));
     if !notes.is_empty() {
         text.push_str("\nNotes:\n\n");
@@ -854,7 +1020,20 @@ fn report(
          the benchmark's process tree used more than {DISTURBED_ABOVE} CPUs is repeated, up to \
          {MAX_ATTEMPTS} runs, and the {RUNS} least disturbed are kept, as in the DNS benchmark); \
          the table shows the medians (requests per second, response bytes \
-         per second, and wrk's 50th and 99th latency percentiles) and each run's rate.\n",
+         per second, and wrk's 50th and 99th latency percentiles) and each run's rate.\n\
+         - TLS: edge and nginx serve the same files over TLS on port {TLS_PORT} with the same \
+         ECDSA P-256 certificate (made by the benchmark, tests/src/certs.rs), TLS 1.2 and 1.3, \
+         HTTP/2 and HTTP/1.1 by ALPN; edge with rustls (ring), nginx with OpenSSL \
+         (`ssl_session_cache shared:SSL:10m`). The load generators connect by address, without \
+         a server name: edge's `tls_default_host` and nginx's only TLS server answer. HTTP/1.1 \
+         rows are wrk over keep-alive TLS connections; the HTTP/2 row is h2load (one thread, \
+         {CONNECTIONS} connections, {H2_STREAMS} streams each; h2load gives no percentiles, so \
+         both latency columns hold its mean request time); the new-connection row is wrk with \
+         `Connection: close`, so every request is a new TCP connection and a full TLS \
+         handshake (wrk resumes no session): its rate is handshakes per second. edge writes \
+         TLS records from userspace (no kTLS), so its 10 MB TLS hits are copied and encrypted \
+         rather than sent with sendfile; nginx likewise (kTLS needs a kernel with \
+         `CONFIG_TLS`, and nginx `ssl_conf_command Options KTLS`).\n",
         client = Topology::CLIENT_V4,
         small = Workload::SmallHit.target(),
         large = Workload::LargeHit.target(),

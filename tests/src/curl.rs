@@ -7,6 +7,8 @@ use crate::topology::Netns;
 /// One HTTP response as curl received it.
 #[derive(Debug)]
 pub struct Reply {
+    /// The status line's protocol: `HTTP/1.1`, `HTTP/2`.
+    pub version: String,
     pub status: u16,
     /// Names lower-cased, in order.
     pub headers: Vec<(String, String)>,
@@ -58,7 +60,9 @@ fn parse(raw: &[u8]) -> Option<Reply> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..end]).ok()?;
     let mut lines = head.split("\r\n");
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let mut status_line = lines.next()?.split_whitespace();
+    let version = status_line.next()?.to_string();
+    let status = status_line.next()?.parse().ok()?;
     let headers = lines
         .filter_map(|line| {
             let (name, value) = line.split_once(':')?;
@@ -66,6 +70,7 @@ fn parse(raw: &[u8]) -> Option<Reply> {
         })
         .collect();
     Some(Reply {
+        version,
         status,
         headers,
         body: raw[end + 4..].to_vec(),

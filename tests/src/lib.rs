@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod certs;
 pub mod curl;
 pub mod dig;
 pub mod edge;

@@ -26,7 +26,9 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
     "wrk",
     "vsftpd",
     "curl",
-    "chromium", // the status page's test: headless screenshot and rendered DOM
+    "openssl",        // s_client: TLS tests (SNI, resumption)
+    "nghttp2-client", // h2load: HTTP/2 tests and benchmark rows
+    "chromium",       // the status page's test: headless screenshot and rendered DOM
 ];
 
 /// What the test command needs besides: `vagrant validate`.

@@ -77,6 +77,22 @@ pub struct HttpConfig {
     /// headers a response may vary on), e.g. an API version header the origin needs.
     #[serde(default)]
     pub forward_request_headers: Vec<String>,
+    /// The PoP's TLS (HTTPS) service address; absent: no TLS. Sites with a `certificate` are
+    /// served on it, HTTP/2 or HTTP/1.1 as the client's ALPN asks.
+    pub tls_listen: Option<SocketAddr>,
+    /// The site whose certificate answers a handshake without a server name, or for a name no
+    /// site serves; absent: such a handshake fails (`unrecognized_name`).
+    pub tls_default_host: Option<String>,
+    /// Whether plain HTTP requests for a site with a certificate are answered with a permanent
+    /// redirect (308) to the same URL over HTTPS instead of being served.
+    #[serde(default)]
+    pub redirect_to_https: bool,
+    /// Streams one HTTP/2 connection may have open at once; more are refused (RST_STREAM).
+    #[serde(default = "default_h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// CA certificates (PEM) that `https` origins are verified against instead of the
+    /// system's roots.
+    pub origin_ca: Option<PathBuf>,
     /// Large bodies (64 KiB and more) kept memory-mapped between hits, the least recently used
     /// unmapped beyond it: each mapping counts against the kernel's per-process
     /// `vm.max_map_count` (65,530 by default), past which the daemon could not even allocate.
@@ -110,6 +126,24 @@ pub struct SiteConfig {
     /// Single-hostname mode: only paths matching one of these (`/assets/` prefix, `*.css`
     /// suffix) are cached; the rest goes uncached to the origin. Absent: everything is cached.
     pub static_paths: Option<Vec<String>>,
+    /// The site's certificate chain (PEM, the site's own certificate first), for TLS; with
+    /// `key`.
+    pub certificate: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `certificate`.
+    pub key: Option<PathBuf>,
+    /// How misses reach the origin: `"http"` (the default) or `"https"`, verified for the
+    /// site's host against the system's roots or `http.origin_ca`.
+    #[serde(default)]
+    pub origin_scheme: OriginScheme,
+}
+
+/// The protocol to a site's origin (`[[http.sites]] origin_scheme`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginScheme {
+    #[default]
+    Http,
+    Https,
 }
 
 fn default_listen() -> SocketAddr {
@@ -136,6 +170,10 @@ fn default_client_timeout() -> Duration {
 
 fn default_send_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_h2_max_concurrent_streams() -> u32 {
+    100
 }
 
 fn default_max_connections_per_source() -> usize {
@@ -190,7 +228,8 @@ impl HttpConfig {
     }
 
     /// Checks what the shape alone cannot: paths, sizes, and that every site names an origin
-    /// pool (`pool_kind` gives the kind of the config's pool of that name).
+    /// pool (`pool_kind` gives the kind of the config's pool of that name). Certificate files
+    /// are read and checked by edge-http when the server starts or reloads.
     pub fn check(
         &self,
         file: &Path,
@@ -320,6 +359,96 @@ impl HttpConfig {
                 PathRule::parse(rule)
                     .map_err(|reason| refuse(format!("sites[{s}].static_paths[{r}]"), reason))?;
             }
+            match (&site.certificate, &site.key) {
+                (Some(_), None) => {
+                    return Err(refuse(
+                        format!("sites[{s}].key"),
+                        "a certificate needs its key".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(refuse(
+                        format!("sites[{s}].certificate"),
+                        "a key needs its certificate".into(),
+                    ));
+                }
+                _ => {}
+            }
+            for (name, path) in [("certificate", &site.certificate), ("key", &site.key)] {
+                if path.as_ref().is_some_and(|path| !path.is_absolute()) {
+                    return Err(refuse(
+                        format!("sites[{s}].{name}"),
+                        "must be an absolute path".into(),
+                    ));
+                }
+            }
+        }
+        self.check_tls(&refuse)
+    }
+
+    /// The TLS listener, its default site and the redirect fit together.
+    fn check_tls(
+        &self,
+        refuse: &impl Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let with_certificate = |host: &str| {
+            self.sites
+                .iter()
+                .any(|site| site.host == host && site.certificate.is_some())
+        };
+        if let Some(tls) = self.tls_listen {
+            if tls == self.listen {
+                return Err(refuse(
+                    "tls_listen".into(),
+                    format!("{tls} is already http.listen"),
+                ));
+            }
+            if !self.sites.iter().any(|site| site.certificate.is_some()) {
+                return Err(refuse(
+                    "tls_listen".into(),
+                    "no site has a certificate".into(),
+                ));
+            }
+        } else if let Some((s, _)) = self
+            .sites
+            .iter()
+            .enumerate()
+            .find(|(_, site)| site.certificate.is_some())
+        {
+            return Err(refuse(
+                format!("sites[{s}].certificate"),
+                "certificates need http.tls_listen".into(),
+            ));
+        }
+        if let Some(host) = &self.tls_default_host
+            && !with_certificate(host)
+        {
+            return Err(refuse(
+                "tls_default_host".into(),
+                format!("no site {host} with a certificate"),
+            ));
+        }
+        if self.redirect_to_https && self.tls_listen.is_none() {
+            return Err(refuse(
+                "redirect_to_https".into(),
+                "needs http.tls_listen".into(),
+            ));
+        }
+        if self.h2_max_concurrent_streams == 0 {
+            return Err(refuse(
+                "h2_max_concurrent_streams".into(),
+                "must be above 0".into(),
+            ));
+        }
+        if self
+            .origin_ca
+            .as_ref()
+            .is_some_and(|path| !path.is_absolute())
+        {
+            return Err(refuse(
+                "origin_ca".into(),
+                "must be an absolute path".into(),
+            ));
         }
         Ok(())
     }
@@ -538,6 +667,73 @@ mod tests {
             ),
         ] {
             let error = parse(&format!("{head}{sites}")).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.reason.contains(reason), "{error}");
+        }
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let head = "[http]\ncache_dir = \"/c\"\ncache_capacity = \"1 GiB\"\n";
+        let tls = "tls_listen = \"0.0.0.0:443\"\n";
+        let pem = "certificate = \"/etc/edge/a.pem\"\nkey = \"/etc/edge/a.key\"\n";
+        let config = parse(&format!(
+            "{head}{tls}tls_default_host = \"static.example.com\"\nredirect_to_https = true\n{SITE}{pem}origin_scheme = \"https\"\n"
+        ))
+        .unwrap();
+        let http = config.http.unwrap();
+        assert_eq!(http.tls_listen, Some("0.0.0.0:443".parse().unwrap()));
+        assert_eq!(http.h2_max_concurrent_streams, 100);
+        assert_eq!(http.sites[0].origin_scheme, OriginScheme::Https);
+        assert!(http.redirect_to_https);
+        for (extra, field, reason) in [
+            (
+                format!("{SITE}certificate = \"/a.pem\"\n"),
+                "http.sites[0].key",
+                "needs its key",
+            ),
+            (
+                format!("{SITE}key = \"/a.key\"\n"),
+                "http.sites[0].certificate",
+                "needs its certificate",
+            ),
+            (
+                format!("{SITE}certificate = \"a.pem\"\nkey = \"/a.key\"\n"),
+                "http.sites[0].certificate",
+                "absolute",
+            ),
+            (
+                format!("{SITE}{pem}"),
+                "http.sites[0].certificate",
+                "need http.tls_listen",
+            ),
+            (
+                format!("{tls}{SITE}"),
+                "http.tls_listen",
+                "no site has a certificate",
+            ),
+            (
+                format!("listen = \"0.0.0.0:443\"\n{tls}{SITE}{pem}"),
+                "http.tls_listen",
+                "already http.listen",
+            ),
+            (
+                format!("{tls}tls_default_host = \"other.example.com\"\n{SITE}{pem}"),
+                "http.tls_default_host",
+                "no site other.example.com",
+            ),
+            (
+                format!("redirect_to_https = true\n{SITE}"),
+                "http.redirect_to_https",
+                "needs http.tls_listen",
+            ),
+            (
+                format!("{tls}h2_max_concurrent_streams = 0\n{SITE}{pem}"),
+                "http.h2_max_concurrent_streams",
+                "above 0",
+            ),
+        ] {
+            let error = parse(&format!("{head}{extra}")).unwrap_err();
             assert_eq!(error.field, field, "{error}");
             assert!(error.reason.contains(reason), "{error}");
         }

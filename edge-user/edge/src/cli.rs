@@ -252,7 +252,16 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     };
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
-    let result = serve(path, &config, zones, &mut steering, plane.as_mut(), sources).await;
+    let result = serve(
+        path,
+        &config,
+        zones,
+        &mut steering,
+        plane.as_mut(),
+        http.as_ref(),
+        sources,
+    )
+    .await;
     if let Some(plane) = plane {
         // A data plane adopted from an earlier run stays answering if this one cannot serve.
         let keep = keep_data_plane || (result.is_err() && plane.adopted);
@@ -285,6 +294,23 @@ fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
     })
 }
 
+/// The reloaded `[http]` checked and built (certificates read), to apply with the rest;
+/// `None` when the daemon serves no HTTP (adding `[http]` needs a restart).
+fn prepare_http(
+    http: Option<&HttpServer>,
+    reloaded: &Config,
+) -> Result<Option<edge_http::Prepared>> {
+    match http {
+        Some(http) => http.prepare(reloaded).map(Some),
+        None => {
+            if reloaded.http.is_some() {
+                warn!("adding [http] needs a restart");
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// Serves `zones` with the steered names answering as `steering` selects; every change of the
 /// selections or the config goes to the userspace server and, in one call, to the maps. Once
 /// serving, no error ends it: a reload is refused (the running config stays) and a publish that
@@ -295,6 +321,7 @@ async fn serve(
     mut zones: Zones,
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
+    http: Option<&HttpServer>,
     sources: metrics::Sources,
 ) -> Result<()> {
     let counts = sources.daemon.clone();
@@ -351,6 +378,16 @@ async fn serve(
                             service::ready();
                             continue;
                         }
+                        // [http] first: it binds nothing, so a refusal leaves nothing to undo.
+                        let http_reload = match prepare_http(http, &reloaded) {
+                            Ok(prepared) => prepared,
+                            Err(error) => {
+                                error!("reload refused, keeping the running config: {error:#}");
+                                DaemonCounts::count(&counts.reloads_refused);
+                                service::ready();
+                                continue;
+                            }
+                        };
                         // The new addresses are bound before anything changes: one that
                         // cannot be refuses the whole reload.
                         let rebind = match listeners.prepare(&reloaded).await {
@@ -372,6 +409,9 @@ async fn serve(
                         match published {
                             Ok(()) => {
                                 listeners.apply(rebind);
+                                if let (Some(http), Some(prepared)) = (http, http_reload) {
+                                    http.apply(prepared);
+                                }
                                 if let Some(plane) = plane.as_deref_mut() {
                                     apply_rrl(plane, &reloaded);
                                 }
@@ -433,6 +473,14 @@ fn pin_dir(config: &Config) -> Option<PathBuf> {
 
 fn check(path: &Path) -> Result<()> {
     let (config, zones) = load(path)?;
+    // Certificates are files of their own: read and checked as `edge run` would.
+    if let Some(http) = &config.http {
+        edge_http::tls::server_config(
+            http,
+            &edge_http::tls::Resumption::new()?,
+            std::time::SystemTime::now(),
+        )?;
+    }
     for deprecation in config.deprecations() {
         print_line(format_args!("{}: warning: {deprecation}", path.display()))?;
     }

@@ -1,5 +1,6 @@
 //! Requests to origins: by the origin's address with the site's name as Host, over pooled HTTP/1.1
-//! connections, within the configured connect and read timeouts.
+//! connections, within the configured connect and read timeouts; for `https` origins over TLS,
+//! the certificate verified for the site's name against the system's roots or a configured CA.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -8,10 +9,13 @@ use futures_util::{Stream, TryStreamExt as _};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header, request};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
 
 use super::{counts::OriginRequests, respond::Body};
 
@@ -36,27 +40,108 @@ impl OriginError {
 }
 
 #[derive(Debug, Clone)]
+enum Connections {
+    Plain(Client<HttpConnector, Body>),
+    /// One site's: the server name verified is the site's host.
+    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+}
+
+#[derive(Debug, Clone)]
 pub struct OriginClient {
-    client: Client<HttpConnector, Body>,
+    connections: Connections,
     read_timeout: Duration,
     /// Every request's result, for the metrics.
     pub requests: Arc<OriginRequests>,
 }
 
-impl OriginClient {
-    pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Self {
-            client,
-            read_timeout,
-            requests: Arc::default(),
+/// Whom `https` origins must prove themselves to: the system's roots, or the configured CA.
+pub type OriginRoots = Arc<RootCertStore>;
+
+/// The roots `https` origins are verified against: the certificates of `ca` (PEM), or the
+/// system's.
+pub fn origin_roots(ca: Option<&std::path::Path>) -> Result<OriginRoots, String> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca).map_err(|error| format!("cannot read: {error}"))?;
+            for certificate in CertificateDer::pem_slice_iter(&pem) {
+                let certificate = certificate.map_err(|error| format!("not PEM: {error}"))?;
+                roots
+                    .add(certificate)
+                    .map_err(|error| format!("not a CA certificate: {error}"))?;
+            }
+            if roots.is_empty() {
+                return Err("no CERTIFICATE in it".into());
+            }
         }
+        None => {
+            // Unreadable entries of the system store are skipped, as every TLS client does.
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+        }
+    }
+    Ok(Arc::new(roots))
+}
+
+fn connector(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    // The TLS connector wraps this one and asks for `https` URIs.
+    connector.enforce_http(false);
+    connector
+}
+
+fn pooled<C>(connector: C) -> Client<C, Body>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+impl OriginClient {
+    /// A client counting its requests' results in `requests`.
+    pub fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        requests: Arc<OriginRequests>,
+    ) -> Self {
+        Self {
+            connections: Connections::Plain(pooled(connector(connect_timeout))),
+            read_timeout,
+            requests,
+        }
+    }
+
+    /// A client for `host`'s `https` origins: TLS 1.2 or 1.3, the origin's certificate
+    /// verified for `host` against `roots`.
+    pub fn tls(
+        host: &str,
+        roots: OriginRoots,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        requests: Arc<OriginRequests>,
+    ) -> Result<Self, String> {
+        let name = ServerName::try_from(host.to_string()).map_err(|error| error.to_string())?;
+        let config = ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .with_server_name_resolver(FixedServerNameResolver::new(name))
+            .enable_http1()
+            .wrap_connector(connector(connect_timeout));
+        Ok(Self {
+            connections: Connections::Tls(pooled(https)),
+            read_timeout,
+            requests,
+        })
     }
 
     /// Sends `parts` (origin-form target, headers as [`super::headers`] built them) with `body`
@@ -79,21 +164,28 @@ impl OriginClient {
             );
         }
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let scheme = match self.connections {
+            Connections::Plain(_) => "http",
+            Connections::Tls(_) => "https",
+        };
         parts.uri =
-            Uri::try_from(format!("http://{origin}{path}")).map_err(|_| OriginError::Broken)?;
+            Uri::try_from(format!("{scheme}://{origin}{path}")).map_err(|_| OriginError::Broken)?;
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
-        let result =
-            match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
-                Err(_) => Err(OriginError::Timeout),
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(error)) if error.is_connect() => Err(if timed_out(&error) {
-                    OriginError::Timeout
-                } else {
-                    OriginError::Unreachable
-                }),
-                Ok(Err(_)) => Err(OriginError::Broken),
-            };
+        let response = match &self.connections {
+            Connections::Plain(client) => client.request(request),
+            Connections::Tls(client) => client.request(request),
+        };
+        let result = match tokio::time::timeout(self.read_timeout, response).await {
+            Err(_) => Err(OriginError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if error.is_connect() => Err(if timed_out(&error) {
+                OriginError::Timeout
+            } else {
+                OriginError::Unreachable
+            }),
+            Ok(Err(_)) => Err(OriginError::Broken),
+        };
         self.requests.count(match &result {
             Ok(_) => 0,
             Err(OriginError::Unreachable) => 1,

@@ -87,6 +87,11 @@ impl Proxy {
         ))
     }
 
+    /// The client for `site`'s origins: its own TLS one, or the shared plain one.
+    fn client<'a>(&'a self, site: &'a Site) -> &'a OriginClient {
+        site.tls_origin.as_ref().unwrap_or(&self.origin)
+    }
+
     /// Answers `request` from `client`.
     pub async fn handle(
         self: Arc<Self>,
@@ -164,7 +169,7 @@ impl Proxy {
         parts.headers = headers::for_pass(&parts.headers);
         headers::set_edge_headers(&mut parts.headers, key.host(), client);
         let body = body.map_err(std::io::Error::other).boxed_unsync();
-        match self.origin.send(site.origin(), parts, body).await {
+        match self.client(site).send(site.origin(), parts, body).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 self.handed_through(parts, body, CacheStatus::Pass)
@@ -305,7 +310,7 @@ impl Proxy {
         let mut parts = view;
         parts.method = method.clone();
         match self
-            .origin
+            .client(site)
             .send(site.origin(), parts, respond::full(Bytes::new()))
             .await
         {
@@ -333,7 +338,7 @@ impl Proxy {
         };
         let sent = clone_request(&parts);
         let response = match self
-            .origin
+            .client(site)
             .send(site.origin(), parts, respond::full(Bytes::new()))
             .await
         {
@@ -353,7 +358,7 @@ impl Proxy {
                     // ask again, without conditions.
                     None => {
                         let response = match self
-                            .origin
+                            .client(site)
                             .send(
                                 site.origin(),
                                 clone_request(view),

@@ -3,8 +3,16 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use edge_config::{Config, http::PathRule};
+use edge_config::{
+    Config,
+    http::{OriginScheme, PathRule},
+};
 use edge_steer::SelectionsWatch;
+
+use crate::{
+    counts::OriginRequests,
+    origin::{OriginClient, OriginRoots},
+};
 
 #[derive(Debug)]
 pub struct Site {
@@ -15,6 +23,10 @@ pub struct Site {
     selections: SelectionsWatch,
     /// `None`: the whole site is static.
     static_paths: Option<Vec<PathRule>>,
+    /// Whether the site has a certificate (is served over TLS).
+    pub https: bool,
+    /// The site's own client when its origins speak TLS; `None`: the proxy's plain one.
+    pub tls_origin: Option<OriginClient>,
 }
 
 impl Site {
@@ -42,15 +54,38 @@ pub struct Sites(HashMap<String, Arc<Site>>);
 
 impl Sites {
     /// Builds the sites of a config that [`Config::parse`] accepted (pools exist and have
-    /// members, rules parse); their origins follow `selections`.
-    pub fn from_config(config: &Config, selections: &SelectionsWatch) -> Self {
+    /// members, rules parse); their origins follow `selections`. `https` origins are verified
+    /// against `roots`; an error names the site's field and why.
+    pub fn from_config(
+        config: &Config,
+        selections: &SelectionsWatch,
+        roots: Option<&OriginRoots>,
+        requests: &Arc<OriginRequests>,
+    ) -> Result<Self, (String, String)> {
         let Some(http) = &config.http else {
-            return Self::default();
+            return Ok(Self::default());
         };
-        Self(
+        let mut tls_origins = Vec::with_capacity(http.sites.len());
+        for (s, site) in http.sites.iter().enumerate() {
+            tls_origins.push(match (site.origin_scheme, roots) {
+                (OriginScheme::Https, Some(roots)) => Some(
+                    OriginClient::tls(
+                        &site.host,
+                        roots.clone(),
+                        http.origin_connect_timeout,
+                        http.origin_read_timeout,
+                        requests.clone(),
+                    )
+                    .map_err(|reason| (format!("http.sites[{s}].host"), reason))?,
+                ),
+                _ => None,
+            });
+        }
+        Ok(Self(
             http.sites
                 .iter()
-                .filter_map(|site| {
+                .zip(tls_origins)
+                .filter_map(|(site, tls_origin)| {
                     let pool = config.pool(&site.pool)?;
                     let origins = pool
                         .members
@@ -69,11 +104,13 @@ impl Sites {
                         origins,
                         selections: selections.clone(),
                         static_paths,
+                        https: site.certificate.is_some(),
+                        tls_origin,
                     };
                     Some((site.host.clone(), Arc::new(site)))
                 })
                 .collect(),
-        )
+        ))
     }
 
     /// The site for a lower-case host without port.
@@ -109,6 +146,8 @@ mod tests {
                 PathRule::parse("/assets/").unwrap(),
                 PathRule::parse("*.css").unwrap(),
             ]),
+            https: false,
+            tls_origin: None,
         };
         assert!(site.is_static("/assets/logo.png"));
         assert!(site.is_static("/theme/main.css"));
@@ -135,6 +174,8 @@ mod tests {
             ],
             selections: receiver,
             static_paths: None,
+            https: false,
+            tls_origin: None,
         };
         assert_eq!(site.origin(), "192.0.2.1:80".parse().unwrap());
         selections

@@ -4,14 +4,18 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 /// The connections open per source, up to a limit.
 #[derive(Debug, Clone)]
 pub struct Sources {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    limit: usize,
+    /// Changed by a reload; connections already open stay.
+    limit: Arc<AtomicUsize>,
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -25,8 +29,12 @@ impl Sources {
     pub fn new(limit: usize) -> Self {
         Self {
             open: Arc::default(),
-            limit,
+            limit: Arc::new(AtomicUsize::new(limit)),
         }
+    }
+
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// A place for a new connection from `peer`, or `None` when its source has `limit` open.
@@ -34,7 +42,7 @@ impl Sources {
         let source = source(peer);
         let mut open = self.open.lock().expect("sources lock");
         let count = open.entry(source).or_default();
-        if *count >= self.limit {
+        if *count >= self.limit.load(Ordering::Relaxed) {
             return None;
         }
         *count += 1;

@@ -5,6 +5,7 @@
 
 pub mod cpus;
 pub mod footprint;
+pub mod h2load;
 pub mod load;
 pub mod peers;
 pub mod program_cost;

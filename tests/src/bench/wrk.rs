@@ -20,6 +20,8 @@ pub struct WrkRun<'a> {
     pub cpu: usize,
     /// A Lua script (`wrk -s`), e.g. one that makes every request's target new.
     pub script: Option<&'a Path>,
+    /// `Connection: close` on every request: a new connection (and TLS handshake) each.
+    pub close_each: bool,
 }
 
 /// A wrk script that appends a part no other request has (a random run prefix, the thread,
@@ -64,6 +66,12 @@ pub fn wrk(netns: &Netns, run: &WrkRun) -> Result<WrkReport> {
         // wrk's default of 2 s is shorter than a 10 MB answer can take on a busy server.
         .args(["--timeout", "10s"])
         .args(["-H", &format!("Host: {}", run.host)])
+        .args(
+            run.close_each
+                .then_some(["-H", "Connection: close"])
+                .into_iter()
+                .flatten(),
+        )
         .args(
             run.script
                 .iter()
