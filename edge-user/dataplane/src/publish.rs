@@ -104,12 +104,11 @@ impl Publisher {
     }
 }
 
-/// Refuses `zones` if the maps of `plane` cannot hold their answers; the reason names the config
-/// field and both numbers.
-pub fn check_fits(plane: &DataPlane, zones: &Zones) -> Result<()> {
-    let entries = fast_path::entries(zones).context("building answers")?;
+/// Refuses zones that need `needed` ([`Capacity::needed`]) if the maps of `plane` cannot hold
+/// their answers; the reason names the config field and both numbers.
+pub fn check_fits(plane: &DataPlane, needed: &Capacity) -> Result<()> {
     let held = plane.answers.capacity()?;
-    if let Some((field, needed, held)) = Capacity::needed(&entries).shortfall(&held) {
+    if let Some((field, needed, held)) = needed.shortfall(&held) {
         anyhow::bail!("{field}: the zones need {needed} entries, the map holds {held}");
     }
     Ok(())
@@ -128,7 +127,7 @@ fn write(plane: &mut DataPlane, services: &Services, zones: &Zones) -> Result<()
         written = answers.written,
         removed = answers.removed,
         unchanged = answers.unchanged,
-        hash_collisions = answers.collisions,
+        overflowed = answers.overflowed,
         steered_written,
         flipped,
         "answers published"

@@ -658,7 +658,7 @@ txt = ["{}", "{}", "{}"]
         // Six TXT strings of 250 bytes: about 1.5 kB, more than 1232.
         let mut zones = zones();
         let owner = Name::from_ascii("big.example.com.").unwrap();
-        let records = zones.zones[0].names.get_mut(&owner).unwrap();
+        let records = std::sync::Arc::make_mut(&mut zones.zones[0].names).get_mut(&owner).unwrap();
         records.sets.remove(&u16::from(RecordType::TXT));
         for i in 0..6 {
             let text = format!("{i}").repeat(250);
@@ -930,7 +930,7 @@ txt = ["{}", "{}", "{}"]
         let mut zones = zones();
         let deep = Name::from_ascii("a.b.example.com.").unwrap();
         let mail = zones.zones[0].names[&Name::from_ascii("mail.example.com.").unwrap()].clone();
-        zones.zones[0].names.insert(deep, mail);
+        std::sync::Arc::make_mut(&mut zones.zones[0].names).insert(deep, mail);
         let query = query(0, "b.example.com", A, 1, Opt::None);
         let message = Message::from_vec(&respond(&zones, &query, Transport::Udp).unwrap()).unwrap();
         assert_eq!(message.response_code, ResponseCode::NoError);

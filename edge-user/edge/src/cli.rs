@@ -211,19 +211,25 @@ fn execute(command: Command) -> Result<()> {
     }
 }
 
-/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers.
-fn load(path: &Path) -> Result<(Config, Zones)> {
-    let config = Config::load(path)?;
+/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers;
+/// with what the zones need of the maps.
+fn load(path: &Path) -> Result<(Config, Zones, Capacity)> {
+    let mut config = Config::load(path)?;
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
     }
     let zones = Zones::build(path, &config)?;
-    let entries = fast_path::entries(&zones).context("building answers")?;
+    // The zones hold the names now; the config's copy (hundreds of bytes a name) would only
+    // double what a large zone takes.
+    for zone in &mut config.zones {
+        zone.names = Vec::new();
+    }
+    let needed = Capacity::needed(&fast_path::entries(&zones).context("building answers")?);
     // Unselected, a steered name answers with all its pool's members: the most it ever needs.
     if let Some((field, needed, held)) = config
         .xdp
         .as_ref()
-        .and_then(|xdp| Capacity::needed(&entries).shortfall(&Capacity::of(xdp)))
+        .and_then(|xdp| needed.shortfall(&Capacity::of(xdp)))
     {
         return Err(ConfigError {
             file: path.to_path_buf(),
@@ -232,11 +238,11 @@ fn load(path: &Path) -> Result<(Config, Zones)> {
         }
         .into());
     }
-    Ok((config, zones))
+    Ok((config, zones, needed))
 }
 
 async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
-    let (config, zones) = load(path)?;
+    let (config, zones, needed) = load(path)?;
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
@@ -244,7 +250,15 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let _admin = start_admin(&config, &steering, http.as_ref(), &counts).await?;
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
-    let result = serve(path, &config, zones, &mut steering, plane.as_mut(), &counts).await;
+    let result = serve(
+        path,
+        &config,
+        (zones, needed),
+        &mut steering,
+        plane.as_mut(),
+        &counts,
+    )
+    .await;
     if let Some(plane) = plane {
         // A data plane adopted from an earlier run stays answering if this one cannot serve.
         let keep = keep_data_plane || (result.is_err() && plane.adopted);
@@ -306,7 +320,7 @@ impl Drop for AbortOnDrop {
 async fn serve(
     path: &Path,
     config: &Config,
-    mut zones: Zones,
+    (mut zones, needed): (Zones, Capacity),
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
     counts: &Counts,
@@ -316,7 +330,7 @@ async fn serve(
     let mut running = config.clone();
     let mut selections = steering.watch();
     if let Some(plane) = &plane {
-        publish::check_fits(plane, &zones).map_err(|error| {
+        publish::check_fits(plane, &needed).map_err(|error| {
             anyhow::anyhow!(
                 "{}: {error:#} (maps pinned by an earlier run keep their size; `edge detach` removes them)",
                 path.display()
@@ -356,8 +370,8 @@ async fn serve(
             _ = hangup.recv() => {
                 service::reloading();
                 match load(path) {
-                    Ok((reloaded, reloaded_zones)) if pin_dir(&reloaded) == pin_dir(config) => {
-                        if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &reloaded_zones)) {
+                    Ok((reloaded, reloaded_zones, needed)) if pin_dir(&reloaded) == pin_dir(config) => {
+                        if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &needed)) {
                             error!(
                                 "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
                                 path.display()
@@ -435,7 +449,7 @@ fn pin_dir(config: &Config) -> Option<PathBuf> {
 }
 
 fn check(path: &Path) -> Result<()> {
-    let (config, zones) = load(path)?;
+    let (config, zones, needed) = load(path)?;
     for deprecation in config.deprecations() {
         print_line(format_args!("{}: warning: {deprecation}", path.display()))?;
     }
@@ -462,7 +476,6 @@ fn check(path: &Path) -> Result<()> {
     let Some(xdp) = &config.xdp else {
         return Ok(());
     };
-    let needed = Capacity::needed(&fast_path::entries(&zones)?);
     let held = Capacity::of(xdp);
     print_line(format_args!(
         "fast path: {} of {} answers, {} of {} long-name answers, {} of {} steered",
