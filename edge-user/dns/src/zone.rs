@@ -61,11 +61,107 @@ pub struct Zone {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NameRecords {
     /// Record type (as a number, in canonical order) → the RRset's TTL and records.
-    pub sets: BTreeMap<u16, RrData>,
+    pub sets: RrSets,
     /// A steered name: the pool it takes its A and AAAA records from.
     pub pool: Option<Steered>,
     /// A steered name whose pool has nothing to answer with: SERVFAIL, from userspace only.
     pub unavailable: bool,
+}
+
+/// The RRsets of one name by type, in type order: a sorted vector, since a name holds one or a
+/// few types and a map's node (about 400 bytes for one entry) would be most of what a name of a
+/// million-name zone takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RrSets(Vec<(u16, RrData)>);
+
+impl RrSets {
+    fn position(&self, rtype: u16) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&rtype, |(known, _)| *known)
+    }
+
+    pub fn get(&self, rtype: &u16) -> Option<&RrData> {
+        let at = self.position(*rtype).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    pub fn contains_key(&self, rtype: &u16) -> bool {
+        self.position(*rtype).is_ok()
+    }
+
+    /// Sets the RRset of `rtype`; returns the one it replaces.
+    pub fn insert(&mut self, rtype: u16, data: RrData) -> Option<RrData> {
+        match self.position(rtype) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, data)),
+            Err(at) => {
+                self.0.insert(at, (rtype, data));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, rtype: &u16) -> Option<RrData> {
+        let at = self.position(*rtype).ok()?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// The RRset of `rtype`, created by `new` if absent.
+    pub fn get_or_insert_with(&mut self, rtype: u16, new: impl FnOnce() -> RrData) -> &mut RrData {
+        let at = match self.position(rtype) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (rtype, new()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&u16, &RrData)> {
+        self.0.iter().map(|(rtype, data)| (rtype, data))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &u16> {
+        self.0.iter().map(|(rtype, _)| rtype)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Extend<(u16, RrData)> for RrSets {
+    fn extend<T: IntoIterator<Item = (u16, RrData)>>(&mut self, sets: T) {
+        for (rtype, data) in sets {
+            self.insert(rtype, data);
+        }
+    }
+}
+
+impl IntoIterator for RrSets {
+    type Item = (u16, RrData);
+    type IntoIter = std::vec::IntoIter<(u16, RrData)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a RrSets {
+    type Item = (&'a u16, &'a RrData);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (u16, RrData)>, fn(&'a (u16, RrData)) -> (&'a u16, &'a RrData)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(rtype, data)| (rtype, data))
+    }
+}
+
+impl std::ops::Index<&u16> for RrSets {
+    type Output = RrData;
+    fn index(&self, rtype: &u16) -> &RrData {
+        self.get(rtype).expect("an RRset of this type")
+    }
 }
 
 /// The TTL and records of one RRset.
@@ -148,8 +244,7 @@ impl NameRecords {
     pub fn add(&mut self, ttl: u32, rdata: RData) {
         let set = self
             .sets
-            .entry(u16::from(rdata.record_type()))
-            .or_insert(RrData {
+            .get_or_insert_with(u16::from(rdata.record_type()), || RrData {
                 ttl,
                 rdatas: Vec::new(),
             });
