@@ -195,3 +195,62 @@ fn steered_answers_change_together_by_a_generation_flip() -> Result<()> {
     }
     Ok(())
 }
+
+/// A zone of `names` names with one A record each; name `changed` (if any) answers another
+/// address.
+fn many_names(names: usize, changed: Option<usize>) -> String {
+    let mut zone = String::from("[[zones]]\napex = \"example.com\"\n");
+    for i in 0..names {
+        let last = if Some(i) == changed { 200 } else { 10 };
+        zone += &format!(
+            "[[zones.names]]\nname = \"n{i}\"\na = [\"10.{}.{}.{last}\"]\n",
+            i / 256 % 256,
+            i % 256
+        );
+    }
+    zone
+}
+
+/// Reloads write what changed, not the whole zone: in the name table a changed answer is one
+/// slot written (beside the old one, which is then removed), an unchanged one none, a removed
+/// name one slot marked removed; and the program answers the new data at once.
+#[test]
+fn a_publish_writes_only_what_changed() -> Result<()> {
+    const NAMES: usize = 20_000;
+    let mut program = Program::load_sized(&many_names(NAMES, None), &[], NAMES as u32 + 64)?;
+    assert_eq!(first_address(&mut program, "n777.example.com")?, [10, 3, 9, 10]);
+
+    let one = publish(&mut program, &many_names(NAMES, Some(777)))?;
+    assert_eq!(
+        (one.answers.written, one.answers.removed, one.answers.unchanged),
+        (1, 0, NAMES - 1)
+    );
+    assert_eq!(first_address(&mut program, "n777.example.com")?, [10, 3, 9, 200]);
+    assert_eq!(first_address(&mut program, "n778.example.com")?, [10, 3, 10, 10]);
+
+    let again = publish(&mut program, &many_names(NAMES, Some(777)))?;
+    assert_eq!((again.answers.written, again.answers.removed), (0, 0));
+
+    // Back, and one name fewer: its slot is removed and the program passes it to userspace.
+    let fewer = publish(&mut program, &many_names(NAMES - 1, None))?;
+    assert_eq!((fewer.answers.written, fewer.answers.removed), (1, 1));
+    assert_eq!(first_address(&mut program, "n777.example.com")?, [10, 3, 9, 10]);
+    let last = format!("n{}.example.com", NAMES - 1);
+    program.assert_passed(&Query::new(&last).frame(), edge_common::Counter::UnknownName)?;
+
+    // Many rounds of changes reuse removed slots (after a grace period) instead of filling the
+    // table: every name still answers.
+    for round in 0..5 {
+        publish(&mut program, &many_names(NAMES, Some(round)))?;
+    }
+    for i in (0..NAMES).step_by(997) {
+        let expected = if i == 4 { 200 } else { 10 };
+        let name = format!("n{i}.example.com");
+        assert_eq!(
+            first_address(&mut program, &name)?,
+            [10, (i / 256 % 256) as u8, (i % 256) as u8, expected],
+            "{name}"
+        );
+    }
+    Ok(())
+}
