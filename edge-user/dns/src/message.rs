@@ -947,8 +947,8 @@ txt = ["{}", "{}", "{}"]
         let mut names: Vec<(String, u16)> = entries
             .iter()
             .map(|entry| {
-                let name = Name::from_bytes(&entry.key.name).unwrap().to_string();
-                (name, u16::from_be(entry.key.qtype))
+                let name = Name::from_bytes(entry.name()).unwrap().to_string();
+                (name, u16::from_be(entry.qtype))
             })
             .collect();
         names.sort();
@@ -962,12 +962,10 @@ txt = ["{}", "{}", "{}"]
                 ("www.example.com.".to_string(), A),
             ]
         );
-        for fast_path::Entry {
-            key, answer: entry, ..
-        } in &entries
-        {
-            let name = Name::from_bytes(&key.name).unwrap();
-            let qtype = u16::from_be(key.qtype);
+        for fast_path_entry in &entries {
+            let name = Name::from_bytes(fast_path_entry.name()).unwrap();
+            let qtype = u16::from_be(fast_path_entry.qtype);
+            let entry = fast_path_entry.answer();
             for (case, opt) in [
                 (name.to_string(), Opt::None),
                 (name.to_string().to_uppercase(), Opt::Do),
