@@ -146,7 +146,10 @@ impl ShortNameKey {
     #[inline(always)]
     pub fn same_name(&self, slot: &NameSlot) -> bool {
         let mut differ = u64::from(self.qtype ^ slot.qtype);
-        for (a, b) in self.words()[..SHORT_NAME_LEN / 8].iter().zip(slot.name_words()) {
+        for (a, b) in self.words()[..SHORT_NAME_LEN / 8]
+            .iter()
+            .zip(slot.name_words())
+        {
             differ |= a ^ b;
         }
         differ == 0

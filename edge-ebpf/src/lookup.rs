@@ -2,7 +2,9 @@
 //! [`PROBES`] of them. The daemon places every entry inside that window (or in the long-answer
 //! map), and a probe that meets an empty slot stops: no entry lies beyond one.
 
-use edge_common::{LongNameKey, PROBES, SHORT_NAME_LEN, SLOT_EMPTY, home_slot, slot_tag, state_slot};
+use edge_common::{
+    LongNameKey, PROBES, SHORT_NAME_LEN, SLOT_EMPTY, home_slot, slot_tag, state_slot,
+};
 
 use crate::{NAMES, live, query::Scratch};
 

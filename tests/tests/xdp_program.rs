@@ -218,15 +218,28 @@ fn many_names(names: usize, changed: Option<usize>) -> String {
 fn a_publish_writes_only_what_changed() -> Result<()> {
     const NAMES: usize = 20_000;
     let mut program = Program::load_sized(&many_names(NAMES, None), &[], NAMES as u32 + 64)?;
-    assert_eq!(first_address(&mut program, "n777.example.com")?, [10, 3, 9, 10]);
+    assert_eq!(
+        first_address(&mut program, "n777.example.com")?,
+        [10, 3, 9, 10]
+    );
 
     let one = publish(&mut program, &many_names(NAMES, Some(777)))?;
     assert_eq!(
-        (one.answers.written, one.answers.removed, one.answers.unchanged),
+        (
+            one.answers.written,
+            one.answers.removed,
+            one.answers.unchanged
+        ),
         (1, 0, NAMES - 1)
     );
-    assert_eq!(first_address(&mut program, "n777.example.com")?, [10, 3, 9, 200]);
-    assert_eq!(first_address(&mut program, "n778.example.com")?, [10, 3, 10, 10]);
+    assert_eq!(
+        first_address(&mut program, "n777.example.com")?,
+        [10, 3, 9, 200]
+    );
+    assert_eq!(
+        first_address(&mut program, "n778.example.com")?,
+        [10, 3, 10, 10]
+    );
 
     let again = publish(&mut program, &many_names(NAMES, Some(777)))?;
     assert_eq!((again.answers.written, again.answers.removed), (0, 0));
@@ -234,9 +247,15 @@ fn a_publish_writes_only_what_changed() -> Result<()> {
     // Back, and one name fewer: its slot is removed and the program passes it to userspace.
     let fewer = publish(&mut program, &many_names(NAMES - 1, None))?;
     assert_eq!((fewer.answers.written, fewer.answers.removed), (1, 1));
-    assert_eq!(first_address(&mut program, "n777.example.com")?, [10, 3, 9, 10]);
+    assert_eq!(
+        first_address(&mut program, "n777.example.com")?,
+        [10, 3, 9, 10]
+    );
     let last = format!("n{}.example.com", NAMES - 1);
-    program.assert_passed(&Query::new(&last).frame(), edge_common::Counter::UnknownName)?;
+    program.assert_passed(
+        &Query::new(&last).frame(),
+        edge_common::Counter::UnknownName,
+    )?;
 
     // Many rounds of changes reuse removed slots (after a grace period) instead of filling the
     // table: every name still answers.

@@ -177,13 +177,18 @@ impl Capacity {
 /// about 50 find their window full), and [`PROBES`] beyond the last home slot, so that no
 /// window wraps.
 pub fn table_slots(answers: u32) -> u32 {
-    answers.max(1).saturating_add(answers / 3).saturating_add(PROBES as u32)
+    answers
+        .max(1)
+        .saturating_add(answers / 3)
+        .saturating_add(PROBES as u32)
 }
 
 /// Entries of the long-answer map for `long_answers` and `answers`: beyond the configured
 /// entries, room for the table's entries whose window is full (a few per ten thousand).
 pub fn long_entries(long_answers: u32, answers: u32) -> u32 {
-    long_answers.saturating_add(answers / 256).saturating_add(64)
+    long_answers
+        .saturating_add(answers / 256)
+        .saturating_add(64)
 }
 
 /// Whether `entry`'s name and answer fit a name-table slot.
@@ -311,9 +316,9 @@ impl AnswerMap {
             round.changes.unchanged += 1;
             return Ok(());
         }
-        self.long.insert(key, answer, 0).context(
-            "writing the long-name answer map (is xdp.max_long_answers large enough?)",
-        )?;
+        self.long
+            .insert(key, answer, 0)
+            .context("writing the long-name answer map (is xdp.max_long_answers large enough?)")?;
         round.long.insert(key, answer);
         round.changes.written += 1;
         Ok(())

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use edge_common::{
-    ANSWER_DATA_LEN, Answer, LongNameKey, NAME_KEY_LEN, SERVICES_MAX, SHORT_NAME_LEN,
-    ServiceV4, ServiceV6, Services, ShortNameKey,
+    ANSWER_DATA_LEN, Answer, LongNameKey, NAME_KEY_LEN, SERVICES_MAX, SHORT_NAME_LEN, ServiceV4,
+    ServiceV6, Services, ShortNameKey,
 };
 use hickory_proto::{
     ProtoError,

@@ -658,7 +658,9 @@ txt = ["{}", "{}", "{}"]
         // Six TXT strings of 250 bytes: about 1.5 kB, more than 1232.
         let mut zones = zones();
         let owner = Name::from_ascii("big.example.com.").unwrap();
-        let records = std::sync::Arc::make_mut(&mut zones.zones[0].names).get_mut(&owner).unwrap();
+        let records = std::sync::Arc::make_mut(&mut zones.zones[0].names)
+            .get_mut(&owner)
+            .unwrap();
         records.sets.remove(&u16::from(RecordType::TXT));
         for i in 0..6 {
             let text = format!("{i}").repeat(250);

@@ -151,7 +151,10 @@ impl IntoIterator for RrSets {
 
 impl<'a> IntoIterator for &'a RrSets {
     type Item = (&'a u16, &'a RrData);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, (u16, RrData)>, fn(&'a (u16, RrData)) -> (&'a u16, &'a RrData)>;
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (u16, RrData)>,
+        fn(&'a (u16, RrData)) -> (&'a u16, &'a RrData),
+    >;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(rtype, data)| (rtype, data))
     }
@@ -728,11 +731,9 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
 /// `names` entry): found again only for an error, so that building keeps no map of fields.
 fn defined_by(zone: &ZoneConfig, z: usize, apex: &Name, owner: &Name) -> String {
     let at = |sub: String| format!("zones[{z}]{sub}");
-    if let Some(i) = zone
-        .nameservers
-        .iter()
-        .position(|ns| !ns.addresses.is_empty() && target_name(apex, &ns.name).as_ref() == Ok(owner))
-    {
+    if let Some(i) = zone.nameservers.iter().position(|ns| {
+        !ns.addresses.is_empty() && target_name(apex, &ns.name).as_ref() == Ok(owner)
+    }) {
         return at(format!(".nameservers[{i}]"));
     }
     zone.names
