@@ -198,6 +198,10 @@ fn fits_slot(entry: &Entry) -> bool {
 
 /// What an entry is to answer: an answer, or a steered name's selection slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one lives at a time, on the stack; boxing would allocate for every entry"
+)]
 enum Staged {
     Answer(Answer),
     Selection(u16),
