@@ -115,13 +115,16 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
     }
     let mut found = match found {
         Some(found) => found,
-        #[expect(
-            clippy::needless_borrows_for_generic_args,
-            reason = "by value the key would be copied onto the 512-byte BPF stack"
-        )]
-        // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced
-        // meanwhile.
-        None => Found::Full(unsafe { LONG_ANSWERS.get(&scratch.key) }.ok_or(Counter::UnknownName)?),
+        None => {
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value the key would be copied onto the 512-byte BPF stack"
+            )]
+            // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced
+            // meanwhile.
+            let answer = unsafe { LONG_ANSWERS.get(&scratch.key) };
+            Found::Full(answer.ok_or(Counter::UnknownName)?)
+        }
     };
     let selection = found.selection();
     if selection != 0 {
