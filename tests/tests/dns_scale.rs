@@ -56,7 +56,10 @@ file = "big.zone"
 /// The A record kdig gets for `name`.
 fn ask(topology: &Topology, name: &str) -> Result<Vec<String>> {
     let server = format!("@{}", Topology::POP_V4);
-    let reply = kdig(&topology.client, &[&server, name, "A", "+retry=1", "+time=2"])?;
+    let reply = kdig(
+        &topology.client,
+        &[&server, name, "A", "+retry=1", "+time=2"],
+    )?;
     Ok(reply
         .section("ANSWER")
         .iter()
@@ -82,10 +85,10 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
     topology.write_file("big.zone", &zone_file(None))?;
     let path = topology.write_file("edge.toml", &config(&topology))?;
     // A debug build parses a million records several times slower than a release build.
-    let mut edge =
-        EdgeProcess::start_within(&topology.pop, &path, &[], Duration::from_secs(600))?;
+    let mut edge = EdgeProcess::start_within(&topology.pop, &path, &[], Duration::from_secs(600))?;
     assert!(
-        edge.log().contains(&format!("names={} written={} ", NAMES + 1, NAMES + 1)),
+        edge.log()
+            .contains(&format!("names={} written={} ", NAMES + 1, NAMES + 1)),
         "{}",
         edge.log()
     );
@@ -94,7 +97,11 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
     let sample = [0, 1, 4_096, 333_333, 500_000, 777_777, NAMES - 1];
     for i in sample {
         let name = format!("n{i}.big.example");
-        assert_eq!(ask(&topology, &name)?, [address(i, None).to_string()], "{name}");
+        assert_eq!(
+            ask(&topology, &name)?,
+            [address(i, None).to_string()],
+            "{name}"
+        );
     }
     assert_eq!(
         counters(&path)?["answered"] - before,
