@@ -273,3 +273,45 @@ fn a_publish_writes_only_what_changed() -> Result<()> {
     }
     Ok(())
 }
+
+fn zones_of(zone: &str) -> Result<edge_dns::zone::Zones> {
+    let path = std::path::Path::new("steered.toml");
+    Ok(edge_dns::zone::Zones::build(
+        path,
+        &edge_config::Config::parse(path, zone)?,
+    )?)
+}
+
+/// A steering round whose names all hold selection slots writes the selection map and flips
+/// the generation, nothing else: no other name's entry is built, read or written.
+#[test]
+fn a_steering_round_writes_only_the_selections() -> Result<()> {
+    let forward = steered_zone(["198.51.100.1", "198.51.100.2"]);
+    let backward = steered_zone(["198.51.100.2", "198.51.100.1"]);
+    let mut program = Program::load(&forward, &[])?;
+    let steered = edge_dns::fast_path::steered_entries(&zones_of(&backward)?)?;
+    assert_eq!(steered.len(), 2, "www and shop, not static");
+    let round = program
+        .answers
+        .publish_selections(&steered)?
+        .expect("both names hold slots");
+    assert!(round.flipped);
+    assert_eq!(round.steered_written, 2);
+    assert_eq!(
+        round.answers,
+        edge_dataplane::maps::AnswerChanges::default()
+    );
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 2]);
+    }
+    assert_eq!(
+        first_address(&mut program, "static.example.com")?,
+        [192, 0, 2, 99]
+    );
+
+    // A steered name without a slot yet (a reload added it) needs the full publish.
+    let added = backward + "[[zones.names]]\nname = \"new\"\npool = \"shop\"\n";
+    let steered = edge_dns::fast_path::steered_entries(&zones_of(&added)?)?;
+    assert!(program.answers.publish_selections(&steered)?.is_none());
+    Ok(())
+}

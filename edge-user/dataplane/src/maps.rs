@@ -110,6 +110,45 @@ impl AnswerMaps {
         })
     }
 
+    /// A steering round: makes the steered names of `steered` (entries of steered names only)
+    /// answer as given, through the selection map and a generation flip alone, when every one
+    /// of them already points at a selection slot. The name table and the long-answer map are
+    /// not read past those names nor written. `None` when a name has no slot yet (a reload
+    /// added it): then a full [`Self::publish`] is needed. A steered name left out (its pool
+    /// has nothing to answer with) keeps its slot, now empty in the live generation, so the
+    /// program passes its queries to the userspace server, which answers SERVFAIL.
+    pub fn publish_selections(&mut self, steered: &[Entry]) -> Result<Option<Publication>> {
+        let round = Round {
+            seen: Vec::new(),
+            long_wanted: HashSet::new(),
+            long: match self.answers.long_known.take() {
+                Some(known) => known,
+                None => self.answers.read_long()?,
+            },
+            pending: Vec::new(),
+            changes: AnswerChanges::default(),
+        };
+        let mut answers = BTreeMap::new();
+        for entry in steered {
+            match self.answers.selection_of(&round, entry) {
+                Some(slot) if slot <= self.selections.capacity && entry.steered => {
+                    answers.insert(slot, entry.answer());
+                }
+                _ => {
+                    self.answers.long_known = Some(round.long);
+                    return Ok(None);
+                }
+            }
+        }
+        self.answers.long_known = Some(round.long);
+        let (steered_written, flipped) = self.selections.publish(&answers)?;
+        Ok(Some(Publication {
+            answers: AnswerChanges::default(),
+            steered_written,
+            flipped,
+        }))
+    }
+
     /// How many entries each map holds, as the kernel says (a map adopted from an earlier run
     /// keeps the size it was created with).
     pub fn capacity(&self) -> Result<Capacity> {
@@ -149,7 +188,8 @@ impl Capacity {
     pub fn needed(entries: &[Entry]) -> Self {
         let mut needed = Self::default();
         for entry in entries {
-            if entry.steered || fits_slot(entry) {
+            let short = entry.name().len() <= SHORT_NAME_LEN;
+            if short && (entry.steered || fits_slot(entry)) {
                 needed.answers += 1;
             } else {
                 needed.long_answers += 1;
@@ -272,14 +312,17 @@ impl AnswerMap {
         })
     }
 
+    fn read_long(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
+        self.long
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading the long-name answer map")
+    }
+
     fn begin(&mut self) -> Result<Round> {
         let long = match self.long_known.take() {
             Some(known) => known,
-            None => self
-                .long
-                .iter()
-                .collect::<Result<_, _>>()
-                .context("reading the long-name answer map")?,
+            None => self.read_long()?,
         };
         Ok(Round {
             seen: vec![0; self.table.slots.len().div_ceil(64)],

@@ -191,6 +191,15 @@ pub fn lower_wire(name: &Name, wire: &mut Vec<u8>) {
 /// CNAME and unavailable steered names SERVFAIL, all from the userspace server, so they have no
 /// entry.
 pub fn entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
+    entries_of(zones, false)
+}
+
+/// The entries of [`entries`] for steered names only: what a steering round changes.
+pub fn steered_entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
+    entries_of(zones, true)
+}
+
+fn entries_of(zones: &Zones, steered_only: bool) -> Result<Vec<Entry>, ProtoError> {
     let mut entries = Vec::new();
     let mut section = Vec::with_capacity(ANSWER_DATA_LEN);
     let mut name = Vec::with_capacity(NAME_KEY_LEN);
@@ -198,6 +207,9 @@ pub fn entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
         // Most zones delegate nothing: then no name needs the walk up to the apex.
         let delegates = zone.cuts().next().is_some();
         for (owner, records) in zone.names.iter() {
+            if steered_only && records.pool.is_none() {
+                continue;
+            }
             // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
             if records.unavailable || (delegates && zone.delegation(owner).is_some()) {
                 continue;

@@ -359,7 +359,7 @@ async fn serve(
                 let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                 current_zones.send_replace(steered.clone());
                 if let Some(plane) = plane.as_deref_mut() {
-                    publisher.publish(plane, &steered);
+                    publisher.publish_steering(plane, &steered);
                 }
             }
             _ = tick(watchdog.as_mut()) => service::watchdog(),
