@@ -521,7 +521,13 @@ struct NameTable {
 
 impl NameTable {
     fn map(map: Array<MapData, NameSlot>) -> Result<Self> {
-        let entries = map.len() as usize;
+        // The kernel's size, not the object's: a map adopted from an earlier run keeps the size
+        // it was created with.
+        let entries = map
+            .map()
+            .info()
+            .context("reading the name table's size")?
+            .max_entries() as usize;
         if entries <= PROBES {
             bail!("the name table has {entries} slots, fewer than one probe window");
         }
