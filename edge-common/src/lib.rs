@@ -31,6 +31,8 @@ pub mod pin {
     pub const NAMES: &str = "names";
     /// Longer names, larger answers and names whose probe window is full.
     pub const LONG_ANSWERS: &str = "long_answers";
+    /// The answer map before the name table: only removed (by `edge detach`).
+    pub const FORMER_ANSWERS: &str = "answers";
     /// Per-CPU counters.
     pub const COUNTERS: &str = "counters";
     /// Service addresses and ports the program answers on, two copies.

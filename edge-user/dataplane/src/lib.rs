@@ -169,6 +169,7 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
     }
     for name in [
         pin::NAMES,
+        pin::FORMER_ANSWERS,
         pin::LONG_ANSWERS,
         pin::SERVICES,
         pin::SELECTIONS,
