@@ -53,6 +53,9 @@ pub mod map_name {
     pub const SERVICES: &str = "edge_services";
     pub const SELECTIONS: &str = "edge_selections";
     pub const STATE: &str = "edge_state";
+    pub const RRL_SETTINGS: &str = "edge_rrl";
+    pub const RRL_BUCKETS: &str = "edge_rrl_buckets";
+    pub const RRL_EXEMPT: &str = "edge_rrl_exempt";
 }
 
 /// Program names in the object.
@@ -324,6 +327,71 @@ pub const fn selection_key(generation: u32, selection: u16) -> u32 {
     (generation << 16) | selection as u32
 }
 
+/// Response rate limiting (RRL) in the XDP program: a token bucket per source prefix, kept as
+/// the time its next reply is due (the generic cell rate algorithm, GCRA: one word per prefix,
+/// no division per query). A prefix may run `burst` replies ahead of its rate; beyond that its
+/// queries are dropped, and every `slip`-th of them gets a truncated reply (TC set, the question
+/// only) so that a real client behind the prefix retries over TCP, which a spoofed one cannot.
+pub mod rrl {
+    /// IPv4 sources share a bucket per /24, IPv6 sources per /56, as in Knot and NSD.
+    pub const V4_PREFIX: u32 = 24;
+    pub const V6_PREFIX: u32 = 56;
+
+    /// The bucket key of an IPv4 source: its /24, then zeroes, then 4, as bytes in memory
+    /// order (the key's byte 7 tells the families apart).
+    #[inline(always)]
+    pub const fn key_v4(addr: [u8; 4]) -> u64 {
+        u64::from_ne_bytes([addr[0], addr[1], addr[2], 0, 0, 0, 0, 4])
+    }
+
+    /// The bucket key of an IPv6 source: its /56, then 6.
+    #[inline(always)]
+    pub const fn key_v6(addr: &[u8; 16]) -> u64 {
+        u64::from_ne_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], 6,
+        ])
+    }
+
+    /// An IPv4 address as the exempt trie holds it: IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so
+    /// one trie holds both families.
+    #[inline(always)]
+    pub const fn mapped_v4(addr: [u8; 4]) -> [u8; 16] {
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3],
+        ]
+    }
+
+    /// Most exempt prefixes.
+    pub const EXEMPT_MAX: u32 = 1024;
+}
+
+/// The RRL settings the XDP program reads: one array entry, written whole by userspace. All
+/// zero: RRL is off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlSettings {
+    /// Nanoseconds of a prefix's schedule one reply takes (1 s / rate); 0: off.
+    pub interval_ns: u64,
+    /// How far past now a prefix's schedule may run and its queries still be answered:
+    /// (burst - 1) intervals.
+    pub tolerance_ns: u64,
+    /// Every `slip`-th limited query of a prefix gets a truncated reply, the others are
+    /// dropped; 0: all are dropped.
+    pub slip: u32,
+    pub reserved: u32,
+}
+
+/// A source prefix's bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RrlBucket {
+    /// When (`bpf_ktime_get_ns`) the prefix's schedule allows its next reply; up to
+    /// `tolerance_ns` in the future while it uses its burst.
+    pub due_ns: u64,
+    /// The prefix's queries that were limited, for the slip.
+    pub limited: u64,
+}
+
 /// Header flag bits (RFC 1035 §4.1.1), host order.
 pub mod flags {
     pub const QR: u16 = 0x8000;
@@ -374,6 +442,11 @@ pub enum Counter {
     /// Passed: an EDNS option the userspace server answers ([`USERSPACE_EDNS_OPTIONS`]), or
     /// more options than the program walks.
     EdnsOption,
+    /// Dropped (XDP_DROP): the source prefix is over its rate ([`rrl`]).
+    RateLimited,
+    /// Sent a truncated reply (XDP_TX): the source prefix is over its rate and it was its turn
+    /// to slip ([`rrl`]).
+    Slipped,
 }
 
 /// EDNS option codes whose answer depends on more than the answer map: NSID (RFC 5001) and
@@ -384,7 +457,7 @@ pub const USERSPACE_EDNS_OPTIONS: [u16; 2] = [3, 9];
 pub const EDNS_OPTIONS_MAX: usize = 16;
 
 impl Counter {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::Answered,
         Self::NotIp,
         Self::IpUnsupported,
@@ -401,6 +474,8 @@ impl Counter {
         Self::UnknownName,
         Self::ReplyFailed,
         Self::EdnsOption,
+        Self::RateLimited,
+        Self::Slipped,
     ];
 
     /// Entries in the counter array.
@@ -425,6 +500,8 @@ impl Counter {
             Self::UnknownName => "unknown_name",
             Self::ReplyFailed => "reply_failed",
             Self::EdnsOption => "edns_option",
+            Self::RateLimited => "rate_limited",
+            Self::Slipped => "slipped",
         }
     }
 }
@@ -441,4 +518,8 @@ mod pod {
     unsafe impl aya::Pod for super::Services {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::State {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RrlSettings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RrlBucket {}
 }

@@ -9,6 +9,7 @@ mod lookup;
 mod query;
 mod reflect;
 mod reply;
+mod rrl;
 mod words;
 
 use aya_ebpf::{
@@ -58,8 +59,12 @@ static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 #[xdp]
 pub fn edge_dns(ctx: XdpContext) -> u32 {
     match dispatch(&ctx) {
-        Ok(()) => {
-            count(Counter::Answered);
+        Ok(Counter::RateLimited) => {
+            count(Counter::RateLimited);
+            xdp_action::XDP_DROP
+        }
+        Ok(sent) => {
+            count(sent);
             xdp_action::XDP_TX
         }
         Err(reason) => {
@@ -76,9 +81,10 @@ pub fn edge_pass(_ctx: XdpContext) -> u32 {
 }
 
 /// Picks the frame's shape (IPv4 or IPv6, at most one VLAN tag) so that the rest of the work
-/// runs with constant header offsets.
+/// runs with constant header offsets. `Ok` is what was sent (answered, slipped) or that the
+/// frame is dropped (rate limited); `Err` why it is passed.
 #[inline(always)]
-fn dispatch(ctx: &XdpContext) -> Result<(), Counter> {
+fn dispatch(ctx: &XdpContext) -> Result<Counter, Counter> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: `ptr_at` checked that the header lies inside the frame.
     match u16::from_be(unsafe { (*eth).proto }) {
@@ -99,11 +105,22 @@ fn dispatch(ctx: &XdpContext) -> Result<(), Counter> {
 }
 
 #[inline(always)]
-fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
+fn answer<L: Layout>(ctx: &XdpContext) -> Result<Counter, Counter> {
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(Counter::ReplyFailed)?;
     // SAFETY: a per-CPU slot, used only by this program invocation.
     let scratch = unsafe { &mut *scratch };
-    let query = query::parse::<L>(ctx, scratch)?;
+    let query = match query::parse::<L>(ctx, scratch) {
+        Ok(query) => query,
+        Err(reason) => return limit_passed::<L>(ctx, reason),
+    };
+    match rrl::check::<L>(ctx) {
+        rrl::Verdict::Answer => {}
+        rrl::Verdict::Drop => return Ok(Counter::RateLimited),
+        rrl::Verdict::Slip => {
+            reply::truncated::<L>(ctx, &query)?;
+            return Ok(Counter::Slipped);
+        }
+    }
     let mut found = None;
     if query.short {
         let index = lookup::edge_find_slot(scratch);
@@ -133,7 +150,26 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<(), Counter> {
         // SAFETY: as above.
         found = Found::Full(unsafe { SELECTIONS.get(key) }.ok_or(Counter::UnknownName)?);
     }
-    reply::write::<L>(ctx, &query, found, scratch)
+    reply::write::<L>(ctx, &query, found, scratch)?;
+    Ok(Counter::Answered)
+}
+
+/// A query to one of our services that the program leaves to the userspace server (`reason`)
+/// counts against its source prefix as well, so that the limit holds for every UDP query, not
+/// just those answered here; over the limit it is dropped (no truncated reply: the question
+/// may not have been read).
+#[inline(always)]
+fn limit_passed<L: Layout>(ctx: &XdpContext, reason: Counter) -> Result<Counter, Counter> {
+    if matches!(
+        reason,
+        Counter::NotIp | Counter::IpUnsupported | Counter::NotUdp | Counter::NotService
+    ) {
+        return Err(reason);
+    }
+    match rrl::check::<L>(ctx) {
+        rrl::Verdict::Answer => Err(reason),
+        rrl::Verdict::Drop | rrl::Verdict::Slip => Ok(Counter::RateLimited),
+    }
 }
 
 /// Which copy of a double-buffered map to read.

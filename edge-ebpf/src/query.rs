@@ -2,8 +2,8 @@
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use edge_common::{
-    Counter, EDNS_OPTIONS_MAX, LongNameKey, SHORT_NAME_LEN, ShortNameKey, USERSPACE_EDNS_OPTIONS,
-    flags, state_slot,
+    Counter, EDNS_OPTIONS_MAX, LongNameKey, SERVICES_MAX, SHORT_NAME_LEN, ShortNameKey,
+    USERSPACE_EDNS_OPTIONS, flags, state_slot,
 };
 
 use crate::{
@@ -79,7 +79,9 @@ pub const FRAME_COPY_MAX: usize = 384;
 /// most an OPT record besides, and writes its lower-cased name and type into the scratch key.
 #[inline(always)]
 pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query, Counter> {
-    let udp_len = check_ip::<L>(ctx)?;
+    // A 16-bit length, but verifiers before 6.2 forget every bound of a byte swap's result:
+    // the mask (kept by the barrier) gives them this one, for the frame offsets below.
+    let udp_len = core::hint::black_box(check_ip::<L>(ctx)?) & 0xffff;
     let udp: *const UdpHdr = ptr_at(ctx, L::L4)?;
     // Fetch the DNS header before the length checks below, which would otherwise let the
     // compiler drop this constant-offset bounds check that the verifier needs.
@@ -107,7 +109,10 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     }
 
     let available = end - L::QNAME;
-    let name_len = read_name::<L>(ctx, scratch, available)?;
+    // At most NAME_MAX (255), so the mask changes nothing; kept by the barrier, it gives the
+    // value its bound where it is made, which verifiers before 6.11 need: they lose the bound
+    // of a check made on another copy of it.
+    let name_len = core::hint::black_box(read_name::<L>(ctx, scratch, available)?) & NAME_MAX;
     let question_end = L::QNAME + name_len + 4;
     let raw = scratch.raw_bytes();
     let type_class = raw.get(name_len..name_len + 4).ok_or(Counter::Malformed)?;
@@ -191,8 +196,16 @@ fn dst_port<L: Layout>(ctx: &XdpContext) -> Result<u16, Counter> {
 #[inline(always)]
 fn is_service_v4(addr: u32, port: u16) -> Result<(), Counter> {
     let services = live_services()?;
-    let mut live = services.v4.iter().take(services.v4_len as usize);
-    served(live.any(|s| s.port == port && (s.addr == 0 || s.addr == addr)))
+    let live = (services.v4_len as usize).min(SERVICES_MAX);
+    let mut i = 0;
+    while i < live {
+        let s = &services.v4[i];
+        i += 1;
+        if s.port == port && (s.addr == 0 || s.addr == addr) {
+            return Ok(());
+        }
+    }
+    Err(Counter::NotService)
 }
 
 /// Whether IPv6 `addr` (or the wildcard) serves `port` (network order).
@@ -200,20 +213,17 @@ fn is_service_v4(addr: u32, port: u16) -> Result<(), Counter> {
 fn is_service_v6(addr: &[u8; 16], port: u16) -> Result<(), Counter> {
     let services = live_services()?;
     let addr = u128::from_ne_bytes(*addr);
-    let mut live = services.v6.iter().take(services.v6_len as usize);
-    served(live.any(|s| {
+    let live = (services.v6_len as usize).min(SERVICES_MAX);
+    let mut i = 0;
+    while i < live {
+        let s = &services.v6[i];
+        i += 1;
         let served = u128::from_ne_bytes(s.addr);
-        s.port == port && (served == 0 || served == addr)
-    }))
-}
-
-#[inline(always)]
-fn served(found: bool) -> Result<(), Counter> {
-    if found {
-        Ok(())
-    } else {
-        Err(Counter::NotService)
+        if s.port == port && (served == 0 || served == addr) {
+            return Ok(());
+        }
     }
+    Err(Counter::NotService)
 }
 
 #[inline(always)]
@@ -367,10 +377,15 @@ fn read_message(
     len: usize,
     raw: &mut [u64; RAW_WORDS],
 ) -> Result<(), Counter> {
-    if offset < WORD || offset > OFFSET_MAX || len > RAW_LEN || len == 0 {
+    // `len == 0` is tested apart: LLVM would fold it and `len > RAW_LEN` into one
+    // subtract-and-compare, from which 6.1's verifier learns no bound on `len`.
+    if offset < WORD || offset > OFFSET_MAX || len > RAW_LEN {
         return Err(Counter::Malformed);
     }
     if len < WORD {
+        if len == 0 {
+            return Err(Counter::Malformed);
+        }
         raw[0] = words::read_frame(ctx, offset + len - WORD)? >> ((WORD - len) * 8);
         return Ok(());
     }

@@ -86,6 +86,41 @@ pub fn write<L: Layout>(
         write_opt(ctx, query.question_end + len, edns & EDNS_DO)?;
     }
 
+    let copied = query.flags & (flags::RD | flags::CD);
+    let arcount = u16::from(query.edns.is_some());
+    headers::<L>(ctx, reply_end, answer_flags | copied, ancount, arcount)
+}
+
+/// Turns the query into a truncated response: TC set, the question only (no OPT record), as
+/// NSD slips. A rate-limited source gets one now and then ([`crate::rrl`]): a real client
+/// retries over TCP, which a spoofed one cannot, and the reply is no larger than the query.
+#[inline(always)]
+pub fn truncated<L: Layout>(ctx: &XdpContext, query: &Query) -> Result<(), Counter> {
+    let delta = query.question_end as i32 - (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: the helper checks `delta` against the frame itself; here it only shrinks.
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return Err(Counter::ReplyFailed);
+    }
+    let copied = query.flags & (flags::RD | flags::CD);
+    headers::<L>(
+        ctx,
+        query.question_end,
+        flags::QR | flags::TC | copied,
+        0,
+        0,
+    )
+}
+
+/// Rewrites the headers of a reply that ends at frame offset `reply_end`: addresses and ports
+/// swapped, lengths, checksums, and the DNS header's `dns_flags` and counts.
+#[inline(always)]
+fn headers<L: Layout>(
+    ctx: &XdpContext,
+    reply_end: usize,
+    dns_flags: u16,
+    ancount: u16,
+    arcount: u16,
+) -> Result<(), Counter> {
     // Packet pointers are stale after the tail moved: look the headers up again.
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let udp: *mut UdpHdr = ptr_at(ctx, L::L4)?;
@@ -94,10 +129,9 @@ pub fn write<L: Layout>(
     let (eth, udp, dns) = unsafe { (&mut *eth, &mut *udp, &mut *dns) };
     core::mem::swap(&mut eth.dst, &mut eth.src);
 
-    let copied = query.flags & (flags::RD | flags::CD);
-    dns.flags = (answer_flags | copied).to_be();
+    dns.flags = dns_flags.to_be();
     dns.ancount = ancount.to_be();
-    dns.arcount = u16::from(query.edns.is_some()).to_be();
+    dns.arcount = arcount.to_be();
 
     let udp_len = reply_end - L::L4;
     core::mem::swap(&mut udp.src, &mut udp.dst);

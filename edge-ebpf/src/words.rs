@@ -14,7 +14,10 @@ pub const WORD: usize = 8;
 /// word, which covers a tail shorter than a word by overlapping bytes already copied with the
 /// same values. The caller checks `len`; the compiler merges that check into a form from which
 /// the verifier learns no bound, so the mask (a no-op after the check) gives it one, and the
-/// barriers keep the compiler from dropping the mask and the bounds checks inside `copy`.
+/// barriers keep the compiler from dropping the mask and the bounds checks inside `copy`. The
+/// last offset passes a barrier of its own, so that `copy` checks and uses one register:
+/// otherwise the compiler folds `len - WORD + WORD` back into `len` after the check, and
+/// verifiers before 6.11, which do not carry a bound across such a difference, refuse the access.
 #[inline(always)]
 pub fn each_word<const WORDS: usize>(
     len: usize,
@@ -27,7 +30,7 @@ pub fn each_word<const WORDS: usize>(
         }
         copy(i * WORD)?;
     }
-    copy(core::hint::black_box(len) - WORD)
+    copy(core::hint::black_box(core::hint::black_box(len) - WORD))
 }
 
 /// The word at frame `offset`.

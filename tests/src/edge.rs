@@ -12,8 +12,12 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::topology::Netns;
 
-/// How long `edge run` may take to attach and publish.
+/// How long `edge run` may take to attach and publish, times [`slowdown`].
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many times slower than usual this machine starts the daemon: `cargo xtask vm-test` sets
+/// it for a guest on an emulated CPU (TCG), where loading the XDP program alone can take longer
+/// than [`START_TIMEOUT`].
+pub const SLOWDOWN_VAR: &str = "EDGE_TEST_SLOWDOWN";
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `edge` binary under test: `$EDGE_BIN` if set, else this crate's build of the edge crate's
@@ -29,6 +33,18 @@ pub fn binary() -> PathBuf {
         dir.pop();
     }
     dir.join("edge-under-test")
+}
+
+/// The factor of [`SLOWDOWN_VAR`], 1 when unset.
+pub fn slowdown() -> Result<u32> {
+    match std::env::var(SLOWDOWN_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(1),
+        Ok(value) => match value.parse::<u32>() {
+            Ok(factor @ 1..=100) => Ok(factor),
+            _ => bail!("{SLOWDOWN_VAR}={value}: want a whole number from 1 to 100"),
+        },
+        Err(error) => bail!("{SLOWDOWN_VAR}: {error}"),
+    }
 }
 
 /// A byte offset into a daemon's log: where it ended when an action happened.
@@ -91,7 +107,7 @@ impl EdgeProcess {
             .spawn()
             .with_context(|| format!("starting {}", binary().display()))?;
         let mut process = Self { child, log };
-        process.wait_for_log(LogPosition::START, ready, timeout)?;
+        process.wait_for_log(LogPosition::START, ready, timeout * slowdown()?)?;
         Ok(process)
     }
 

@@ -31,7 +31,8 @@ pub const GOSSIP_PORT: u16 = 7946;
 /// The PoPs' `[mesh] gossip_interval` (the default, written out so that bounds can name it).
 pub const GOSSIP: Duration = Duration::from_millis(100);
 const CLUSTER_ID: &str = "test-cdn";
-const SECRET: &str = "a test secret of 32 bytes, fine.";
+/// The mesh's shared secret (a test sealing datagrams of its own needs it).
+pub const SECRET: &str = "a test secret of 32 bytes, fine.";
 
 /// The pause between two polls of one PoP in [`Network::watch`].
 pub const POLL: Duration = Duration::from_millis(10);

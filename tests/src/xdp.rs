@@ -12,10 +12,14 @@ use aya::{
 };
 use edge_common::{Counter, map_name, program_name};
 use edge_config::Config;
-use edge_dataplane::maps::{self, AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap};
+use edge_dataplane::{
+    maps::{self, AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
+    rrl::RrlMaps,
+};
 use edge_dns::{fast_path, zone::Zones};
 use etherparse::PacketBuilder;
 
+pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
@@ -29,6 +33,8 @@ pub const VLAN_ID: u16 = 42;
 
 /// Steered answers the harness's maps hold.
 const STEERED: u16 = 1024;
+/// Source prefixes the harness's rate limiter tracks.
+pub const RRL_TABLE_SIZE: u32 = 1024;
 
 /// One program of edge's XDP object, loaded, run on crafted frames.
 pub struct Loaded {
@@ -96,6 +102,8 @@ pub struct Program {
     counters: Counters,
     pub answers: AnswerMaps,
     pub services: ServiceMap,
+    /// Off unless a test turns it on.
+    pub rrl: RrlMaps,
 }
 
 impl Program {
@@ -111,7 +119,13 @@ impl Program {
             .map_max_entries(map_name::NAMES, maps::table_slots(answers))
             .map_max_entries(map_name::LONG_ANSWERS, maps::long_entries(1024, answers))
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(STEERED))
+            .map_max_entries(map_name::RRL_BUCKETS, RRL_TABLE_SIZE)
             .load(edge_dataplane::EBPF_OBJECT)?;
+        let rrl = RrlMaps::new(
+            ebpf.take_map(map_name::RRL_SETTINGS).context("rrl")?,
+            ebpf.take_map(map_name::RRL_EXEMPT).context("rrl exempt")?,
+            ebpf.map(map_name::RRL_BUCKETS).context("rrl buckets")?,
+        )?;
         let state = ebpf.take_map(map_name::STATE).context("state")?;
         let mut services = ServiceMap::new(
             ebpf.take_map(map_name::SERVICES).context("services")?,
@@ -140,6 +154,7 @@ impl Program {
             counters,
             answers,
             services,
+            rrl,
         })
     }
 

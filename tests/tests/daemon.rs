@@ -202,3 +202,131 @@ fn durations_past_a_day_are_refused_at_load_and_at_reload() -> Result<()> {
     ensure!(edge.stop()?, "edge did not stop cleanly");
     Ok(())
 }
+
+/// `[dns]` and the admin address with the test zone, the XDP fast path on.
+fn listeners(topology: &Topology, dns: &str, admin: &str) -> String {
+    format!(
+        "[xdp]\ninterface = \"{}\"\npin_root = \"{}\"\n[admin]\nlisten = \"{admin}\"\n[dns]\n{dns}\n{}",
+        Topology::INTERFACE,
+        topology.pin_root().display(),
+        test_zone::zone()
+    )
+}
+
+/// One scrape of `/metrics` at `admin` inside the PoP's namespace; `None` if nothing answers.
+fn scrape(topology: &Topology, admin: &str) -> Option<String> {
+    let output = topology
+        .pop
+        .command("curl")
+        .args(["-sf", "--max-time", "5", &format!("http://{admin}/metrics")])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Whether a TCP connection from the client to `address`, left idle, is closed within 2 s
+/// once a second one from the same client opens.
+fn taken_over(topology: &Topology, address: SocketAddr) -> Result<bool> {
+    use std::io::Read as _;
+    topology.client.run_inside(|| -> Result<bool> {
+        let mut first = std::net::TcpStream::connect(address)?;
+        // The server has admitted the first before the second comes.
+        std::thread::sleep(Duration::from_millis(200));
+        let _second = std::net::TcpStream::connect(address)?;
+        first.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut byte = [0; 1];
+        Ok(match first.read(&mut byte) {
+            // Closed, or reset.
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => !matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        })
+    })?
+}
+
+/// SIGHUP moves the DNS server to new addresses with new limits, the fast path with it, and
+/// the admin server to a new address, validated first: a reload naming an address that cannot
+/// be bound is refused whole, and everything stays where it was.
+#[test]
+fn dns_addresses_limits_and_the_admin_address_reload_on_sighup() -> Result<()> {
+    let topology = Topology::client_and_pop("daemon-listeners")?;
+    let pop = Topology::POP_V4;
+    let first = format!("listen = [\"{pop}:53\"]");
+    let config =
+        topology.write_file("edge.toml", &listeners(&topology, &first, "127.0.0.1:9081"))?;
+    let mut edge = EdgeProcess::start(&topology.pop, &config, &[])?;
+    let ask = |port: u16, over: &str| -> Result<Option<String>> {
+        let server = format!("@{pop}");
+        let port = format!("-p{port}");
+        let reply = kdig(
+            &topology.client,
+            &[
+                &server,
+                &port,
+                over,
+                "+retry=0",
+                "+time=1",
+                "www.example.com",
+                "A",
+            ],
+        )?;
+        Ok(reply.status())
+    };
+    assert_eq!(ask(53, "+notcp")?.as_deref(), Some("NOERROR"));
+    assert_eq!(ask(53, "+tcp")?.as_deref(), Some("NOERROR"));
+    // With the default limit, a second connection leaves the first alone.
+    assert!(!taken_over(&topology, SocketAddr::from((pop, 53)))?);
+    let answered = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("edge_xdp_packets_total{reason=\"answered\"} "))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = answered(&scrape(&topology, "127.0.0.1:9081").expect("admin on 9081"));
+
+    let moved = format!("listen = [\"{pop}:5353\"]\ntcp_max_clients_per_source = 1");
+    std::fs::write(&config, listeners(&topology, &moved, "127.0.0.1:9082"))?;
+    let position = edge.signal(libc::SIGHUP)?;
+    edge.wait_for_log(position, "reload applied", Duration::from_secs(10))?;
+    assert_eq!(ask(5353, "+tcp")?.as_deref(), Some("NOERROR"));
+    assert_eq!(ask(5353, "+notcp")?.as_deref(), Some("NOERROR"));
+    assert_eq!(ask(53, "+notcp")?, None, "port 53 still answers");
+    assert_eq!(ask(53, "+tcp")?, None, "port 53 still answers over TCP");
+    let metrics = scrape(&topology, "127.0.0.1:9082").expect("admin moved to 9082");
+    assert_eq!(
+        answered(&metrics) - before,
+        1.0,
+        "the UDP query to port 5353 was answered by XDP"
+    );
+    assert!(scrape(&topology, "127.0.0.1:9081").is_none(), "9081 closed");
+    // One connection per source now: the second takes the idle first one's slot.
+    assert!(taken_over(&topology, SocketAddr::from((pop, 5353)))?);
+
+    // An address this host does not have cannot be bound: refused whole.
+    let unbindable = format!("listen = [\"{pop}:5353\", \"192.0.2.99:53\"]");
+    std::fs::write(&config, listeners(&topology, &unbindable, "127.0.0.1:9083"))?;
+    let position = edge.signal(libc::SIGHUP)?;
+    let refused = edge.wait_for_log(position, "reload refused", Duration::from_secs(10))?;
+    let log = edge.log_since(position);
+    assert!(log.contains("dns.listen[1] = 192.0.2.99:53"), "{log}");
+    assert!(!edge.log_since(refused).contains("reload applied"));
+    assert!(
+        scrape(&topology, "127.0.0.1:9083").is_none(),
+        "admin not moved"
+    );
+    let metrics = scrape(&topology, "127.0.0.1:9082").expect("admin stays on 9082");
+    assert!(
+        metrics.contains("edge_reloads_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(ask(5353, "+tcp")?.as_deref(), Some("NOERROR"));
+    ensure!(edge.stop()?, "edge did not stop cleanly");
+    Ok(())
+}

@@ -107,6 +107,46 @@ fn large_hits_are_sent_from_the_file() -> Result<()> {
     Ok(())
 }
 
+/// Mappings of files under `dir` in process `pid`, as the kernel counts them.
+fn mappings_under(pid: u32, dir: &Path) -> Result<usize> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let dir = dir.to_str().context("cache dir")?;
+    Ok(maps.lines().filter(|line| line.contains(dir)).count())
+}
+
+/// Issue 16's crash: every large body stayed mapped for its object's life, and past
+/// `vm.max_map_count` (65,530) every mmap failed, the allocator's too, and edge aborted. Now at
+/// most `http.mapped_bodies` stay mapped: more large objects than that are all stored and all
+/// served, hits included, and the process's mappings of cache files stay within the budget.
+#[test]
+fn large_objects_beyond_the_mapping_budget_are_all_served() -> Result<()> {
+    let pop = Pop::start("http-mapped", "mapped_bodies = 8\n")?;
+    let pid = pop.edge.as_ref().context("edge")?.id();
+    let path = |n: usize| format!("/m{n}.bin?size={}&cc=max-age%3D600", 65_536 + n);
+    for round in ["miss", "hit"] {
+        for n in 0..40 {
+            let reply = pop.get(&path(n))?;
+            assert_eq!(reply.status, 200, "{} ({round})", path(n));
+            assert_eq!(reply.cache(), round, "{}", path(n));
+            assert_eq!(reply.body, pattern(65_536 + n), "{} ({round})", path(n));
+        }
+        // A response's mapping goes when the response is done with it.
+        let mut mapped = 0;
+        let within = wait_until(|| {
+            mapped = mappings_under(pid, &pop.cache_dir()).unwrap_or(usize::MAX);
+            mapped <= 8
+        });
+        ensure!(
+            within.is_ok(),
+            "{mapped} cache files mapped after the {round}es, budget 8"
+        );
+    }
+    for n in 0..40 {
+        assert_eq!(pop.origin.count(&path(n)), 1, "{}", path(n));
+    }
+    Ok(())
+}
+
 #[test]
 fn freshness_rules_and_stale_answers() -> Result<()> {
     let _timing = edge_tests::serial::timing_sensitive();

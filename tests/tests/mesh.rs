@@ -375,3 +375,117 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
     );
     Ok(())
 }
+
+/// One scrape of PoP `i`'s `/metrics`: series → value.
+fn scrape(mesh: &Mesh, i: usize) -> Result<std::collections::HashMap<String, f64>> {
+    let output = mesh
+        .net
+        .pop(i)
+        .netns
+        .run("curl", &["-sf", "http://127.0.0.1:9081/metrics"])?;
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The mesh's metrics move with real gossip and with datagrams a client sends at a PoP's gossip
+/// port: one not sealed with the secret, one sealed but sent long ago, one sealed and fresh
+/// but no chitchat message, and that one again.
+#[test]
+fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
+    let mesh = Mesh::start("mesh-metrics", 2, &[20])?;
+    let everyone = [("pop1", true), ("pop2", true)];
+    mesh.net
+        .wait_for_members(&[0, 1], &everyone, Duration::from_secs(5))?;
+    let value = |scrape: &std::collections::HashMap<String, f64>, series: &str| {
+        scrape.get(series).copied().unwrap_or(0.0)
+    };
+    let live = |scrape: &std::collections::HashMap<String, f64>| {
+        value(scrape, r#"edge_mesh_members{state="live"}"#)
+    };
+    // A member's state is judged every gossip round (live, or stale a moment on a busy machine).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let before = scrape(&mesh, 0)?;
+        if live(&before) == 2.0 || Instant::now() > deadline {
+            break before;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(live(&before), 2.0, "{before:?}");
+    assert_eq!(value(&before, r#"edge_mesh_members{state="dead"}"#), 0.0);
+
+    let sealer = edge_mesh::transport::Sealer::new(edge_tests::mesh::SECRET.as_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let fresh = sealer.seal(b"not a chitchat message", now, 1);
+    let datagrams = [
+        b"forged, not sealed with the secret".to_vec(),
+        sealer.seal(b"old", now - 60_000, 2),
+        fresh.clone(),
+        fresh,
+    ];
+    let target = SocketAddr::new(mesh.net.ip(0), edge_tests::mesh::GOSSIP_PORT);
+    mesh.net
+        .lan
+        .host("client")
+        .netns
+        .run_inside(|| -> Result<()> {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            for datagram in &datagrams {
+                socket.send_to(datagram, target)?;
+                // In order: the replay must come after the datagram it replays was taken.
+                thread::sleep(Duration::from_millis(150));
+            }
+            Ok(())
+        })??;
+
+    let dropped = |scrape: &std::collections::HashMap<String, f64>| {
+        ["bad_mac", "stale", "undecodable", "replayed"].map(|result| {
+            value(
+                scrape,
+                &format!("edge_mesh_datagrams_received_total{{result=\"{result}\"}}"),
+            ) - value(
+                &before,
+                &format!("edge_mesh_datagrams_received_total{{result=\"{result}\"}}"),
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let after = scrape(&mesh, 0)?;
+        if dropped(&after) == [1.0; 4] && live(&after) == 2.0 || Instant::now() > deadline {
+            break after;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        dropped(&after),
+        [1.0; 4],
+        "bad_mac, stale, undecodable, replayed"
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"edge_mesh_datagrams_received_total{result="wrong_cluster"}"#
+        ),
+        0.0
+    );
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert!(moved(r#"edge_mesh_datagrams_received_total{result="accepted"}"#) >= 1.0);
+    assert!(moved("edge_mesh_datagrams_sent_total") >= 1.0);
+    assert!(moved(r#"edge_mesh_bytes_total{direction="sent"}"#) >= 1.0);
+    // Every datagram received counts, the dropped ones too.
+    assert!(
+        moved(r#"edge_mesh_bytes_total{direction="received"}"#)
+            > moved(r#"edge_mesh_datagrams_received_total{result="accepted"}"#)
+    );
+    assert_eq!(live(&after), 2.0, "{after:?}");
+    Ok(())
+}

@@ -13,6 +13,8 @@ use edge_tests::{
 };
 
 const ORIGIN_PORT: u16 = 8080;
+/// Nothing listens there: connections to it are refused.
+const REFUSING_PORT: u16 = 8082;
 
 fn config(topology: &Topology) -> String {
     format!(
@@ -28,10 +30,23 @@ listen = ["{pop}:53"]
 listen = "{pop}:80"
 cache_dir = "{cache_dir}"
 cache_capacity = "16 MiB"
+origin_read_timeout = "1s"
 
 [[http.sites]]
 host = "static.example.com"
 pool = "origins"
+
+[[http.sites]]
+host = "refusing.example.com"
+pool = "refusing"
+
+[[pools]]
+name = "refusing"
+kind = "origin"
+[[pools.members]]
+name = "r1"
+address = "{client}"
+http_port = {REFUSING_PORT}
 
 [[pools]]
 name = "origins"
@@ -102,6 +117,23 @@ fn counters_move_with_real_traffic() -> Result<()> {
     let miss = curl(&topology.client, &["--resolve", &resolve, url])?;
     let hit = curl(&topology.client, &["--resolve", &resolve, url])?;
     assert_eq!((miss.cache(), hit.cache()), ("miss", "hit"));
+    // Two objects of 9 MiB in a 16 MiB cache: the second evicts, least recently used first, the
+    // small object and the first large one.
+    for n in 1..=2 {
+        let big = format!("http://static.example.com/big{n}?cc=max-age=60&size=9437184");
+        let reply = curl(&topology.client, &["--resolve", &resolve, &big])?;
+        assert_eq!((reply.status, reply.cache()), (200, "miss"));
+    }
+    // The origin answers after origin_read_timeout; the refusing origin refuses.
+    let late = "http://static.example.com/late?delay=3000";
+    let timeout = curl(&topology.client, &["--resolve", &resolve, late])?;
+    assert_eq!(timeout.status, 504);
+    let refusing = format!("refusing.example.com:80:{}", Topology::POP_V4);
+    let refused = curl(
+        &topology.client,
+        &["--resolve", &refusing, "http://refusing.example.com/x"],
+    )?;
+    assert_eq!(refused.status, 502);
     let position = edge.signal(libc::SIGHUP)?;
     edge.wait_for_log(position, "answers published", Duration::from_secs(10))?;
 
@@ -164,10 +196,26 @@ fn counters_move_with_real_traffic() -> Result<()> {
         "the origin never failed: {}",
         after.0
     );
-    for status in ["miss", "hit"] {
+    for (status, count) in [("miss", 3.0), ("hit", 1.0)] {
         let series = format!("edge_http_responses_total{{cache=\"{status}\"}}");
-        assert_eq!(moved(&series), 1.0, "{series}: {}", after.0);
+        assert_eq!(moved(&series), count, "{series}: {}", after.0);
     }
+    for (series, count) in [
+        ("edge_cache_objects", 1.0),
+        ("edge_cache_evictions_total", 2.0),
+        (r#"edge_origin_requests_total{result="response"}"#, 3.0),
+        (r#"edge_origin_requests_total{result="timeout"}"#, 1.0),
+        (r#"edge_origin_requests_total{result="unreachable"}"#, 1.0),
+        (r#"edge_origin_requests_total{result="broken"}"#, 0.0),
+    ] {
+        assert_eq!(moved(series), count, "{series}: {}", after.0);
+    }
+    // The two 9 MiB bodies were mapped to be sent; the one evicted is unmapped.
+    assert!(
+        after.value("edge_cache_mapped_bodies") <= 1.0,
+        "{}",
+        after.0
+    );
     assert_eq!(
         after.value(r#"edge_member_up{pool="origins",member="o1"}"#),
         1.0

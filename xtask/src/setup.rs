@@ -24,6 +24,7 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
     "wrk",
     "vsftpd",
     "curl",
+    "chromium", // the status page's test: headless screenshot and rendered DOM
 ];
 
 /// What the test command needs besides: `vagrant validate`.

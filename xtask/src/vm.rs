@@ -33,6 +33,10 @@ const GUEST_BINARIES: &str = "/edge-bin";
 const GUEST_REPOSITORY: &str = "/edge";
 /// How long one test binary may run in the guest.
 const TEST_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How many times longer the tests wait for the daemon to start on QEMU's emulated CPU
+/// (`EDGE_TEST_SLOWDOWN`, tests/src/edge.rs): there, verifying the XDP program alone took
+/// longer than the usual 20 s (measured on 6.1 at a load of 10).
+const TCG_SLOWDOWN: u32 = 6;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BoxSource {
@@ -286,6 +290,8 @@ fn has_box(name: &str) -> Result<bool> {
 struct Vm {
     env: Vec<(&'static str, String)>,
     ssh_config: PathBuf,
+    /// Environment of the tests in the guest, as `NAME=value ` words.
+    test_env: String,
 }
 
 impl Vm {
@@ -304,6 +310,11 @@ impl Vm {
         Ok(Vm {
             env,
             ssh_config: scratch.join("ssh-config"),
+            test_env: if tcg {
+                format!("EDGE_TEST_SLOWDOWN={TCG_SLOWDOWN} ")
+            } else {
+                String::new()
+            },
         })
     }
 
@@ -381,8 +392,9 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
     fn run_test(&self, test: &TestBinary) -> Result<(Tally, bool)> {
         eprintln!("xtask: guest: {}", test.name);
         let command = format!(
-            "cd {} && exec timeout {} {GUEST_BINARIES}/deps/{}",
+            "cd {} && {}exec timeout {} {GUEST_BINARIES}/deps/{}",
             quote(&test.package_dir.to_string_lossy()),
+            self.test_env,
             TEST_TIMEOUT.as_secs(),
             test.name
         );

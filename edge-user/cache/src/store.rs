@@ -43,7 +43,7 @@ const MAX_META_LEN: u64 = 1 << 20;
 /// mapping counts against the kernel's per-process limit (`vm.max_map_count`, 65,530 by
 /// default), past which every mmap fails, the allocator's too, and a cache of small objects
 /// reached it (edge aborted at about 65 k stored objects). Small bodies are written from memory
-/// anyway; sendfile is for the large ones.
+/// anyway; sendfile is for the large ones, whose mappings [`mapped`] bounds.
 const MAPPED_MIN: u64 = 64 * 1024;
 
 /// What travels with a body: the key, the response head as it will be served, and its policy.
@@ -74,7 +74,8 @@ pub struct Object {
     /// Device and inode of the file: a metadata update writes only to this very file, never to
     /// one published over the path since.
     file: (u64, u64),
-    /// The body mapped once, on the first hit; every hit after shares it.
+    /// A small body, read once on the first hit; every hit after shares it. Large ones are
+    /// mapped, and the mappings kept by [`mapped`].
     body: OnceLock<Bytes>,
     /// Age and freshness from the time the object was loaded or stored, without parsing.
     clock: Option<Clock>,
@@ -147,19 +148,29 @@ impl Object {
     /// copies nothing into userspace buffers (the mapping outlives an eviction or purge that
     /// unlinks the file); a small one read once (see [`MAPPED_MIN`]).
     pub fn body(&self) -> io::Result<Bytes> {
+        if self.body_len >= MAPPED_MIN {
+            return mapped::body(&self.path, self.file, self.body_len);
+        }
         if let Some(body) = self.body.get() {
             return Ok(body.clone());
         }
-        let body = if self.body_len == 0 {
-            Bytes::new()
-        } else if self.body_len < MAPPED_MIN {
-            let mut body = vec![0; self.body_len as usize];
+        let mut body = vec![0; self.body_len as usize];
+        if self.body_len > 0 {
             File::open(&self.path)?.read_exact_at(&mut body, 0)?;
-            Bytes::from(body)
-        } else {
-            mapped::map(&self.path, self.body_len)?
-        };
-        Ok(self.body.get_or_init(|| body).clone())
+        }
+        Ok(self.body.get_or_init(|| Bytes::from(body)).clone())
+    }
+
+    /// Whether `other` is stored in the same file.
+    pub(crate) fn same_file(&self, other: &Self) -> bool {
+        self.file == other.file
+    }
+
+    /// Stops keeping the body mapped: the file is gone, or going.
+    pub(crate) fn release(&self) {
+        if self.body_len >= MAPPED_MIN {
+            mapped::forget(self.file);
+        }
     }
 }
 
@@ -249,6 +260,7 @@ impl Store {
 
     /// Unlinks a stored object; readers holding its mapping keep it.
     pub fn remove(&self, object: &Object) {
+        object.release();
         if let Err(error) = fs::remove_file(&object.path)
             && error.kind() != io::ErrorKind::NotFound
         {
@@ -435,7 +447,7 @@ fn load(path: &Path) -> io::Result<Object> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use http::HeaderValue;

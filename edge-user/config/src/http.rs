@@ -77,6 +77,11 @@ pub struct HttpConfig {
     /// headers a response may vary on), e.g. an API version header the origin needs.
     #[serde(default)]
     pub forward_request_headers: Vec<String>,
+    /// Large bodies (64 KiB and more) kept memory-mapped between hits, the least recently used
+    /// unmapped beyond it: each mapping counts against the kernel's per-process
+    /// `vm.max_map_count` (65,530 by default), past which the daemon could not even allocate.
+    #[serde(default = "default_mapped_bodies")]
+    pub mapped_bodies: usize,
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
 }
@@ -112,6 +117,14 @@ fn default_listen() -> SocketAddr {
 }
 
 const DEFAULT_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(64);
+
+fn default_mapped_bodies() -> usize {
+    16_384
+}
+
+/// Above this, `mapped_bodies` plus the daemon's own mappings would near the default
+/// `vm.max_map_count`.
+const MAX_MAPPED_BODIES: usize = 49_152;
 
 fn default_max_header_size() -> ByteSize {
     ByteSize::kib(16)
@@ -235,6 +248,12 @@ impl HttpConfig {
             return Err(refuse(
                 "max_connections_per_source".into(),
                 "must be above 0".into(),
+            ));
+        }
+        if !(1..=MAX_MAPPED_BODIES).contains(&self.mapped_bodies) {
+            return Err(refuse(
+                "mapped_bodies".into(),
+                format!("must be between 1 and {MAX_MAPPED_BODIES}"),
             ));
         }
         if !(0.0..=1.0).contains(&self.heuristic_fraction) {
@@ -409,6 +428,7 @@ mod tests {
         assert_eq!(http.stale_on_error, Duration::from_secs(86_400));
         assert_eq!(http.targeted_fields(), ["cdn-cache-control"]);
         assert!(!http.store_set_cookie);
+        assert_eq!(http.mapped_bodies, 16_384);
         assert!(http.sites[0].static_paths.is_none());
         let bytes = parse("[http]\ncache_dir = \"/c\"\ncache_capacity = 200000000\n").unwrap();
         let bytes = bytes.http.unwrap();
@@ -431,6 +451,8 @@ mod tests {
             ("listen = \"127.0.0.1:9081\"\n", "admin.listen"),
             ("origin_read_timeout = \"0s\"\n", "http.origin_read_timeout"),
             ("heuristic_fraction = 2.0\n", "http.heuristic_fraction"),
+            ("mapped_bodies = 0\n", "http.mapped_bodies"),
+            ("mapped_bodies = 60000\n", "http.mapped_bodies"),
             ("send_timeout = \"0s\"\n", "http.send_timeout"),
             ("send_timeout = \"25h\"\n", "http.send_timeout"),
             ("negative_ttl = \"2days\"\n", "http.negative_ttl"),

@@ -3,13 +3,14 @@
 //! live in edge-dns (`zone::Zones::build`).
 //!
 //! Owns the schema of every section ([`steering`]: a pool's `probe` and `steering` tables;
-//! [`http`]: the `[http]` table; [`mesh`]: the `[mesh]` table) and its validation. At the bottom of the crate graph: it
+//! [`http`]: the `[http]` table; [`mesh`]: the `[mesh]` table; [`rrl`]: `[xdp.rrl]`) and its validation. At the bottom of the crate graph: it
 //! depends on no other edge crate but edge-common (for a size limit), does no I/O besides
 //! reading the file, and holds no runtime state (no sockets, watches or maps).
 
 mod error;
 pub mod http;
 pub mod mesh;
+pub mod rrl;
 pub mod steering;
 
 use std::{
@@ -89,15 +90,27 @@ pub struct AdminConfig {
     /// Loopback by default: only local tools may drain members.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// How often the status page's plots take a sample; they keep the last hour of them.
+    #[serde(default = "default_history_interval", with = "humantime_serde")]
+    pub history_interval: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            history_interval: default_history_interval(),
         }
     }
 }
+
+fn default_history_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Bounds of `admin.history_interval`: an hour of samples is 3,600 at most, 60 at least.
+const HISTORY_INTERVALS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(60);
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 9081))
@@ -156,6 +169,8 @@ pub struct XdpConfig {
     /// Steered (name, type) answers the fast path holds, each in two generations.
     #[serde(default = "default_max_steered")]
     pub max_steered: u16,
+    /// Response rate limiting; absent: off.
+    pub rrl: Option<rrl::RrlConfig>,
 }
 
 impl XdpConfig {
@@ -460,6 +475,9 @@ impl Config {
         if !xdp.pin_root.is_absolute() {
             return Err(refuse("xdp.pin_root", "must be an absolute path"));
         }
+        if let Some(Err((field, reason))) = xdp.rrl.as_ref().map(rrl::RrlConfig::check) {
+            return Err(refuse(&format!("xdp.rrl.{field}"), &reason));
+        }
         Ok(())
     }
 }
@@ -576,6 +594,13 @@ impl Config {
     }
 
     fn check_admin(&self, path: &Path) -> Result<(), ConfigError> {
+        if !HISTORY_INTERVALS.contains(&self.admin.history_interval) {
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                field: "admin.history_interval".into(),
+                reason: "must be between 1s and 60s".into(),
+            });
+        }
         if self.http.as_ref().map(|http| http.listen) == Some(self.admin.listen) {
             return Err(ConfigError {
                 file: path.to_path_buf(),
@@ -710,6 +735,41 @@ mod tests {
         let error = parse(&format!("{MINIMAL}{other}{http}{old}")).unwrap_err();
         assert_eq!(error.field, "http.admin_listen", "{error}");
         assert!(error.reason.contains("remove http.admin_listen"), "{error}");
+    }
+
+    #[test]
+    fn rrl_is_off_unless_configured_and_its_bad_values_are_named() {
+        assert!(parse(MINIMAL).unwrap().xdp.unwrap().rrl.is_none());
+        let rrl = parse(&format!(
+            "{MINIMAL}[xdp.rrl]\nrate = 20\nexempt = [\"10.0.0.0/8\"]\n"
+        ))
+        .unwrap()
+        .xdp
+        .unwrap()
+        .rrl
+        .unwrap();
+        assert_eq!(
+            (rrl.rate, rrl.burst(), rrl.slip),
+            (20, 20, rrl::DEFAULT_SLIP)
+        );
+        assert_eq!(rrl.table_size, rrl::DEFAULT_TABLE_SIZE);
+        assert_eq!(rrl.exempt[0].to_string(), "10.0.0.0/8");
+        for (table, field, reason) in [
+            ("rate = 0", "xdp.rrl.rate", "from 1"),
+            ("rate = 5\nburst = 0", "xdp.rrl.burst", "from 1"),
+            ("rate = 5\nslip = 101", "xdp.rrl.slip", "0 to 100"),
+            ("rate = 5\ntable_size = 0", "xdp.rrl.table_size", "from 1"),
+            (
+                "rate = 5\nexempt = [\"10.0.0.1/8\"]",
+                "xdp.rrl.exempt[0]",
+                "10.0.0.0/8",
+            ),
+            ("burst = 5", "xdp.rrl", "missing field `rate`"),
+        ] {
+            let error = parse(&format!("{MINIMAL}[xdp.rrl]\n{table}\n")).unwrap_err();
+            assert_eq!(error.field, field, "{table}: {error}");
+            assert!(error.reason.contains(reason), "{table}: {error}");
+        }
     }
 
     #[test]

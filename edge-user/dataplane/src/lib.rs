@@ -1,5 +1,6 @@
 //! edge-dataplane: loading, attaching, pinning and adopting the XDP program, and every access to
-//! its maps ([`maps`]), kept in step with the zones the daemon serves ([`publish`]).
+//! its maps ([`maps`]; [`rrl`] for the rate limiter's), kept in step with the zones the daemon
+//! serves ([`publish`]).
 //!
 //! The only crate with aya and the embedded XDP object ([`EBPF_OBJECT`], compiled from edge-ebpf
 //! by the build script: so the only one that needs nightly and bpf-linker to build). It writes
@@ -12,7 +13,10 @@
 //! (`bpf_link_update`), so there is no moment without a program on the interface.
 
 pub mod maps;
+#[cfg(test)]
+mod old_kernels;
 pub mod publish;
+pub mod rrl;
 
 use std::{
     fs,
@@ -33,7 +37,10 @@ use edge_common::{map_name, pin, program_name};
 use edge_config::{self as config, XdpConfig};
 use tracing::{debug, info, warn};
 
-use crate::maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap};
+use crate::{
+    maps::{AnswerMap, AnswerMaps, Counters, SelectionMap, ServiceMap},
+    rrl::RrlMaps,
+};
 
 /// The XDP program (edge-ebpf), compiled by the build script and embedded so that the binary is
 /// self-contained.
@@ -48,6 +55,7 @@ pub struct DataPlane {
     pub answers: AnswerMaps,
     pub services: ServiceMap,
     pub counters: Counters,
+    pub rrl: RrlMaps,
     /// Whether pins of an earlier run were found and adopted.
     pub adopted: bool,
     /// Holds the program until we stop; the pinned link keeps it attached after that.
@@ -81,6 +89,7 @@ impl DataPlane {
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(xdp.max_steered))
             .map_pin_path(map_name::COUNTERS, counters_pin.as_path())
             .map_max_entries(map_name::NAMES, maps::table_slots(xdp.max_answers))
+            .map_max_entries(map_name::RRL_BUCKETS, rrl::table_size(xdp.rrl.as_ref()))
             .load(EBPF_OBJECT)
             .context("loading the XDP object")?;
         let program: &mut Xdp = ebpf
@@ -136,11 +145,19 @@ impl DataPlane {
             )?,
         };
         let counters = Counters::new(take_map(&mut ebpf, map_name::COUNTERS)?)?;
+        let mut rrl = RrlMaps::new(
+            take_map(&mut ebpf, map_name::RRL_SETTINGS)?,
+            take_map(&mut ebpf, map_name::RRL_EXEMPT)?,
+            ebpf.map(map_name::RRL_BUCKETS)
+                .context("map edge_rrl_buckets missing from the object")?,
+        )?;
+        rrl.apply(xdp.rrl.as_ref())?;
         Ok(Self {
             pin_dir,
             answers,
             services,
             counters,
+            rrl,
             adopted,
             _ebpf: ebpf,
         })

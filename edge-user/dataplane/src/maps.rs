@@ -1,5 +1,5 @@
-//! The only module that reads or writes BPF maps. Everything else goes through these named
-//! operations.
+//! The only module that reads or writes BPF maps, but for the rate limiter's ([`crate::rrl`]).
+//! Everything else goes through these named operations.
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap, HashSet},

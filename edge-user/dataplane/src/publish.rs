@@ -24,7 +24,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Publishes zones to the maps of one data plane and retries the ones that failed.
 pub struct Publisher {
-    /// The service addresses, fixed until a restart.
+    /// The service addresses, written with every publish.
     services: Services,
     /// Publishes that failed since the daemon started.
     failures: u64,
@@ -47,6 +47,11 @@ impl Publisher {
             retry: None,
             backoff: FIRST_BACKOFF,
         }
+    }
+
+    /// Answers on `listen` from the next publish on (a reload of `dns.listen`).
+    pub fn set_listen(&mut self, listen: &[SocketAddr]) {
+        self.services = fast_path::services(listen);
     }
 
     /// Writes the fast path's view of `zones` to the maps: the service addresses, then the

@@ -53,7 +53,8 @@ pub enum Refusal {
 
 /// The open TCP connections of the server, over all its addresses.
 pub struct Connections {
-    limits: TcpLimits,
+    /// Changed by a reload: new connections and idle waits follow at once.
+    limits: Mutex<TcpLimits>,
     table: Mutex<Table>,
 }
 
@@ -79,13 +80,18 @@ struct Open {
 impl Connections {
     pub fn new(limits: TcpLimits) -> Arc<Self> {
         Arc::new(Self {
-            limits,
+            limits: Mutex::new(limits),
             table: Mutex::new(Table::default()),
         })
     }
 
     pub fn limits(&self) -> TcpLimits {
-        self.limits
+        *self.limits.lock().expect("not poisoned")
+    }
+
+    /// New limits, from a reload; connections open keep their I/O timeout.
+    pub fn set_limits(&self, limits: TcpLimits) {
+        *self.limits.lock().expect("not poisoned") = limits;
     }
 
     /// A slot for a connection from `peer`, taken from the longest-idle connection of the same
@@ -93,8 +99,9 @@ impl Connections {
     /// every slot is taken.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
         let source = source_of(peer);
+        let limits = self.limits();
         let mut table = self.table.lock().expect("not poisoned");
-        let result = table.make_room(source, self.limits);
+        let result = table.make_room(source, limits);
         if result != Ok(false) {
             table.report();
         }
@@ -226,7 +233,7 @@ pub struct Slot {
 impl Slot {
     /// Marks the connection as waiting for its next query, and says how long it may wait.
     pub fn idle(&self) -> Duration {
-        let limits = self.connections.limits;
+        let limits = self.connections.limits();
         let mut table = self.connections.table.lock().expect("not poisoned");
         if let Some(open) = table.open.get_mut(&self.id) {
             open.idle_since = Some(Instant::now());

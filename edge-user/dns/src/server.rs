@@ -41,7 +41,18 @@ const MAX_MESSAGE: usize = u16::MAX as usize;
 
 /// The running server; its sockets close when it is dropped.
 pub struct Server {
-    tasks: JoinSet<()>,
+    /// The tasks serving each address (its UDP sockets and TCP listener).
+    listening: Vec<(SocketAddr, JoinSet<()>)>,
+    connections: Arc<Connections>,
+    zones: ZonesWatch,
+    queries: Arc<QueryCounts>,
+}
+
+/// The sockets of the addresses a reload adds, bound before anything changes, and the config
+/// they come from: [`Server::apply`] swaps them in; dropped, they close.
+pub struct Prepared {
+    config: DnsConfig,
+    bound: Vec<(SocketAddr, Vec<UdpSocket>, TcpListener)>,
 }
 
 /// Queries the server answered, by transport and the RCODE of the response header (the four
@@ -96,35 +107,67 @@ impl Server {
         zones: &ZonesWatch,
         queries: &Arc<QueryCounts>,
     ) -> Result<Self> {
-        let mut tasks = JoinSet::new();
+        let mut server = Self {
+            listening: Vec::new(),
+            connections: Connections::new(TcpLimits::of(config)),
+            zones: zones.clone(),
+            queries: queries.clone(),
+        };
+        let prepared = server.prepare(config)?;
+        server.apply(prepared);
+        Ok(server)
+    }
+
+    /// Binds the addresses of `config` that are not served yet, without changing anything: an
+    /// address that cannot be bound fails the whole reload, and the server goes on as it was.
+    pub fn prepare(&self, config: &DnsConfig) -> Result<Prepared> {
         // One UDP socket per core on each address (SO_REUSEPORT): the kernel spreads queries.
         let sockets_per_address = std::thread::available_parallelism().map_or(1, usize::from);
-        let connections = Connections::new(TcpLimits::of(config));
+        let mut bound = Vec::new();
         for (i, &address) in config.listen.iter().enumerate() {
-            let binding = || format!("binding dns.listen[{i}] = {address}");
-            for _ in 0..sockets_per_address {
-                let socket = UdpSocket::from_std(udp_socket(address).with_context(binding)?.into())
-                    .with_context(binding)?;
-                tasks.spawn(serve_udp(socket, zones.clone(), queries.clone()));
+            if self.listening.iter().any(|(served, _)| *served == address) {
+                continue;
             }
-            let listener =
-                TcpListener::from_std(tcp_listener(address).with_context(binding)?.into())
-                    .with_context(binding)?;
+            let binding = || format!("binding dns.listen[{i}] = {address}");
+            let udp = (0..sockets_per_address)
+                .map(|_| {
+                    UdpSocket::from_std(udp_socket(address).with_context(binding)?.into())
+                        .with_context(binding)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let tcp = TcpListener::from_std(tcp_listener(address).with_context(binding)?.into())
+                .with_context(binding)?;
+            bound.push((address, udp, tcp));
+        }
+        Ok(Prepared {
+            config: config.clone(),
+            bound,
+        })
+    }
+
+    /// Serves the prepared config: its new addresses start answering, the addresses it no
+    /// longer lists close (connections open on them finish), and its TCP limits apply to every
+    /// new connection.
+    pub fn apply(&mut self, prepared: Prepared) {
+        let Prepared { config, bound } = prepared;
+        self.connections.set_limits(TcpLimits::of(&config));
+        // Dropping a JoinSet aborts its tasks, which closes their sockets.
+        self.listening
+            .retain(|(address, _)| config.listen.contains(address));
+        for (address, udp, tcp) in bound {
+            let mut tasks = JoinSet::new();
+            for socket in udp {
+                tasks.spawn(serve_udp(socket, self.zones.clone(), self.queries.clone()));
+            }
             tasks.spawn(serve_tcp(
-                listener,
-                zones.clone(),
-                connections.clone(),
-                queries.clone(),
+                tcp,
+                self.zones.clone(),
+                self.connections.clone(),
+                self.queries.clone(),
             ));
+            self.listening.push((address, tasks));
         }
         info!(addresses = ?config.listen, "dns server listening (udp, tcp)");
-        Ok(Self { tasks })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.tasks.abort_all();
     }
 }
 

@@ -1,5 +1,5 @@
 //! The daemon's one admin server (`[admin] listen`, loopback by default, never the service
-//! address): `GET /status` (JSON), `POST /drain?pool=P&member=M` and `POST /undrain?…` for
+//! address): `GET /` (the status page, [`crate::status_page`]), `GET /status` (JSON), `POST /drain?pool=P&member=M` and `POST /undrain?…` for
 //! steering, `POST /purge?url=<URL>` and `GET /stats` (JSON counters) for the cache, `GET
 //! /metrics` for Prometheus ([`crate::metrics`]); and the client `edge status`, `edge drain`,
 //! `edge undrain` and `edge purge` use.
@@ -8,14 +8,13 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::PathBuf,
     sync::{Arc, atomic::Ordering},
 };
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use edge_cache::{Cache, key::CacheKey};
-use edge_steer::{Shared, status::Status};
+use edge_cache::key::CacheKey;
+use edge_steer::status::Status;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::{server::conn::http1, service::service_fn};
@@ -26,24 +25,18 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use edge_dns::server::QueryCounts;
-use edge_http::counts::Responses;
+use crate::{
+    history::History,
+    metrics::{self, Sources},
+    status_page,
+};
 
-use crate::metrics::{self, DaemonCounts};
-
-/// What the admin server controls: the steering of the pools, and the HTTP cache if the config
-/// has `[http]`; and what else its metrics read.
+/// What the admin server controls and shows: the steering of the pools, the HTTP cache if the
+/// config has `[http]`, what else the metrics read, and the status page's history.
 #[derive(Clone)]
 pub struct Controls {
-    pub steering: Arc<Shared>,
-    pub cache: Option<Arc<Cache>>,
-    /// The HTTP server's responses by cache status, with `[http]`.
-    pub responses: Option<Arc<Responses>>,
-    /// Where the XDP counters are pinned; `None` without `[xdp]`.
-    pub pin_dir: Option<PathBuf>,
-    pub daemon: Arc<DaemonCounts>,
-    /// The userspace DNS server's counts.
-    pub dns: Arc<QueryCounts>,
+    pub sources: Sources,
+    pub history: Arc<History>,
 }
 
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
@@ -54,7 +47,7 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 
 /// Answers control requests on `listener` until aborted.
 pub async fn serve(listener: TcpListener, controls: Controls) {
-    info!(listen = ?listener.local_addr().ok(), "admin serving /status, /drain, /undrain, /purge, /metrics");
+    info!(listen = ?listener.local_addr().ok(), "admin serving /, /status, /drain, /undrain, /purge, /metrics");
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -94,29 +87,30 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
         (&Method::GET, "/status") => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(
-                serde_json::to_vec(&controls.steering.status()).expect("serialises"),
+                serde_json::to_vec(&controls.sources.steering.status()).expect("serialises"),
             )))
+            .expect("valid response"),
+        (&Method::GET, "/") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Full::new(Bytes::from(status_page::render(
+                &controls.sources,
+                &controls.history,
+                controls.history.interval().as_secs().max(1),
+            ))))
             .expect("valid response"),
         (&Method::GET, "/metrics") => Response::builder()
             .header(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(metrics::render(&metrics::Sources {
-                steering: controls.steering.clone(),
-                cache: controls.cache.clone(),
-                responses: controls.responses.clone(),
-                pin_dir: controls.pin_dir.clone(),
-                daemon: controls.daemon.clone(),
-                dns: controls.dns.clone(),
-            }))))
+            .body(Full::new(Bytes::from(metrics::render(&controls.sources))))
             .expect("valid response"),
         (&Method::POST, path @ ("/drain" | "/undrain")) => {
             let (Some(pool), Some(member)) = (query.get("pool"), query.get("member")) else {
                 return reply(StatusCode::BAD_REQUEST, "needs ?pool=P&member=M".into());
             };
             let drained = path == "/drain";
-            match controls.steering.drain(pool, member, drained) {
+            match controls.sources.steering.drain(pool, member, drained) {
                 Ok(()) => {
                     info!(pool, member, drained, "admin");
                     let verb = if drained { "drained" } else { "undrained" };
@@ -126,7 +120,7 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
             }
         }
         (&Method::GET, "/stats") => {
-            let Some(cache) = &controls.cache else {
+            let Some(cache) = &controls.sources.cache else {
                 return reply(StatusCode::NOT_FOUND, "no [http] cache".into());
             };
             let stale_on_error = cache.counters.stale_on_error.load(Ordering::Relaxed);
@@ -141,7 +135,7 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
             let Some(url) = query.get("url") else {
                 return reply(StatusCode::BAD_REQUEST, "missing ?url=".into());
             };
-            let Some(cache) = &controls.cache else {
+            let Some(cache) = &controls.sources.cache else {
                 return reply(StatusCode::NOT_FOUND, "no [http] cache to purge".into());
             };
             match CacheKey::parse_url(url) {
@@ -156,14 +150,14 @@ fn handle<B>(controls: &Controls, request: &Request<B>) -> Response<Full<Bytes>>
                 Err(error) => reply(StatusCode::BAD_REQUEST, format!("{url}: {error}")),
             }
         }
-        (_, "/status" | "/metrics" | "/drain" | "/undrain" | "/purge" | "/stats") => reply(
+        (_, "/" | "/status" | "/metrics" | "/drain" | "/undrain" | "/purge" | "/stats") => reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            "GET /status, /stats, /metrics; POST /drain, /undrain, /purge".into(),
+            "GET /, /status, /stats, /metrics; POST /drain, /undrain, /purge".into(),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
-            "unknown path; try GET /status, GET /metrics, POST /drain?pool=P&member=M, \
-             POST /undrain?…, POST /purge?url=URL, GET /stats"
+            "unknown path; try GET / (the status page), GET /status, GET /metrics, \
+             POST /drain?pool=P&member=M, POST /undrain?…, POST /purge?url=URL, GET /stats"
                 .into(),
         ),
     }
@@ -239,7 +233,10 @@ async fn call(listen: SocketAddr, method: Method, path: String) -> Result<Bytes>
 mod tests {
     use std::path::Path;
 
-    use edge_cache::policy::{RequestDirectives, Rules};
+    use edge_cache::{
+        Cache,
+        policy::{RequestDirectives, Rules},
+    };
     use edge_config::Config;
     use edge_steer::Steering;
 
@@ -269,16 +266,24 @@ mod tests {
             Rules::new(0.0, std::time::Duration::ZERO, RequestDirectives::Ignore),
         )
         .unwrap();
-        let with_cache = Controls {
+        let sources = Sources {
             steering: steering.shared.clone(),
             cache: Some(Arc::new(cache)),
             responses: None,
+            origin_requests: None,
             pin_dir: None,
             daemon: Arc::default(),
             dns: Arc::default(),
         };
+        let with_cache = Controls {
+            sources: sources.clone(),
+            history: Arc::new(History::new(std::time::Duration::from_secs(10))),
+        };
         let without_cache = Controls {
-            cache: None,
+            sources: Sources {
+                cache: None,
+                ..sources
+            },
             ..with_cache.clone()
         };
 
@@ -308,6 +313,14 @@ mod tests {
         );
         assert!(body.contains("edge_cache_bytes 0"), "{body}");
         assert!(body.ends_with("# EOF\n"), "{body}");
+
+        let (status, body) = text(handle(&with_cache, &request(Method::GET, "/"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+        assert!(body.contains("id=\"no-mesh\"") && body.contains("id=\"selections\""));
+        assert_eq!(body.matches("<svg ").count(), 5, "{body}");
+        assert!(body.contains("no data yet"), "an empty history: {body}");
+        assert!(!body.contains("<script"), "{body}");
 
         let wrong = request(Method::GET, "/purge?url=http://static.example.com/a.css");
         let (status, _) = text(handle(&with_cache, &wrong)).await;

@@ -15,11 +15,7 @@ use edge_dataplane::{
     maps::Capacity,
     publish::{self, Publisher},
 };
-use edge_dns::{
-    fast_path,
-    server::{QueryCounts, Server},
-    zone::Zones,
-};
+use edge_dns::{fast_path, zone::Zones};
 use edge_http::HttpServer;
 use edge_steer::{Steering, agent};
 use tokio::{
@@ -28,7 +24,12 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{admin, metrics::DaemonCounts, service};
+use crate::{
+    admin,
+    listeners::Listeners,
+    metrics::{self, DaemonCounts},
+    service,
+};
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -246,8 +247,15 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
-    let counts = Counts::default();
-    let _admin = start_admin(&config, &steering, http.as_ref(), &counts).await?;
+    let sources = metrics::Sources {
+        steering: steering.shared.clone(),
+        cache: http.as_ref().map(|http| http.cache.clone()),
+        responses: http.as_ref().map(|http| http.responses.clone()),
+        origin_requests: http.as_ref().map(|http| http.origin_requests.clone()),
+        pin_dir: pin_dir(&config),
+        daemon: Arc::default(),
+        dns: Arc::default(),
+    };
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
     let result = serve(
@@ -256,7 +264,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         (zones, needed),
         &mut steering,
         plane.as_mut(),
-        &counts,
+        sources,
     )
     .await;
     if let Some(plane) = plane {
@@ -265,6 +273,20 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         plane.stop(keep)?;
     }
     result
+}
+
+/// Gives the running program the rate limits of a reloaded config: rate, burst, slip and the
+/// exempt prefixes apply at once; the bucket table is sized at load, so a new `table_size` (or
+/// turning RRL on) waits for a restart and the running limits stay.
+fn apply_rrl(plane: &mut DataPlane, config: &Config) {
+    let rrl = config.xdp.as_ref().and_then(|xdp| xdp.rrl.as_ref());
+    if !plane.rrl.fits(rrl) {
+        warn!(
+            "xdp.rrl.table_size changes, and turning RRL on, need a restart; the running rate limits stay"
+        );
+    } else if let Err(error) = plane.rrl.apply(rrl) {
+        error!("applying [xdp.rrl] failed: {error:#}");
+    }
 }
 
 /// The `[xdp]` table of the config at `path`, for the commands that work on the data plane.
@@ -277,42 +299,6 @@ fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
     })
 }
 
-/// Starts the one admin server (status, drain, undrain, purge, metrics); it stops when the
-/// handle is dropped.
-async fn start_admin(
-    config: &Config,
-    steering: &Steering,
-    http: Option<&HttpServer>,
-    counts: &Counts,
-) -> Result<AbortOnDrop> {
-    let listener = admin::bind(config.admin.listen).await?;
-    let controls = admin::Controls {
-        steering: steering.shared.clone(),
-        cache: http.map(|http| http.cache.clone()),
-        responses: http.map(|http| http.responses.clone()),
-        pin_dir: pin_dir(config),
-        daemon: counts.daemon.clone(),
-        dns: counts.dns.clone(),
-    };
-    Ok(AbortOnDrop(tokio::spawn(admin::serve(listener, controls))))
-}
-
-/// What the daemon counts for `/metrics`: its own events and its DNS server's queries.
-#[derive(Default)]
-struct Counts {
-    daemon: Arc<DaemonCounts>,
-    dns: Arc<QueryCounts>,
-}
-
-/// A task that ends with its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Serves `zones` with the steered names answering as `steering` selects; every change of the
 /// selections or the config goes to the userspace server and, in one call, to the maps. Once
 /// serving, no error ends it: a reload is refused (the running config stays) and a publish that
@@ -323,10 +309,9 @@ async fn serve(
     (mut zones, needed): (Zones, Capacity),
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
-    counts: &Counts,
+    sources: metrics::Sources,
 ) -> Result<()> {
-    let dns_queries = &counts.dns;
-    let counts = &counts.daemon;
+    let counts = sources.daemon.clone();
     let mut running = config.clone();
     let mut selections = steering.watch();
     if let Some(plane) = &plane {
@@ -339,7 +324,7 @@ async fn serve(
     }
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
-    let _dns = Server::start(&config.dns, &zones_watch, dns_queries)?;
+    let mut listeners = Listeners::start(config, sources, &zones_watch).await?;
     let mut publisher = Publisher::new(&config.dns.listen);
     if let Some(plane) = plane.as_deref_mut() {
         publisher.try_publish(plane, &current_zones.borrow())?;
@@ -381,20 +366,30 @@ async fn serve(
                             service::ready();
                             continue;
                         }
-                        if reloaded.dns != config.dns {
-                            warn!("[dns] changes need a restart; serving the new zones on the old addresses and limits");
-                        }
-                        if reloaded.admin != config.admin {
-                            warn!("admin.listen changes need a restart; the endpoint stays where it is");
-                        }
+                        // The new addresses are bound before anything changes: one that
+                        // cannot be refuses the whole reload.
+                        let rebind = match listeners.prepare(&reloaded).await {
+                            Ok(rebind) => rebind,
+                            Err(error) => {
+                                error!("reload refused, keeping the running config: {}: {error:#}", path.display());
+                                DaemonCounts::count(&counts.reloads_refused);
+                                service::ready();
+                                continue;
+                            }
+                        };
                         steering.reload(&reloaded).await;
                         let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
+                        publisher.set_listen(&reloaded.dns.listen);
                         let published = match plane.as_deref_mut() {
                             Some(plane) => publisher.try_publish(plane, &steered),
                             None => Ok(()),
                         };
                         match published {
                             Ok(()) => {
+                                listeners.apply(rebind);
+                                if let Some(plane) = plane.as_deref_mut() {
+                                    apply_rrl(plane, &reloaded);
+                                }
                                 DaemonCounts::count(&counts.reloads_applied);
                                 info!("reload applied");
                                 zones = reloaded_zones;
@@ -405,7 +400,9 @@ async fn serve(
                             Err(error) => {
                                 error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
                                 DaemonCounts::count(&counts.reloads_refused);
+                                drop(rebind);
                                 steering.reload(&running).await;
+                                publisher.set_listen(&running.dns.listen);
                                 let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                                 current_zones.send_replace(steered.clone());
                                 if let Some(plane) = plane.as_deref_mut() {

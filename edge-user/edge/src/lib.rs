@@ -1,5 +1,6 @@
-//! edge: the PoP daemon and its command line ([`cli`]), the one admin server ([`admin`]) and
-//! its Prometheus metrics ([`metrics`]); what systemd is told ([`service`]).
+//! edge: the PoP daemon and its command line ([`cli`]), the one admin server ([`admin`]), its
+//! Prometheus metrics ([`metrics`]) and status page ([`status_page`], with the last hour kept by
+//! [`history`] and drawn by [`plot`]); what systemd is told ([`service`]).
 //!
 //! The top of the crate graph: it wires the crates below (config, DNS, steering, HTTP cache, data
 //! plane) together: the selections edge-steer publishes go to edge-dns's zones, and from there to
@@ -9,5 +10,9 @@
 
 pub mod admin;
 pub mod cli;
+pub mod history;
+pub mod listeners;
 pub mod metrics;
+pub mod plot;
 pub mod service;
+pub mod status_page;

@@ -14,7 +14,8 @@ use std::{
 
 use edge_cache::Cache;
 use edge_dns::{message::Transport, server::QueryCounts};
-use edge_http::counts::Responses;
+use edge_http::counts::{OriginRequests, Responses};
+use edge_mesh::view::State;
 use edge_steer::{
     Shared,
     probe_stats::{BUCKETS, Times},
@@ -50,6 +51,8 @@ pub struct Sources {
     pub cache: Option<Arc<Cache>>,
     /// The HTTP server's responses by cache status, with `[http]`.
     pub responses: Option<Arc<Responses>>,
+    /// The HTTP server's requests to origins by result, with `[http]`.
+    pub origin_requests: Option<Arc<OriginRequests>>,
     /// Where the data plane's counters are pinned; `None` without `[xdp]`.
     pub pin_dir: Option<PathBuf>,
     pub daemon: Arc<DaemonCounts>,
@@ -130,8 +133,9 @@ impl Collector for Sources {
             family(
                 &mut encoder,
                 "xdp_packets",
-                "Packets the XDP program saw, by what it did: answered, or the reason it passed \
-                 the packet to the kernel (summed over CPUs)",
+                "Packets the XDP program saw, by what it did: answered, rate_limited (dropped), \
+                 slipped (a truncated reply), or the reason it passed the packet to the kernel \
+                 (summed over CPUs)",
                 counters.iter().map(|(reason, count)| {
                     (vec![("reason", reason.name().into())], counter(*count))
                 }),
@@ -190,8 +194,106 @@ impl Collector for Sources {
                  http.stale_on_error)",
                 counter(cache.counters.stale_on_error.load(Ordering::Relaxed)),
             )?;
+            single(
+                &mut encoder,
+                "cache_objects",
+                "Objects the cache holds (each stored Vary variant counts)",
+                gauge(i64::try_from(cache.objects()).unwrap_or(i64::MAX)),
+            )?;
+            single(
+                &mut encoder,
+                "cache_evictions",
+                "Objects removed to keep the cache within http.cache_capacity, least recently \
+                 used first (purges and replacements not counted)",
+                counter(cache.counters.evictions.load(Ordering::Relaxed)),
+            )?;
+            single(
+                &mut encoder,
+                "cache_mapped_bodies",
+                "Large bodies memory-mapped now: those kept for hits (at most \
+                 http.mapped_bodies) and those only responses in flight hold",
+                gauge(i64::try_from(edge_cache::mapped::count()).unwrap_or(i64::MAX)),
+            )?;
         }
-        Ok(())
+        if let Some(requests) = &self.origin_requests {
+            family(
+                &mut encoder,
+                "origin_requests",
+                "Requests to origins (fills, revalidations, passes) by result: response (a \
+                 response head came), unreachable (connect refused or failed), timeout \
+                 (http.origin_connect_timeout or origin_read_timeout), broken (the exchange \
+                 failed)",
+                requests
+                    .read()
+                    .map(|(result, count)| (vec![("result", result.into())], counter(count))),
+                MetricType::Counter,
+            )?;
+        }
+        self.encode_mesh(&mut encoder)
+    }
+}
+
+impl Sources {
+    /// With `[mesh]`: its members by state, and the gossip datagrams by what became of them.
+    fn encode_mesh(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let Some(mesh) = self.steering.mesh() else {
+            return Ok(());
+        };
+        let view = mesh.view();
+        family(
+            encoder,
+            "mesh_members",
+            "PoPs of the mesh as this one sees them, itself included, by state: live (its \
+             report counts), stale (gossips, but its report stopped changing), dead (silent)",
+            [
+                ("live", State::Live),
+                ("stale", State::Stale),
+                ("dead", State::Dead),
+            ]
+            .map(|(name, state)| {
+                let count = view.members.iter().filter(|m| m.state == state).count();
+                (
+                    vec![("state", name.into())],
+                    gauge(i64::try_from(count).unwrap_or(i64::MAX)),
+                )
+            }),
+            MetricType::Gauge,
+        )?;
+        let counters = mesh.counters();
+        family(
+            encoder,
+            "mesh_datagrams_received",
+            "Gossip datagrams received, by result: accepted (handed to chitchat), or why they \
+             were dropped: bad_mac (short, unknown version, or not sealed with mesh.secret), \
+             stale (sent outside the replay window), replayed, wrong_cluster, undecodable",
+            [
+                ("accepted", counters.accepted),
+                ("bad_mac", counters.bad_mac),
+                ("stale", counters.stale),
+                ("replayed", counters.replayed),
+                ("wrong_cluster", counters.wrong_cluster),
+                ("undecodable", counters.undecodable),
+            ]
+            .map(|(result, count)| (vec![("result", result.into())], counter(count))),
+            MetricType::Counter,
+        )?;
+        single(
+            encoder,
+            "mesh_datagrams_sent",
+            "Gossip datagrams sent",
+            counter(counters.sent),
+        )?;
+        family(
+            encoder,
+            "mesh_bytes",
+            "Bytes of gossip datagrams by direction (received counts dropped ones too)",
+            [
+                ("sent", counters.bytes_sent),
+                ("received", counters.bytes_received),
+            ]
+            .map(|(direction, count)| (vec![("direction", direction.into())], counter(count))),
+            MetricType::Counter,
+        )
     }
 }
 

@@ -36,6 +36,29 @@ impl Responses {
     }
 }
 
+/// How origin requests (fills, revalidations, passes) ended: `response` when a response head
+/// came, or the [`crate::origin::OriginError`] that ended it instead.
+pub const ORIGIN_RESULTS: [&str; 4] = ["response", "unreachable", "timeout", "broken"];
+
+/// Requests sent to origins, by result (in the order of [`ORIGIN_RESULTS`]).
+#[derive(Debug, Default)]
+pub struct OriginRequests([AtomicU64; ORIGIN_RESULTS.len()]);
+
+impl OriginRequests {
+    pub(crate) fn count(&self, result: usize) {
+        self.0[result].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every result with its count.
+    pub fn read(&self) -> [(&'static str, u64); ORIGIN_RESULTS.len()] {
+        let mut counts = ORIGIN_RESULTS.map(|result| (result, 0));
+        for ((_, count), counter) in counts.iter_mut().zip(&self.0) {
+            *count = counter.load(Ordering::Relaxed);
+        }
+        counts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

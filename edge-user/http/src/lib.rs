@@ -31,7 +31,11 @@ use edge_steer::SelectionsWatch;
 
 pub use self::respond::Body;
 use self::{
-    counts::Responses, origin::OriginClient, proxy::Proxy, site::Sites, sources::Sources,
+    counts::{OriginRequests, Responses},
+    origin::OriginClient,
+    proxy::Proxy,
+    site::Sites,
+    sources::Sources,
     stream::Stream,
 };
 
@@ -42,6 +46,8 @@ pub struct HttpServer {
     pub cache: Arc<Cache>,
     /// Responses sent, by cache status.
     pub responses: Arc<Responses>,
+    /// Requests sent to origins, by result.
+    pub origin_requests: Arc<OriginRequests>,
 }
 
 impl HttpServer {
@@ -51,6 +57,9 @@ impl HttpServer {
         let Some(http) = &config.http else {
             return Ok(None);
         };
+        if let Some(budget) = std::num::NonZeroUsize::new(http.mapped_bodies) {
+            edge_cache::mapped::set_budget(budget);
+        }
         let cache = Arc::new(
             Cache::open(
                 &http.cache_dir,
@@ -67,10 +76,12 @@ impl HttpServer {
             )
             .with_context(|| format!("opening the cache in {}", http.cache_dir.display()))?,
         );
+        let origin = OriginClient::new(http.origin_connect_timeout, http.origin_read_timeout);
+        let origin_requests = origin.requests.clone();
         let proxy = Arc::new(Proxy {
             sites: Sites::from_config(config, selections),
             cache: cache.clone(),
-            origin: OriginClient::new(http.origin_connect_timeout, http.origin_read_timeout),
+            origin,
             forward_request_headers: http.forwarded_headers(),
         });
         let service = bind(http.listen).await?;
@@ -102,6 +113,7 @@ impl HttpServer {
             tasks: vec![tokio::spawn(serve)],
             cache,
             responses,
+            origin_requests,
         }))
     }
 }

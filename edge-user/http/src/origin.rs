@@ -1,7 +1,7 @@
 //! Requests to origins: by the origin's address with the site's name as Host, over pooled HTTP/1.1
 //! connections, within the configured connect and read timeouts.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt as _};
@@ -13,7 +13,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::respond::Body;
+use super::{counts::OriginRequests, respond::Body};
 
 /// Why an origin gave no usable response, and what the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +39,8 @@ impl OriginError {
 pub struct OriginClient {
     client: Client<HttpConnector, Body>,
     read_timeout: Duration,
+    /// Every request's result, for the metrics.
+    pub requests: Arc<OriginRequests>,
 }
 
 impl OriginClient {
@@ -53,6 +55,7 @@ impl OriginClient {
         Self {
             client,
             read_timeout,
+            requests: Arc::default(),
         }
     }
 
@@ -80,16 +83,24 @@ impl OriginClient {
             Uri::try_from(format!("http://{origin}{path}")).map_err(|_| OriginError::Broken)?;
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
-            Err(_) => Err(OriginError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) if error.is_connect() => Err(if timed_out(&error) {
-                OriginError::Timeout
-            } else {
-                OriginError::Unreachable
-            }),
-            Ok(Err(_)) => Err(OriginError::Broken),
-        }
+        let result =
+            match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+                Err(_) => Err(OriginError::Timeout),
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(error)) if error.is_connect() => Err(if timed_out(&error) {
+                    OriginError::Timeout
+                } else {
+                    OriginError::Unreachable
+                }),
+                Ok(Err(_)) => Err(OriginError::Broken),
+            };
+        self.requests.count(match &result {
+            Ok(_) => 0,
+            Err(OriginError::Unreachable) => 1,
+            Err(OriginError::Timeout) => 2,
+            Err(OriginError::Broken) => 3,
+        });
+        result
     }
 
     /// An origin body as a stream of chunks, each awaited at most the read timeout.

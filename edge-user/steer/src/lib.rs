@@ -120,6 +120,11 @@ impl Shared {
         Ok(())
     }
 
+    /// This PoP in the mesh, with `[mesh]`.
+    pub fn mesh(&self) -> Option<&Mesh> {
+        self.mesh.as_ref()
+    }
+
     /// Probe tasks running now, one per pool unless a task outlived its pool.
     pub fn probe_tasks(&self) -> usize {
         self.probe_tasks.load(Ordering::Relaxed)
@@ -205,32 +210,38 @@ impl Steering {
             kept
         });
         while self.tasks.try_join_next().is_some() {}
-        let kept: Vec<Option<Pool>> = {
+        let new: Vec<PoolConfig> = {
             let pools = self.shared.pools.lock().expect("not poisoned");
             config
                 .pools
                 .iter()
-                .map(|wanted| pools.iter().find(|pool| pool.config == *wanted).cloned())
+                .filter(|wanted| !pools.iter().any(|pool| pool.config == **wanted))
+                .cloned()
                 .collect()
         };
-        let new: Vec<PoolConfig> = config
-            .pools
-            .iter()
-            .zip(&kept)
-            .filter(|(_, kept)| kept.is_none())
-            .map(|(pool, _)| pool.clone())
-            .collect();
         self.shared.probe_stats.retain(&config.pools);
-        let mut fresh = first_rounds(&new, &self.shared.probe_stats)
-            .await
-            .into_iter();
-        let pools: Vec<Pool> = kept
-            .into_iter()
-            .map(|kept| kept.unwrap_or_else(|| fresh.next().expect("one per new pool")))
-            .collect();
+        let mut fresh = first_rounds(&new, &self.shared.probe_stats).await;
         {
+            // The kept pools are taken as they are now, not as they were before the first
+            // rounds: their probe tasks went on recording meanwhile.
             let mut current = self.shared.pools.lock().expect("not poisoned");
-            *current = pools;
+            let mut kept = std::mem::take(&mut *current);
+            *current = config
+                .pools
+                .iter()
+                .map(|wanted| {
+                    let from = if kept.iter().any(|pool| pool.config == *wanted) {
+                        &mut kept
+                    } else {
+                        &mut fresh
+                    };
+                    let at = from
+                        .iter()
+                        .position(|pool| pool.config == *wanted)
+                        .expect("kept or new");
+                    from.swap_remove(at)
+                })
+                .collect();
             self.shared.publish(&current);
         }
         for pool in new {
@@ -392,6 +403,54 @@ mod tests {
         assert_eq!(shared.probe_tasks(), 1);
         drop(steering);
         assert!(eventually(|| shared.probe_tasks() == 0).await);
+    }
+
+    /// Rounds a kept pool's probe task records while a reload waits for a new pool's first
+    /// round are kept (the reload used to write back the copy it took before waiting).
+    #[tokio::test]
+    async fn rounds_recorded_during_a_reload_are_kept() {
+        let kept = "[[pools]]\nname = \"kept\"\nkind = \"origin\"\n\
+             [pools.probe]\ninterval = \"20ms\"\ntimeout = \"10ms\"\njitter = 0.0\n\
+             [[pools.members]]\nname = \"a\"\naddress = \"127.0.0.1\"\nhttp_port = 9\n";
+        // Accepts connections (the kernel does) and never answers: the first round of the
+        // new pool waits out its timeout.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let added = format!(
+            "[[pools]]\nname = \"added\"\nkind = \"origin\"\n\
+             [pools.probe]\ninterval = \"2s\"\ntimeout = \"600ms\"\n\
+             [[pools.members]]\nname = \"b\"\naddress = \"127.0.0.1\"\nhttp_port = {port}\n"
+        );
+        let parse = |text: &str| {
+            Config::parse(
+                std::path::Path::new("test.toml"),
+                &format!("[xdp]\ninterface = \"lo\"\n{text}"),
+            )
+            .unwrap()
+        };
+        let mut steering = Steering::start(&parse(kept)).await.unwrap();
+        let shared = steering.shared.clone();
+        let rounds = |shared: &Shared, name: &str| {
+            let status = shared.status();
+            status
+                .pools
+                .iter()
+                .find(|pool| pool.name == name)
+                .map(|pool| pool.rounds)
+        };
+        assert!(eventually(|| rounds(&shared, "kept") >= Some(2)).await);
+        let before = rounds(&shared, "kept").unwrap();
+        let started = Instant::now();
+        steering.reload(&parse(&format!("{kept}{added}"))).await;
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        let after = rounds(&shared, "kept").unwrap();
+        // 600 ms at a 20 ms interval is some 30 rounds; a few are enough on a loaded machine.
+        assert!(
+            after >= before + 3,
+            "kept pool at {after} rounds after the reload, {before} before it"
+        );
+        assert_eq!(rounds(&shared, "added"), Some(1));
+        drop(silent);
     }
 
     #[test]

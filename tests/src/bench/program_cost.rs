@@ -9,10 +9,11 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Result, ensure};
+use edge_common::{Counter, RrlSettings};
 
 use super::zone::{BenchZone, EdgeSettings};
 use crate::{
-    xdp::{Loaded, Program, Query, XDP_TX},
+    xdp::{Loaded, Program, Query, XDP_DROP, XDP_TX},
     xdp_cases,
 };
 
@@ -106,4 +107,67 @@ pub fn cases(rounds: usize) -> Result<Vec<CaseCost>> {
             nanos: took.as_nanos() as f64,
         })
         .collect())
+}
+
+/// The query of the answered case, timed with response rate limiting on (`[xdp.rrl]`): answered
+/// within its rate (the clock read and the bucket updated), dropped over it, and slipped (the
+/// truncated reply written). Each is checked first: its verdict and its counter.
+pub fn rrl_cases(rounds: usize) -> Result<Vec<CaseCost>> {
+    const HOUR: u64 = 3_600_000_000_000;
+    let frame = Query::new("www.example.com").frame();
+    let paths = [
+        // A reply a nanosecond, up to an hour ahead: no query is ever limited.
+        ("RRL on, answered", 1, HOUR, 0, XDP_TX, Counter::Answered),
+        // A reply an hour and no burst: every query after the first is limited.
+        (
+            "RRL on, over the rate: dropped",
+            HOUR,
+            0,
+            0,
+            XDP_DROP,
+            Counter::RateLimited,
+        ),
+        (
+            "RRL on, over the rate: slipped",
+            HOUR,
+            0,
+            1,
+            XDP_TX,
+            Counter::Slipped,
+        ),
+    ];
+    let mut costs = Vec::new();
+    for (name, interval_ns, tolerance_ns, slip, verdict, counter) in paths {
+        let mut program = xdp_cases::program()?;
+        program.rrl.set_settings(RrlSettings {
+            interval_ns,
+            tolerance_ns,
+            slip,
+            reserved: 0,
+        })?;
+        // The prefix's first query starts its bucket.
+        program.run(&frame)?;
+        let before = program.counts()?;
+        let (got, _) = program.run(&frame)?;
+        let after = program.counts()?;
+        ensure!(got == verdict, "{name}: verdict {got}, expected {verdict}");
+        ensure!(
+            after[counter.name()] == before[counter.name()] + 1,
+            "{name}: {} did not move",
+            counter.name()
+        );
+        let mut fastest = Duration::MAX;
+        for _ in 0..rounds {
+            let (got, took) = program.time(&frame)?;
+            ensure!(got == verdict, "{name}: verdict {got} while timed");
+            fastest = fastest.min(took);
+        }
+        costs.push(CaseCost {
+            name: name.to_string(),
+            verdict,
+            counter: counter.name(),
+            nanos: fastest.as_nanos() as f64,
+        });
+    }
+    Ok(costs)
 }
