@@ -6,9 +6,17 @@
 /// Key buffer for a wire-format name: RFC 1035 §3.1 caps a name at 255 octets, root label included.
 pub const NAME_KEY_LEN: usize = 256;
 
-/// Names up to this many octets (most names) go to the map with the short key: a smaller key
-/// hashes faster and, in a large table, costs fewer cache misses to compare.
-pub const SHORT_NAME_LEN: usize = 64;
+/// Names up to this many octets (most names) can live in the name table ([`NameSlot`]): a
+/// smaller key hashes faster, and with its answer it fits two cache lines.
+pub const SHORT_NAME_LEN: usize = 48;
+
+/// Answer section bytes a [`NameSlot`] holds: four A records or two AAAA records (16 and 28
+/// octets each with compressed owners). Larger answers go to the long-answer map.
+pub const SLOT_DATA_LEN: usize = 64;
+
+/// Slots the XDP program probes from a name's home slot (linear probing). Userspace places
+/// every entry within this window, or in the long-answer map when the window is full.
+pub const PROBES: usize = 16;
 
 /// Most records one fast-path answer holds.
 pub const MAX_ANSWER_RECORDS: usize = 8;
@@ -19,10 +27,12 @@ pub const ANSWER_DATA_LEN: usize = 256;
 
 /// Pinned names, relative to the per-interface pin directory.
 pub mod pin {
-    /// Name/type hash → keyed answer, for names up to [`super::SHORT_NAME_LEN`] octets.
-    pub const ANSWERS: &str = "answers";
-    /// The same for longer names.
+    /// The name table: names up to [`super::SHORT_NAME_LEN`] octets with their answers.
+    pub const NAMES: &str = "names";
+    /// Longer names, larger answers and names whose probe window is full.
     pub const LONG_ANSWERS: &str = "long_answers";
+    /// The answer map before the name table: only removed (by `edge detach`).
+    pub const FORMER_ANSWERS: &str = "answers";
     /// Per-CPU counters.
     pub const COUNTERS: &str = "counters";
     /// Service addresses and ports the program answers on, two copies.
@@ -37,7 +47,7 @@ pub mod pin {
 
 /// Map names as the kernel (and `bpftool map show`) sees them.
 pub mod map_name {
-    pub const ANSWERS: &str = "edge_answers";
+    pub const NAMES: &str = "edge_names";
     pub const LONG_ANSWERS: &str = "edge_long_names";
     pub const COUNTERS: &str = "edge_counters";
     pub const SERVICES: &str = "edge_services";
@@ -98,10 +108,10 @@ impl ShortNameKey {
         unsafe { &*(self as *const Self as *const [u64; SHORT_KEY_WORDS]) }
     }
 
-    /// The short answer map's key for this name and type: a 64-bit hash, so that the kernel
-    /// hashes and compares 8 bytes instead of 72. The map value carries the whole key, which the
-    /// program checks with [`Self::same`]; of two keys with one hash only one can be in the map,
-    /// and queries for the other are passed to userspace. xxHash64's steps for 8-byte lanes and
+    /// The name table's hash of this name and type: it picks the home slot ([`home_slot`]) and,
+    /// as the slot's tag ([`slot_tag`]), lets a probe skip other names with one comparison; the
+    /// slot carries the whole key, which the program checks with [`Self::same_name`].
+    /// xxHash64's steps for 8-byte lanes and
     /// its final avalanche (simpler multiply-and-rotate steps collide on names that differ in a
     /// few digits); the same code runs in the XDP program and in userspace.
     #[inline(always)]
@@ -136,15 +146,86 @@ impl ShortNameKey {
         hash ^ (hash >> 32)
     }
 
-    /// Whether `other` is the same key, compared a word at a time (a derived comparison would
+    /// Whether `slot` holds this key, compared a word at a time (a derived comparison would
     /// become a byte loop in BPF).
     #[inline(always)]
-    pub fn same(&self, other: &Self) -> bool {
-        let mut differ = 0;
-        for (a, b) in self.words().iter().zip(other.words()) {
+    pub fn same_name(&self, slot: &NameSlot) -> bool {
+        let mut differ = u64::from(self.qtype ^ slot.qtype);
+        for (a, b) in self.words()[..SHORT_NAME_LEN / 8]
+            .iter()
+            .zip(slot.name_words())
+        {
             differ |= a ^ b;
         }
         differ == 0
+    }
+}
+
+/// The tag of an empty slot: a probe ends there.
+pub const SLOT_EMPTY: u64 = 0;
+/// The tag of a slot whose entry was removed: a probe goes on past it.
+pub const SLOT_REMOVED: u64 = 1;
+
+/// The tag a slot holding the key of `hash` carries: the hash, kept clear of the two reserved
+/// tags.
+#[inline(always)]
+pub const fn slot_tag(hash: u64) -> u64 {
+    hash | 2
+}
+
+/// The first slot probed for `hash` in a table of `slots` home slots (the map holds
+/// [`PROBES`] more, so a window never wraps): Lemire's multiply-shift, which needs no division
+/// and no power-of-two size.
+#[inline(always)]
+pub const fn home_slot(hash: u64, slots: u32) -> u32 {
+    (((hash >> 32) * slots as u64) >> 32) as u32
+}
+
+/// One slot of the name table (`edge_names`, an array the daemon writes through a memory
+/// mapping): a name of up to [`SHORT_NAME_LEN`] octets, its type and its answer, in two cache
+/// lines, so that the common lookup reads one slot and nothing else. `tag` is written last and
+/// cleared first (see docs/ARCHITECTURE.md, "The name table").
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameSlot {
+    /// [`SLOT_EMPTY`], [`SLOT_REMOVED`] or [`slot_tag`] of the key's hash.
+    pub tag: u64,
+    /// Lower-case wire-format name, zero-padded.
+    pub name: [u8; SHORT_NAME_LEN],
+    /// Query type in network byte order, as in [`NameKey`].
+    pub qtype: u16,
+    /// Response header flags, as [`Answer::flags`].
+    pub flags: u16,
+    /// Records in the answer section.
+    pub ancount: u8,
+    /// Bytes of `data` in use.
+    pub len: u8,
+    /// As [`Answer::selection`]: non-zero for a steered name, whose answer is in the selection
+    /// map (then `len` is 0).
+    pub selection: u16,
+    /// Answer section, owners compressed to the question name (offset 12).
+    pub data: [u8; SLOT_DATA_LEN],
+}
+
+impl NameSlot {
+    pub const fn empty() -> Self {
+        Self {
+            tag: SLOT_EMPTY,
+            name: [0; SHORT_NAME_LEN],
+            qtype: 0,
+            flags: 0,
+            ancount: 0,
+            len: 0,
+            selection: 0,
+            data: [0; SLOT_DATA_LEN],
+        }
+    }
+
+    #[inline(always)]
+    fn name_words(&self) -> &[u64; SHORT_NAME_LEN / 8] {
+        // SAFETY: `name` starts at offset 8 of an 8-aligned struct and is SHORT_NAME_LEN bytes,
+        // a multiple of 8.
+        unsafe { &*(self.name.as_ptr() as *const [u64; SHORT_NAME_LEN / 8]) }
     }
 }
 
@@ -193,7 +274,9 @@ pub mod state_slot {
     pub const SELECTIONS: u32 = 0;
     /// Copy of the service array.
     pub const SERVICES: u32 = 1;
-    pub const COUNT: usize = 2;
+    /// Not a copy: the name table's home slots ([`super::home_slot`]), set when it is created.
+    pub const NAME_SLOTS: u32 = 2;
+    pub const COUNT: usize = 3;
 }
 
 /// The EDNS payload size we advertise (RFC 9715 / DNS flag day 2020 default).
@@ -218,15 +301,6 @@ pub struct Answer {
     pub data: [u8; ANSWER_DATA_LEN],
 }
 
-/// Value of the short answer map: the answer with the key it answers, which the hash key
-/// alone does not pin down (see [`ShortNameKey::hash`]).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyedAnswer {
-    pub key: ShortNameKey,
-    pub answer: Answer,
-}
-
 impl Answer {
     /// The answer-map entry of a steered name: a reference to its slot in the selection map.
     pub const fn selected(selection: u16) -> Self {
@@ -244,7 +318,7 @@ impl Answer {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    /// 0 or 1.
+    /// 0 or 1 (for [`state_slot::NAME_SLOTS`], the count).
     pub generation: u32,
 }
 
@@ -439,7 +513,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Answer {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::KeyedAnswer {}
+    unsafe impl aya::Pod for super::NameSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Services {}
     // SAFETY: as above.

@@ -5,6 +5,7 @@
 
 mod checksum;
 mod headers;
+mod lookup;
 mod query;
 mod reflect;
 mod reply;
@@ -12,23 +13,26 @@ mod rrl;
 mod words;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_MMAPABLE, xdp_action},
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use edge_common::{
-    Answer, Counter, KeyedAnswer, LongNameKey, Services, State, selection_key, state_slot,
+    Answer, Counter, LongNameKey, NameSlot, Services, State, selection_key, state_slot,
 };
 use headers::{ETH_LEN, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Layout, ptr_at};
 use query::Scratch;
+use reply::Found;
 
-/// Hash of name and type (`ShortNameKey::hash`) → prebuilt answer with its key, for names up
-/// to 64 octets. Userspace sizes it at load time.
-#[btf_map(name = "edge_answers")]
-static ANSWERS: HashMap<u64, KeyedAnswer, 65536> = HashMap::new();
+/// The name table: names up to 48 octets with their answers, each in the probe window of its
+/// hash's home slot (`lookup`). An array the daemon writes through a memory mapping and sizes
+/// at load time.
+#[btf_map(name = "edge_names")]
+static NAMES: Array<NameSlot, 65536, { BPF_F_MMAPABLE as usize }> = Array::new();
 
-/// The same for longer names.
+/// Full key → answer, for longer names, answers larger than a slot holds and names whose
+/// probe window was full.
 #[btf_map(name = "edge_long_names")]
 static LONG_ANSWERS: HashMap<LongNameKey, Answer, 4096> = HashMap::new();
 
@@ -117,30 +121,36 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<Counter, Counter> {
             return Ok(Counter::Slipped);
         }
     }
-    let found = if query.short {
-        // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced
-        // meanwhile.
-        unsafe { ANSWERS.get(scratch.short.hash()) }
-            .filter(|keyed| keyed.key.same(&scratch.short))
-            .map(|keyed| &keyed.answer)
-    } else {
-        #[expect(
-            clippy::needless_borrows_for_generic_args,
-            reason = "by value the key would be copied onto the 512-byte BPF stack"
-        )]
-        // SAFETY: as above.
-        unsafe {
-            LONG_ANSWERS.get(&scratch.key)
+    let mut found = None;
+    if query.short {
+        let index = lookup::edge_find_slot(scratch);
+        if index >= 0 {
+            found = NAMES.get(index as u32).map(Found::Slot);
+        } else if lookup::edge_widen_key(scratch) != 0 {
+            return Err(Counter::UnknownName);
+        }
+    }
+    let mut found = match found {
+        Some(found) => found,
+        None => {
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value the key would be copied onto the 512-byte BPF stack"
+            )]
+            // SAFETY: hash map values stay valid for this invocation (RCU), even if replaced
+            // meanwhile.
+            let answer = unsafe { LONG_ANSWERS.get(&scratch.key) };
+            Found::Full(answer.ok_or(Counter::UnknownName)?)
         }
     };
-    let mut answer = found.ok_or(Counter::UnknownName)?;
-    if answer.selection != 0 {
+    let selection = found.selection();
+    if selection != 0 {
         let generation = live(state_slot::SELECTIONS);
-        let key = selection_key(generation, answer.selection);
+        let key = selection_key(generation, selection);
         // SAFETY: as above.
-        answer = unsafe { SELECTIONS.get(key) }.ok_or(Counter::UnknownName)?;
+        found = Found::Full(unsafe { SELECTIONS.get(key) }.ok_or(Counter::UnknownName)?);
     }
-    reply::write::<L>(ctx, &query, answer, scratch)?;
+    reply::write::<L>(ctx, &query, found, scratch)?;
     Ok(Counter::Answered)
 }
 

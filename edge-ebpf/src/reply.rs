@@ -9,7 +9,9 @@ use aya_ebpf::{
     },
     programs::XdpContext,
 };
-use edge_common::{ANSWER_DATA_LEN, Answer, Counter, EDNS_PAYLOAD_SIZE, flags};
+use edge_common::{
+    ANSWER_DATA_LEN, Answer, Counter, EDNS_PAYLOAD_SIZE, NameSlot, SLOT_DATA_LEN, flags,
+};
 
 use crate::{
     checksum,
@@ -24,6 +26,34 @@ const OFFSET_MAX: usize = 512;
 /// TTL / hop limit of the replies we send.
 const REPLY_TTL: u8 = 64;
 
+/// Where the answer was found: a slot of the name table, or a full answer (long-answer map,
+/// selection map). Both are map values, valid for this invocation.
+#[derive(Clone, Copy)]
+pub enum Found {
+    Slot(&'static NameSlot),
+    Full(&'static Answer),
+}
+
+impl Found {
+    /// The selection slot of a steered name's entry; 0 for an answer.
+    #[inline(always)]
+    pub fn selection(self) -> u16 {
+        match self {
+            Self::Slot(slot) => slot.selection,
+            Self::Full(answer) => answer.selection,
+        }
+    }
+
+    /// Header flags, records, and bytes of the answer section.
+    #[inline(always)]
+    fn header(self) -> (u16, u16, usize) {
+        match self {
+            Self::Slot(slot) => (slot.flags, u16::from(slot.ancount), usize::from(slot.len)),
+            Self::Full(answer) => (answer.flags, answer.ancount, usize::from(answer.len)),
+        }
+    }
+}
+
 #[inline(always)]
 #[expect(
     clippy::manual_range_contains,
@@ -33,10 +63,10 @@ const REPLY_TTL: u8 = 64;
 pub fn write<L: Layout>(
     ctx: &XdpContext,
     query: &Query,
-    answer: &Answer,
+    found: Found,
     scratch: &mut Scratch,
 ) -> Result<(), Counter> {
-    let len = usize::from(answer.len);
+    let (answer_flags, ancount, len) = found.header();
     if len < WORD || len > ANSWER_DATA_LEN {
         return Err(Counter::ReplyFailed);
     }
@@ -44,7 +74,12 @@ pub fn write<L: Layout>(
     let reply_end = query.question_end + len + opt_len;
     let delta = reply_end as i32 - (ctx.data_end() - ctx.data()) as i32;
     resize(ctx, delta, query.question_end, scratch)?;
-    if edge_write_answer(ctx.ctx, query.question_end as u64, answer) != 0 {
+    let offset = query.question_end as u64;
+    let written = match found {
+        Found::Slot(slot) => edge_write_slot(ctx.ctx, offset, slot),
+        Found::Full(answer) => edge_write_answer(ctx.ctx, offset, answer),
+    };
+    if written != 0 {
         return Err(Counter::ReplyFailed);
     }
     if let Some(edns) = query.edns {
@@ -53,13 +88,7 @@ pub fn write<L: Layout>(
 
     let copied = query.flags & (flags::RD | flags::CD);
     let arcount = u16::from(query.edns.is_some());
-    headers::<L>(
-        ctx,
-        reply_end,
-        answer.flags | copied,
-        answer.ancount,
-        arcount,
-    )
+    headers::<L>(ctx, reply_end, answer_flags | copied, ancount, arcount)
 }
 
 /// Turns the query into a truncated response: TC set, the question only (no OPT record), as
@@ -174,26 +203,50 @@ pub extern "C" fn edge_write_answer(ctx: *mut xdp_md, offset: u64, answer: *cons
     let Some(answer) = (unsafe { answer.as_ref() }) else {
         return -1;
     };
-    match write_answer(&XdpContext::new(ctx), offset as usize, answer) {
+    match write_data::<ANSWER_DATA_LEN, { ANSWER_DATA_LEN / WORD }>(
+        &XdpContext::new(ctx),
+        offset as usize,
+        &answer.data,
+        usize::from(answer.len),
+    ) {
         Ok(()) => 0,
         Err(_) => -1,
     }
 }
 
-/// Plain word stores (see [`words::each_word`]), cheaper than a helper call.
+/// [`edge_write_answer`] for an answer held in a name-table slot.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn edge_write_slot(ctx: *mut xdp_md, offset: u64, slot: *const NameSlot) -> i64 {
+    // SAFETY: the verifier holds `slot` to point at a whole `NameSlot`, or to be null.
+    let Some(slot) = (unsafe { slot.as_ref() }) else {
+        return -1;
+    };
+    match write_data::<SLOT_DATA_LEN, { SLOT_DATA_LEN / WORD }>(
+        &XdpContext::new(ctx),
+        offset as usize,
+        &slot.data,
+        usize::from(slot.len),
+    ) {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// Plain word stores (see [`words::each_word`]), cheaper than a helper call. Both bounds of
+/// `len` are checked apart: one subtract-and-compare is a form the verifier cannot follow.
 #[inline(always)]
-#[expect(
-    clippy::manual_range_contains,
-    reason = "two comparisons give the verifier both bounds; `contains` compiles to one \
-              subtract-and-compare that it cannot follow (seen: the program failed to load)"
-)]
-fn write_answer(ctx: &XdpContext, offset: usize, answer: &Answer) -> Result<(), Counter> {
-    let len = usize::from(answer.len);
-    if offset > OFFSET_MAX || len < WORD || len > ANSWER_DATA_LEN {
+fn write_data<const N: usize, const WORDS: usize>(
+    ctx: &XdpContext,
+    offset: usize,
+    data: &[u8; N],
+    len: usize,
+) -> Result<(), Counter> {
+    if offset > OFFSET_MAX || len < WORD || len > N {
         return Err(Counter::ReplyFailed);
     }
-    words::each_word::<{ ANSWER_DATA_LEN / WORD }>(len, |at| {
-        words::write_frame(ctx, offset + at, words::load(&answer.data, at)?)
+    words::each_word::<WORDS>(len, |at| {
+        words::write_frame(ctx, offset + at, words::load(data, at)?)
     })
 }
 

@@ -138,7 +138,7 @@ impl Netns {
         // Attaching by interface name resolves it in the caller's namespace.
         self.run_inside(|| -> Result<FdLink> {
             let mut ebpf = EbpfLoader::new()
-                .map_max_entries(map_name::ANSWERS, 1)
+                .map_max_entries(map_name::NAMES, 1)
                 .load(edge_dataplane::EBPF_OBJECT)?;
             let xdp: &mut Xdp = ebpf
                 .program_mut(program)

@@ -57,7 +57,7 @@ impl Loaded {
     /// answer map at its smallest.
     pub fn reflector() -> Result<Self> {
         let ebpf = EbpfLoader::new()
-            .map_max_entries(map_name::ANSWERS, 1)
+            .map_max_entries(map_name::NAMES, 1)
             .load(edge_dataplane::EBPF_OBJECT)?;
         Self::new(ebpf, program_name::REFLECT)
     }
@@ -116,8 +116,8 @@ impl Program {
     /// [`Self::load`] with room for `answers` short-name answers.
     pub fn load_sized(config: &str, listen: &[SocketAddr], answers: u32) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_name::ANSWERS, answers)
-            .map_max_entries(map_name::LONG_ANSWERS, 1024)
+            .map_max_entries(map_name::NAMES, maps::table_slots(answers))
+            .map_max_entries(map_name::LONG_ANSWERS, maps::long_entries(1024, answers))
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(STEERED))
             .map_max_entries(map_name::RRL_BUCKETS, RRL_TABLE_SIZE)
             .load(edge_dataplane::EBPF_OBJECT)?;
@@ -133,9 +133,10 @@ impl Program {
         )?;
         let mut answers = AnswerMaps {
             answers: AnswerMap::new(
-                ebpf.take_map(map_name::ANSWERS).context("answers")?,
+                ebpf.take_map(map_name::NAMES).context("names")?,
                 ebpf.take_map(map_name::LONG_ANSWERS)
                     .context("long answers")?,
+                maps::second_handle(&state)?,
             )?,
             selections: SelectionMap::new(
                 ebpf.take_map(map_name::SELECTIONS).context("selections")?,

@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use edge_common::{Answer, KeyedAnswer, ShortNameKey};
+use edge_common::{Answer, LongNameKey};
 use edge_config::Config;
 use edge_dataplane::maps::Capacity;
 use edge_dns::{fast_path, zone::Zones};
@@ -264,14 +264,19 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
     let path = topology.write_file("edge.toml", &config(&topology, 64, 10, ""))?;
     let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
 
-    // Another writer fills the answer map behind the daemon's back (all the room beside the
-    // zone's and the 10 `h` names' entries): the next entry the daemon writes fails, as on a
-    // kernel error.
-    let (zone, zone_names) = zone_entries()?;
-    let junk = fill_answer_map(&topology)?;
-    assert_eq!(junk, 64 - zone - 10);
+    // Another writer fills the long-answer map (names over 48 octets) behind the daemon's back:
+    // the next entry the daemon writes there fails, as on a kernel error.
+    let junk = fill_map::<LongNameKey>(&topology, edge_common::pin::LONG_ANSWERS, |i| {
+        let mut key = LongNameKey::zeroed();
+        key.name[..8].copy_from_slice(&(i as u64).to_ne_bytes());
+        key
+    })?;
+    assert!(junk > 0);
 
-    topology.write_file("edge.toml", &config(&topology, 64, 11, ""))?;
+    let long = format!("{}.example.com", "l".repeat(40));
+    let with_long = config(&topology, 64, 10, "")
+        + &format!("[[zones.names]]\nname = \"{long}.\"\na = [\"198.51.100.77\"]\n");
+    topology.write_file("edge.toml", &with_long)?;
     let reloaded = edge.signal(libc::SIGHUP)?;
     let failed = edge.wait_for_log(
         reloaded,
@@ -286,19 +291,33 @@ fn a_publish_that_fails_leaves_the_daemon_and_the_data_plane_answering() -> Resu
     // Refused, and the running config's answers published again (the foreign entries go).
     edge.wait_for_log(failed, &format!("removed={junk} "), Duration::from_secs(10))?;
     assert_both_paths_answer(&topology, &path, "h10.example.com", "198.51.100.10")?;
-    let reply = ask(&topology.client, &["h11.example.com", "A"])?;
+    let reply = ask(&topology.client, &[&long, "A"])?;
     assert_eq!(answer(&reply), ["NXDOMAIN"], "{}", reply.text);
 
     // The same reload, now that the map has room, is applied.
     let reloaded = edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log(
-        reloaded,
-        &format!("names={} written=1 ", zone_names + 11),
-        Duration::from_secs(10),
-    )?;
-    assert_both_paths_answer(&topology, &path, "h11.example.com", "198.51.100.11")?;
+    edge.wait_for_log(reloaded, "written=1 ", Duration::from_secs(10))?;
+    assert_both_paths_answer(&topology, &path, &long, "198.51.100.77")?;
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())
+}
+
+/// Fills the hash map `pin` pinned for `topology`'s PoP with entries edge did not write (another
+/// writer, or what a kernel allocation failure looks like to the daemon), keyed by `key(i)`;
+/// returns how many it took.
+fn fill_map<K: aya::Pod>(
+    topology: &Topology,
+    pin: &str,
+    key: impl Fn(usize) -> K,
+) -> Result<usize> {
+    let pin = topology.pin_root().join(Topology::INTERFACE).join(pin);
+    let mut map: aya::maps::HashMap<_, K, Answer> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&pin)?))?;
+    let mut added = 0;
+    while map.insert(key(added), Answer::selected(0), 0).is_ok() {
+        added += 1;
+    }
+    Ok(added)
 }
 
 #[test]
@@ -339,27 +358,6 @@ fn a_restart_over_the_adopted_maps_capacity_leaves_the_data_plane_answering() ->
     assert_both_paths_answer(&topology, &path, "h50.example.com", "198.51.100.50")?;
     assert!(edge.stop()?);
     Ok(())
-}
-
-/// Fills the short-name answer map pinned for `topology`'s PoP with entries edge did not write
-/// (another writer, or what a kernel allocation failure looks like to the daemon); returns how
-/// many it took.
-fn fill_answer_map(topology: &Topology) -> Result<usize> {
-    let pin = topology
-        .pin_root()
-        .join(Topology::INTERFACE)
-        .join(edge_common::pin::ANSWERS);
-    let mut answers: aya::maps::HashMap<_, u64, KeyedAnswer> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&pin)?))?;
-    let junk = KeyedAnswer {
-        key: ShortNameKey::zeroed(),
-        answer: Answer::selected(0),
-    };
-    let mut added = 0;
-    while answers.insert(u64::MAX - added as u64, junk, 0).is_ok() {
-        added += 1;
-    }
-    Ok(added)
 }
 
 #[test]
@@ -417,7 +415,10 @@ http_port = 8081
     // fills up with entries edge did not write.
     drain("drain")?;
     wait_for_answer("SERVFAIL")?;
-    let junk = fill_answer_map(&topology)?;
+    // Foreign keys name no generation (edge's are `generation << 16 | slot`).
+    let junk = fill_map::<u32>(&topology, edge_common::pin::SELECTIONS, |i| {
+        u32::MAX - i as u32
+    })?;
     assert!(junk > 0);
 
     // Back: its entry does not fit. The daemon logs it, keeps serving, and retries.
@@ -434,7 +435,7 @@ http_port = 8081
         edge.log()
     );
     // The retry reads the map back, removes what edge did not write, and completes.
-    edge.wait_for_log(failed, &format!("removed={junk} "), Duration::from_secs(10))?;
+    edge.wait_for_log(failed, "answers published", Duration::from_secs(10))?;
     wait_for_answer("127.0.0.1")?;
     assert_both_paths_answer(&topology, &path, "store.example.com", "127.0.0.1")?;
     assert!(edge.stop()?, "edge did not exit cleanly");

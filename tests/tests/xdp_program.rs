@@ -195,3 +195,123 @@ fn steered_answers_change_together_by_a_generation_flip() -> Result<()> {
     }
     Ok(())
 }
+
+/// A zone of `names` names with one A record each; name `changed` (if any) answers another
+/// address.
+fn many_names(names: usize, changed: Option<usize>) -> String {
+    let mut zone = String::from("[[zones]]\napex = \"example.com\"\n");
+    for i in 0..names {
+        let last = if Some(i) == changed { 200 } else { 10 };
+        zone += &format!(
+            "[[zones.names]]\nname = \"n{i}\"\na = [\"10.{}.{}.{last}\"]\n",
+            i / 256 % 256,
+            i % 256
+        );
+    }
+    zone
+}
+
+/// Reloads write what changed, not the whole zone: in the name table a changed answer is one
+/// slot written (beside the old one, which is then removed), an unchanged one none, a removed
+/// name one slot marked removed; and the program answers the new data at once.
+#[test]
+fn a_publish_writes_only_what_changed() -> Result<()> {
+    const NAMES: usize = 20_000;
+    let mut program = Program::load_sized(&many_names(NAMES, None), &[], NAMES as u32 + 64)?;
+    assert_eq!(
+        first_address(&mut program, "n777.example.com")?,
+        [10, 3, 9, 10]
+    );
+
+    let one = publish(&mut program, &many_names(NAMES, Some(777)))?;
+    assert_eq!(
+        (
+            one.answers.written,
+            one.answers.removed,
+            one.answers.unchanged
+        ),
+        (1, 0, NAMES - 1)
+    );
+    assert_eq!(
+        first_address(&mut program, "n777.example.com")?,
+        [10, 3, 9, 200]
+    );
+    assert_eq!(
+        first_address(&mut program, "n778.example.com")?,
+        [10, 3, 10, 10]
+    );
+
+    let again = publish(&mut program, &many_names(NAMES, Some(777)))?;
+    assert_eq!((again.answers.written, again.answers.removed), (0, 0));
+
+    // Back, and one name fewer: its slot is removed and the program passes it to userspace.
+    let fewer = publish(&mut program, &many_names(NAMES - 1, None))?;
+    assert_eq!((fewer.answers.written, fewer.answers.removed), (1, 1));
+    assert_eq!(
+        first_address(&mut program, "n777.example.com")?,
+        [10, 3, 9, 10]
+    );
+    let last = format!("n{}.example.com", NAMES - 1);
+    program.assert_passed(
+        &Query::new(&last).frame(),
+        edge_common::Counter::UnknownName,
+    )?;
+
+    // Many rounds of changes reuse removed slots (after a grace period) instead of filling the
+    // table: every name still answers.
+    for round in 0..5 {
+        publish(&mut program, &many_names(NAMES, Some(round)))?;
+    }
+    for i in (0..NAMES).step_by(997) {
+        let expected = if i == 4 { 200 } else { 10 };
+        let name = format!("n{i}.example.com");
+        assert_eq!(
+            first_address(&mut program, &name)?,
+            [10, (i / 256 % 256) as u8, (i % 256) as u8, expected],
+            "{name}"
+        );
+    }
+    Ok(())
+}
+
+fn zones_of(zone: &str) -> Result<edge_dns::zone::Zones> {
+    let path = std::path::Path::new("steered.toml");
+    Ok(edge_dns::zone::Zones::build(
+        path,
+        &edge_config::Config::parse(path, zone)?,
+    )?)
+}
+
+/// A steering round whose names all hold selection slots writes the selection map and flips
+/// the generation, nothing else: no other name's entry is built, read or written.
+#[test]
+fn a_steering_round_writes_only_the_selections() -> Result<()> {
+    let forward = steered_zone(["198.51.100.1", "198.51.100.2"]);
+    let backward = steered_zone(["198.51.100.2", "198.51.100.1"]);
+    let mut program = Program::load(&forward, &[])?;
+    let steered = edge_dns::fast_path::steered_entries(&zones_of(&backward)?)?;
+    assert_eq!(steered.len(), 2, "www and shop, not static");
+    let round = program
+        .answers
+        .publish_selections(&steered)?
+        .expect("both names hold slots");
+    assert!(round.flipped);
+    assert_eq!(round.steered_written, 2);
+    assert_eq!(
+        round.answers,
+        edge_dataplane::maps::AnswerChanges::default()
+    );
+    for name in ["www.example.com", "shop.example.com"] {
+        assert_eq!(first_address(&mut program, name)?, [198, 51, 100, 2]);
+    }
+    assert_eq!(
+        first_address(&mut program, "static.example.com")?,
+        [192, 0, 2, 99]
+    );
+
+    // A steered name without a slot yet (a reload added it) needs the full publish.
+    let added = backward + "[[zones.names]]\nname = \"new\"\npool = \"shop\"\n";
+    let steered = edge_dns::fast_path::steered_entries(&zones_of(&added)?)?;
+    assert!(program.answers.publish_selections(&steered)?.is_none());
+    Ok(())
+}

@@ -70,22 +70,25 @@ impl DataPlane {
         ensure_bpffs(&xdp.pin_root)?;
         fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
 
-        let answers_pin = pin_dir.join(pin::ANSWERS);
+        let names_pin = pin_dir.join(pin::NAMES);
         let long_answers_pin = pin_dir.join(pin::LONG_ANSWERS);
         let counters_pin = pin_dir.join(pin::COUNTERS);
         let services_pin = pin_dir.join(pin::SERVICES);
         let selections_pin = pin_dir.join(pin::SELECTIONS);
         let state_pin = pin_dir.join(pin::STATE);
         let mut ebpf = EbpfLoader::new()
-            .map_pin_path(map_name::ANSWERS, answers_pin.as_path())
+            .map_pin_path(map_name::NAMES, names_pin.as_path())
             .map_pin_path(map_name::LONG_ANSWERS, long_answers_pin.as_path())
-            .map_max_entries(map_name::LONG_ANSWERS, xdp.max_long_answers)
+            .map_max_entries(
+                map_name::LONG_ANSWERS,
+                maps::long_entries(xdp.max_long_answers, xdp.max_answers),
+            )
             .map_pin_path(map_name::SERVICES, services_pin.as_path())
             .map_pin_path(map_name::SELECTIONS, selections_pin.as_path())
             .map_pin_path(map_name::STATE, state_pin.as_path())
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(xdp.max_steered))
             .map_pin_path(map_name::COUNTERS, counters_pin.as_path())
-            .map_max_entries(map_name::ANSWERS, xdp.max_answers)
+            .map_max_entries(map_name::NAMES, maps::table_slots(xdp.max_answers))
             .map_max_entries(map_name::RRL_BUCKETS, rrl::table_size(xdp.rrl.as_ref()))
             .load(EBPF_OBJECT)
             .context("loading the XDP object")?;
@@ -131,8 +134,9 @@ impl DataPlane {
         )?;
         let answers = AnswerMaps {
             answers: AnswerMap::new(
-                take_map(&mut ebpf, map_name::ANSWERS)?,
+                take_map(&mut ebpf, map_name::NAMES)?,
                 take_map(&mut ebpf, map_name::LONG_ANSWERS)?,
+                maps::second_handle(&state)?,
             )?,
             selections: SelectionMap::new(
                 take_map(&mut ebpf, map_name::SELECTIONS)?,
@@ -181,7 +185,8 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
         Err(error) => warn!(%error, path = %link_pin.display(), "no pinned link"),
     }
     for name in [
-        pin::ANSWERS,
+        pin::NAMES,
+        pin::FORMER_ANSWERS,
         pin::LONG_ANSWERS,
         pin::SERVICES,
         pin::SELECTIONS,

@@ -4,8 +4,9 @@
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap, HashSet},
     io::ErrorKind,
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::Path,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -14,15 +15,15 @@ use aya::{
     sys::SyscallError,
 };
 use edge_common::{
-    Answer, Counter, KeyedAnswer, LongNameKey, SHORT_NAME_LEN, Services, ShortNameKey, State,
-    selection_key, state_slot,
+    Answer, Counter, LongNameKey, NameSlot, PROBES, SHORT_NAME_LEN, SLOT_DATA_LEN, SLOT_EMPTY,
+    SLOT_REMOVED, Services, ShortNameKey, State, home_slot, selection_key, slot_tag, state_slot,
 };
 
 use edge_config::XdpConfig;
 use edge_dns::fast_path::Entry;
 
-/// What the fast path answers from: the answer map, and for steered names the selection map
-/// with its generation.
+/// What the fast path answers from: the name table and the long-answer map, and for steered
+/// names the selection map with its generation.
 pub struct AnswerMaps {
     pub answers: AnswerMap,
     pub selections: SelectionMap,
@@ -39,43 +40,43 @@ pub struct Publication {
 }
 
 impl AnswerMaps {
-    /// Makes the maps answer exactly `entries`. Steered answers go through the selection map:
-    /// all of a round's are written into the generation readers do not use, then one write flips
-    /// the generation, so every CPU moves from one complete selection to the next at once. Other
-    /// answers are written in place (each update atomic for readers). Unchanged entries are not
-    /// rewritten.
+    /// Makes the maps answer exactly `entries`, writing only what differs from what they hold.
+    /// Steered answers go through the selection map: all of a round's are written into the
+    /// generation readers do not use, then one write flips the generation, so every CPU moves
+    /// from one complete selection to the next at once. A changed answer is written beside the
+    /// old one before the old one is removed, so a query finds one or the other.
     ///
-    /// Entries no longer wanted are removed first, so the maps never need room for more than
-    /// the new set: a set that fits ([`Capacity::needed`]) is written whole, even into a full
-    /// map. After an error the maps may hold part of the new set; the next publish reads them
-    /// back from the kernel and completes it.
+    /// After an error the maps may hold part of the new set; the next publish completes it.
     pub fn publish(&mut self, entries: &[Entry]) -> Result<Publication> {
-        let mut changes = AnswerChanges::default();
-        let mut current = self.answers.take_contents(&mut changes)?;
-        let wanted: HashSet<&LongNameKey> = entries.iter().map(|entry| &entry.key).collect();
-        self.answers
-            .remove_unwanted(&mut current, &wanted, &mut changes)?;
-        let mut hashes = short_hashes(&current);
-        // Static answers next, former steered names among them: their slots are free after this.
+        let mut round = self.answers.begin()?;
+        // Static answers first, former steered names among them: their slots are free after this.
         for entry in entries.iter().filter(|entry| !entry.steered) {
-            self.answers.write(
-                &mut current,
-                &mut hashes,
-                &entry.key,
-                &entry.answer,
-                &mut changes,
-            )?;
+            self.answers
+                .stage(&mut round, entry, Staged::Answer(entry.answer()))?;
         }
         // A steered name keeps its slot; new ones take the lowest slots no entry points to, so
         // no reader can see another name's answer through a slot that changed hands.
-        let mut used: HashSet<u16> = current.values().map(|a| a.selection).collect();
+        let steered_entries: Vec<&Entry> = entries.iter().filter(|entry| entry.steered).collect();
+        let kept: Vec<Option<u16>> = steered_entries
+            .iter()
+            .map(|entry| {
+                self.answers
+                    .selection_of(&round, entry)
+                    .filter(|&slot| slot <= self.selections.capacity)
+            })
+            .collect();
+        let mut used: HashSet<u16> = if kept.iter().any(Option::is_none) {
+            self.answers.selections_in_use(&round)
+        } else {
+            HashSet::new()
+        };
         let mut candidate = 0_u16;
         let mut steered = BTreeMap::new();
-        let mut markers = Vec::new();
-        for entry in entries.iter().filter(|entry| entry.steered) {
-            let slot = match current.get(&entry.key).map(|a| a.selection) {
-                Some(slot) if slot != 0 && slot <= self.selections.capacity => slot,
-                _ => loop {
+        let mut markers = Vec::with_capacity(steered_entries.len());
+        for (entry, kept) in steered_entries.iter().zip(kept) {
+            let slot = match kept {
+                Some(slot) => slot,
+                None => loop {
                     candidate += 1;
                     if candidate > self.selections.capacity {
                         bail!(
@@ -89,21 +90,63 @@ impl AnswerMaps {
                 },
             };
             used.insert(slot);
-            steered.insert(slot, entry.answer);
-            markers.push((entry.key, Answer::selected(slot)));
+            steered.insert(slot, entry.answer());
+            markers.push((*entry, slot));
         }
+        // The static answers are written now: what they replace stays readable until then.
+        self.answers.write_staged(&mut round)?;
         let (steered_written, flipped) = self.selections.publish(&steered)?;
         // Steered names point at their slots only once the generation holding them is live.
-        for (key, marker) in &markers {
+        for (entry, slot) in markers {
             self.answers
-                .write(&mut current, &mut hashes, key, marker, &mut changes)?;
+                .stage(&mut round, entry, Staged::Selection(slot))?;
         }
-        self.answers.known = Some(current);
+        self.answers.write_staged(&mut round)?;
+        let changes = self.answers.finish(round)?;
         Ok(Publication {
             answers: changes,
             steered_written,
             flipped,
         })
+    }
+
+    /// A steering round: makes the steered names of `steered` (entries of steered names only)
+    /// answer as given, through the selection map and a generation flip alone, when every one
+    /// of them already points at a selection slot. The name table and the long-answer map are
+    /// not read past those names nor written. `None` when a name has no slot yet (a reload
+    /// added it): then a full [`Self::publish`] is needed. A steered name left out (its pool
+    /// has nothing to answer with) keeps its slot, now empty in the live generation, so the
+    /// program passes its queries to the userspace server, which answers SERVFAIL.
+    pub fn publish_selections(&mut self, steered: &[Entry]) -> Result<Option<Publication>> {
+        let round = Round {
+            seen: Vec::new(),
+            long_wanted: HashSet::new(),
+            long: match self.answers.long_known.take() {
+                Some(known) => known,
+                None => self.answers.read_long()?,
+            },
+            pending: Vec::new(),
+            changes: AnswerChanges::default(),
+        };
+        let mut answers = BTreeMap::new();
+        for entry in steered {
+            match self.answers.selection_of(&round, entry) {
+                Some(slot) if slot <= self.selections.capacity && entry.steered => {
+                    answers.insert(slot, entry.answer());
+                }
+                _ => {
+                    self.answers.long_known = Some(round.long);
+                    return Ok(None);
+                }
+            }
+        }
+        self.answers.long_known = Some(round.long);
+        let (steered_written, flipped) = self.selections.publish(&answers)?;
+        Ok(Some(Publication {
+            answers: AnswerChanges::default(),
+            steered_written,
+            flipped,
+        }))
     }
 
     /// How many entries each map holds, as the kernel says (a map adopted from an earlier run
@@ -121,9 +164,10 @@ impl AnswerMaps {
 /// Entries per map: what a set of answers needs, or what the maps hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capacity {
-    /// Answers for names of up to [`SHORT_NAME_LEN`] octets, steered ones included.
+    /// Answers for names of up to [`SHORT_NAME_LEN`] octets whose answer fits a slot
+    /// ([`SLOT_DATA_LEN`]), steered ones included: the name table's share.
     pub answers: u32,
-    /// Answers for longer names.
+    /// Answers for longer names, and larger answers.
     pub long_answers: u32,
     /// Steered answers (each held in two generations).
     pub steered: u32,
@@ -139,14 +183,16 @@ impl Capacity {
         }
     }
 
-    /// What `entries` need: one entry each in the map its name's length picks, and a slot for
-    /// each steered one. Hash collisions (rare) would leave some out, so this may overcount.
+    /// What `entries` need: one entry each in the map its name and answer pick, and a slot for
+    /// each steered one.
     pub fn needed(entries: &[Entry]) -> Self {
         let mut needed = Self::default();
         for entry in entries {
-            match narrow(&entry.key) {
-                Some(_) => needed.answers += 1,
-                None => needed.long_answers += 1,
+            let short = entry.name().len() <= SHORT_NAME_LEN;
+            if short && (entry.steered || fits_slot(entry)) {
+                needed.answers += 1;
+            } else {
+                needed.long_answers += 1;
             }
             needed.steered += u32::from(entry.steered);
         }
@@ -166,156 +212,448 @@ impl Capacity {
     }
 }
 
-/// The name/type → answer maps that the XDP program answers from: one for short names (keyed by
-/// [`ShortNameKey::hash`], the value carrying the key), one keyed by long names. Callers see one
-/// map keyed by [`LongNameKey`].
-pub struct AnswerMap {
-    short: HashMap<MapData, u64, KeyedAnswer>,
-    long: HashMap<MapData, LongNameKey, Answer>,
-    /// What the maps hold, read once (we are their only writer) and kept up to date, so that a
-    /// round does not read every entry back from the kernel.
-    known: Option<StdHashMap<LongNameKey, Answer>>,
+/// Slots of the name table for `answers` entries: a third more, so that probe windows stay
+/// short (placed in order of home slot, a million entries then average 1.5 slots from home and
+/// about 50 find their window full), and [`PROBES`] beyond the last home slot, so that no
+/// window wraps.
+pub fn table_slots(answers: u32) -> u32 {
+    answers
+        .max(1)
+        .saturating_add(answers / 3)
+        .saturating_add(PROBES as u32)
 }
 
-/// What [`AnswerMap::replace`] did.
+/// Entries of the long-answer map for `long_answers` and `answers`: beyond the configured
+/// entries, room for the table's entries whose window is full (a few per ten thousand).
+pub fn long_entries(long_answers: u32, answers: u32) -> u32 {
+    long_answers
+        .saturating_add(answers / 256)
+        .saturating_add(64)
+}
+
+/// Whether `entry`'s name and answer fit a name-table slot.
+fn fits_slot(entry: &Entry) -> bool {
+    entry.name().len() <= SHORT_NAME_LEN && entry.section().len() <= SLOT_DATA_LEN
+}
+
+/// What an entry is to answer: an answer, or a steered name's selection slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one lives at a time, on the stack; boxing would allocate for every entry"
+)]
+enum Staged {
+    Answer(Answer),
+    Selection(u16),
+}
+
+impl Staged {
+    fn full(&self) -> Answer {
+        match self {
+            Self::Answer(answer) => *answer,
+            Self::Selection(slot) => Answer::selected(*slot),
+        }
+    }
+}
+
+/// The name table and the long-answer map, which callers see as one map from name and type to
+/// answer. Names up to [`SHORT_NAME_LEN`] octets whose answer fits a slot live in the table
+/// (written through a memory mapping, no system call per entry); longer names, larger answers
+/// and entries whose probe window is full live in the long-answer map.
+pub struct AnswerMap {
+    table: NameTable,
+    long: HashMap<MapData, LongNameKey, Answer>,
+    /// What the long-answer map holds, read once (we are its only writer) and kept up to date.
+    long_known: Option<StdHashMap<LongNameKey, Answer>>,
+}
+
+/// One publish in progress: what it has seen and what it still has to write.
+pub struct Round {
+    /// Table slots holding a wanted entry, as a bitmap.
+    seen: Vec<u64>,
+    /// Long-answer keys wanted.
+    long_wanted: HashSet<LongNameKey>,
+    long: StdHashMap<LongNameKey, Answer>,
+    /// Table entries to write: home slot, slot content, the slot it replaces.
+    pending: Vec<(u32, NameSlot, Option<u32>)>,
+    changes: AnswerChanges,
+}
+
+/// What [`AnswerMaps::publish`] changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AnswerChanges {
     pub written: usize,
     pub removed: usize,
     pub unchanged: usize,
-    /// Entries left out because another short name has the same hash: userspace answers them.
-    pub collisions: usize,
+    /// Entries of the table's share that went to the long-answer map, their window full.
+    pub overflowed: usize,
 }
 
 impl AnswerMap {
-    pub fn new(short: Map, long: Map) -> Result<Self> {
-        Ok(Self {
-            short: HashMap::try_from(short).context("answer map")?,
-            long: HashMap::try_from(long).context("long-name answer map")?,
-            known: None,
-        })
-    }
-
-    /// Every entry, taken out of the cache (read from the kernel if there is none); `publish`
-    /// puts it back. Short-map entries not stored under their own key's hash were not written by
-    /// us and could never answer: they are removed, and counted in `changes`.
-    fn take_contents(
-        &mut self,
-        changes: &mut AnswerChanges,
-    ) -> Result<StdHashMap<LongNameKey, Answer>> {
-        if let Some(known) = self.known.take() {
-            return Ok(known);
-        }
-        let mut contents = StdHashMap::new();
-        let mut foreign = Vec::new();
-        for entry in self.short.iter() {
-            let (hash, keyed) = entry.context("reading the answer map")?;
-            if hash == keyed.key.hash() && narrow(&widen(&keyed.key)) == Some(keyed.key) {
-                contents.insert(widen(&keyed.key), keyed.answer);
-            } else {
-                foreign.push(hash);
-            }
-        }
-        for hash in foreign {
-            absent_is_removed(self.short.remove(&hash)).context("removing from the answer map")?;
-            changes.removed += 1;
-        }
-        for entry in self.long.iter() {
-            let (key, answer) = entry.context("reading the long-name answer map")?;
-            contents.insert(key, answer);
-        }
-        Ok(contents)
-    }
-
-    fn insert(&mut self, key: &LongNameKey, answer: &Answer) -> Result<()> {
-        match narrow(key) {
-            Some(short) => self.short.insert(
-                short.hash(),
-                KeyedAnswer {
-                    key: short,
-                    answer: *answer,
+    /// `names` is the name table (its entry [`state_slot::NAME_SLOTS`] of `state` is set to its
+    /// home slots), `long` the long-answer map.
+    pub fn new(names: Map, long: Map, state: Map) -> Result<Self> {
+        let names: Array<MapData, NameSlot> = Array::try_from(names).context("name table")?;
+        let mut state: Array<MapData, State> = Array::try_from(state).context("state map")?;
+        let table = NameTable::map(names)?;
+        state
+            .set(
+                state_slot::NAME_SLOTS,
+                State {
+                    generation: table.homes,
                 },
                 0,
-            ),
-            None => self.long.insert(key, answer, 0),
-        }
-        .context(
-            "writing an answer map (are xdp.max_answers and xdp.max_long_answers large enough?)",
-        )
-    }
-
-    fn remove(&mut self, key: &LongNameKey) -> Result<()> {
-        absent_is_removed(match narrow(key) {
-            Some(short) => self.short.remove(&short.hash()),
-            None => self.long.remove(key),
+            )
+            .context("writing the name table's size")?;
+        Ok(Self {
+            table,
+            long: HashMap::try_from(long).context("long-name answer map")?,
+            long_known: None,
         })
-        .context("removing from an answer map")
     }
 
-    /// The sizes of the short-name and long-name maps, as created.
+    fn read_long(&self) -> Result<StdHashMap<LongNameKey, Answer>> {
+        self.long
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading the long-name answer map")
+    }
+
+    fn begin(&mut self) -> Result<Round> {
+        let long = match self.long_known.take() {
+            Some(known) => known,
+            None => self.read_long()?,
+        };
+        Ok(Round {
+            seen: vec![0; self.table.slots.len().div_ceil(64)],
+            long_wanted: HashSet::new(),
+            long,
+            pending: Vec::new(),
+            changes: AnswerChanges::default(),
+        })
+    }
+
+    /// Notes that `entry` is to answer `staged`: unchanged if it already does, else queued for
+    /// [`Self::write_staged`] (the table's share) or written at once (the long-answer map).
+    fn stage(&mut self, round: &mut Round, entry: &Entry, staged: Staged) -> Result<()> {
+        let short = entry.short_key();
+        let found = short.as_ref().and_then(|key| self.table.find(key));
+        let fits = matches!(staged, Staged::Selection(_)) || fits_slot(entry);
+        if let (Some(key), true) = (short, fits) {
+            let slot = slot_for(&key, &staged);
+            match found {
+                Some(index) if self.table.slots[index as usize] == slot => {
+                    set_bit(&mut round.seen, index);
+                    round.changes.unchanged += 1;
+                }
+                _ => {
+                    let home = home_slot(key.hash(), self.table.homes);
+                    round.pending.push((home, slot, found));
+                }
+            }
+            return Ok(());
+        }
+        // The long-answer map's share; its table copy, if any, is removed by the sweep.
+        self.write_long(round, entry.key(), staged.full())
+    }
+
+    fn write_long(&mut self, round: &mut Round, key: LongNameKey, answer: Answer) -> Result<()> {
+        round.long_wanted.insert(key);
+        if round.long.get(&key) == Some(&answer) {
+            round.changes.unchanged += 1;
+            return Ok(());
+        }
+        self.long
+            .insert(key, answer, 0)
+            .context("writing the long-name answer map (is xdp.max_long_answers large enough?)")?;
+        round.long.insert(key, answer);
+        round.changes.written += 1;
+        Ok(())
+    }
+
+    /// Writes the queued table entries, in order of home slot (which keeps windows short),
+    /// each into a free slot of its window before the slot it replaces is removed. An entry
+    /// whose window is full goes to the long-answer map.
+    fn write_staged(&mut self, round: &mut Round) -> Result<()> {
+        let mut pending = std::mem::take(&mut round.pending);
+        pending.sort_unstable_by_key(|(home, ..)| *home);
+        for (home, slot, replaces) in pending {
+            let index = match self.table.free_slot(home) {
+                Some(index) => Some(index),
+                None if self.table.grace()? => self.table.free_slot(home),
+                None => None,
+            };
+            match index {
+                Some(index) => {
+                    self.table.write(index, &slot);
+                    set_bit(&mut round.seen, index);
+                    round.changes.written += 1;
+                }
+                None => {
+                    let mut key = LongNameKey::zeroed();
+                    key.name[..SHORT_NAME_LEN].copy_from_slice(&slot.name);
+                    key.qtype = slot.qtype;
+                    self.write_long(round, key, slot_answer(&slot))?;
+                    round.changes.overflowed += 1;
+                }
+            }
+            if let Some(old) = replaces {
+                self.table.remove(old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every entry the round did not want: table slots it did not see, long-answer
+    /// keys it did not ask for.
+    fn finish(&mut self, mut round: Round) -> Result<AnswerChanges> {
+        round.changes.removed += self.table.sweep(&round.seen);
+        let stale: Vec<LongNameKey> = round
+            .long
+            .keys()
+            .filter(|key| !round.long_wanted.contains(key))
+            .copied()
+            .collect();
+        for key in stale {
+            absent_is_removed(self.long.remove(&key))
+                .context("removing from the long-name answer map")?;
+            round.long.remove(&key);
+            round.changes.removed += 1;
+        }
+        self.long_known = Some(round.long);
+        Ok(round.changes)
+    }
+
+    /// The selection slot `entry` points at now, if it is a steered name's marker.
+    fn selection_of(&self, round: &Round, entry: &Entry) -> Option<u16> {
+        let in_table = entry
+            .short_key()
+            .and_then(|key| self.table.find(&key))
+            .map(|index| self.table.slots[index as usize].selection);
+        in_table
+            .or_else(|| round.long.get(&entry.key()).map(|answer| answer.selection))
+            .filter(|&slot| slot != 0)
+    }
+
+    /// Every selection slot an entry points at.
+    fn selections_in_use(&self, round: &Round) -> HashSet<u16> {
+        self.table
+            .slots
+            .iter()
+            .filter(|slot| slot.tag > SLOT_REMOVED && slot.selection != 0)
+            .map(|slot| slot.selection)
+            .chain(round.long.values().map(|answer| answer.selection))
+            .filter(|&slot| slot != 0)
+            .collect()
+    }
+
+    /// The entries each map is meant for: the table's share (its slots less the third kept
+    /// free and the window room), and the long-answer map's configured share.
     fn capacity(&self) -> Result<(u32, u32)> {
-        let short = self
-            .short
-            .map()
-            .info()
-            .context("reading the answer map's size")?;
         let long = self
             .long
             .map()
             .info()
-            .context("reading the long-name answer map's size")?;
-        Ok((short.max_entries(), long.max_entries()))
+            .context("reading the long-name answer map's size")?
+            .max_entries();
+        let table = self.table.slots.len() as u32;
+        let answers = (u64::from(table.saturating_sub(PROBES as u32)) * 3).div_ceil(4) as u32;
+        Ok((answers, long.saturating_sub(answers / 256 + 64)))
+    }
+}
+
+/// The slot answering `key` with `staged`.
+fn slot_for(key: &ShortNameKey, staged: &Staged) -> NameSlot {
+    let mut slot = NameSlot::empty();
+    slot.tag = slot_tag(key.hash());
+    slot.name = key.name;
+    slot.qtype = key.qtype;
+    match staged {
+        Staged::Answer(answer) => {
+            let len = usize::from(answer.len);
+            slot.flags = answer.flags;
+            slot.ancount = answer.ancount as u8;
+            slot.len = len as u8;
+            slot.data[..len].copy_from_slice(&answer.data[..len]);
+        }
+        Staged::Selection(selection) => slot.selection = *selection,
+    }
+    slot
+}
+
+/// The full answer a slot holds.
+fn slot_answer(slot: &NameSlot) -> Answer {
+    if slot.selection != 0 {
+        return Answer::selected(slot.selection);
+    }
+    let mut answer = Answer::selected(0);
+    answer.flags = slot.flags;
+    answer.ancount = u16::from(slot.ancount);
+    answer.len = u16::from(slot.len);
+    answer.data[..SLOT_DATA_LEN].copy_from_slice(&slot.data);
+    answer
+}
+
+fn set_bit(bits: &mut [u64], index: u32) {
+    bits[index as usize / 64] |= 1 << (index % 64);
+}
+
+fn bit(bits: &[u64], index: usize) -> bool {
+    bits[index / 64] & (1 << (index % 64)) != 0
+}
+
+/// The name table, mapped into our memory: the XDP program reads the same pages.
+///
+/// Readers run concurrently, so a slot is never changed while it may be read: an entry is
+/// written into a free slot (all of it, then its tag, with release ordering), and removed by
+/// setting its tag to [`SLOT_REMOVED`]; a removed slot is written again only after an RCU
+/// grace period ([`Self::grace`]), when no XDP run that could have read it is still going.
+struct NameTable {
+    /// The array's memory, as the kernel lays it out (`NameSlot`s back to back).
+    slots: &'static mut [NameSlot],
+    /// Home slots: the windows of the last one end at the array's end.
+    homes: u32,
+    /// Slots removed since the last grace period, not to be written yet.
+    fresh: HashSet<u32>,
+    /// Keeps the map (and the mapping's file) open.
+    _map: Array<MapData, NameSlot>,
+}
+
+impl NameTable {
+    fn map(map: Array<MapData, NameSlot>) -> Result<Self> {
+        // The kernel's size, not the object's: a map adopted from an earlier run keeps the size
+        // it was created with.
+        let entries = map
+            .map()
+            .info()
+            .context("reading the name table's size")?
+            .max_entries() as usize;
+        if entries <= PROBES {
+            bail!("the name table has {entries} slots, fewer than one probe window");
+        }
+        let bytes = entries * size_of::<NameSlot>();
+        // SAFETY: maps `bytes` of the array (created BPF_F_MMAPABLE by the XDP object) shared;
+        // the kernel checks the length and flags. The mapping lives until `drop`, after which
+        // nothing reads the slice.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.map().fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping the name table");
+        }
+        // SAFETY: the mapping is `entries` NameSlots (elements of an array map are laid out
+        // at their size rounded up to 8, which NameSlot is), any bit pattern is a valid
+        // NameSlot, and nothing else in this process aliases it.
+        let slots = unsafe { std::slice::from_raw_parts_mut(base.cast::<NameSlot>(), entries) };
+        Ok(Self {
+            slots,
+            homes: (entries - PROBES) as u32,
+            // Removals of an earlier run may be recent: one grace period before any reuse.
+            fresh: HashSet::from([u32::MAX]),
+            _map: map,
+        })
     }
 
-    /// Removes from the map, which holds `current`, every entry not in `wanted`.
-    fn remove_unwanted(
-        &mut self,
-        current: &mut StdHashMap<LongNameKey, Answer>,
-        wanted: &HashSet<&LongNameKey>,
-        changes: &mut AnswerChanges,
-    ) -> Result<()> {
-        let stale: Vec<LongNameKey> = current
-            .keys()
-            .filter(|key| !wanted.contains(key))
-            .copied()
+    /// The slot holding `key`, as the XDP program finds it.
+    fn find(&self, key: &ShortNameKey) -> Option<u32> {
+        let hash = key.hash();
+        let tag = slot_tag(hash);
+        let home = home_slot(hash, self.homes) as usize;
+        for index in home..home + PROBES {
+            let slot = &self.slots[index];
+            if slot.tag == SLOT_EMPTY {
+                return None;
+            }
+            if slot.tag == tag && slot.name == key.name && slot.qtype == key.qtype {
+                return Some(index as u32);
+            }
+        }
+        None
+    }
+
+    /// A slot of the window at `home` that may be written: empty, or removed before the last
+    /// grace period.
+    fn free_slot(&self, home: u32) -> Option<u32> {
+        (home..home + PROBES as u32).find(|&index| {
+            let tag = self.slots[index as usize].tag;
+            tag == SLOT_EMPTY || (tag == SLOT_REMOVED && !self.fresh.contains(&index))
+        })
+    }
+
+    /// Waits for an RCU grace period if slots were removed since the last one, after which
+    /// they may be written; whether it did.
+    fn grace(&mut self) -> Result<bool> {
+        if self.fresh.is_empty() {
+            return Ok(false);
+        }
+        grace_period()?;
+        self.fresh.clear();
+        Ok(true)
+    }
+
+    fn write(&mut self, index: u32, slot: &NameSlot) {
+        let target = &mut self.slots[index as usize];
+        let tag = slot.tag;
+        // Everything but the tag, which keeps its value (empty or removed) meanwhile.
+        *target = NameSlot {
+            tag: target.tag,
+            ..*slot
+        };
+        // SAFETY: `tag` is an aligned u64 inside our mapping; the XDP program reads it with
+        // plain loads.
+        unsafe { AtomicU64::from_ptr(&mut target.tag) }.store(tag, Ordering::Release);
+    }
+
+    fn remove(&mut self, index: u32) {
+        let target = &mut self.slots[index as usize];
+        // SAFETY: as in `write`.
+        unsafe { AtomicU64::from_ptr(&mut target.tag) }.store(SLOT_REMOVED, Ordering::Release);
+        self.fresh.insert(index);
+    }
+
+    /// Removes every live slot not in `seen`; returns how many.
+    fn sweep(&mut self, seen: &[u64]) -> usize {
+        let stale: Vec<u32> = (0..self.slots.len())
+            .filter(|&index| self.slots[index].tag > SLOT_REMOVED && !bit(seen, index))
+            .map(|index| index as u32)
             .collect();
-        for key in stale {
-            self.remove(&key)?;
-            current.remove(&key);
-            changes.removed += 1;
+        for &index in &stale {
+            self.remove(index);
         }
-        Ok(())
+        stale.len()
     }
+}
 
-    /// Makes the map, which holds `current` (short-key hashes in `hashes`), answer `key` with
-    /// `answer`; nothing is written when it already does, or when another short name holds the
-    /// key's hash (a collision, left to userspace).
-    fn write(
-        &mut self,
-        current: &mut StdHashMap<LongNameKey, Answer>,
-        hashes: &mut StdHashMap<u64, LongNameKey>,
-        key: &LongNameKey,
-        answer: &Answer,
-        changes: &mut AnswerChanges,
-    ) -> Result<()> {
-        if current.get(key) == Some(answer) {
-            changes.unchanged += 1;
-            return Ok(());
-        }
-        if let Some(short) = narrow(key) {
-            match hashes.get(&short.hash()) {
-                Some(holder) if holder != key => {
-                    changes.collisions += 1;
-                    return Ok(());
-                }
-                _ => hashes.insert(short.hash(), *key),
-            };
-        }
-        self.insert(key, answer)?;
-        current.insert(*key, *answer);
-        changes.written += 1;
-        Ok(())
+impl Drop for NameTable {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; the slice is not used after this.
+        unsafe {
+            libc::munmap(
+                self.slots.as_mut_ptr().cast(),
+                std::mem::size_of_val(self.slots),
+            )
+        };
     }
+}
+
+/// Waits until every XDP run that started before the call has ended: `membarrier`'s global
+/// command waits for an RCU grace period (`synchronize_rcu`), and XDP programs run inside RCU
+/// read-side sections. Where the command is unavailable (nohz_full kernels), a wait of 100 ms,
+/// far longer than any XDP run.
+fn grace_period() -> Result<()> {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: membarrier takes no pointers.
+    if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) } != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// A removal that found nothing to remove (another writer got there first) did its job.
@@ -327,46 +665,6 @@ fn absent_is_removed(result: Result<(), MapError>) -> Result<(), MapError> {
             Ok(())
         }
         other => other,
-    }
-}
-
-/// The hash of every short key in `contents`, and its key.
-fn short_hashes(contents: &StdHashMap<LongNameKey, Answer>) -> StdHashMap<u64, LongNameKey> {
-    contents
-        .keys()
-        .filter_map(|key| narrow(key).map(|short| (short.hash(), *key)))
-        .collect()
-}
-
-/// The short-map key for `key`, if its name fits.
-fn narrow(key: &LongNameKey) -> Option<ShortNameKey> {
-    if key.name[SHORT_NAME_LEN..].iter().any(|&byte| byte != 0)
-        || wire_len(&key.name)? > SHORT_NAME_LEN
-    {
-        return None;
-    }
-    let mut short = ShortNameKey::zeroed();
-    short.name.copy_from_slice(&key.name[..SHORT_NAME_LEN]);
-    short.qtype = key.qtype;
-    Some(short)
-}
-
-fn widen(key: &ShortNameKey) -> LongNameKey {
-    let mut long = LongNameKey::zeroed();
-    long.name[..SHORT_NAME_LEN].copy_from_slice(&key.name);
-    long.qtype = key.qtype;
-    long
-}
-
-/// Length of the wire-format name at the start of `name`, root label included.
-fn wire_len(name: &[u8]) -> Option<usize> {
-    let mut pos = 0;
-    loop {
-        let label = usize::from(*name.get(pos)?);
-        pos += 1 + label;
-        if label == 0 {
-            return Some(pos);
-        }
     }
 }
 
@@ -569,7 +867,7 @@ mod tests {
     use edge_dns::fast_path::name_key;
 
     /// Names that differ in a few characters (the usual shape of a large zone) must not share
-    /// hashes: each collision leaves a name out of the fast path.
+    /// hashes: they would share home slots and tags, and lengthen windows.
     #[test]
     fn short_key_hashes_of_similar_names_differ() {
         let mut hashes = HashSet::new();
@@ -580,32 +878,18 @@ mod tests {
                 (format!("s{i}.cdn.example."), RecordType::A),
             ] {
                 let key = name_key(&Name::from_ascii(&name).unwrap(), qtype).unwrap();
-                let short = narrow(&key).unwrap();
+                let mut short = ShortNameKey::zeroed();
+                short.name.copy_from_slice(&key.name[..SHORT_NAME_LEN]);
+                short.qtype = key.qtype;
                 assert!(hashes.insert(short.hash()), "{name} collides");
             }
         }
     }
 
-    /// A name of exactly `len` wire octets.
-    fn name_of(len: usize) -> LongNameKey {
-        // The "x…" label with its length octet, "example" with its, and the root.
-        let label = "x".repeat(len - 1 - 8 - 1);
-        let key = name_key(
-            &Name::from_ascii(format!("{label}.example.")).unwrap(),
-            RecordType::A,
-        );
-        let key = key.unwrap();
-        assert_eq!(wire_len(&key.name), Some(len));
-        key
-    }
-
     #[test]
-    fn names_up_to_the_short_length_take_the_short_key() {
-        for len in [12, SHORT_NAME_LEN - 1, SHORT_NAME_LEN] {
-            let key = name_of(len);
-            let short = narrow(&key).expect("fits");
-            assert_eq!(widen(&short), key);
-        }
-        assert_eq!(narrow(&name_of(SHORT_NAME_LEN + 1)), None);
+    fn table_keeps_a_third_free_and_a_window_at_the_end() {
+        assert_eq!(table_slots(3_000), 4_000 + PROBES as u32);
+        assert!(u64::from(table_slots(1_000_000)) * size_of::<NameSlot>() as u64 <= 171 << 20);
+        assert_eq!(size_of::<NameSlot>(), 128);
     }
 }

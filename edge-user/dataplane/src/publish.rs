@@ -74,18 +74,51 @@ impl Publisher {
     /// backoff, unless another publish comes first.
     pub fn publish(&mut self, plane: &mut DataPlane, zones: &Arc<Zones>) {
         if let Err(error) = self.try_publish(plane, zones) {
-            let at = Instant::now() + self.backoff;
-            error!(
-                failures = self.failures,
-                retry_in = ?self.backoff,
-                "publishing answers failed; the data plane keeps answering what it holds: {error:#}"
-            );
-            self.retry = Some(Retry {
-                zones: zones.clone(),
-                at,
-            });
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            self.schedule_retry(zones, &error);
         }
+    }
+
+    /// Logs a failed publish of `zones` and publishes them again after the backoff.
+    fn schedule_retry(&mut self, zones: &Arc<Zones>, error: &anyhow::Error) {
+        let at = Instant::now() + self.backoff;
+        error!(
+            failures = self.failures,
+            retry_in = ?self.backoff,
+            "publishing answers failed; the data plane keeps answering what it holds: {error:#}"
+        );
+        self.retry = Some(Retry {
+            zones: zones.clone(),
+            at,
+        });
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// A steering round: as [`Self::publish`], but when the steered names all hold selection
+    /// slots already, only their answers are written (the selection map and the generation
+    /// flip), without building or comparing the entries of every other name.
+    pub fn publish_steering(&mut self, plane: &mut DataPlane, zones: &Arc<Zones>) {
+        if self.retry.is_none() {
+            match fast_path::steered_entries(zones)
+                .map_err(anyhow::Error::from)
+                .and_then(|steered| plane.answers.publish_selections(&steered))
+            {
+                Ok(Some(Publication {
+                    steered_written,
+                    flipped,
+                    ..
+                })) => {
+                    info!(steered_written, flipped, "steered answers published");
+                    return;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.failures += 1;
+                    self.schedule_retry(zones, &error);
+                    return;
+                }
+            }
+        }
+        self.publish(plane, zones);
     }
 
     /// Publishes that failed since the daemon started.
@@ -109,12 +142,11 @@ impl Publisher {
     }
 }
 
-/// Refuses `zones` if the maps of `plane` cannot hold their answers; the reason names the config
-/// field and both numbers.
-pub fn check_fits(plane: &DataPlane, zones: &Zones) -> Result<()> {
-    let entries = fast_path::entries(zones).context("building answers")?;
+/// Refuses zones that need `needed` ([`Capacity::needed`]) if the maps of `plane` cannot hold
+/// their answers; the reason names the config field and both numbers.
+pub fn check_fits(plane: &DataPlane, needed: &Capacity) -> Result<()> {
     let held = plane.answers.capacity()?;
-    if let Some((field, needed, held)) = Capacity::needed(&entries).shortfall(&held) {
+    if let Some((field, needed, held)) = needed.shortfall(&held) {
         anyhow::bail!("{field}: the zones need {needed} entries, the map holds {held}");
     }
     Ok(())
@@ -133,7 +165,7 @@ fn write(plane: &mut DataPlane, services: &Services, zones: &Zones) -> Result<()
         written = answers.written,
         removed = answers.removed,
         unchanged = answers.unchanged,
-        hash_collisions = answers.collisions,
+        overflowed = answers.overflowed,
         steered_written,
         flipped,
         "answers published"

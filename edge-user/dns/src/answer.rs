@@ -18,11 +18,18 @@ const QUESTION_NAME_POINTER: u16 = 0xc000 | 12;
 /// entry holds. The userspace server writes the same records with [`emit_at_question`] too.
 pub fn answer_section(ttl: u32, rdatas: &[RData]) -> Result<Vec<u8>, ProtoError> {
     let mut bytes = Vec::with_capacity(rdatas.len() * 28);
-    let mut encoder = BinEncoder::new(&mut bytes);
+    answer_into(&mut bytes, ttl, rdatas)?;
+    Ok(bytes)
+}
+
+/// [`answer_section`] appended to `bytes` (which it must start empty: names compress against
+/// offsets in the message), reusing its allocation.
+pub fn answer_into(bytes: &mut Vec<u8>, ttl: u32, rdatas: &[RData]) -> Result<(), ProtoError> {
+    let mut encoder = BinEncoder::new(bytes);
     for rdata in rdatas {
         emit_at_question(&mut encoder, DNSClass::IN, ttl, rdata)?;
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Writes one record owned by the question name.

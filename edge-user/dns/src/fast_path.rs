@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use edge_common::{
-    ANSWER_DATA_LEN, Answer, LongNameKey, NAME_KEY_LEN, SERVICES_MAX, ServiceV4, ServiceV6,
-    Services,
+    ANSWER_DATA_LEN, Answer, LongNameKey, NAME_KEY_LEN, SERVICES_MAX, SHORT_NAME_LEN, ServiceV4,
+    ServiceV6, Services, ShortNameKey,
 };
 use hickory_proto::{
     ProtoError,
@@ -13,7 +13,7 @@ use hickory_proto::{
     serialize::binary::BinEncodable,
 };
 
-use super::answer::{AUTHORITATIVE_ANSWER, answer_section};
+use super::answer::{AUTHORITATIVE_ANSWER, answer_into, answer_section};
 use crate::zone::Zones;
 
 /// The DNS port, answered on every address when no service address is configured.
@@ -75,30 +75,115 @@ pub fn name_key(name: &Name, qtype: RecordType) -> Result<LongNameKey, ProtoErro
 /// The map value answering with `rdatas` at `ttl`.
 pub fn answer_entry(ttl: u32, rdatas: &[RData]) -> Result<Answer, ProtoError> {
     let section = answer_section(ttl, rdatas)?;
+    checked_len(&section)?;
+    Ok(full_answer(rdatas.len() as u16, &section))
+}
+
+fn checked_len(section: &[u8]) -> Result<(), ProtoError> {
     if section.len() > ANSWER_DATA_LEN {
         return Err(ProtoError::from(format!(
             "answer of {} bytes exceeds the {ANSWER_DATA_LEN} the fast path holds",
             section.len()
         )));
     }
+    Ok(())
+}
+
+/// An [`Answer`] holding `section` (at most [`ANSWER_DATA_LEN`] bytes).
+fn full_answer(ancount: u16, section: &[u8]) -> Answer {
     let mut answer = Answer {
         flags: AUTHORITATIVE_ANSWER,
-        ancount: rdatas.len() as u16,
+        ancount,
         len: section.len() as u16,
         selection: 0,
         data: [0; ANSWER_DATA_LEN],
     };
-    answer.data[..section.len()].copy_from_slice(&section);
-    Ok(answer)
+    answer.data[..section.len()].copy_from_slice(section);
+    answer
 }
 
-/// One answer of the fast path.
+/// One answer of the fast path: a name and type and the answer section, in one allocation so
+/// that a million of them stay small (the map layouts are built from it when written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub key: LongNameKey,
-    pub answer: Answer,
+    /// The lower-case wire-format name, then the answer section.
+    bytes: Box<[u8]>,
+    name_len: u8,
+    /// Query type in network byte order.
+    pub qtype: u16,
+    /// Records in the answer section.
+    pub ancount: u16,
     /// A steered name's answer, which changes with each steering round.
     pub steered: bool,
+}
+
+impl Entry {
+    /// The entry answering `name` (lower-case wire format) and `qtype` with `section`.
+    pub fn new(
+        name: &[u8],
+        qtype: RecordType,
+        ancount: u16,
+        section: &[u8],
+        steered: bool,
+    ) -> Result<Self, ProtoError> {
+        if name.len() > NAME_KEY_LEN {
+            return Err(ProtoError::from("name longer than 255 octets"));
+        }
+        checked_len(section)?;
+        Ok(Self {
+            bytes: [name, section].concat().into_boxed_slice(),
+            name_len: name.len() as u8,
+            qtype: u16::from(qtype).to_be(),
+            ancount,
+            steered,
+        })
+    }
+
+    /// The lower-case wire-format name.
+    pub fn name(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.name_len)]
+    }
+
+    /// The answer section.
+    pub fn section(&self) -> &[u8] {
+        &self.bytes[usize::from(self.name_len)..]
+    }
+
+    /// The key of the long-answer map.
+    pub fn key(&self) -> LongNameKey {
+        let mut key = LongNameKey::zeroed();
+        key.name[..self.name().len()].copy_from_slice(self.name());
+        key.qtype = self.qtype;
+        key
+    }
+
+    /// The name table's key, if the name is short enough for it.
+    pub fn short_key(&self) -> Option<ShortNameKey> {
+        let name = self.name();
+        if name.len() > SHORT_NAME_LEN {
+            return None;
+        }
+        let mut key = ShortNameKey::zeroed();
+        key.name[..name.len()].copy_from_slice(name);
+        key.qtype = self.qtype;
+        Some(key)
+    }
+
+    /// The answer as the long-answer and selection maps hold it.
+    pub fn answer(&self) -> Answer {
+        full_answer(self.ancount, self.section())
+    }
+}
+
+/// Writes `name` into `wire` in lower-case wire format (the map keys' form), without the
+/// allocations of `to_lowercase` and `to_bytes`.
+pub fn lower_wire(name: &Name, wire: &mut Vec<u8>) {
+    wire.clear();
+    for label in name.iter() {
+        wire.push(label.len() as u8);
+        wire.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    wire.push(0);
 }
 
 /// Every answer the fast path should hold for `zones`: one per name and address type, for each
@@ -106,21 +191,47 @@ pub struct Entry {
 /// CNAME and unavailable steered names SERVFAIL, all from the userspace server, so they have no
 /// entry.
 pub fn entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
+    entries_of(zones, false)
+}
+
+/// The entries of [`entries`] for steered names only: what a steering round changes.
+pub fn steered_entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
+    entries_of(zones, true)
+}
+
+fn entries_of(zones: &Zones, steered_only: bool) -> Result<Vec<Entry>, ProtoError> {
     let mut entries = Vec::new();
+    let mut section = Vec::with_capacity(ANSWER_DATA_LEN);
+    let mut name = Vec::with_capacity(NAME_KEY_LEN);
     for zone in &zones.zones {
-        for (name, records) in &zone.names {
-            // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
-            if records.unavailable || zone.delegation(name).is_some() {
+        // Most zones delegate nothing: then no name needs the walk up to the apex.
+        let delegates = zone.cuts().next().is_some();
+        for (owner, records) in zone.names.iter() {
+            if steered_only && records.pool.is_none() {
                 continue;
             }
+            // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
+            if records.unavailable || (delegates && zone.delegation(owner).is_some()) {
+                continue;
+            }
+            let mut named = false;
             for rtype in [RecordType::A, RecordType::AAAA] {
-                if let Some(set) = zone.rrset(name, rtype) {
-                    entries.push(Entry {
-                        key: name_key(name, rtype)?,
-                        answer: answer_entry(set.ttl, &set.rdatas)?,
-                        steered: records.pool.is_some(),
-                    });
+                let Some(set) = records.sets.get(&u16::from(rtype)) else {
+                    continue;
+                };
+                if !named {
+                    lower_wire(owner, &mut name);
+                    named = true;
                 }
+                section.clear();
+                answer_into(&mut section, set.ttl, &set.rdatas)?;
+                entries.push(Entry::new(
+                    &name,
+                    rtype,
+                    set.rdatas.len() as u16,
+                    &section,
+                    records.pool.is_some(),
+                )?);
             }
         }
     }

@@ -658,7 +658,9 @@ txt = ["{}", "{}", "{}"]
         // Six TXT strings of 250 bytes: about 1.5 kB, more than 1232.
         let mut zones = zones();
         let owner = Name::from_ascii("big.example.com.").unwrap();
-        let records = zones.zones[0].names.get_mut(&owner).unwrap();
+        let records = std::sync::Arc::make_mut(&mut zones.zones[0].names)
+            .get_mut(&owner)
+            .unwrap();
         records.sets.remove(&u16::from(RecordType::TXT));
         for i in 0..6 {
             let text = format!("{i}").repeat(250);
@@ -930,7 +932,7 @@ txt = ["{}", "{}", "{}"]
         let mut zones = zones();
         let deep = Name::from_ascii("a.b.example.com.").unwrap();
         let mail = zones.zones[0].names[&Name::from_ascii("mail.example.com.").unwrap()].clone();
-        zones.zones[0].names.insert(deep, mail);
+        std::sync::Arc::make_mut(&mut zones.zones[0].names).insert(deep, mail);
         let query = query(0, "b.example.com", A, 1, Opt::None);
         let message = Message::from_vec(&respond(&zones, &query, Transport::Udp).unwrap()).unwrap();
         assert_eq!(message.response_code, ResponseCode::NoError);
@@ -947,8 +949,8 @@ txt = ["{}", "{}", "{}"]
         let mut names: Vec<(String, u16)> = entries
             .iter()
             .map(|entry| {
-                let name = Name::from_bytes(&entry.key.name).unwrap().to_string();
-                (name, u16::from_be(entry.key.qtype))
+                let name = Name::from_bytes(entry.name()).unwrap().to_string();
+                (name, u16::from_be(entry.qtype))
             })
             .collect();
         names.sort();
@@ -962,12 +964,10 @@ txt = ["{}", "{}", "{}"]
                 ("www.example.com.".to_string(), A),
             ]
         );
-        for fast_path::Entry {
-            key, answer: entry, ..
-        } in &entries
-        {
-            let name = Name::from_bytes(&key.name).unwrap();
-            let qtype = u16::from_be(key.qtype);
+        for fast_path_entry in &entries {
+            let name = Name::from_bytes(fast_path_entry.name()).unwrap();
+            let qtype = u16::from_be(fast_path_entry.qtype);
+            let entry = fast_path_entry.answer();
             for (case, opt) in [
                 (name.to_string(), Opt::None),
                 (name.to_string().to_uppercase(), Opt::Do),

@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
+    sync::Arc,
 };
 
 use edge_common::MAX_ANSWER_RECORDS;
@@ -50,19 +51,120 @@ pub struct Zone {
     pub soa: SOA,
     /// Its TTL.
     pub soa_ttl: u32,
-    /// Owner name (absolute, lower-case) → its records, the apex's SOA and NS included.
-    pub names: BTreeMap<Name, NameRecords>,
+    /// Owner name (absolute, lower-case) → its records, the apex's SOA and NS included. Shared
+    /// between copies (a million names are not copied for each steering round): change it with
+    /// `Arc::make_mut`.
+    pub names: Arc<BTreeMap<Name, NameRecords>>,
 }
 
 /// The records of one owner name: its RRsets, each with its own TTL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NameRecords {
     /// Record type (as a number, in canonical order) → the RRset's TTL and records.
-    pub sets: BTreeMap<u16, RrData>,
+    pub sets: RrSets,
     /// A steered name: the pool it takes its A and AAAA records from.
     pub pool: Option<Steered>,
     /// A steered name whose pool has nothing to answer with: SERVFAIL, from userspace only.
     pub unavailable: bool,
+}
+
+/// The RRsets of one name by type, in type order: a sorted vector, since a name holds one or a
+/// few types and a map's node (about 400 bytes for one entry) would be most of what a name of a
+/// million-name zone takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RrSets(Vec<(u16, RrData)>);
+
+impl RrSets {
+    fn position(&self, rtype: u16) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&rtype, |(known, _)| *known)
+    }
+
+    pub fn get(&self, rtype: &u16) -> Option<&RrData> {
+        let at = self.position(*rtype).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    pub fn contains_key(&self, rtype: &u16) -> bool {
+        self.position(*rtype).is_ok()
+    }
+
+    /// Sets the RRset of `rtype`; returns the one it replaces.
+    pub fn insert(&mut self, rtype: u16, data: RrData) -> Option<RrData> {
+        match self.position(rtype) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, data)),
+            Err(at) => {
+                self.0.insert(at, (rtype, data));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, rtype: &u16) -> Option<RrData> {
+        let at = self.position(*rtype).ok()?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// The RRset of `rtype`, created by `new` if absent.
+    pub fn get_or_insert_with(&mut self, rtype: u16, new: impl FnOnce() -> RrData) -> &mut RrData {
+        let at = match self.position(rtype) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (rtype, new()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&u16, &RrData)> {
+        self.0.iter().map(|(rtype, data)| (rtype, data))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &u16> {
+        self.0.iter().map(|(rtype, _)| rtype)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Extend<(u16, RrData)> for RrSets {
+    fn extend<T: IntoIterator<Item = (u16, RrData)>>(&mut self, sets: T) {
+        for (rtype, data) in sets {
+            self.insert(rtype, data);
+        }
+    }
+}
+
+impl IntoIterator for RrSets {
+    type Item = (u16, RrData);
+    type IntoIter = std::vec::IntoIter<(u16, RrData)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a RrSets {
+    type Item = (&'a u16, &'a RrData);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (u16, RrData)>,
+        fn(&'a (u16, RrData)) -> (&'a u16, &'a RrData),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(rtype, data)| (rtype, data))
+    }
+}
+
+impl std::ops::Index<&u16> for RrSets {
+    type Output = RrData;
+    fn index(&self, rtype: &u16) -> &RrData {
+        self.get(rtype).expect("an RRset of this type")
+    }
 }
 
 /// The TTL and records of one RRset.
@@ -145,8 +247,7 @@ impl NameRecords {
     pub fn add(&mut self, ttl: u32, rdata: RData) {
         let set = self
             .sets
-            .entry(u16::from(rdata.record_type()))
-            .or_insert(RrData {
+            .get_or_insert_with(u16::from(rdata.record_type()), || RrData {
                 ttl,
                 rdatas: Vec::new(),
             });
@@ -212,7 +313,7 @@ impl Zone {
         let mut apex_records = NameRecords::default();
         apex_records.add(soa_ttl, RData::SOA(soa.clone()));
         Self {
-            names: BTreeMap::from([(apex.clone(), apex_records)]),
+            names: Arc::new(BTreeMap::from([(apex.clone(), apex_records)])),
             apex,
             soa,
             soa_ttl,
@@ -249,6 +350,14 @@ impl Zone {
             .map(|keep| name.trim_to(usize::from(keep)))
             .find(|ancestor| self.has_name(ancestor) || self.is_empty_non_terminal(ancestor))
             .and_then(|encloser| self.names.get(&star.clone().append_domain(&encloser).ok()?))
+    }
+
+    /// The zone cuts: names below the apex with NS records.
+    pub fn cuts(&self) -> impl Iterator<Item = &Name> {
+        self.names
+            .iter()
+            .filter(|(name, records)| **name != self.apex && records.has(RecordType::NS))
+            .map(|(name, _)| name)
     }
 
     /// The delegation (zone cut) at or above `name`, below the apex: its owner and records.
@@ -343,7 +452,11 @@ impl Zones {
     pub fn with_selections(&self, selections: &Selections) -> Self {
         let mut zones = self.clone();
         for zone in &mut zones.zones {
-            for records in zone.names.values_mut() {
+            // Zones without steered names stay shared.
+            if !zone.names.values().any(|records| records.pool.is_some()) {
+                continue;
+            }
+            for records in Arc::make_mut(&mut zone.names).values_mut() {
                 let Some(steered) = records.pool.clone() else {
                     continue;
                 };
@@ -397,7 +510,7 @@ impl Zones {
             if config.zones[z].file.is_some() {
                 continue;
             }
-            for (owner, records) in &zone.names {
+            for (owner, records) in zone.names.iter() {
                 for (&rtype, set) in &records.sets {
                     let Some(target) = set
                         .rdatas
@@ -490,7 +603,7 @@ fn add_steered_names(
         }
         let records = name_records(config, &built.apex, &owner, entry, built.soa_ttl)
             .map_err(|(sub, reason)| (format!("{field}{sub}"), reason))?;
-        built.names.insert(owner, records);
+        Arc::make_mut(&mut built.names).insert(owner, records);
     }
     Ok(())
 }
@@ -500,7 +613,6 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
     let zone_ttl = zone.ttl.unwrap_or(DEFAULT_TTL);
     check_ttl(zone_ttl).map_err(|reason| (at(".ttl".into()), reason))?;
     let mut names: BTreeMap<Name, NameRecords> = BTreeMap::new();
-    let mut defined_by: BTreeMap<Name, String> = BTreeMap::new();
 
     let mut nameservers = Vec::with_capacity(zone.nameservers.len());
     for (i, ns) in zone.nameservers.iter().enumerate() {
@@ -525,7 +637,6 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
         if inside {
             let (a, aaaa) = split_addresses(ns.addresses.iter().copied())
                 .map_err(|r| (format!("{field}.addresses"), r))?;
-            defined_by.insert(name.clone(), field.clone());
             let mut glue = NameRecords::default();
             for ip in a {
                 glue.add(zone_ttl, RData::A(A(ip)));
@@ -541,7 +652,8 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
     for (n, entry) in zone.names.iter().enumerate() {
         let field = at(format!(".names[{n}]"));
         let owner = owner_name(&apex, &entry.name).map_err(|r| (format!("{field}.name"), r))?;
-        if let Some(first) = defined_by.get(&owner) {
+        if names.contains_key(&owner) {
+            let first = defined_by(zone, z, &apex, &owner);
             return Err((
                 format!("{field}.name"),
                 format!("{owner} is already defined by {first}"),
@@ -549,7 +661,6 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
         }
         let records = name_records(config, &apex, &owner, entry, zone_ttl)
             .map_err(|(sub, reason)| (format!("{field}{sub}"), reason))?;
-        defined_by.insert(owner.clone(), field);
         names.insert(owner, records);
     }
 
@@ -569,7 +680,7 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
                 });
             if !glue_only {
                 return Err((
-                    defined_by[owner].clone(),
+                    defined_by(zone, z, &apex, owner),
                     format!(
                         "{owner} is below the delegation at {cut}: only glue (a, aaaa) is allowed there"
                     ),
@@ -601,7 +712,9 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
     check_ttl(soa_config.minimum).map_err(|r| (at(".soa.minimum".into()), r))?;
 
     let mut built = Zone::new(apex.clone(), soa, zone_ttl);
-    let apex_records = built.names.get_mut(&apex).expect("the SOA's owner");
+    let mut apex_records = Arc::make_mut(&mut built.names)
+        .remove(&apex)
+        .expect("the SOA's owner");
     for ns in nameservers {
         apex_records.add(zone_ttl, RData::NS(NS(ns)));
     }
@@ -609,8 +722,24 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
         apex_records.sets.extend(own.sets);
         apex_records.pool = own.pool;
     }
-    built.names.extend(names);
+    names.insert(apex, apex_records);
+    built.names = Arc::new(names);
     Ok(built)
+}
+
+/// The config field that first defines `owner` in zone `z` (a name server with glue, or a
+/// `names` entry): found again only for an error, so that building keeps no map of fields.
+fn defined_by(zone: &ZoneConfig, z: usize, apex: &Name, owner: &Name) -> String {
+    let at = |sub: String| format!("zones[{z}]{sub}");
+    if let Some(i) = zone.nameservers.iter().position(|ns| {
+        !ns.addresses.is_empty() && target_name(apex, &ns.name).as_ref() == Ok(owner)
+    }) {
+        return at(format!(".nameservers[{i}]"));
+    }
+    zone.names
+        .iter()
+        .position(|entry| owner_name(apex, &entry.name).as_ref() == Ok(owner))
+        .map_or(at(String::new()), |n| at(format!(".names[{n}]")))
 }
 
 pub fn check_ttl(ttl: u32) -> Result<(), String> {

@@ -251,7 +251,7 @@ fn assemble(path: &Path, apex: &Name, records: Vec<Loaded>) -> Result<Zone, Erro
         if record.rdata.record_type() == RecordType::SOA {
             continue;
         }
-        zone.names
+        std::sync::Arc::make_mut(&mut zone.names)
             .entry(owner)
             .or_default()
             .add(record.ttl, record.rdata.clone());
@@ -259,7 +259,7 @@ fn assemble(path: &Path, apex: &Name, records: Vec<Loaded>) -> Result<Zone, Erro
     if !zone.names[apex].has(RecordType::NS) {
         return Err(whole(path, format!("no NS record at the apex {apex}")));
     }
-    for (owner, records) in &zone.names {
+    for (owner, records) in zone.names.iter() {
         let Some(aliases) = records.sets.get(&u16::from(RecordType::CNAME)) else {
             continue;
         };

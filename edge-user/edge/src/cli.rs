@@ -212,19 +212,25 @@ fn execute(command: Command) -> Result<()> {
     }
 }
 
-/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers.
-fn load(path: &Path) -> Result<(Config, Zones)> {
-    let config = Config::load(path)?;
+/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers;
+/// with what the zones need of the maps.
+fn load(path: &Path) -> Result<(Config, Zones, Capacity)> {
+    let mut config = Config::load(path)?;
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
     }
     let zones = Zones::build(path, &config)?;
-    let entries = fast_path::entries(&zones).context("building answers")?;
+    // The zones hold the names now; the config's copy (hundreds of bytes a name) would only
+    // double what a large zone takes.
+    for zone in &mut config.zones {
+        zone.names = Vec::new();
+    }
+    let needed = Capacity::needed(&fast_path::entries(&zones).context("building answers")?);
     // Unselected, a steered name answers with all its pool's members: the most it ever needs.
     if let Some((field, needed, held)) = config
         .xdp
         .as_ref()
-        .and_then(|xdp| Capacity::needed(&entries).shortfall(&Capacity::of(xdp)))
+        .and_then(|xdp| needed.shortfall(&Capacity::of(xdp)))
     {
         return Err(ConfigError {
             file: path.to_path_buf(),
@@ -233,11 +239,11 @@ fn load(path: &Path) -> Result<(Config, Zones)> {
         }
         .into());
     }
-    Ok((config, zones))
+    Ok((config, zones, needed))
 }
 
 async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
-    let (config, zones) = load(path)?;
+    let (config, zones, needed) = load(path)?;
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
@@ -255,7 +261,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let result = serve(
         path,
         &config,
-        zones,
+        (zones, needed),
         &mut steering,
         plane.as_mut(),
         http.as_ref(),
@@ -318,7 +324,7 @@ fn prepare_http(
 async fn serve(
     path: &Path,
     config: &Config,
-    mut zones: Zones,
+    (mut zones, needed): (Zones, Capacity),
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
     http: Option<&HttpServer>,
@@ -328,7 +334,7 @@ async fn serve(
     let mut running = config.clone();
     let mut selections = steering.watch();
     if let Some(plane) = &plane {
-        publish::check_fits(plane, &zones).map_err(|error| {
+        publish::check_fits(plane, &needed).map_err(|error| {
             anyhow::anyhow!(
                 "{}: {error:#} (maps pinned by an earlier run keep their size; `edge detach` removes them)",
                 path.display()
@@ -342,6 +348,7 @@ async fn serve(
     if let Some(plane) = plane.as_deref_mut() {
         publisher.try_publish(plane, &current_zones.borrow())?;
     }
+    release_freed_memory();
     info!(fast_path = plane.is_some(), "daemon ready");
     service::ready();
     let mut watchdog = service::watchdog_period().map(tokio::time::interval);
@@ -356,7 +363,7 @@ async fn serve(
                 let steered = Arc::new(zones.with_selections(&selections.borrow_and_update()));
                 current_zones.send_replace(steered.clone());
                 if let Some(plane) = plane.as_deref_mut() {
-                    publisher.publish(plane, &steered);
+                    publisher.publish_steering(plane, &steered);
                 }
             }
             _ = tick(watchdog.as_mut()) => service::watchdog(),
@@ -368,8 +375,8 @@ async fn serve(
             _ = hangup.recv() => {
                 service::reloading();
                 match load(path) {
-                    Ok((reloaded, reloaded_zones)) if pin_dir(&reloaded) == pin_dir(config) => {
-                        if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &reloaded_zones)) {
+                    Ok((reloaded, reloaded_zones, needed)) if pin_dir(&reloaded) == pin_dir(config) => {
+                        if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &needed)) {
                             error!(
                                 "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
                                 path.display()
@@ -420,6 +427,7 @@ async fn serve(
                                 zones = reloaded_zones;
                                 running = reloaded;
                                 current_zones.send_replace(steered);
+                                release_freed_memory();
                             }
                             Err(error) => {
                                 error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
@@ -456,6 +464,16 @@ async fn serve(
     Ok(())
 }
 
+/// Gives the memory freed after a load (the parsed config, the map entries: hundreds of
+/// megabytes for a million names) back to the system; glibc's allocator keeps it otherwise.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The next tick of `interval`; never, without one.
 async fn tick(interval: Option<&mut tokio::time::Interval>) {
     match interval {
@@ -472,7 +490,7 @@ fn pin_dir(config: &Config) -> Option<PathBuf> {
 }
 
 fn check(path: &Path) -> Result<()> {
-    let (config, zones) = load(path)?;
+    let (config, zones, needed) = load(path)?;
     // Certificates are files of their own: read and checked as `edge run` would.
     if let Some(http) = &config.http {
         edge_http::tls::server_config(
@@ -507,7 +525,6 @@ fn check(path: &Path) -> Result<()> {
     let Some(xdp) = &config.xdp else {
         return Ok(());
     };
-    let needed = Capacity::needed(&fast_path::entries(&zones)?);
     let held = Capacity::of(xdp);
     print_line(format_args!(
         "fast path: {} of {} answers, {} of {} long-name answers, {} of {} steered",
