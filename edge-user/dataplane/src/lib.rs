@@ -12,6 +12,7 @@
 //! pinned maps and swaps its freshly loaded program into the pinned link in one step
 //! (`bpf_link_update`), so there is no moment without a program on the interface.
 
+pub mod dump;
 pub mod maps;
 #[cfg(test)]
 mod old_kernels;

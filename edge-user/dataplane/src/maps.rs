@@ -482,7 +482,7 @@ fn slot_for(key: &ShortNameKey, staged: &Staged) -> NameSlot {
 }
 
 /// The full answer a slot holds.
-fn slot_answer(slot: &NameSlot) -> Answer {
+pub(crate) fn slot_answer(slot: &NameSlot) -> Answer {
     if slot.selection != 0 {
         return Answer::selected(slot.selection);
     }
@@ -854,7 +854,7 @@ impl Counters {
     }
 }
 
-fn open_pinned(path: &Path) -> Result<Map> {
+pub(crate) fn open_pinned(path: &Path) -> Result<Map> {
     let data = MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     Map::from_map_data(data).with_context(|| format!("opening {}", path.display()))
 }

@@ -175,6 +175,61 @@ impl Entry {
     }
 }
 
+/// A fast-path answer read back from the maps: the name and type it answers and its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedAnswer {
+    /// The name, in presentation format (`www.example.`).
+    pub name: String,
+    /// The query type (`A`, `AAAA`).
+    pub qtype: String,
+    /// Each record of the answer section: TTL, type and data (`300 A 192.0.2.1`).
+    pub records: Vec<String>,
+}
+
+/// Decodes the answer `section` (`ancount` records, owners compressed to the question name)
+/// for `name` (wire format, perhaps zero-padded as in a map key) and `qtype` (network byte order), as the maps hold them: the
+/// inverse of [`Entry::new`], for `edge maps`. Parsed as the reply the program would send.
+pub fn decode_answer(
+    name: &[u8],
+    qtype: u16,
+    ancount: u16,
+    section: &[u8],
+) -> Result<DecodedAnswer, ProtoError> {
+    let mut end = 0;
+    while let Some(&len) = name.get(end) {
+        end += 1 + usize::from(len);
+        if len == 0 {
+            break;
+        }
+    }
+    let name = name
+        .get(..end)
+        .ok_or_else(|| ProtoError::from("name runs past its key"))?;
+    let mut reply = Vec::with_capacity(12 + name.len() + 4 + section.len());
+    reply.extend_from_slice(&[0, 0, 0x84, 0, 0, 1]);
+    reply.extend_from_slice(&ancount.to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(name);
+    reply.extend_from_slice(&qtype.to_ne_bytes());
+    reply.extend_from_slice(&1_u16.to_be_bytes());
+    reply.extend_from_slice(section);
+    let message = hickory_proto::op::Message::from_vec(&reply)
+        .map_err(|error| ProtoError::from(format!("undecodable answer: {error}")))?;
+    let query = message
+        .queries
+        .first()
+        .ok_or_else(|| ProtoError::from("answer without its question"))?;
+    Ok(DecodedAnswer {
+        name: query.name().to_string(),
+        qtype: query.query_type().to_string(),
+        records: message
+            .answers
+            .iter()
+            .map(|record| format!("{} {} {}", record.ttl, record.record_type(), record.data))
+            .collect(),
+    })
+}
+
 /// Writes `name` into `wire` in lower-case wire format (the map keys' form), without the
 /// allocations of `to_lowercase` and `to_bytes`.
 pub fn lower_wire(name: &Name, wire: &mut Vec<u8>) {
@@ -274,5 +329,26 @@ mod tests {
         assert_eq!(&key.name[..17], b"\x03www\x07example\x03com\x00");
         assert!(key.name[17..].iter().all(|&byte| byte == 0));
         assert_eq!(key.qtype.to_ne_bytes(), [0, 1]);
+    }
+
+    #[test]
+    fn decoded_answer_is_what_was_built() {
+        let name = Name::from_ascii("WwW.Example.").unwrap();
+        let rdatas = [
+            RData::A("192.0.2.1".parse().unwrap()),
+            RData::A("192.0.2.2".parse().unwrap()),
+        ];
+        let answer = answer_entry(300, &rdatas).unwrap();
+        let key = name_key(&name, RecordType::A).unwrap();
+        let decoded = decode_answer(
+            &key.name,
+            key.qtype,
+            answer.ancount,
+            &answer.data[..usize::from(answer.len)],
+        )
+        .unwrap();
+        assert_eq!(decoded.name, "www.example.");
+        assert_eq!(decoded.qtype, "A");
+        assert_eq!(decoded.records, ["300 A 192.0.2.1", "300 A 192.0.2.2"]);
     }
 }

@@ -72,6 +72,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print everything the XDP program's pinned maps hold, decoded: each name and type with
+    /// its answer (steered ones with their selection slot), the service addresses and the
+    /// counters.
+    Maps {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only the answers for this name (any case, trailing dot optional).
+        #[arg(long)]
+        name: Option<String>,
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove every cached variant of URL from the running daemon's cache (via its admin address).
     Purge {
         #[arg(long, short)]
@@ -187,6 +200,7 @@ fn execute(command: Command) -> Result<()> {
         } => daemon_runtime()?.block_on(run(&config, keep_data_plane)),
         Command::Check { config } => check(&config),
         Command::Stats { config, json } => stats(&config, json),
+        Command::Maps { config, name, json } => maps(&config, name.as_deref(), json),
         Command::Purge { config, url } => purge(&config, &url),
         Command::Detach { config } => dataplane::detach(&xdp_of(&config)?.pin_dir()),
         Command::Status { config, json } => status(&config, json),
@@ -589,6 +603,87 @@ fn stats(path: &Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn maps(path: &Path, name: Option<&str>, json: bool) -> Result<()> {
+    let mut dump = dataplane::dump::read(&xdp_of(path)?.pin_dir())?;
+    if let Some(name) = name {
+        let wanted = format!("{}.", name.trim_end_matches('.')).to_ascii_lowercase();
+        dump.answers.retain(|entry| entry.answer.name == wanted);
+        if dump.answers.is_empty() {
+            anyhow::bail!("{name}: no answer in the maps");
+        }
+    }
+    if json {
+        print_line(maps_json(&dump, name.is_none()))?;
+        return Ok(());
+    }
+    for entry in &dump.answers {
+        let answer = &entry.answer;
+        let place = match entry.place {
+            dataplane::dump::Place::Table(slot) => format!("{}[{slot}]", entry.place.map_name()),
+            dataplane::dump::Place::Long => entry.place.map_name().to_string(),
+        };
+        let selection = entry
+            .selection
+            .map(|slot| format!(" selection {slot}"))
+            .unwrap_or_default();
+        let records = if answer.records.is_empty() {
+            "(nothing selected: passed to userspace)".to_string()
+        } else {
+            answer.records.join(", ")
+        };
+        print_line(format_args!(
+            "answer    {} {} {records}  ({place}{selection})",
+            answer.name, answer.qtype
+        ))?;
+    }
+    if name.is_some() {
+        return Ok(());
+    }
+    print_line(format_args!("selection generation {}", dump.generation))?;
+    for service in &dump.services {
+        print_line(format_args!("service   {service}"))?;
+    }
+    for (counter, count) in &dump.counters {
+        print_line(format_args!("counter   {:<16} {count}", counter.name()))?;
+    }
+    Ok(())
+}
+
+/// `edge maps --json`: the answers, and unless one name was asked for, the rest.
+fn maps_json(dump: &dataplane::dump::Dump, everything: bool) -> serde_json::Value {
+    let answers: Vec<serde_json::Value> = dump
+        .answers
+        .iter()
+        .map(|entry| {
+            serde_json::json!({
+                "name": entry.answer.name,
+                "type": entry.answer.qtype,
+                "records": entry.answer.records,
+                "selection": entry.selection,
+                "map": entry.place.map_name(),
+                "slot": match entry.place {
+                    dataplane::dump::Place::Table(slot) => Some(slot),
+                    dataplane::dump::Place::Long => None,
+                },
+            })
+        })
+        .collect();
+    if !everything {
+        return serde_json::json!({ "answers": answers });
+    }
+    let counters: serde_json::Map<String, serde_json::Value> = dump
+        .counters
+        .iter()
+        .map(|(counter, count)| (counter.name().to_string(), (*count).into()))
+        .collect();
+    serde_json::json!({
+        "answers": answers,
+        "generation": dump.generation,
+        "services": dump.services.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "counters": counters,
+    })
 }
 
 #[cfg(test)]
