@@ -119,7 +119,8 @@ fn maps_refuse_a_config_without_xdp() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("edge-maps-no-xdp-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("edge.toml");
-    std::fs::write(&config, test_zone::zone())?;
+    let text = format!("[dns]\nlisten = [\"127.0.0.1:53\"]\n{}", test_zone::zone());
+    std::fs::write(&config, text)?;
     let output = Command::new(binary())
         .args(["maps", "--config"])
         .arg(&config)
