@@ -51,7 +51,11 @@ fn maps_show_every_answer_the_selection_the_services_and_moving_counters() -> Re
     // Every name of the zone the fast path answers, with its addresses and TTL.
     let expected = [
         ("example.com.", "A", vec!["300 A 192.0.2.1"]),
-        ("www.example.com.", "A", vec!["60 A 192.0.2.10", "60 A 192.0.2.11"]),
+        (
+            "www.example.com.",
+            "A",
+            vec!["60 A 192.0.2.10", "60 A 192.0.2.11"],
+        ),
         ("www.example.com.", "AAAA", vec!["60 AAAA 2001:db8::10"]),
         ("ns1.example.com.", "A", vec!["300 A 192.0.2.53"]),
         ("ns1.example.com.", "AAAA", vec!["300 AAAA 2001:db8::53"]),
@@ -61,12 +65,23 @@ fn maps_show_every_answer_the_selection_the_services_and_moving_counters() -> Re
     for (name, qtype, records) in &expected {
         let line = answer_line(&listing, name, qtype)
             .unwrap_or_else(|| panic!("no {name} {qtype} in:\n{listing}"));
-        assert!(line.starts_with(&records.join(", ")), "{name} {qtype}: {line}");
+        assert!(
+            line.starts_with(&records.join(", ")),
+            "{name} {qtype}: {line}"
+        );
         assert!(!line.contains("selection"), "{name} {qtype}: {line}");
     }
     // Short names sit in the name table, the 255-octet one in the long-answer map.
-    assert!(answer_line(&listing, "www.example.com.", "A").unwrap().contains("(edge_names["));
-    assert!(answer_line(&listing, &longest, "A").unwrap().contains("(edge_long_names"));
+    assert!(
+        answer_line(&listing, "www.example.com.", "A")
+            .unwrap()
+            .contains("(edge_names[")
+    );
+    assert!(
+        answer_line(&listing, &longest, "A")
+            .unwrap()
+            .contains("(edge_long_names")
+    );
     // The steered name: its selection slot and the answer of the live generation.
     for (qtype, records) in [
         ("A", "20 A 192.0.2.101, 20 A 192.0.2.102"),
@@ -78,7 +93,10 @@ fn maps_show_every_answer_the_selection_the_services_and_moving_counters() -> Re
         assert!(line.contains(" selection "), "shop {qtype}: {line}");
     }
     // Answered by userspace only: no entry.
-    assert!(answer_line(&listing, "alias.example.com.", "A").is_none(), "{listing}");
+    assert!(
+        answer_line(&listing, "alias.example.com.", "A").is_none(),
+        "{listing}"
+    );
     assert!(
         listing.contains(&format!("service   {}:53\n", Topology::POP_V4)),
         "{listing}"
@@ -87,7 +105,10 @@ fn maps_show_every_answer_the_selection_the_services_and_moving_counters() -> Re
     // One name asked for, in any case: its lines only.
     let one = maps(&config, &["--name", "SHOP.example.com"])?;
     assert_eq!(one.lines().count(), 2, "{one}");
-    assert!(one.lines().all(|line| line.contains(" shop.example.com. ")), "{one}");
+    assert!(
+        one.lines().all(|line| line.contains(" shop.example.com. ")),
+        "{one}"
+    );
 
     // A query the program answers moves its counter.
     let answered = |json: &str| -> Result<u64> {

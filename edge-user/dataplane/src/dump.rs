@@ -78,8 +78,7 @@ pub fn read(pin_dir: &Path) -> Result<Dump> {
         & 1;
 
     let selection_map: HashMap<MapData, u32, Answer> =
-        HashMap::try_from(open_pinned(&pin_dir.join(pin::SELECTIONS))?)
-            .context("selection map")?;
+        HashMap::try_from(open_pinned(&pin_dir.join(pin::SELECTIONS))?).context("selection map")?;
     let mut selections = BTreeMap::new();
     for entry in selection_map.iter() {
         let (key, answer) = entry.context("reading the selection map")?;
@@ -101,7 +100,10 @@ pub fn read(pin_dir: &Path) -> Result<Dump> {
     for (key, answer, place) in entries {
         let selection = (answer.selection != 0).then_some(answer.selection);
         let held = match selection {
-            Some(slot) => selections.get(&slot).copied().unwrap_or(Answer::selected(slot)),
+            Some(slot) => selections
+                .get(&slot)
+                .copied()
+                .unwrap_or(Answer::selected(slot)),
             None => answer,
         };
         let decoded = fast_path::decode_answer(
@@ -117,9 +119,8 @@ pub fn read(pin_dir: &Path) -> Result<Dump> {
             place,
         });
     }
-    answers.sort_by(|a, b| {
-        (&a.answer.name, &a.answer.qtype).cmp(&(&b.answer.name, &b.answer.qtype))
-    });
+    answers
+        .sort_by(|a, b| (&a.answer.name, &a.answer.qtype).cmp(&(&b.answer.name, &b.answer.qtype)));
 
     let services: Array<MapData, Services> =
         Array::try_from(open_pinned(&pin_dir.join(pin::SERVICES))?).context("service map")?;
@@ -192,18 +193,26 @@ fn table_entries(pin_dir: &Path) -> Result<Vec<(LongNameKey, Answer, Place)>> {
 
 /// The addresses of a service array, as socket addresses (an address of zeros is the wildcard).
 fn service_addresses(services: &Services) -> Vec<SocketAddr> {
-    let v4 = services.v4.iter().take(services.v4_len as usize).map(|service| {
-        SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::from(service.addr.to_ne_bytes())),
-            u16::from_be(service.port),
-        )
-    });
-    let v6 = services.v6.iter().take(services.v6_len as usize).map(|service| {
-        SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::from(service.addr)),
-            u16::from_be(service.port),
-        )
-    });
+    let v4 = services
+        .v4
+        .iter()
+        .take(services.v4_len as usize)
+        .map(|service| {
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(service.addr.to_ne_bytes())),
+                u16::from_be(service.port),
+            )
+        });
+    let v6 = services
+        .v6
+        .iter()
+        .take(services.v6_len as usize)
+        .map(|service| {
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(service.addr)),
+                u16::from_be(service.port),
+            )
+        });
     v4.chain(v6).collect()
 }
 
