@@ -25,24 +25,18 @@ pub struct H2loadRun<'a> {
 
 /// Runs h2load in `netns`, one thread.
 pub fn h2load(netns: &Netns, run: &H2loadRun) -> Result<WrkReport> {
-    let output = netns
-        .command("taskset")
-        .args(["-c", &run.cpu.to_string(), "h2load", "-t", "1"])
-        .args(["-c", &run.connections.to_string()])
-        .args(["-m", &run.streams.to_string()])
-        .args(["-D", &run.seconds.to_string()])
-        .args(["-H", &format!(":authority: {}", run.authority)])
-        .arg(run.url)
-        .output()
-        .context("running h2load (cargo xtask setup installs nghttp2-client)")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if !output.status.success() {
-        bail!("h2load failed ({}):\n{text}", output.status);
-    }
+    let text = super::run_tool(
+        netns
+            .command("taskset")
+            .args(["-c", &run.cpu.to_string(), "h2load", "-t", "1"])
+            .args(["-c", &run.connections.to_string()])
+            .args(["-m", &run.streams.to_string()])
+            .args(["-D", &run.seconds.to_string()])
+            .args(["-H", &format!(":authority: {}", run.authority)])
+            .arg(run.url),
+        "h2load",
+        "cargo xtask setup installs nghttp2-client",
+    )?;
     parse_h2load(&text).with_context(|| format!("h2load said:\n{text}"))
 }
 

@@ -18,7 +18,7 @@ pub mod zone;
 
 use std::process::Command;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 /// What `program args…` prints (stdout, then stderr), trimmed: versions, dates, machine facts
 /// for the reports.
@@ -34,4 +34,21 @@ pub fn command_output(program: &str, args: &[&str]) -> Result<String> {
     )
     .trim()
     .to_string())
+}
+
+/// Runs a load generator to its end and returns its report (stdout, then stderr); fails with
+/// that report when it exits unsuccessfully. `install` says where the tool comes from.
+pub fn run_tool(command: &mut Command, tool: &str, install: &str) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {tool} ({install})"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        bail!("{tool} failed ({}):\n{text}", output.status);
+    }
+    Ok(text)
 }

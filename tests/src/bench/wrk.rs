@@ -57,37 +57,31 @@ pub struct WrkReport {
 
 /// Runs wrk in `netns`.
 pub fn wrk(netns: &Netns, run: &WrkRun) -> Result<WrkReport> {
-    let output = netns
-        .command("taskset")
-        .args(["-c", &run.cpu.to_string(), "wrk", "--latency"])
-        .args(["-t", &run.threads.to_string()])
-        .args(["-c", &run.connections.to_string()])
-        .args(["-d", &format!("{}s", run.seconds)])
-        // wrk's default of 2 s is shorter than a 10 MB answer can take on a busy server.
-        .args(["--timeout", "10s"])
-        .args(["-H", &format!("Host: {}", run.host)])
-        .args(
-            run.close_each
-                .then_some(["-H", "Connection: close"])
-                .into_iter()
-                .flatten(),
-        )
-        .args(
-            run.script
-                .iter()
-                .flat_map(|script| [std::ffi::OsStr::new("-s"), script.as_os_str()]),
-        )
-        .arg(run.url)
-        .output()
-        .context("running wrk (cargo xtask setup installs it)")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if !output.status.success() {
-        bail!("wrk failed ({}):\n{text}", output.status);
-    }
+    let text = super::run_tool(
+        netns
+            .command("taskset")
+            .args(["-c", &run.cpu.to_string(), "wrk", "--latency"])
+            .args(["-t", &run.threads.to_string()])
+            .args(["-c", &run.connections.to_string()])
+            .args(["-d", &format!("{}s", run.seconds)])
+            // wrk's default of 2 s is shorter than a 10 MB answer can take on a busy server.
+            .args(["--timeout", "10s"])
+            .args(["-H", &format!("Host: {}", run.host)])
+            .args(
+                run.close_each
+                    .then_some(["-H", "Connection: close"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(
+                run.script
+                    .iter()
+                    .flat_map(|script| [std::ffi::OsStr::new("-s"), script.as_os_str()]),
+            )
+            .arg(run.url),
+        "wrk",
+        "cargo xtask setup installs it",
+    )?;
     parse_wrk(&text).with_context(|| format!("wrk said:\n{text}"))
 }
 
