@@ -394,7 +394,9 @@ fn main() -> Result<()> {
         (Vec::new(), Vec::new())
     } else {
         eprintln!("bench: XDP program cost per case");
-        (program_costs()?, program_cost::cases(program_cost::ROUNDS)?)
+        let mut cases = program_cost::cases(program_cost::ROUNDS)?;
+        cases.extend(program_cost::rrl_cases(program_cost::ROUNDS)?);
+        (program_costs()?, cases)
     };
 
     let mut section = report(

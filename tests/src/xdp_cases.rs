@@ -19,7 +19,7 @@ use crate::{
     test_zone,
     xdp::{
         CLIENT_IP, CLIENT_IP6, CLIENT_MAC, CLIENT_PORT, POP_IP, POP_IP6, POP_MAC, Program, Query,
-        VLAN_ID, XDP_PASS, XDP_TX, hex, opt, udp_frame,
+        VLAN_ID, XDP_DROP, XDP_PASS, XDP_TX, hex, opt, udp_frame,
     },
 };
 
@@ -82,9 +82,10 @@ impl Case {
     }
 }
 
-/// XDP_TX or XDP_PASS, as the tables print it.
+/// XDP_TX, XDP_PASS or XDP_DROP, as the tables print it.
 pub fn verdict_name(verdict: u32) -> String {
     match verdict {
+        XDP_DROP => "XDP_DROP".into(),
         XDP_PASS => "XDP_PASS".into(),
         XDP_TX => "XDP_TX".into(),
         other => format!("verdict {other}"),
