@@ -330,3 +330,37 @@ fn dns_addresses_limits_and_the_admin_address_reload_on_sighup() -> Result<()> {
     ensure!(edge.stop()?, "edge did not stop cleanly");
     Ok(())
 }
+
+/// A stop that comes while the first answers are still being published (here, as soon as the
+/// program is attached) is acted on once they are: edge exits cleanly and removes its pins,
+/// instead of the signal's default action ending it with the program left attached.
+#[test]
+fn a_stop_during_the_first_publish_is_clean() -> Result<()> {
+    let topology = Topology::client_and_pop("daemon-early-stop")?;
+    let mut zone = String::from("[[zones]]\napex = \"example.com\"\n");
+    for i in 0..40_000 {
+        zone += &format!(
+            "[[zones.names]]\nname = \"n{i}\"\na = [\"10.{}.{}.10\"]\n",
+            i / 256 % 256,
+            i % 256
+        );
+    }
+    let text = format!(
+        "[xdp]\ninterface = \"{}\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n{zone}",
+        Topology::INTERFACE,
+        topology.pin_root().display(),
+        Topology::POP_V4,
+    );
+    let config = topology.write_file("edge.toml", &text)?;
+    let edge = EdgeProcess::spawn(
+        topology.pop.command(binary()),
+        &config,
+        &[],
+        "XDP program attached",
+        START_TIMEOUT,
+    )?;
+    ensure!(edge.stop()?, "edge did not stop cleanly");
+    let pin_dir = topology.pin_root().join(Topology::INTERFACE);
+    assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
+    Ok(())
+}

@@ -344,6 +344,12 @@ async fn serve(
     http: Option<&HttpServer>,
     sources: metrics::Sources,
 ) -> Result<()> {
+    // Handlers first: a stop that comes while the zones are published, or as soon as we say
+    // ready, is then acted on by the loop below instead of the default action ending the
+    // process without detaching or removing the pins.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let counts = sources.daemon.clone();
     let mut running = config.clone();
     let mut selections = steering.watch();
@@ -366,9 +372,6 @@ async fn serve(
     info!(fast_path = plane.is_some(), "daemon ready");
     service::ready();
     let mut watchdog = service::watchdog_period().map(tokio::time::interval);
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
