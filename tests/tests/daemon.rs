@@ -107,14 +107,10 @@ fn stop_removes_the_pin_root() -> Result<()> {
     let topology = Topology::client_and_pop("daemon-pin-root")?;
     // A pin root the daemon creates, as /sys/fs/bpf/edge is on a fresh host.
     let pin_root = topology.pin_root().join("edge");
-    let text = format!(
-        "[xdp]\ninterface = \"{}\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n{}",
-        Topology::INTERFACE,
-        pin_root.display(),
-        Topology::POP_V4,
-        test_zone::zone()
-    );
-    let config = topology.write_file("edge.toml", &text)?;
+    let config = topology.write_file(
+        "edge.toml",
+        &fast_path_config(&pin_root, &test_zone::zone()),
+    )?;
     let edge = EdgeProcess::start(&topology.pop, &config, &[])?;
     let pin_dir = pin_root.join(Topology::INTERFACE);
     assert!(pin_dir.join("link").exists());
@@ -345,13 +341,7 @@ fn a_stop_during_the_first_publish_is_clean() -> Result<()> {
             i % 256
         );
     }
-    let text = format!(
-        "[xdp]\ninterface = \"{}\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n{zone}",
-        Topology::INTERFACE,
-        topology.pin_root().display(),
-        Topology::POP_V4,
-    );
-    let config = topology.write_file("edge.toml", &text)?;
+    let config = topology.write_file("edge.toml", &fast_path_config(topology.pin_root(), &zone))?;
     let edge = EdgeProcess::spawn(
         topology.pop.command(binary()),
         &config,
@@ -363,4 +353,14 @@ fn a_stop_during_the_first_publish_is_clean() -> Result<()> {
     let pin_dir = topology.pin_root().join(Topology::INTERFACE);
     assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
     Ok(())
+}
+
+/// A DNS server with the fast path on the PoP's interface, pinned under `pin_root`.
+fn fast_path_config(pin_root: &Path, zone: &str) -> String {
+    format!(
+        "[xdp]\ninterface = \"{}\"\npin_root = \"{}\"\n[dns]\nlisten = [\"{}:53\"]\n{zone}",
+        Topology::INTERFACE,
+        pin_root.display(),
+        Topology::POP_V4,
+    )
 }

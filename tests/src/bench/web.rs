@@ -55,6 +55,24 @@ pub fn nginx_config_with_tls(setup: &WebSetup, root: &Path, tls: Option<&WebTls>
             root = root.display(),
         )
     });
+    nginx_frame(
+        setup,
+        &format!(
+            "    default_type application/octet-stream;
+    server {{
+        listen {listen};
+        root {root};
+    }}{tls}",
+            listen = setup.listen,
+            root = root.display(),
+        ),
+    )
+}
+
+/// What every nginx config of the benchmarks shares: one worker in the foreground, no access
+/// log, sendfile, keep-alive connections that last the whole run, every path inside `dir`;
+/// `http` is the rest of the `http` block.
+fn nginx_frame(setup: &WebSetup, http: &str) -> String {
     let dir = setup.dir.display();
     format!(
         "daemon off;
@@ -69,20 +87,14 @@ http {{
     sendfile on;
     tcp_nopush on;
     keepalive_requests 10000000;
-    default_type application/octet-stream;
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    server {{
-        listen {listen};
-        root {root};
-    }}{tls}
+{http}
 }}
-",
-        listen = setup.listen,
-        root = root.display(),
+"
     )
 }
 
@@ -91,25 +103,10 @@ http {{
 /// keeps a response for as long as its Cache-Control says.
 pub fn nginx_proxy_cache_config(setup: &WebSetup, origin: SocketAddr, max_size: &str) -> String {
     let dir = setup.dir.display();
-    format!(
-        "daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 10000000;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    proxy_cache_path {dir}/cache levels=1:2 keys_zone=objects:64m max_size={max_size} use_temp_path=off;
+    nginx_frame(
+        setup,
+        &format!(
+            "    proxy_cache_path {dir}/cache levels=1:2 keys_zone=objects:64m max_size={max_size} use_temp_path=off;
     upstream origin {{
         server {origin};
         keepalive 64;
@@ -122,10 +119,9 @@ http {{
             proxy_set_header Connection \"\";
             proxy_cache objects;
         }}
-    }}
-}}
-",
-        listen = setup.listen,
+    }}",
+            listen = setup.listen,
+        ),
     )
 }
 
