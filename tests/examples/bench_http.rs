@@ -981,13 +981,13 @@ fn report(
          `max-age=3600`, so each is fetched from the origin and stored: edge (on disk, under \
          its 256 MiB capacity), nginx with `proxy_cache` (on disk, `max_size=256m`, keep-alive \
          to the origin) and Varnish (malloc). The last column should be 1.\n\
-         - Bodies: edge answers a hit with `Bytes` over the object's memory mapping; hyper \
-         writes the 1 KB body from it (one copy into the kernel, with the head in one writev), \
+         - Bodies: edge answers a 1 KB hit with `Bytes` read once into memory (bodies under \
+         64 KiB are held, not mapped); hyper writes the body from it (one copy into the kernel, with the head in one writev), \
          and edge's stream sends pieces of 64 KiB and more of the 10 MB body with sendfile \
          from the object's file (no copy); nginx uses sendfile; Varnish writes from its \
          malloc storage.\n\
-         - Servers: edge with `[http]` (one site, `cache_capacity = \"256 MiB\"`, objects \
-         memory-mapped, one runtime thread: it starts with the benchmark's one-CPU affinity) \
+         - Servers: edge with `[http]` (one site, `cache_capacity = \"256 MiB\"`, bodies \
+         under 64 KiB held in memory and larger ones memory-mapped, one runtime thread: it starts with the benchmark's one-CPU affinity) \
          and its XDP program on the PoP namespace's `lo` (generic mode, as for the DNS \
          benchmark's userspace row), so that the veth carries its traffic as it carries \
          nginx's; the row `edge, XDP program on the veth` attaches it natively to the PoP end \
