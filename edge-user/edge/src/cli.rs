@@ -19,7 +19,7 @@ use edge_dns::{fast_path, zone::Zones};
 use edge_http::HttpServer;
 use edge_steer::{Steering, agent};
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::watch,
 };
 use tracing::{error, info, warn};
@@ -256,7 +256,22 @@ fn load(path: &Path) -> Result<(Config, Zones, Capacity)> {
     Ok((config, zones, needed))
 }
 
+/// The signals the daemon acts on. Taken before anything is attached: a stop that comes
+/// while the data plane starts or the first answers are published is then acted on by the
+/// daemon loop, instead of the default action ending the process with the program attached
+/// and its pins left.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
 async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
+    let signals = Signals {
+        terminate: signal(SignalKind::terminate())?,
+        interrupt: signal(SignalKind::interrupt())?,
+        hangup: signal(SignalKind::hangup())?,
+    };
     let (config, zones, needed) = load(path)?;
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
@@ -279,7 +294,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         &mut steering,
         plane.as_mut(),
         http.as_ref(),
-        sources,
+        (sources, signals),
     )
     .await;
     if let Some(plane) = plane {
@@ -342,14 +357,13 @@ async fn serve(
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
     http: Option<&HttpServer>,
-    sources: metrics::Sources,
+    (sources, signals): (metrics::Sources, Signals),
 ) -> Result<()> {
-    // Handlers first: a stop that comes while the zones are published, or as soon as we say
-    // ready, is then acted on by the loop below instead of the default action ending the
-    // process without detaching or removing the pins.
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let Signals {
+        mut terminate,
+        mut interrupt,
+        mut hangup,
+    } = signals;
     let counts = sources.daemon.clone();
     let mut running = config.clone();
     let mut selections = steering.watch();
