@@ -468,7 +468,7 @@ fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
     assert_eq!(
         dropped(&after),
         [1.0; 4],
-        "bad_mac, stale, undecodable, replayed"
+        "bad_mac, stale, undecodable, replayed; {after:?}"
     );
     assert_eq!(
         value(

@@ -235,6 +235,18 @@ impl Transport for AuthTransport {
     }
 }
 
+/// How long chitchat may take to decode a datagram on the loopback pair before it counts as
+/// undecodable.
+const DECODE_WAIT: Duration = Duration::from_millis(100);
+
+/// A datagram handed to chitchat: who sent it, its length, until when it may take.
+#[derive(Clone, Copy)]
+struct Pending {
+    from: SocketAddr,
+    length: usize,
+    deadline: tokio::time::Instant,
+}
+
 struct AuthSocket {
     /// chitchat's own socket: encodes what it sends to the relay, decodes what it gets from it.
     inner: ChitchatUdp,
@@ -249,9 +261,12 @@ struct AuthSocket {
     seen: Seen,
     /// Of the next datagram sent.
     sequence: u64,
-    /// The sender of the opened datagram handed to `inner` and not yet taken back from it.
-    /// Kept across a cancelled `recv`, so that a datagram is never paired with another sender.
-    pending: Option<(SocketAddr, usize)>,
+    /// The opened datagram handed to `inner` and not yet taken back from it. Kept across a
+    /// cancelled `recv` (chitchat's loop cancels it at every gossip tick), so that a datagram
+    /// is never paired with another sender, and so that the wait for it keeps its deadline
+    /// instead of starting over: a fresh wait per call would never end for a datagram chitchat
+    /// cannot decode, and nothing after it would be read.
+    pending: Option<Pending>,
     buffer: Box<[u8]>,
 }
 
@@ -302,8 +317,13 @@ impl Socket for AuthSocket {
 
     async fn recv(&mut self) -> Result<RecvOutcome> {
         loop {
-            if let Some((from, length)) = self.pending {
-                let outcome = self.take_decoded().await;
+            if let Some(Pending {
+                from,
+                length,
+                deadline,
+            }) = self.pending
+            {
+                let outcome = self.take_decoded(deadline).await;
                 self.pending = None;
                 match outcome {
                     Some(mut outcome) if self.of_this_cluster(&outcome.envelope.message) => {
@@ -342,7 +362,11 @@ impl Socket for AuthSocket {
             // Not async: nothing can cancel between handing the datagram over and noting whose
             // it is.
             if self.relay.try_send_to(payload, self.inner_addr).is_ok() {
-                self.pending = Some((from, length));
+                self.pending = Some(Pending {
+                    from,
+                    length,
+                    deadline: tokio::time::Instant::now() + DECODE_WAIT,
+                });
             }
         }
     }
@@ -350,11 +374,11 @@ impl Socket for AuthSocket {
 
 impl AuthSocket {
     /// The envelope chitchat decoded from the datagram the relay handed it; `None` if it could
-    /// not (chitchat skips what it cannot decode and waits for the next: bounded here).
-    async fn take_decoded(&mut self) -> Option<RecvOutcome> {
+    /// not by `deadline` (chitchat skips what it cannot decode and waits for the next).
+    async fn take_decoded(&mut self, deadline: tokio::time::Instant) -> Option<RecvOutcome> {
         let relay = self.relay_addr;
         let inner = &mut self.inner;
-        tokio::time::timeout(Duration::from_millis(100), async {
+        tokio::time::timeout_at(deadline, async {
             loop {
                 match inner.recv().await {
                     Ok(outcome) if outcome.from_addr == relay => return Some(outcome),
@@ -399,6 +423,40 @@ mod tests {
         }
         assert!(Sealer::new(b"another secret!!").open(&datagram).is_none());
         assert!(sealer.open(&datagram[..HEADER + TAG - 1]).is_none());
+    }
+
+    /// chitchat's loop cancels `recv` at every gossip tick (100 ms by default). A datagram it
+    /// cannot decode is still counted, and what comes after it is still read, when every call
+    /// is cancelled before the decode wait of a fresh call would end (CI saw the counters of
+    /// an undecodable datagram and of its replay stay at 0 in the mesh metrics test).
+    #[tokio::test]
+    async fn an_undecodable_datagram_is_counted_although_every_receive_is_cancelled() {
+        let counters = Arc::new(Counters::default());
+        let transport = AuthTransport::new("a test secret", "test", counters.clone());
+        let mut socket = transport
+            .open(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .unwrap();
+        let sealer = Sealer::new(b"a test secret");
+        let undecodable = sealer.seal(b"not a chitchat message", now_ms(), 1);
+        let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let target = socket.local_addr().unwrap();
+        peer.send_to(&undecodable, target).await.unwrap();
+        peer.send_to(&undecodable, target).await.unwrap();
+        let cancel_after = DECODE_WAIT * 2 / 3;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let counted = counters.snapshot();
+            if (counted.undecodable, counted.replayed) == (1, 1) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "counted: {counted:?}"
+            );
+            let received = tokio::time::timeout(cancel_after, socket.recv()).await;
+            assert!(received.is_err(), "nothing decodable was sent");
+        }
     }
 
     #[test]
