@@ -334,8 +334,8 @@ fn main() -> Result<()> {
     let bench = Bench {
         napi: cpus::prepare_pop(&topology.pop, INTERFACE)?,
         addresses: Addresses {
-            client_mac: mac(&topology.client.mac(INTERFACE)?)?,
-            server_mac: mac(&topology.pop.mac(INTERFACE)?)?,
+            client_mac: topology.client.mac_octets(INTERFACE)?,
+            server_mac: topology.pop.mac_octets(INTERFACE)?,
             client: Topology::CLIENT_V4.octets(),
             server: SERVER.octets(),
         },
@@ -439,18 +439,6 @@ fn main() -> Result<()> {
         bail!("failed: {}", failed.join(", "));
     }
     Ok(())
-}
-
-/// `aa:bb:cc:dd:ee:ff` as bytes.
-fn mac(text: &str) -> Result<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|part| u8::from_str_radix(part, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("MAC address {text}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("MAC address {text}"))
 }
 
 impl Bench<'_> {
@@ -1041,14 +1029,7 @@ impl Bench<'_> {
         };
         thread::sleep(RELOAD_TAIL);
         drop(trafgen);
-        // The last replies are still on their way (on a loaded machine the receiving NAPI
-        // thread may wait its turn): wait for them, not for the ones that were lost.
-        let settle = Instant::now() + Duration::from_secs(2);
-        let mut counted = window.close()?;
-        while counted.answered < counted.sent && Instant::now() < settle {
-            thread::sleep(Duration::from_millis(50));
-            counted = window.close()?;
-        }
+        let counted = window.settle()?;
         eprintln!(
             "bench:   reload visible after {:.1} ms; {} sent, {} answered",
             visible.as_secs_f64() * 1e3,

@@ -6,8 +6,9 @@
 //!    maps; the next query through the XDP program (BPF_PROG_TEST_RUN) must carry it.
 //! 2. Origin death → answers moved: a real `edge run` with default probe settings steers between
 //!    two origins; the chosen one is stopped and kdig polls the PoP until the answer moves.
-//! 3. Queries lost during continuous rewrites: kxdpgun loads the PoP's XDP program over a veth
-//!    while this process, holding the data plane, flips the steered answers as fast as it can.
+//! 3. Queries lost during continuous rewrites: trafgen loads the PoP's XDP program over a veth
+//!    while this process, holding the data plane, flips the steered answers as fast as it can;
+//!    queries and replies are counted at the client end of the veth.
 
 use std::{
     collections::BTreeMap,
@@ -32,8 +33,9 @@ use edge_tests::{
     agent::Agent,
     bench::{
         command_output,
-        load::{KxdpgunRun, kxdpgun},
+        reply_sink::ReplySink,
         report::{Table, median, replace_section},
+        trafgen::{self, Addresses, Trafgen, TrafgenRun, Window},
     },
     dig::kdig,
     edge::EdgeProcess,
@@ -127,9 +129,11 @@ fn main() -> Result<()> {
         "### Queries lost during continuous map rewrites\n\n\
          | run | queries sent | replies | lost | generation flips |\n|---|---|---|---|---|\n\
          | no rewrites | {} | {} | {} | 0 |\n| rewriting | {} | {} | {} | {flips} |\n\n\
-         kxdpgun offers {LOAD_QPS} qps for {LOAD_SECONDS} s over the veth to 1,000 static and \
-         100 steered names; meanwhile this process, holding the data plane, flips all steered \
-         answers between three selections back to back. Target: 0 lost.\n",
+         trafgen (one process on CPU 0, its slow mode) offers {LOAD_QPS} qps for {LOAD_SECONDS} \
+         s over the veth to 1,000 static and 100 steered names; meanwhile this process, holding \
+         the data plane, flips all steered answers between three selections back to back. Sent \
+         and replies are the client end's interface counters, from before trafgen starts until \
+         the last reply came (up to 2 s after it stopped). Target: 0 lost.\n",
         baseline.0,
         baseline.1,
         baseline.0.saturating_sub(baseline.1),
@@ -287,7 +291,7 @@ fn origin_death(run: usize) -> Result<f64> {
     }
 }
 
-/// Queries sent and replies received in one kxdpgun run.
+/// Queries sent and replies received in one trafgen run.
 type Counts = (u64, u64);
 
 /// Counts without and with continuous rewrites, and the flips done meanwhile.
@@ -297,15 +301,19 @@ fn lost_during_rewrites() -> Result<(Counts, Counts, u64)> {
     let config_path = topology.write_file("edge.toml", &text)?;
     let config = Config::parse(&config_path, &text)?;
     let base = Zones::build(&config_path, &config)?;
-    let mut queries = String::new();
-    for i in 0..100 {
-        queries += &format!("s{i}.bench.example A\n");
-    }
-    for i in 0..1000 {
-        queries += &format!("f{i}.bench.example A\n");
-    }
-    let queries_path = topology.write_file("queries.txt", &queries)?;
-    let server_mac = topology.pop.mac(Topology::INTERFACE)?;
+    let addresses = Addresses {
+        client_mac: topology.client.mac_octets(Topology::INTERFACE)?,
+        server_mac: topology.pop.mac_octets(Topology::INTERFACE)?,
+        client: Topology::CLIENT_V4.octets(),
+        server: Topology::POP_V4.octets(),
+    };
+    let names = (0..100)
+        .map(|i| format!("s{i}.bench.example"))
+        .chain((0..1000).map(|i| format!("f{i}.bench.example")));
+    let frames = topology.write_file(
+        "frames.cfg",
+        &trafgen::config(names.map(|name| trafgen::query_frame(&addresses, &name))),
+    )?;
 
     let rewriting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -342,25 +350,33 @@ fn lost_during_rewrites() -> Result<(Counts, Counts, u64)> {
     ready_rx
         .recv_timeout(Duration::from_secs(20))
         .context("the data plane did not start")?;
-    let run = || -> Result<Counts> {
-        let report = kxdpgun(
+    let _sink = ReplySink::attach(
+        &topology.client,
+        Topology::INTERFACE,
+        topology.pin_root().join("reply-sink"),
+    )?;
+    let run = |number: usize| -> Result<Counts> {
+        let window = Window::open(&topology.client, Topology::INTERFACE)?;
+        let trafgen = Trafgen::start(
             &topology.client,
-            &KxdpgunRun {
-                server: Topology::POP_V4,
-                queries: &queries_path,
+            &TrafgenRun {
+                config: &frames,
                 interface: Topology::INTERFACE,
-                server_mac: &server_mac,
-                rate: LOAD_QPS,
-                seconds: LOAD_SECONDS,
+                rate: Some(LOAD_QPS),
+                seconds: LOAD_SECONDS as f64,
                 cpu: 0,
             },
+            &topology.work_dir().join(format!("trafgen-{number}.log")),
         )?;
-        topology.client.detach_xdp(Topology::INTERFACE)?;
-        Ok((report.queries, report.replies))
+        // The load's length, not a wait for something to happen.
+        thread::sleep(Duration::from_secs(LOAD_SECONDS));
+        drop(trafgen);
+        let counted = window.settle()?;
+        Ok((counted.sent, counted.answered))
     };
-    let baseline = run()?;
+    let baseline = run(0)?;
     rewriting.store(true, Ordering::SeqCst);
-    let loaded = run()?;
+    let loaded = run(1)?;
     stop.store(true, Ordering::SeqCst);
     writer
         .join()

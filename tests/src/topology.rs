@@ -82,6 +82,19 @@ impl Netns {
         Ok(from_ip)
     }
 
+    /// The MAC address of `interface` as bytes, for frames built by hand.
+    pub fn mac_octets(&self, interface: &str) -> Result<[u8; 6]> {
+        let text = self.mac(interface)?;
+        let bytes: Vec<u8> = text
+            .split(':')
+            .map(|part| u8::from_str_radix(part, 16))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("MAC address {text}"))?;
+        bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("MAC address {text}"))
+    }
+
     /// `ip …` inside this namespace.
     fn ip(&self, args: &[&str]) -> Result<()> {
         ip(&[&["-n", &self.name], args].concat())
@@ -152,7 +165,7 @@ impl Netns {
     }
 
     /// Detaches whatever XDP program another tool attached to `interface` through netlink and
-    /// left behind (kxdpgun and Knot DNS do).
+    /// left behind (Knot DNS's XDP mode does).
     pub fn detach_xdp(&self, interface: &str) -> Result<()> {
         self.ip(&["link", "set", "dev", interface, "xdp", "off"])
     }
@@ -163,7 +176,7 @@ impl Netns {
 pub enum ClientXdp {
     /// The XDP_PASS program, so that the PoP's XDP_TX replies arrive: what tests want.
     Pass,
-    /// Nothing, for a client tool that attaches its own program (kxdpgun).
+    /// Nothing: for a benchmark that attaches its own program there (the reply sink).
     None,
 }
 

@@ -21,20 +21,12 @@ use edge_tests::{
 
 const INTERFACE: &str = Topology::INTERFACE;
 
-fn mac(text: &str) -> [u8; 6] {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|part| u8::from_str_radix(part, 16).unwrap())
-        .collect();
-    bytes.try_into().unwrap()
-}
-
 #[test]
 fn trafgen_queries_are_answered_and_counted_at_the_client_end() -> Result<()> {
     let topology = Topology::client_and_pop_with("bench-load", ClientXdp::None)?;
     let addresses = Addresses {
-        client_mac: mac(&topology.client.mac(INTERFACE)?),
-        server_mac: mac(&topology.pop.mac(INTERFACE)?),
+        client_mac: topology.client.mac_octets(INTERFACE)?,
+        server_mac: topology.pop.mac_octets(INTERFACE)?,
         client: Topology::CLIENT_V4.octets(),
         server: Topology::POP_V4.octets(),
     };

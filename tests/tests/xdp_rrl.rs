@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use edge_common::{Counter, RrlSettings};
 use edge_config::rrl::RrlConfig;
 use edge_tests::{
@@ -336,8 +336,8 @@ fn a_spoofed_flood_from_one_prefix_is_limited_while_another_client_is_answered()
 /// Sends [`FLOOD_FRAMES`] queries from [`FLOOD_PREFIX`] to the PoP as raw Ethernet frames from
 /// the client's end of the veth; returns how many went out.
 fn flood(client: &Netns, pop: &Netns) -> Result<usize> {
-    let client_mac = mac(client)?;
-    let pop_mac = mac(pop)?;
+    let client_mac = client.mac_octets(Topology::INTERFACE)?;
+    let pop_mac = pop.mac_octets(Topology::INTERFACE)?;
     let query = Query::new("www.example.com");
     let frames: Vec<Vec<u8>> = (0..FLOOD_FRAMES)
         .map(|i| {
@@ -355,16 +355,6 @@ fn flood(client: &Netns, pop: &Netns) -> Result<usize> {
         })
         .collect();
     client.run_inside(|| send_raw(Topology::INTERFACE, &frames))?
-}
-
-fn mac(netns: &Netns) -> Result<[u8; 6]> {
-    let text = netns.mac(Topology::INTERFACE)?;
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|byte| u8::from_str_radix(byte, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("MAC {text}"))?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("MAC {text}"))
 }
 
 /// Sends each frame as it is on `interface` of the calling thread's namespace (AF_PACKET).

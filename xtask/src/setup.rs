@@ -13,7 +13,7 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
     "util-linux",     // nsenter
     "bpftool",        // inspecting maps
     "ethtool",        // benchmarks: GRO on the veth end, for threaded NAPI
-    "knot-dnsutils",  // kdig, kxdpgun
+    "knot-dnsutils",  // kdig
     "bind9-dnsutils", // dig
     "dnsperf",
     "netsniff-ng", // trafgen: the DNS benchmark's load generator

@@ -1,119 +1,11 @@
-//! The load generators, run inside the client namespace, and the numbers read back from their
-//! reports: kxdpgun (Knot DNS's AF_XDP generator; offered and answered rate) and dnsperf (a
-//! socket client; rate and latency).
+//! dnsperf (a socket client; rate and latency), run inside the client namespace, and the numbers
+//! read back from its report. The packet generator is trafgen ([`super::trafgen`]).
 
-use std::{net::Ipv4Addr, path::Path, thread, time::Duration};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::topology::Netns;
-
-/// Attempts when kxdpgun's AF_XDP socket is still held by the previous run.
-const KXDPGUN_ATTEMPTS: usize = 5;
-
-/// One kxdpgun run.
-#[derive(Debug, Clone)]
-pub struct KxdpgunRun<'a> {
-    pub server: Ipv4Addr,
-    pub queries: &'a Path,
-    pub interface: &'a str,
-    /// The server's MAC: kxdpgun writes Ethernet frames itself.
-    pub server_mac: &'a str,
-    /// Offered queries per second.
-    pub rate: u64,
-    pub seconds: u64,
-    /// The CPU kxdpgun's one thread (one veth queue) runs on.
-    pub cpu: usize,
-}
-
-/// What kxdpgun reports.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KxdpgunReport {
-    /// Queries sent per second: below the offered rate when kxdpgun itself is the limit.
-    pub sent_qps: f64,
-    /// Replies received per second.
-    pub answered_qps: f64,
-    /// Replies with RCODE NOERROR.
-    pub noerror: u64,
-    pub queries: u64,
-    pub replies: u64,
-}
-
-impl KxdpgunReport {
-    /// Share of sent queries answered.
-    pub fn answered_share(&self) -> f64 {
-        if self.sent_qps == 0.0 {
-            0.0
-        } else {
-            self.answered_qps / self.sent_qps
-        }
-    }
-}
-
-/// Runs kxdpgun in `netns`. kxdpgun attaches its own XDP program to the interface and leaves it
-/// there; the caller detaches it when it needs the interface back.
-pub fn kxdpgun(netns: &Netns, run: &KxdpgunRun) -> Result<KxdpgunReport> {
-    for attempt in 1..=KXDPGUN_ATTEMPTS {
-        let output = netns
-            .command("kxdpgun")
-            .args(["-t", &run.seconds.to_string()])
-            .args(["-Q", &run.rate.to_string()])
-            // Batches of 64 let one thread offer about twice the rate of the default 10.
-            .args(["-b", "64"])
-            .args(["-F", &run.cpu.to_string()])
-            .args(["-I", run.interface, "-R", run.server_mac, "-i"])
-            .arg(run.queries)
-            .arg(run.server.to_string())
-            .output()
-            .context("running kxdpgun (knot-dnsutils: cargo xtask setup)")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        // The kernel releases the previous run's AF_XDP socket asynchronously.
-        if text.contains("resource is busy") && attempt < KXDPGUN_ATTEMPTS {
-            thread::sleep(Duration::from_secs(1));
-            continue;
-        }
-        return parse_kxdpgun(&text).with_context(|| format!("kxdpgun said:\n{text}"));
-    }
-    unreachable!("the last attempt returns")
-}
-
-/// Reads kxdpgun's summary (`total queries: N (R pps)`, `total replies: N (R pps) (P%)`,
-/// `responded NOERROR: N`).
-pub fn parse_kxdpgun(text: &str) -> Result<KxdpgunReport> {
-    let total = |what: &str| -> Result<(u64, f64)> {
-        let line = text
-            .lines()
-            .find(|line| line.starts_with(&format!("total {what}:")))
-            .with_context(|| format!("no `total {what}` line"))?;
-        let mut fields = line.split_whitespace().skip(2);
-        let count = fields.next().context("no count")?.parse()?;
-        let rate = fields
-            .next()
-            .and_then(|field| field.strip_prefix('('))
-            .context("no rate")?
-            .parse()?;
-        Ok((count, rate))
-    };
-    let (queries, sent_qps) = total("queries")?;
-    let (replies, answered_qps) = total("replies")?;
-    let noerror = text
-        .lines()
-        .find_map(|line| line.strip_prefix("responded NOERROR:"))
-        .map(|count| count.trim().parse())
-        .transpose()?
-        .unwrap_or(0);
-    Ok(KxdpgunReport {
-        sent_qps,
-        answered_qps,
-        noerror,
-        queries,
-        replies,
-    })
-}
 
 /// One dnsperf run.
 #[derive(Debug, Clone)]
@@ -198,17 +90,6 @@ pub fn parse_dnsperf(text: &str) -> Result<DnsperfReport> {
 mod tests {
     use super::*;
 
-    /// kxdpgun 3.2.6 against edge's XDP path on this topology.
-    const KXDPGUN: &str = "using interface eth0, XDP threads 1, UDP, native mode
-thread#00: sent 2822853, received 2205424, lost 127
-total queries:     2822853 (940951 pps)
-total replies:     2205424 (735141 pps) (78%)
-average DNS reply size: 51 B
-average Ethernet reply rate: 362595440 bps (362.60 Mbps)
-responded NOERROR:   2205424
-duration: 3 s
-";
-
     /// dnsperf 2.10.0 against Knot DNS.
     const DNSPERF: &str = "[Status] Testing complete (time limit)
 
@@ -226,25 +107,6 @@ Statistics:
   Average Latency (s):  0.000888 (min 0.000029, max 0.005015)
   Latency StdDev (s):   0.000231
 ";
-
-    #[test]
-    fn reads_kxdpgun_summary() {
-        let report = parse_kxdpgun(KXDPGUN).unwrap();
-        assert_eq!(report.sent_qps, 940_951.0);
-        assert_eq!(report.answered_qps, 735_141.0);
-        assert_eq!(report.replies, 2_205_424);
-        assert_eq!(report.noerror, 2_205_424);
-        assert!((report.answered_share() - 0.78).abs() < 0.01);
-    }
-
-    #[test]
-    fn kxdpgun_without_a_summary_is_an_error() {
-        let error = parse_kxdpgun(
-            "error: failed to initialize XDP socket#0 (requested resource is busy)\n",
-        )
-        .unwrap_err();
-        assert!(error.to_string().contains("total queries"), "{error}");
-    }
 
     #[test]
     fn reads_dnsperf_statistics() {

@@ -23,6 +23,8 @@ use crate::{topology::Netns, xdp::udp_frame};
 pub const CLIENT_PORT: u16 = 40_000;
 /// Frames trafgen sends before the measured window starts (its config is parsed by then).
 const WARM_UP: Duration = Duration::from_millis(500);
+/// How long the replies to the last queries sent may take to arrive.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How long trafgen may take to parse a million packet definitions and start sending.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -293,6 +295,18 @@ impl<'a> Window<'a> {
             netns,
             interface,
         })
+    }
+
+    /// [`Self::close`] once trafgen has stopped: waits up to [`SETTLE`] for the last replies
+    /// (on a loaded machine the receiving NAPI thread may wait its turn), not for lost ones.
+    pub fn settle(&self) -> Result<TrafgenReport> {
+        let deadline = Instant::now() + SETTLE;
+        let mut counted = self.close()?;
+        while counted.answered < counted.sent && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            counted = self.close()?;
+        }
+        Ok(counted)
     }
 
     pub fn close(&self) -> Result<TrafgenReport> {
