@@ -1176,7 +1176,7 @@ fn version(program: &str, args: &[&str]) -> String {
 
 /// Zone size, names asked and which of each program-cost row: the two zones of the table, a
 /// sample of the large one spread thinly enough that its lookups miss the caches and the TLB,
-/// and as many of its names side by side in the name table, on a thirty-second of the pages.
+/// and as many of its names side by side in the name table, on about a 24th of the pages.
 const COST_ROWS: [(usize, usize, Asked); 4] = [
     (SMALL_ZONE, SMALL_ZONE, Asked::Spread),
     (LARGE_ZONE, SMALL_ZONE, Asked::Spread),
@@ -1252,7 +1252,7 @@ fn program_cost_section(costs: &[CostRow]) -> String {
          above, where the million-name zone with 1,000 names asked keeps up with the \
          1,000-name zone. Names spread over the million-name zone each have their slot on a \
          4 KiB page of their own; the *adjacent slots* row asks as many names whose slots lie \
-         side by side (32 to a page): what the spread row costs beyond it is the TLB miss, a \
+         side by side (32 slots to a 4 KiB page, three in four in use): what the spread row costs beyond it is the TLB miss, a \
          page walk per query (in a VM, through the guest's and the host's page tables).\n\n{}",
         table.markdown(),
         ROUNDS = program_cost::ROUNDS,

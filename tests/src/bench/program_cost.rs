@@ -67,7 +67,8 @@ pub enum Asked {
     /// name's slot lies on a page of its own.
     Spread,
     /// The names whose slots come first in the name table, side by side: as many cache lines
-    /// as [`Self::Spread`], on a thirty-second of the pages (a 4 KiB page holds 32 slots).
+    /// as [`Self::Spread`], on about a 24th of the pages (a 4 KiB page holds 32 slots, three
+    /// in four of them in use).
     Adjacent,
 }
 
