@@ -1,10 +1,10 @@
 //! What the XDP program itself costs per query, apart from the veth, the load generator and
 //! their scheduling: each query frame of a zone's query set runs through `edge_dns` (and a
-//! baseline build of it, when given) and through the reflector with BPF_PROG_TEST_RUN, one run per call, and the kernel times each run. A
-//! frame's figure is its fastest of several rounds, which filters out other work on the machine;
-//! the timing includes the test-run call's own overhead, the same for both programs. The XDP
-//! program's cases ([`crate::xdp_cases`], the table the tests run) are timed the same way, each
-//! checked first as the tests check it.
+//! baseline build of it, when given) and through the reflector with BPF_PROG_TEST_RUN, one run
+//! per call, and the kernel times each run. A frame's figure is its fastest of several rounds,
+//! which filters out other work on the machine; the timing includes the test-run call's own
+//! overhead, the same for every program. The XDP program's cases ([`crate::xdp_cases`], the
+//! table the tests run) are timed the same way, each checked first as the tests check it.
 
 use std::{path::Path, time::Duration};
 
