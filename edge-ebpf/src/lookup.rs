@@ -27,6 +27,10 @@ pub extern "C" fn edge_find_slot(scratch: *const Scratch) -> i64 {
         let Some(slot) = NAMES.get(index) else {
             return -1;
         };
+        // The answer (the slot's second cache line) is read only once the reply is written,
+        // after helper calls; loaded now, its miss overlaps the tag's instead of following it.
+        // SAFETY: a byte inside the slot, which `get` returned.
+        unsafe { core::ptr::read_volatile(slot.data.as_ptr()) };
         if slot.tag == SLOT_EMPTY {
             return -1;
         }

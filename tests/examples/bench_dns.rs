@@ -38,7 +38,7 @@ use edge_tests::{
         footprint,
         load::{self, DnsperfReport, DnsperfRun},
         peers::{self, Daemon, PeerSetup},
-        program_cost::{self, CaseCost, ProgramCost},
+        program_cost::{self, Asked, CaseCost, ProgramCost},
         reply_sink::ReplySink,
         report::{Table, count, median, percent, rate, replace_section},
         trafgen::{self, Addresses, TrafgenReport, TrafgenRun},
@@ -120,6 +120,11 @@ struct Args {
     /// Skip timing the XDP programs with BPF_PROG_TEST_RUN.
     #[arg(long)]
     skip_program_cost: bool,
+    /// Another build of the XDP object (e.g. main's: target/release/build/edge-dataplane-*/out/
+    /// edge-xdp), timed beside this one in the program-cost table, so that a change is measured
+    /// against it under the same load.
+    #[arg(long)]
+    baseline_object: Option<PathBuf>,
     /// Skip the scale table.
     #[arg(long)]
     skip_scale: bool,
@@ -396,7 +401,7 @@ fn main() -> Result<()> {
         eprintln!("bench: XDP program cost per case");
         let mut cases = program_cost::cases(program_cost::ROUNDS)?;
         cases.extend(program_cost::rrl_cases(program_cost::ROUNDS)?);
-        (program_costs()?, cases)
+        (program_costs(args.baseline_object.as_deref())?, cases)
     };
 
     let mut section = report(
@@ -1169,46 +1174,72 @@ fn version(program: &str, args: &[&str]) -> String {
     )
 }
 
-/// Zone size and names asked of each program-cost row: the two zones of the table, and a
-/// sample of the large one spread thinly enough that its lookups miss the caches.
-const COST_ROWS: [(usize, usize); 3] = [
-    (SMALL_ZONE, SMALL_ZONE),
-    (LARGE_ZONE, SMALL_ZONE),
-    (LARGE_ZONE, 10 * SMALL_ZONE),
+/// Zone size, names asked and which of each program-cost row: the two zones of the table, a
+/// sample of the large one spread thinly enough that its lookups miss the caches and the TLB,
+/// and as many of its names side by side in the name table, on about a 24th of the pages.
+const COST_ROWS: [(usize, usize, Asked); 4] = [
+    (SMALL_ZONE, SMALL_ZONE, Asked::Spread),
+    (LARGE_ZONE, SMALL_ZONE, Asked::Spread),
+    (LARGE_ZONE, 10 * SMALL_ZONE, Asked::Spread),
+    (LARGE_ZONE, 10 * SMALL_ZONE, Asked::Adjacent),
 ];
 
-/// Each [`COST_ROWS`] row's cost, timed with BPF_PROG_TEST_RUN.
-fn program_costs() -> Result<Vec<(usize, usize, ProgramCost)>> {
+/// A program-cost row: zone size, names asked, which, and the cost.
+type CostRow = (usize, usize, Asked, ProgramCost);
+
+/// Each [`COST_ROWS`] row's cost, timed with BPF_PROG_TEST_RUN, beside the object at `baseline`
+/// if given.
+fn program_costs(baseline: Option<&Path>) -> Result<Vec<CostRow>> {
+    let baseline = baseline.map(program_cost::Object::read).transpose()?;
+    let baseline = baseline.as_ref().map(program_cost::Object::bytes);
     COST_ROWS
         .iter()
-        .map(|&(names, asked)| {
-            eprintln!("bench: XDP program cost, {names} names, {asked} asked");
+        .map(|&(names, asked, how)| {
+            eprintln!("bench: XDP program cost, {names} names, {asked} asked ({how:?})");
             Ok((
                 names,
                 asked,
-                program_cost::measure(BenchZone::new(names), asked)?,
+                how,
+                program_cost::measure(BenchZone::new(names), asked, how, baseline)?,
             ))
         })
         .collect()
 }
+
 /// The program-cost table.
-fn program_cost_section(costs: &[(usize, usize, ProgramCost)]) -> String {
-    let mut table = Table::new(&[
-        "zone",
-        "names asked",
-        "edge_dns",
-        "reflector",
-        "edge_dns − reflector",
-    ]);
-    for (names, asked, cost) in costs {
-        table.row(vec![
+fn program_cost_section(costs: &[CostRow]) -> String {
+    let with_baseline = costs.iter().any(|(.., cost)| cost.baseline.is_some());
+    let mut columns = vec!["zone", "names asked", "edge_dns"];
+    if with_baseline {
+        columns.push("baseline edge_dns");
+    }
+    columns.extend(["reflector", "edge_dns − reflector"]);
+    let mut table = Table::new(&columns);
+    for (names, asked, how, cost) in costs {
+        let mut row = vec![
             count(*names as u64),
-            count(*asked as u64),
+            match how {
+                Asked::Spread => count(*asked as u64),
+                Asked::Adjacent => format!("{}, adjacent slots", count(*asked as u64)),
+            },
             format!("{:.0} ns", cost.edge),
+        ];
+        if with_baseline {
+            row.push(cost.baseline.map_or("–".into(), |b| format!("{b:.0} ns")));
+        }
+        row.extend([
             format!("{:.0} ns", cost.reflector),
             format!("{:.0} ns", cost.edge - cost.reflector),
         ]);
+        table.row(row);
     }
+    let baseline = if with_baseline {
+        " *baseline edge_dns* is another build of the program (`--baseline-object`), loaded with \
+         the same zone and timed on the same frames in turn with this one (their two tables \
+         compete for the caches and the TLB, so both run slower than either alone)."
+    } else {
+        ""
+    };
     format!(
         "\n### XDP program cost per query\n\n\
          Apart from the veth pair, the load generator and their scheduling: every query frame of the row runs \
@@ -1216,10 +1247,13 @@ fn program_cost_section(costs: &[(usize, usize, ProgramCost)]) -> String {
          BPF_PROG_TEST_RUN, one run per call, {ROUNDS} rounds; the kernel times each run and a \
          frame's figure is its fastest round (which filters out other work on the machine). The \
          figures include the test-run call's own overhead, the same for both programs; the last \
-         column is what answering from the maps adds. Each run enters the kernel anew, so in the \
+         column is what answering from the maps adds.{baseline} Each run enters the kernel anew, so in the \
          million-name rows the TLB and caches are colder than in the receive loop of the table \
          above, where the million-name zone with 1,000 names asked keeps up with the \
-         1,000-name zone.\n\n{}",
+         1,000-name zone. Names spread over the million-name zone each have their slot on a \
+         4 KiB page of their own; the *adjacent slots* row asks as many names whose slots lie \
+         side by side (32 slots to a 4 KiB page, three in four in use): what the spread row costs beyond it is the TLB miss, a \
+         page walk per query (in a VM, through the guest's and the host's page tables).\n\n{}",
         table.markdown(),
         ROUNDS = program_cost::ROUNDS,
     )
@@ -1283,7 +1317,7 @@ fn report(
     date: &str,
     took: Duration,
     results: &[(Peer, Outcome)],
-    costs: &[(usize, usize, ProgramCost)],
+    costs: &[CostRow],
     case_costs: &[CaseCost],
 ) -> Result<String> {
     let measured = |peer: Peer| {

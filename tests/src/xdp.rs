@@ -115,12 +115,23 @@ impl Program {
 
     /// [`Self::load`] with room for `answers` short-name answers.
     pub fn load_sized(config: &str, listen: &[SocketAddr], answers: u32) -> Result<Self> {
+        Self::load_object(edge_dataplane::EBPF_OBJECT, config, listen, answers)
+    }
+
+    /// [`Self::load_sized`] from another build of the XDP object (`object`, an ELF file's
+    /// bytes): the benchmark's baseline.
+    pub fn load_object(
+        object: &[u8],
+        config: &str,
+        listen: &[SocketAddr],
+        answers: u32,
+    ) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(map_name::NAMES, maps::table_slots(answers))
             .map_max_entries(map_name::LONG_ANSWERS, maps::long_entries(1024, answers))
             .map_max_entries(map_name::SELECTIONS, 2 * u32::from(STEERED))
             .map_max_entries(map_name::RRL_BUCKETS, RRL_TABLE_SIZE)
-            .load(edge_dataplane::EBPF_OBJECT)?;
+            .load(object)?;
         let rrl = RrlMaps::new(
             ebpf.take_map(map_name::RRL_SETTINGS).context("rrl")?,
             ebpf.take_map(map_name::RRL_EXEMPT).context("rrl exempt")?,
