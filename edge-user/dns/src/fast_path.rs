@@ -279,11 +279,11 @@ fn entries_of(zones: &Zones, steered_only: bool) -> Result<Vec<Entry>, ProtoErro
                     named = true;
                 }
                 section.clear();
-                answer_into(&mut section, set.ttl, &set.rdatas)?;
+                answer_into(&mut section, set.ttl, &set.rdatas())?;
                 entries.push(Entry::new(
                     &name,
                     rtype,
-                    set.rdatas.len() as u16,
+                    set.len() as u16,
                     &section,
                     records.pool.is_some(),
                 )?);
