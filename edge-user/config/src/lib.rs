@@ -10,6 +10,7 @@
 mod error;
 pub mod http;
 pub mod mesh;
+mod names_table;
 pub mod rrl;
 pub mod steering;
 
@@ -415,20 +416,50 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Parses `text` as the contents of `path`.
+    /// Parses `text` as the contents of `path`: name tables in the plain form by
+    /// [`names_table`], the rest (or, if anything in them is not plain, everything) by the toml
+    /// crate.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let whole = || Self::deserialize_toml(path, text)?.checked(path);
+        let Some(split) = names_table::split(text) else {
+            return whole();
+        };
+        // On an error, its position as the whole text gives it.
+        let Ok(mut config) = Self::deserialize_toml(path, &split.rest) else {
+            return whole();
+        };
+        if config.zones.len() != split.zones
+            || split
+                .names
+                .iter()
+                .any(|(z, _)| !config.zones[*z].names.is_empty())
+        {
+            return whole();
+        }
+        for (z, name) in split.names {
+            config.zones[z].names.push(name);
+        }
+        config.checked(path)
+    }
+
+    /// `text` deserialized by the toml crate, unchecked.
+    fn deserialize_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let deserializer = toml::Deserializer::parse(text).map_err(|error| ConfigError {
             file: path.to_path_buf(),
             field: String::new(),
             reason: describe_toml_error(text, &error),
         })?;
-        let mut config: Self =
-            serde_path_to_error::deserialize(deserializer).map_err(|error| ConfigError {
-                file: path.to_path_buf(),
-                field: field_path(error.path()),
-                reason: describe_toml_error(text, error.inner()),
-            })?;
-        config.adopt_http_admin_listen(path)?;
+        serde_path_to_error::deserialize(deserializer).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: field_path(error.path()),
+            reason: describe_toml_error(text, error.inner()),
+        })
+    }
+
+    /// The config once its parts are checked against each other.
+    fn checked(mut self, path: &Path) -> Result<Self, ConfigError> {
+        self.adopt_http_admin_listen(path)?;
+        let config = self;
         config.check_xdp(path)?;
         config.check_dns(path)?;
         config.check_pools(path)?;
