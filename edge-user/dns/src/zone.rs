@@ -52,10 +52,13 @@ pub struct Zone {
     pub soa: SOA,
     /// Its TTL.
     pub soa_ttl: u32,
-    /// Owner name (absolute, lower-case) → its records, the apex's SOA and NS included. Shared
-    /// between copies (a million names are not copied for each steering round): change it with
-    /// `Arc::make_mut`.
+    /// Owner name (absolute, lower-case) → its records, the apex's SOA and NS included; steered
+    /// names with their configured records. Shared between copies (a million names are not
+    /// copied for each steering round): change it with `Arc::make_mut`.
     pub names: Arc<BTreeMap<Name, NameRecords>>,
+    /// The steered names with the records they answer with now: as configured until
+    /// [`Zones::with_selections`] replaces them, which touches this map and nothing else.
+    pub steered: Arc<BTreeMap<Name, NameRecords>>,
 }
 
 /// The records of one owner name: its RRsets, each with its own TTL.
@@ -415,15 +418,44 @@ impl Zone {
         apex_records.add(soa_ttl, RData::SOA(soa.clone()));
         Self {
             names: Arc::new(BTreeMap::from([(apex.clone(), apex_records)])),
+            steered: Arc::default(),
             apex,
             soa,
             soa_ttl,
         }
     }
 
+    /// The records `name` (absolute, lower-case) answers with: a steered name's as selected.
+    pub fn records(&self, name: &Name) -> Option<&NameRecords> {
+        let records = self.names.get(name)?;
+        match records.pool {
+            Some(_) => self.steered.get(name).or(Some(records)),
+            None => Some(records),
+        }
+    }
+
+    /// Every owner name with the records it answers with, in canonical order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Name, &NameRecords)> {
+        self.names.iter().map(|(name, records)| match records.pool {
+            Some(_) => (name, self.steered.get(name).unwrap_or(records)),
+            None => (name, records),
+        })
+    }
+
+    /// The steered names as configured, found again in `names` (after a build or a change).
+    fn find_steered(&mut self) {
+        self.steered = Arc::new(
+            self.names
+                .iter()
+                .filter(|(_, records)| records.pool.is_some())
+                .map(|(name, records)| (name.clone(), records.clone()))
+                .collect(),
+        );
+    }
+
     /// The RRset of `name` (absolute, lower-case) and `rtype`.
     pub fn rrset(&self, name: &Name, rtype: RecordType) -> Option<RrSet> {
-        self.names.get(name)?.rrset(name, rtype)
+        self.records(name)?.rrset(name, rtype)
     }
 
     /// Whether `name` owns any record.
@@ -450,7 +482,7 @@ impl Zone {
             .rev()
             .map(|keep| name.trim_to(usize::from(keep)))
             .find(|ancestor| self.has_name(ancestor) || self.is_empty_non_terminal(ancestor))
-            .and_then(|encloser| self.names.get(&star.clone().append_domain(&encloser).ok()?))
+            .and_then(|encloser| self.records(&star.clone().append_domain(&encloser).ok()?))
     }
 
     /// The zone cuts: names below the apex with NS records.
@@ -499,7 +531,7 @@ impl Zones {
                     format!("zone {apex} is already defined by zones[{other}]"),
                 ));
             }
-            let built = match &zone.file {
+            let mut built = match &zone.file {
                 Some(file) => {
                     let file = path.parent().unwrap_or(Path::new(".")).join(file);
                     let mut built = zone_file::load(&file, &apex).map_err(|error| {
@@ -520,6 +552,7 @@ impl Zones {
                 }
                 None => build_zone(config, z, zone, apex).map_err(|(f, r)| refuse(f, r))?,
             };
+            built.find_steered();
             zones.push(built);
         }
         for (field, text) in [
@@ -553,30 +586,35 @@ impl Zones {
     pub fn with_selections(&self, selections: &Selections) -> Self {
         let mut zones = self.clone();
         for zone in &mut zones.zones {
-            // Zones without steered names stay shared.
-            if !zone.names.values().any(|records| records.pool.is_some()) {
+            // Zones without steered names stay shared; the others get a new map of their
+            // steered names, each from its configured records.
+            if zone.steered.is_empty() {
                 continue;
             }
-            for records in Arc::make_mut(&mut zone.names).values_mut() {
-                let Some(steered) = records.pool.clone() else {
-                    continue;
-                };
-                let Some(addresses) = selections.addresses.get(&steered.pool) else {
-                    continue;
-                };
-                let ttl = selections
-                    .ttls
-                    .get(&steered.pool)
-                    .map_or(steered.ttl, |&ttl| ttl.min(steered.ttl));
-                records.steer(addresses, ttl);
-            }
+            let steered = zone
+                .steered
+                .keys()
+                .filter_map(|name| {
+                    let mut records = zone.names.get(name)?.clone();
+                    let configured = records.pool.clone()?;
+                    if let Some(addresses) = selections.addresses.get(&configured.pool) {
+                        let ttl = selections
+                            .ttls
+                            .get(&configured.pool)
+                            .map_or(configured.ttl, |&ttl| ttl.min(configured.ttl));
+                        records.steer(addresses, ttl);
+                    }
+                    Some((name.clone(), records))
+                })
+                .collect();
+            zone.steered = Arc::new(steered);
         }
         zones
     }
 
-    /// Every owner name with its records, zone by zone.
+    /// Every owner name with the records it answers with, zone by zone.
     pub fn names(&self) -> impl Iterator<Item = (&Name, &NameRecords)> {
-        self.zones.iter().flat_map(|zone| zone.names.iter())
+        self.zones.iter().flat_map(Zone::iter)
     }
 
     /// The zone holding `name` (any case): the one with the longest apex above it.
@@ -753,10 +791,12 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
     }
 
     for (n, entry) in zone.names.iter().enumerate() {
-        let field = at(format!(".names[{n}]"));
-        let owner = owner_name(&apex, &entry.name).map_err(|r| (format!("{field}.name"), r))?;
+        // The field is named only for a refusal: formatting it for each of a million names
+        // would cost more than building them.
+        let field = |sub: &str| at(format!(".names[{n}]{sub}"));
+        let owner = owner_name(&apex, &entry.name).map_err(|r| (field(".name"), r))?;
         let records = name_records(config, &apex, &owner, entry, zone_ttl)
-            .map_err(|(sub, reason)| (format!("{field}{sub}"), reason))?;
+            .map_err(|(sub, reason)| (field(&sub), reason))?;
         owned.push((canonical_key(&owner), owner, records, Some(n)));
     }
     owned.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1349,22 +1389,35 @@ txt = ["v=DKIM1; p="]
         selections.ttls.insert("shop-origins".into(), 7);
         // shop's own TTL is 20: the lower of the two.
         let steered = zones.with_selections(&selections);
-        let records = &steered.zones[0].names[&shop];
+        let records = steered.zones[0].records(&shop).unwrap();
         assert_eq!(addresses(records), ["192.0.2.102", "2001:db8::101"]);
         assert_eq!((records.sets[&1].ttl, records.unavailable), (7, false));
-        // Only steered names change.
+        // Only steered names change: the other names are not even copied (a round on a zone
+        // of a million names touches its steered names alone).
+        assert!(Arc::ptr_eq(&steered.zones[0].names, &zones.zones[0].names));
         let mail = name("mail.example.com.");
-        assert_eq!(steered.zones[0].names[&mail], zones.zones[0].names[&mail]);
+        assert_eq!(
+            steered.zones[0].records(&mail),
+            zones.zones[0].records(&mail)
+        );
+        assert_eq!(
+            steered.zones[0].rrset(&shop, RecordType::A).unwrap().rdatas,
+            [RData::A(A("192.0.2.102".parse().unwrap()))]
+        );
         selections.ttls.insert("shop-origins".into(), 60);
         assert_eq!(
-            zones.with_selections(&selections).zones[0].names[&shop].sets[&1].ttl,
+            zones.with_selections(&selections).zones[0]
+                .records(&shop)
+                .unwrap()
+                .sets[&1]
+                .ttl,
             20
         );
         selections
             .addresses
             .insert("shop-origins".into(), Vec::new());
         let down = zones.with_selections(&selections);
-        let records = &down.zones[0].names[&shop];
+        let records = down.zones[0].records(&shop).unwrap();
         assert!(records.unavailable && addresses(records).is_empty());
         assert!(
             crate::fast_path::entries(&down).unwrap().len()
