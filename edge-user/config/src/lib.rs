@@ -237,7 +237,7 @@ impl Default for DnsConfig {
 
 /// Names in a zone (owners and targets alike) are relative to the apex (`www`), `@` for the
 /// apex, or absolute with a trailing dot (`www.example.org.`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// The zone's apex, e.g. `cdn.example.net`.
@@ -258,7 +258,7 @@ pub struct ZoneConfig {
 }
 
 /// The SOA record's fields (RFC 1035 §3.3.13).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SoaConfig {
     /// The primary name server; default: the first of `nameservers`, else the apex.
@@ -294,7 +294,7 @@ impl Default for SoaConfig {
 }
 
 /// One NS record at the apex, with the glue a name server inside the zone needs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameserverConfig {
     pub name: String,
@@ -305,7 +305,7 @@ pub struct NameserverConfig {
 
 /// The records of one owner name. A name holds either a `cname`, or a delegation (`ns`, with
 /// glue names below it holding only `a`/`aaaa`), or any of the other record types.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameConfig {
     pub name: String,
@@ -330,7 +330,7 @@ pub struct NameConfig {
     pub pool: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MxConfig {
     pub preference: u16,

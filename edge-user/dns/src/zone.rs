@@ -6,8 +6,9 @@
 use std::{
     borrow::Cow,
     collections::BTreeMap,
+    hash::{DefaultHasher, Hash, Hasher},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
@@ -59,6 +60,44 @@ pub struct Zone {
     /// The steered names with the records they answer with now: as configured until
     /// [`Zones::with_selections`] replaces them, which touches this map and nothing else.
     pub steered: Arc<BTreeMap<Name, NameRecords>>,
+    /// What it was built from.
+    pub source: Source,
+}
+
+/// What a zone was built from, so that a reload rebuilds only the zones whose source changed:
+/// a digest of its config table (with the pools, if it steers names), and each zone file read
+/// (`$INCLUDE`d ones too) with a digest of its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    config: u64,
+    pub(crate) files: Vec<(PathBuf, u64)>,
+}
+
+impl Source {
+    /// Whether each file still holds what was read.
+    fn files_unchanged(&self) -> bool {
+        self.files.iter().all(|(path, digest)| {
+            std::fs::read(path).is_ok_and(|bytes| digest_of(&bytes) == *digest)
+        })
+    }
+}
+
+/// A digest that tells whether a source changed (not a defence against forgery: the config is
+/// the operator's own).
+pub(crate) fn digest_of(value: &(impl Hash + ?Sized)) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The digest of what zone table `zone` builds from: the table, and the pools if it steers.
+fn config_digest(config: &Config, zone: &ZoneConfig) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    zone.hash(&mut hasher);
+    if zone.names.iter().any(|name| name.pool.is_some()) {
+        format!("{:?}", config.pools).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// The records of one owner name: its RRsets, each with its own TTL.
@@ -419,6 +458,7 @@ impl Zone {
         Self {
             names: Arc::new(BTreeMap::from([(apex.clone(), apex_records)])),
             steered: Arc::default(),
+            source: Source::default(),
             apex,
             soa,
             soa_ttl,
@@ -514,6 +554,16 @@ impl Zone {
 impl Zones {
     /// Validates the zones of `config`, read from `path` (zone files relative to its directory).
     pub fn build(path: &Path, config: &Config) -> Result<Self, ConfigError> {
+        Self::rebuild(path, config, None)
+    }
+
+    /// As [`Self::build`], taking from `previous` (the zones running, as built) each zone whose
+    /// source has not changed: a reload rebuilds the zones whose table or file changed.
+    pub fn rebuild(
+        path: &Path,
+        config: &Config,
+        previous: Option<&Zones>,
+    ) -> Result<Self, ConfigError> {
         let refuse = |field: String, reason: String| ConfigError {
             file: path.to_path_buf(),
             field,
@@ -530,6 +580,14 @@ impl Zones {
                     format!("zones[{z}].apex"),
                     format!("zone {apex} is already defined by zones[{other}]"),
                 ));
+            }
+            let digest = config_digest(config, zone);
+            if let Some(unchanged) = previous
+                .and_then(|previous| previous.zones.iter().find(|old| old.apex == apex))
+                .filter(|old| old.source.config == digest && old.source.files_unchanged())
+            {
+                zones.push(unchanged.clone());
+                continue;
             }
             let mut built = match &zone.file {
                 Some(file) => {
@@ -553,6 +611,7 @@ impl Zones {
                 None => build_zone(config, z, zone, apex).map_err(|(f, r)| refuse(f, r))?,
             };
             built.find_steered();
+            built.source.config = digest;
             zones.push(built);
         }
         for (field, text) in [
@@ -1551,6 +1610,56 @@ txt = ["v=DKIM1; p="]
         let from_c7 = answers("c7.example.com.");
         assert_eq!(from_c7.len(), MAX_CNAME_CHAIN + 1);
         assert_eq!(from_c7.last().unwrap(), "c12.example.com.");
+    }
+
+    #[test]
+    fn a_reload_rebuilds_only_the_zones_whose_source_changed() {
+        let dir = std::env::temp_dir().join(format!("edge-zone-reuse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let zone_file = dir.join("c.zone");
+        let config_path = dir.join("edge.toml");
+        let soa =
+            "$ORIGIN c.example.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\n";
+        std::fs::write(&zone_file, format!("{soa}ns A 192.0.2.53\n")).unwrap();
+        let config = |b: &str| {
+            let text = format!(
+                "[[zones]]\napex = \"a.example\"\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.1\"]\n\
+                 [[zones]]\napex = \"b.example\"\n[[zones.names]]\nname = \"www\"\na = [\"{b}\"]\n\
+                 [[zones]]\napex = \"c.example\"\nfile = \"c.zone\"\n"
+            );
+            Config::parse(&config_path, &text).unwrap()
+        };
+        let first = Zones::build(&config_path, &config("192.0.2.2")).unwrap();
+        let same =
+            |a: &Zones, b: &Zones, z: usize| Arc::ptr_eq(&a.zones[z].names, &b.zones[z].names);
+
+        // b's table changes: a and the zone file's zone are taken as they were.
+        let second = Zones::rebuild(&config_path, &config("192.0.2.3"), Some(&first)).unwrap();
+        assert!(same(&first, &second, 0) && same(&first, &second, 2));
+        assert!(!same(&first, &second, 1));
+        let www = name("www.b.example.");
+        assert_eq!(
+            second.zones[1].rrset(&www, RecordType::A).unwrap().rdatas,
+            [RData::A(A("192.0.2.3".parse().unwrap()))]
+        );
+        // The zone file changes: that zone alone is read again.
+        std::fs::write(&zone_file, format!("{soa}ns A 192.0.2.54\n")).unwrap();
+        let third = Zones::rebuild(&config_path, &config("192.0.2.3"), Some(&second)).unwrap();
+        assert!(same(&second, &third, 0) && same(&second, &third, 1));
+        assert!(!same(&second, &third, 2));
+        assert_eq!(
+            third.zones[2]
+                .rrset(&name("ns.c.example."), RecordType::A)
+                .unwrap()
+                .rdatas,
+            [RData::A(A("192.0.2.54".parse().unwrap()))]
+        );
+        // Rebuilt or taken, the zones are those a build from scratch gives.
+        assert_eq!(
+            third,
+            Zones::build(&config_path, &config("192.0.2.3")).unwrap()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

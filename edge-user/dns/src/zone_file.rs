@@ -27,7 +27,7 @@ use hickory_proto::{
     serialize::binary::{BinDecodable as _, BinDecoder, BinEncodable as _, Restrict},
 };
 
-use crate::zone::{NameRecords, Zone, canonical_key, check_ttl};
+use crate::zone::{NameRecords, Zone, canonical_key, check_ttl, digest_of};
 
 /// How deep `$INCLUDE` may nest (a file including itself would never end).
 const MAX_INCLUDE_DEPTH: usize = 8;
@@ -75,8 +75,11 @@ pub fn parse(path: &Path, text: &[u8], apex: &Name) -> Result<Zone, Error> {
     ))
     .map_err(|error| whole(path, format!("apex {apex}: {error}")))?;
     let mut records = Vec::new();
-    read(path, text, origin, 0, &mut records)?;
-    assemble(path, apex, records)
+    let mut files = Vec::new();
+    read(path, text, origin, 0, (&mut records, &mut files))?;
+    let mut zone = assemble(path, apex, records)?;
+    zone.source.files = files;
+    Ok(zone)
 }
 
 /// Appends the records of `text`, the file at `path`, to `out`, following `$INCLUDE`s.
@@ -85,8 +88,9 @@ fn read(
     text: &[u8],
     origin: domain::base::Name<Bytes>,
     depth: usize,
-    out: &mut Vec<Loaded>,
+    (out, files): (&mut Vec<Loaded>, &mut Vec<(PathBuf, u64)>),
 ) -> Result<(), Error> {
+    files.push((path.to_path_buf(), digest_of(text)));
     let mut zonefile = Zonefile::from(text);
     zonefile.set_origin(origin);
     zonefile.set_default_class(Class::IN);
@@ -152,7 +156,7 @@ fn read(
                     &text,
                     include_origin.unwrap_or(current),
                     depth + 1,
-                    out,
+                    (&mut *out, &mut *files),
                 )?;
             }
         }

@@ -226,14 +226,14 @@ fn execute(command: Command) -> Result<()> {
     }
 }
 
-/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers;
-/// with what the zones need of the maps.
-fn load(path: &Path) -> Result<(Config, Zones, Capacity)> {
+/// A config with its zones validated (those unchanged since `previous` taken from it), and
+/// refused if the maps it sizes cannot hold its answers; with what the zones need of the maps.
+fn load(path: &Path, previous: Option<&Zones>) -> Result<(Config, Zones, Capacity)> {
     let mut config = Config::load(path)?;
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
     }
-    let zones = Zones::build(path, &config)?;
+    let zones = Zones::rebuild(path, &config, previous)?;
     // The zones hold the names now; the config's copy (hundreds of bytes a name) would only
     // double what a large zone takes.
     for zone in &mut config.zones {
@@ -272,7 +272,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         interrupt: signal(SignalKind::interrupt())?,
         hangup: signal(SignalKind::hangup())?,
     };
-    let (config, zones, needed) = load(path)?;
+    let (config, zones, needed) = load(path, None)?;
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
@@ -405,7 +405,7 @@ async fn serve(
             }
             _ = hangup.recv() => {
                 service::reloading();
-                match load(path) {
+                match load(path, Some(&zones)) {
                     Ok((reloaded, reloaded_zones, needed)) if pin_dir(&reloaded) == pin_dir(config) => {
                         if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &needed)) {
                             error!(
@@ -521,7 +521,7 @@ fn pin_dir(config: &Config) -> Option<PathBuf> {
 }
 
 fn check(path: &Path) -> Result<()> {
-    let (config, zones, needed) = load(path)?;
+    let (config, zones, needed) = load(path, None)?;
     // Certificates are files of their own: read and checked as `edge run` would.
     if let Some(http) = &config.http {
         edge_http::tls::server_config(
