@@ -416,12 +416,30 @@ impl Config {
         Self::parse(path, &text)
     }
 
+    /// Reads `path` for the commands that work on a running daemon or its maps (`edge drain`,
+    /// `status`, `stats`…): all but the zones' name tables, which are most of what a large
+    /// config takes to parse (they are the daemon's to check).
+    pub fn load_settings(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: String::new(),
+            reason: format!("cannot read: {error}"),
+        })?;
+        match names_table::split(&text, false) {
+            Some(split) => match Self::deserialize_toml(path, &split.rest) {
+                Ok(config) if config.zones.len() == split.zones => config.checked(path),
+                _ => Self::parse(path, &text),
+            },
+            None => Self::parse(path, &text),
+        }
+    }
+
     /// Parses `text` as the contents of `path`: name tables in the plain form by
     /// [`names_table`], the rest (or, if anything in them is not plain, everything) by the toml
     /// crate.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let whole = || Self::deserialize_toml(path, text)?.checked(path);
-        let Some(split) = names_table::split(text) else {
+        let Some(split) = names_table::split(text, true) else {
             return whole();
         };
         // On an error, its position as the whole text gives it.

@@ -27,7 +27,8 @@ pub(crate) struct Split {
 
 /// Splits `text`; `None` when something in it is not in the plain form, or could make a line
 /// mean something else than it seems (a multi-line string): the caller then parses it whole.
-pub(crate) fn split(text: &str) -> Option<Split> {
+/// Without `read_names`, the name tables are left out unread, whatever their form.
+pub(crate) fn split(text: &str, read_names: bool) -> Option<Split> {
     if text.contains("\"\"\"") || text.contains("'''") {
         return None;
     }
@@ -39,7 +40,9 @@ pub(crate) fn split(text: &str) -> Option<Split> {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let trimmed = line.trim_matches([' ', '\t']);
         if trimmed.starts_with('[') {
-            if let Some(entry) = current.take() {
+            if let Some(entry) = current.take()
+                && read_names
+            {
                 names.push((zones.checked_sub(1)?, entry.finish()?));
             }
             match header(trimmed)? {
@@ -51,13 +54,17 @@ pub(crate) fn split(text: &str) -> Option<Split> {
                 Header::Other => {}
             }
         } else if let Some(entry) = &mut current {
-            entry.line(trimmed)?;
+            if read_names {
+                entry.line(trimmed)?;
+            }
             continue;
         }
         rest.push_str(raw);
         rest.push('\n');
     }
-    if let Some(entry) = current.take() {
+    if let Some(entry) = current.take()
+        && read_names
+    {
         names.push((zones.checked_sub(1)?, entry.finish()?));
     }
     Some(Split { rest, zones, names })
@@ -250,7 +257,7 @@ mod tests {
 
     #[test]
     fn plain_name_tables_are_read_as_the_toml_crate_reads_them() {
-        let split = split(PLAIN).expect("plain tables");
+        let split = split(PLAIN, true).expect("plain tables");
         assert_eq!(split.zones, 2);
         let owners: Vec<(usize, &str)> = split
             .names
@@ -283,13 +290,13 @@ mod tests {
             "[[zones.names]]\nname = \"www\"\n[[zones.names.mx]]\npreference = 1\n",
         ] {
             let text = format!("{zone}{table}");
-            assert!(split(&text).is_none(), "{table}");
+            assert!(split(&text, true).is_none(), "{table}");
             assert_eq!(parsed(&text), whole(&text), "{table}");
         }
         // Names before any zone, and names both inline and as tables, are the toml crate's
         // refusals.
         let before = "[[zones.names]]\nname = \"www\"\n[[zones]]\napex = \"a.example\"\n";
-        assert!(split(before).is_none());
+        assert!(split(before, true).is_none());
         assert_eq!(parsed(before), whole(before));
         let both = format!(
             "{zone}names = [{{ name = \"x\" }}]\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.1\"]\n"
@@ -299,10 +306,32 @@ mod tests {
     }
 
     #[test]
+    fn the_settings_are_read_without_the_name_tables() {
+        let dir = std::env::temp_dir().join(format!("edge-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edge.toml");
+        // A bad address in a name table is the daemon's to refuse, not `edge drain`'s.
+        let bad = PLAIN.replace("192.0.2.2", "192.0.2.300");
+        std::fs::write(&path, &bad).unwrap();
+        assert!(Config::load(&path).is_err());
+        let settings = Config::load_settings(&path).unwrap();
+        let full = Config::parse(&path, PLAIN).unwrap();
+        assert_eq!(settings.zones.len(), 2);
+        assert!(settings.zones.iter().all(|zone| zone.names.is_empty()));
+        assert_eq!(settings.zones[0].soa, full.zones[0].soa);
+        assert_eq!(format!("{:?}", settings.xdp), format!("{:?}", full.xdp));
+        assert_eq!(settings.admin.listen, full.admin.listen);
+        // A bad setting is refused as always.
+        std::fs::write(&path, format!("{PLAIN}[admin]\nlisten = \"nowhere\"\n")).unwrap();
+        assert!(Config::load_settings(&path).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn an_error_outside_the_name_tables_keeps_its_line() {
         let text = "[xdp]\ninterface = \"eth0\"\n[[zones]]\napex = \"a.example\"\n\
             [[zones.names]]\nname = \"www\"\na = [\"192.0.2.1\"]\n[dns]\nlisten = [\"nowhere\"]\n";
-        assert!(split(text).is_some());
+        assert!(split(text, true).is_some());
         assert!(parsed(text).contains("line 9"), "{}", parsed(text));
         assert_eq!(parsed(text), whole(text));
     }

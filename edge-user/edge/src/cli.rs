@@ -321,7 +321,7 @@ fn apply_rrl(plane: &mut DataPlane, config: &Config) {
 
 /// The `[xdp]` table of the config at `path`, for the commands that work on the data plane.
 fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
-    Config::load(path)?.xdp.with_context(|| {
+    Config::load_settings(path)?.xdp.with_context(|| {
         format!(
             "{}: no [xdp] section: this PoP has no fast path",
             path.display()
@@ -454,11 +454,13 @@ async fn serve(
                                     apply_rrl(plane, &reloaded);
                                 }
                                 DaemonCounts::count(&counts.reloads_applied);
-                                info!("reload applied");
                                 zones = reloaded_zones;
                                 running = reloaded;
                                 current_zones.send_replace(steered);
                                 release_freed_memory();
+                                // Once the zones it replaced are given back: a reload of a large
+                                // zone is done when the memory is.
+                                info!("reload applied");
                             }
                             Err(error) => {
                                 error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
@@ -570,7 +572,7 @@ fn check(path: &Path) -> Result<()> {
 }
 
 fn purge(path: &Path, url: &str) -> Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load_settings(path)?;
     if config.http.is_none() {
         anyhow::bail!("{}: no [http] section", path.display());
     }
@@ -581,7 +583,7 @@ fn purge(path: &Path, url: &str) -> Result<()> {
 }
 
 fn status(path: &Path, json: bool) -> Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load_settings(path)?;
     let status = tokio::runtime::Runtime::new()?.block_on(admin::status(config.admin.listen))?;
     if json {
         print_line(serde_json::to_string(&status)?)?;
@@ -595,7 +597,7 @@ fn status(path: &Path, json: bool) -> Result<()> {
 }
 
 fn drain(path: &Path, pool: &str, member: &str, drained: bool) -> Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load_settings(path)?;
     let answer = tokio::runtime::Runtime::new()?.block_on(admin::drain(
         config.admin.listen,
         pool,
