@@ -1,7 +1,7 @@
 //! A million names: the `edge` binary loads a zone file of 1,000,000 names (one A record each)
 //! into the name table, kdig in another namespace gets answers from XDP for names all over the
-//! zone, a reload that changes one name writes one entry, and the daemon's memory and the
-//! table's size stay within their bounds.
+//! zone, a reload that changes one name writes one entry, and the daemon's memory (resident and
+//! at its peak, before and after the reload) and the table's size stay within their bounds.
 
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -68,24 +68,33 @@ fn ask(topology: &Topology, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Resident memory of process `pid`, in bytes.
-fn resident(pid: u32) -> Result<u64> {
+/// Resident memory of process `pid` (`VmRSS`), or its peak (`VmHWM`), in bytes.
+fn memory(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
-        .context("VmRSS")?;
+        .context(field.to_string())?;
     Ok(kb * 1024)
 }
+
+/// The aim of issue 22 for a million names: the daemon and its maps within 512 MB. The daemon's
+/// resident memory includes the name table's pages (mapped into it to be written), most of
+/// what the maps take; a release build holds about 320 MB.
+const RESIDENT_BOUND: u64 = 400 << 20;
+/// What loading may take at its peak (the config and the zone file's records while the zone is
+/// built): about 650 MB.
+const PEAK_BOUND: u64 = 1 << 30;
 
 #[test]
 fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()> {
     let topology = Topology::client_and_pop("dns-scale")?;
     topology.write_file("big.zone", &zone_file(None))?;
     let path = topology.write_file("edge.toml", &config(&topology))?;
-    // A debug build parses a million records several times slower than a release build.
-    let mut edge = EdgeProcess::start_within(&topology.pop, &path, &[], Duration::from_secs(600))?;
+    // A debug build parses a million records several times slower than a release build
+    // (about 20 s against 2 s here).
+    let mut edge = EdgeProcess::start_within(&topology.pop, &path, &[], Duration::from_secs(300))?;
     assert!(
         edge.log()
             .contains(&format!("names={} written={} ", NAMES + 1, NAMES + 1)),
@@ -121,16 +130,21 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
     .info()?;
     let table_bytes = u64::from(table.max_entries()) * 128;
     assert!(table_bytes <= 180 << 20, "{table_bytes} bytes");
-    // The daemon (its zones, the userspace server's copy of them, and the table's pages mapped
-    // into it): a bound that catches a regression, not yet the aim of issue 22 (512 MB with
-    // the maps).
-    let rss = resident(edge.id())?;
-    assert!(rss <= 2 << 30, "edge holds {} MiB", rss >> 20);
+    // The daemon: its zones (shared by the userspace server) and the table's pages mapped
+    // into it.
+    let rss = memory(edge.id(), "VmRSS")?;
+    assert!(rss <= RESIDENT_BOUND, "edge holds {} MiB", rss >> 20);
+    let peak = memory(edge.id(), "VmHWM")?;
+    assert!(
+        peak <= PEAK_BOUND,
+        "edge held {} MiB at its peak",
+        peak >> 20
+    );
 
     // One name changes: the reload writes its entry and nothing else.
     topology.write_file("big.zone", &zone_file(Some(333_333)))?;
     let reloaded = edge.signal(libc::SIGHUP)?;
-    edge.wait_for_log(reloaded, "reload applied", Duration::from_secs(600))?;
+    edge.wait_for_log(reloaded, "reload applied", Duration::from_secs(300))?;
     assert!(
         edge.log_since(reloaded).contains(" written=1 removed=0 "),
         "{}",
@@ -143,6 +157,13 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
     assert_eq!(
         ask(&topology, "n333334.big.example")?,
         [address(333_334, None).to_string()]
+    );
+    // The reloaded zone replaced the one it was built beside: nothing of it is kept twice.
+    let rss = memory(edge.id(), "VmRSS")?;
+    assert!(
+        rss <= RESIDENT_BOUND,
+        "after the reload edge holds {} MiB",
+        rss >> 20
     );
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())

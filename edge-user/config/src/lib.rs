@@ -10,6 +10,7 @@
 mod error;
 pub mod http;
 pub mod mesh;
+mod names_table;
 pub mod rrl;
 pub mod steering;
 
@@ -236,7 +237,7 @@ impl Default for DnsConfig {
 
 /// Names in a zone (owners and targets alike) are relative to the apex (`www`), `@` for the
 /// apex, or absolute with a trailing dot (`www.example.org.`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// The zone's apex, e.g. `cdn.example.net`.
@@ -257,7 +258,7 @@ pub struct ZoneConfig {
 }
 
 /// The SOA record's fields (RFC 1035 §3.3.13).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SoaConfig {
     /// The primary name server; default: the first of `nameservers`, else the apex.
@@ -293,7 +294,7 @@ impl Default for SoaConfig {
 }
 
 /// One NS record at the apex, with the glue a name server inside the zone needs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameserverConfig {
     pub name: String,
@@ -304,7 +305,7 @@ pub struct NameserverConfig {
 
 /// The records of one owner name. A name holds either a `cname`, or a delegation (`ns`, with
 /// glue names below it holding only `a`/`aaaa`), or any of the other record types.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameConfig {
     pub name: String,
@@ -329,7 +330,7 @@ pub struct NameConfig {
     pub pool: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MxConfig {
     pub preference: u16,
@@ -415,20 +416,68 @@ impl Config {
         Self::parse(path, &text)
     }
 
-    /// Parses `text` as the contents of `path`.
+    /// Reads `path` for the commands that work on a running daemon or its maps (`edge drain`,
+    /// `status`, `stats`…): all but the zones' name tables, which are most of what a large
+    /// config takes to parse (they are the daemon's to check).
+    pub fn load_settings(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: String::new(),
+            reason: format!("cannot read: {error}"),
+        })?;
+        match names_table::split(&text, false) {
+            Some(split) => match Self::deserialize_toml(path, &split.rest) {
+                Ok(config) if config.zones.len() == split.zones => config.checked(path),
+                _ => Self::parse(path, &text),
+            },
+            None => Self::parse(path, &text),
+        }
+    }
+
+    /// Parses `text` as the contents of `path`: name tables in the plain form by
+    /// [`names_table`], the rest (or, if anything in them is not plain, everything) by the toml
+    /// crate.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let whole = || Self::deserialize_toml(path, text)?.checked(path);
+        let Some(split) = names_table::split(text, true) else {
+            return whole();
+        };
+        // On an error, its position as the whole text gives it.
+        let Ok(mut config) = Self::deserialize_toml(path, &split.rest) else {
+            return whole();
+        };
+        if config.zones.len() != split.zones
+            || split
+                .names
+                .iter()
+                .any(|(z, _)| !config.zones[*z].names.is_empty())
+        {
+            return whole();
+        }
+        for (z, name) in split.names {
+            config.zones[z].names.push(name);
+        }
+        config.checked(path)
+    }
+
+    /// `text` deserialized by the toml crate, unchecked.
+    fn deserialize_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let deserializer = toml::Deserializer::parse(text).map_err(|error| ConfigError {
             file: path.to_path_buf(),
             field: String::new(),
             reason: describe_toml_error(text, &error),
         })?;
-        let mut config: Self =
-            serde_path_to_error::deserialize(deserializer).map_err(|error| ConfigError {
-                file: path.to_path_buf(),
-                field: field_path(error.path()),
-                reason: describe_toml_error(text, error.inner()),
-            })?;
-        config.adopt_http_admin_listen(path)?;
+        serde_path_to_error::deserialize(deserializer).map_err(|error| ConfigError {
+            file: path.to_path_buf(),
+            field: field_path(error.path()),
+            reason: describe_toml_error(text, error.inner()),
+        })
+    }
+
+    /// The config once its parts are checked against each other.
+    fn checked(mut self, path: &Path) -> Result<Self, ConfigError> {
+        self.adopt_http_admin_listen(path)?;
+        let config = self;
         config.check_xdp(path)?;
         config.check_dns(path)?;
         config.check_pools(path)?;

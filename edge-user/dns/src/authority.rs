@@ -108,7 +108,7 @@ fn step(
         }
     }
     // The name's own records, else those a wildcard gives it (RFC 4592), owned by the name.
-    let records = match zone.names.get(name) {
+    let records = match zone.records(name) {
         Some(records) => records,
         None if zone.is_empty_non_terminal(name) => {
             negative(zone, lookup);

@@ -261,10 +261,13 @@ fn entries_of(zones: &Zones, steered_only: bool) -> Result<Vec<Entry>, ProtoErro
     for zone in &zones.zones {
         // Most zones delegate nothing: then no name needs the walk up to the apex.
         let delegates = zone.cuts().next().is_some();
-        for (owner, records) in zone.names.iter() {
-            if steered_only && records.pool.is_none() {
-                continue;
-            }
+        // A steering round writes the steered names' entries and reads no other.
+        let names: Box<dyn Iterator<Item = _>> = if steered_only {
+            Box::new(zone.steered.iter())
+        } else {
+            Box::new(zone.iter())
+        };
+        for (owner, records) in names {
             // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
             if records.unavailable || (delegates && zone.delegation(owner).is_some()) {
                 continue;
@@ -279,11 +282,11 @@ fn entries_of(zones: &Zones, steered_only: bool) -> Result<Vec<Entry>, ProtoErro
                     named = true;
                 }
                 section.clear();
-                answer_into(&mut section, set.ttl, &set.rdatas)?;
+                answer_into(&mut section, set.ttl, &set.rdatas())?;
                 entries.push(Entry::new(
                     &name,
                     rtype,
-                    set.rdatas.len() as u16,
+                    set.len() as u16,
                     &section,
                     records.pool.is_some(),
                 )?);

@@ -226,14 +226,14 @@ fn execute(command: Command) -> Result<()> {
     }
 }
 
-/// A config with its zones validated, and refused if the maps it sizes cannot hold its answers;
-/// with what the zones need of the maps.
-fn load(path: &Path) -> Result<(Config, Zones, Capacity)> {
+/// A config with its zones validated (those unchanged since `previous` taken from it), and
+/// refused if the maps it sizes cannot hold its answers; with what the zones need of the maps.
+fn load(path: &Path, previous: Option<&Zones>) -> Result<(Config, Zones, Capacity)> {
     let mut config = Config::load(path)?;
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
     }
-    let zones = Zones::build(path, &config)?;
+    let zones = Zones::rebuild(path, &config, previous)?;
     // The zones hold the names now; the config's copy (hundreds of bytes a name) would only
     // double what a large zone takes.
     for zone in &mut config.zones {
@@ -272,7 +272,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         interrupt: signal(SignalKind::interrupt())?,
         hangup: signal(SignalKind::hangup())?,
     };
-    let (config, zones, needed) = load(path)?;
+    let (config, zones, needed) = load(path, None)?;
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
@@ -321,7 +321,7 @@ fn apply_rrl(plane: &mut DataPlane, config: &Config) {
 
 /// The `[xdp]` table of the config at `path`, for the commands that work on the data plane.
 fn xdp_of(path: &Path) -> Result<edge_config::XdpConfig> {
-    Config::load(path)?.xdp.with_context(|| {
+    Config::load_settings(path)?.xdp.with_context(|| {
         format!(
             "{}: no [xdp] section: this PoP has no fast path",
             path.display()
@@ -405,7 +405,7 @@ async fn serve(
             }
             _ = hangup.recv() => {
                 service::reloading();
-                match load(path) {
+                match load(path, Some(&zones)) {
                     Ok((reloaded, reloaded_zones, needed)) if pin_dir(&reloaded) == pin_dir(config) => {
                         if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &needed)) {
                             error!(
@@ -454,11 +454,13 @@ async fn serve(
                                     apply_rrl(plane, &reloaded);
                                 }
                                 DaemonCounts::count(&counts.reloads_applied);
-                                info!("reload applied");
                                 zones = reloaded_zones;
                                 running = reloaded;
                                 current_zones.send_replace(steered);
                                 release_freed_memory();
+                                // Once the zones it replaced are given back: a reload of a large
+                                // zone is done when the memory is.
+                                info!("reload applied");
                             }
                             Err(error) => {
                                 error!("reload refused, keeping the running config: publishing its answers failed: {error:#}");
@@ -521,7 +523,7 @@ fn pin_dir(config: &Config) -> Option<PathBuf> {
 }
 
 fn check(path: &Path) -> Result<()> {
-    let (config, zones, needed) = load(path)?;
+    let (config, zones, needed) = load(path, None)?;
     // Certificates are files of their own: read and checked as `edge run` would.
     if let Some(http) = &config.http {
         edge_http::tls::server_config(
@@ -570,7 +572,7 @@ fn check(path: &Path) -> Result<()> {
 }
 
 fn purge(path: &Path, url: &str) -> Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load_settings(path)?;
     if config.http.is_none() {
         anyhow::bail!("{}: no [http] section", path.display());
     }
@@ -581,7 +583,7 @@ fn purge(path: &Path, url: &str) -> Result<()> {
 }
 
 fn status(path: &Path, json: bool) -> Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load_settings(path)?;
     let status = tokio::runtime::Runtime::new()?.block_on(admin::status(config.admin.listen))?;
     if json {
         print_line(serde_json::to_string(&status)?)?;
@@ -595,7 +597,7 @@ fn status(path: &Path, json: bool) -> Result<()> {
 }
 
 fn drain(path: &Path, pool: &str, member: &str, drained: bool) -> Result<()> {
-    let config = Config::load(path)?;
+    let config = Config::load_settings(path)?;
     let answer = tokio::runtime::Runtime::new()?.block_on(admin::drain(
         config.admin.listen,
         pool,

@@ -63,6 +63,31 @@ pub fn pss(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// The part of `pid`'s process tree's PSS that is BPF maps mapped into it (edge maps its name
+/// table to write it): kernel memory that [`map_memlock`] counts too, in bytes.
+pub fn mapped_maps_pss(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for process in process_tree(pid) {
+        let Ok(text) = fs::read_to_string(format!("/proc/{process}/smaps")) else {
+            continue;
+        };
+        let mut in_map = false;
+        for line in text.lines() {
+            let Some(first) = line.split_whitespace().next() else {
+                continue;
+            };
+            // A mapping's header (`start-end perms offset dev inode [name]`), else its fields
+            // (`Pss:   1024 kB`).
+            if !first.ends_with(':') {
+                in_map = line.ends_with("anon_inode:bpf-map");
+            } else if in_map && first == "Pss:" {
+                total += kilobytes(line, "Pss").unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Peak resident set size of `pid` (VmHWM), in bytes.
 pub fn peak_rss(pid: u32) -> Result<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status"))
