@@ -111,9 +111,20 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<Counter, Counter> {
     let scratch = unsafe { &mut *scratch };
     let query = match query::parse::<L>(ctx, scratch) {
         Ok(query) => query,
-        Err(reason) => return limit_passed::<L>(ctx, reason),
+        Err(reason) => return limit_passed::<L>(ctx, reason, scratch),
     };
-    match rrl::check::<L>(ctx) {
+    // The query crosses the RRL step through map memory: verifiers before 6.4 cannot trace a
+    // value back across a function call (here `edge_rrl_check`); where they must (a bound or
+    // a branch that depends on it), they mark every value exact in every state before and stop
+    // pruning, and 6.1 gave up at 1 M instructions. Read back, each field is an unknown value
+    // whose trace ends at the load; the mask bounds the name's length again (it is at most
+    // 255, so the mask changes nothing).
+    scratch.held = query;
+    let verdict = rrl::check::<L>(ctx);
+    // SAFETY: a read of a field of our own per-CPU scratch; volatile so that it is a load.
+    let mut query = unsafe { core::ptr::read_volatile(&scratch.held) };
+    query.name_len &= query::NAME_MAX;
+    match verdict {
         rrl::Verdict::Answer => {}
         rrl::Verdict::Drop => return Ok(Counter::RateLimited),
         rrl::Verdict::Slip => {
@@ -159,14 +170,23 @@ fn answer<L: Layout>(ctx: &XdpContext) -> Result<Counter, Counter> {
 /// just those answered here; over the limit it is dropped (no truncated reply: the question
 /// may not have been read).
 #[inline(always)]
-fn limit_passed<L: Layout>(ctx: &XdpContext, reason: Counter) -> Result<Counter, Counter> {
+fn limit_passed<L: Layout>(
+    ctx: &XdpContext,
+    reason: Counter,
+    scratch: &mut Scratch,
+) -> Result<Counter, Counter> {
     if matches!(
         reason,
         Counter::NotIp | Counter::IpUnsupported | Counter::NotUdp | Counter::NotService
     ) {
         return Err(reason);
     }
-    match rrl::check::<L>(ctx) {
+    // Through map memory, as the query in `answer`.
+    scratch.reason = reason;
+    let verdict = rrl::check::<L>(ctx);
+    // SAFETY: as in `answer`.
+    let reason = unsafe { core::ptr::read_volatile(&scratch.reason) };
+    match verdict {
         rrl::Verdict::Answer => Err(reason),
         rrl::Verdict::Drop | rrl::Verdict::Slip => Ok(Counter::RateLimited),
     }

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Wire-format names are at most 255 octets (RFC 1035 §3.1), root label included.
-const NAME_MAX: usize = 255;
+pub const NAME_MAX: usize = 255;
 /// A name of 255 octets holds at most 127 labels; the walk stops there.
 const LABELS_MAX: usize = 128;
 const CLASS_IN: u16 = 1;
@@ -27,15 +27,24 @@ pub const OPT_LEN: usize = 11;
 pub const EDNS_DO: u16 = 0x8000;
 
 /// What the reply needs to know about the query.
+#[derive(Clone, Copy)]
 pub struct Query {
     /// The question name fits the short key (and `Scratch::short` holds it).
     pub short: bool,
-    /// Frame offset just past the question: where the answer goes.
-    pub question_end: usize,
+    /// The question name's wire length.
+    pub name_len: usize,
     /// The query's header flags, host order.
     pub flags: u16,
     /// The query's EDNS flags (host order) if it carried an OPT record.
     pub edns: Option<u16>,
+}
+
+impl Query {
+    /// Frame offset just past the question: where the answer goes.
+    #[inline(always)]
+    pub fn question_end<L: Layout>(&self) -> usize {
+        L::QNAME + self.name_len + 4
+    }
 }
 
 /// Per-CPU working memory: the keys (the long one, 264 bytes, would crowd the 512-byte stack)
@@ -52,6 +61,10 @@ pub struct Scratch {
     /// The key for names up to [`SHORT_NAME_LEN`] octets.
     pub short: ShortNameKey,
     pub name_len: u32,
+    /// The query while the RRL step runs (see `answer` in main.rs).
+    pub held: Query,
+    /// Why a query is passed, while the RRL step runs (see `limit_passed` in main.rs).
+    pub reason: Counter,
     pub frame: [u8; FRAME_COPY_MAX],
 }
 
@@ -140,7 +153,7 @@ pub fn parse<L: Layout>(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Query
     scratch.short.qtype = qtype;
     Ok(Query {
         short: name_len <= SHORT_NAME_LEN,
-        question_end,
+        name_len,
         flags: query_flags,
         edns,
     })

@@ -70,11 +70,12 @@ pub fn write<L: Layout>(
     if len < WORD || len > ANSWER_DATA_LEN {
         return Err(Counter::ReplyFailed);
     }
+    let question_end = query.question_end::<L>();
     let opt_len = if query.edns.is_some() { OPT_LEN } else { 0 };
-    let reply_end = query.question_end + len + opt_len;
+    let reply_end = question_end + len + opt_len;
     let delta = reply_end as i32 - (ctx.data_end() - ctx.data()) as i32;
-    resize(ctx, delta, query.question_end, scratch)?;
-    let offset = query.question_end as u64;
+    resize(ctx, delta, question_end, scratch)?;
+    let offset = question_end as u64;
     let written = match found {
         Found::Slot(slot) => edge_write_slot(ctx.ctx, offset, slot),
         Found::Full(answer) => edge_write_answer(ctx.ctx, offset, answer),
@@ -83,7 +84,7 @@ pub fn write<L: Layout>(
         return Err(Counter::ReplyFailed);
     }
     if let Some(edns) = query.edns {
-        write_opt(ctx, query.question_end + len, edns & EDNS_DO)?;
+        write_opt(ctx, question_end + len, edns & EDNS_DO)?;
     }
 
     let copied = query.flags & (flags::RD | flags::CD);
@@ -96,19 +97,14 @@ pub fn write<L: Layout>(
 /// retries over TCP, which a spoofed one cannot, and the reply is no larger than the query.
 #[inline(always)]
 pub fn truncated<L: Layout>(ctx: &XdpContext, query: &Query) -> Result<(), Counter> {
-    let delta = query.question_end as i32 - (ctx.data_end() - ctx.data()) as i32;
+    let question_end = query.question_end::<L>();
+    let delta = question_end as i32 - (ctx.data_end() - ctx.data()) as i32;
     // SAFETY: the helper checks `delta` against the frame itself; here it only shrinks.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return Err(Counter::ReplyFailed);
     }
     let copied = query.flags & (flags::RD | flags::CD);
-    headers::<L>(
-        ctx,
-        query.question_end,
-        flags::QR | flags::TC | copied,
-        0,
-        0,
-    )
+    headers::<L>(ctx, question_end, flags::QR | flags::TC | copied, 0, 0)
 }
 
 /// Rewrites the headers of a reply that ends at frame offset `reply_end`: addresses and ports

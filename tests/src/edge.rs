@@ -14,9 +14,11 @@ use crate::topology::Netns;
 
 /// How long `edge run` may take to attach and publish, times [`slowdown`].
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How many times slower than usual this machine starts the daemon: `cargo xtask vm-test` sets
-/// it for a guest on an emulated CPU (TCG), where loading the XDP program alone can take longer
-/// than [`START_TIMEOUT`].
+/// How many times slower than usual this machine runs the daemon: every wait for its log
+/// ([`EdgeProcess::wait_for_log`], the start among them) is this many times longer. `cargo
+/// xtask vm-test` sets it for a guest on an emulated CPU (TCG), where loading the XDP program
+/// alone can take longer than [`START_TIMEOUT`], and a reload of a million names longer than
+/// its 600 s.
 pub const SLOWDOWN_VAR: &str = "EDGE_TEST_SLOWDOWN";
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,7 +109,7 @@ impl EdgeProcess {
             .spawn()
             .with_context(|| format!("starting {}", binary().display()))?;
         let mut process = Self { child, log };
-        process.wait_for_log(LogPosition::START, ready, timeout * slowdown()?)?;
+        process.wait_for_log(LogPosition::START, ready, timeout)?;
         Ok(process)
     }
 
@@ -134,14 +136,16 @@ impl EdgeProcess {
         LogPosition(fs::metadata(&self.log).map_or(0, |m| m.len() as usize))
     }
 
-    /// Waits until the log from `since` on contains `needle`; fails early if the process exits.
-    /// Returns the position just past the match, for a wait on what follows it.
+    /// Waits until the log from `since` on contains `needle`, for `timeout` times [`slowdown`];
+    /// fails early if the process exits. Returns the position just past the match, for a wait on
+    /// what follows it.
     pub fn wait_for_log(
         &mut self,
         since: LogPosition,
         needle: &str,
         timeout: Duration,
     ) -> Result<LogPosition> {
+        let timeout = timeout * slowdown()?;
         let deadline = Instant::now() + timeout;
         loop {
             let log = fs::read(&self.log).unwrap_or_default();

@@ -8,7 +8,7 @@ use anyhow::{Result, ensure};
 
 use crate::{
     curl::{Reply, curl},
-    edge::{EdgeProcess, binary},
+    edge::{EdgeProcess, binary, slowdown},
     origin::Origin,
     topology::Topology,
 };
@@ -18,6 +18,12 @@ pub const ORIGIN_PORT: u16 = 8080;
 pub const BLACKHOLE_PORT: u16 = 8081;
 /// Nothing listens: connections are refused.
 pub const REFUSING_PORT: u16 = 8082;
+/// The PoP's `origin_read_timeout`, times [`slowdown`]: where the CPU is emulated (`cargo
+/// xtask vm-test`), the test origin took longer than 2 s to start a 3 MB body, and the PoP
+/// answered 504. A test that outwaits it scales its delay likewise.
+pub const ORIGIN_READ_TIMEOUT_SECS: u32 = 2;
+/// The PoP's `origin_connect_timeout`, times [`slowdown`].
+const ORIGIN_CONNECT_TIMEOUT_SECS: u32 = 1;
 
 /// A client, a PoP running `edge` with `[http]`, and an origin.
 pub struct Pop {
@@ -40,6 +46,7 @@ impl Pop {
         } else {
             "cache_capacity = \"64 MiB\"\n".into()
         };
+        let slowdown = slowdown()?;
         let text = format!(
             r#"
 [xdp]
@@ -74,8 +81,8 @@ http_port = {REFUSING_PORT}
 listen = "{pop}:80"
 cache_dir = "{cache_dir}"
 client_timeout = "2s"
-origin_connect_timeout = "1s"
-origin_read_timeout = "2s"
+origin_connect_timeout = "{connect_timeout}s"
+origin_read_timeout = "{read_timeout}s"
 {capacity}{http}
 
 [[http.sites]]
@@ -100,6 +107,8 @@ pool = "refusing"
             client = Topology::CLIENT_V4,
             pop = Topology::POP_V4,
             cache_dir = topology.work_dir().join("cache").display(),
+            connect_timeout = ORIGIN_CONNECT_TIMEOUT_SECS * slowdown,
+            read_timeout = ORIGIN_READ_TIMEOUT_SECS * slowdown,
         );
         let config = topology.write_file("edge.toml", &text)?;
         let edge = EdgeProcess::start(&topology.pop, &config, &[])?;

@@ -14,9 +14,9 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use edge_tests::{
-    edge::EdgeProcess,
+    edge::{EdgeProcess, slowdown},
     origin::{LAST_MODIFIED, connect, pattern},
-    pop::{BLACKHOLE_PORT, Pop},
+    pop::{BLACKHOLE_PORT, ORIGIN_READ_TIMEOUT_SECS, Pop},
     topology::Topology,
 };
 
@@ -531,8 +531,9 @@ fn origin_failures_and_timeouts() -> Result<()> {
     assert_eq!(timeout.status, 504);
     let refused = pop.request("refusing.example.com", "/x", &[])?;
     assert_eq!(refused.status, 502);
-    // The origin answers after origin_read_timeout (2 s).
-    let slow = pop.get("/late?delay=4000")?;
+    // The origin answers after origin_read_timeout, twice over.
+    let delay_ms = 2_000 * ORIGIN_READ_TIMEOUT_SECS * slowdown()?;
+    let slow = pop.get(&format!("/late?delay={delay_ms}"))?;
     assert_eq!(slow.status, 504);
     drop(blackhole);
     Ok(())

@@ -6,7 +6,12 @@
 use std::{process::Stdio, thread, time::Duration};
 
 use anyhow::Result;
-use edge_tests::{origin::pattern, pop::Pop, topology::Topology};
+use edge_tests::{
+    edge::slowdown,
+    origin::pattern,
+    pop::{ORIGIN_READ_TIMEOUT_SECS, Pop},
+    topology::Topology,
+};
 
 /// `path` with `query` pairs, percent-encoded.
 fn target(path: &str, query: &[(&str, &str)]) -> String {
@@ -141,8 +146,10 @@ fn stale_is_served_when_the_origin_fails() -> Result<()> {
         assert_eq!(pop.get(path)?.status, 503, "{path}");
     }
     pop.origin.set_failing(false);
-    // A read timeout (origin_read_timeout is 2 s).
-    pop.origin.set_delay(Duration::from_millis(3000));
+    // A read timeout: the origin answers after origin_read_timeout and a half.
+    pop.origin.set_delay(Duration::from_millis(
+        1_500 * u64::from(ORIGIN_READ_TIMEOUT_SECS * slowdown()?),
+    ));
     stale(&pop)?;
     pop.origin.set_delay(Duration::ZERO);
     // Refused: the origin is gone.

@@ -9,15 +9,23 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use edge_tests::{
-    curl::curl, dig::kdig, edge::EdgeProcess, origin::Origin, test_zone, topology::Topology,
+    curl::curl,
+    dig::kdig,
+    edge::{EdgeProcess, slowdown},
+    origin::Origin,
+    test_zone,
+    topology::Topology,
 };
 
 const ORIGIN_PORT: u16 = 8080;
 /// Nothing listens there: connections to it are refused.
 const REFUSING_PORT: u16 = 8082;
 
-fn config(topology: &Topology) -> String {
-    format!(
+/// `origin_read_timeout` is 1 s times [`slowdown`]: under TCG (`cargo xtask vm-test`) the test
+/// origin took longer than 1 s to start a 9 MiB body.
+fn config(topology: &Topology) -> Result<String> {
+    let read_timeout = slowdown()?;
+    Ok(format!(
         r#"
 [xdp]
 interface = "{interface}"
@@ -30,7 +38,7 @@ listen = ["{pop}:53"]
 listen = "{pop}:80"
 cache_dir = "{cache_dir}"
 cache_capacity = "16 MiB"
-origin_read_timeout = "1s"
+origin_read_timeout = "{read_timeout}s"
 
 [[http.sites]]
 host = "static.example.com"
@@ -65,7 +73,7 @@ http_port = {ORIGIN_PORT}
         client = Topology::CLIENT_V4,
         cache_dir = topology.work_dir().join("cache").display(),
         zone = test_zone::zone(),
-    )
+    ))
 }
 
 /// One scrape of the daemon's `/metrics`, from inside the PoP's namespace.
@@ -96,7 +104,7 @@ fn counters_move_with_real_traffic() -> Result<()> {
         &topology.client,
         SocketAddr::from((Topology::CLIENT_V4, ORIGIN_PORT)),
     )?;
-    let config = topology.write_file("edge.toml", &config(&topology))?;
+    let config = topology.write_file("edge.toml", &config(&topology)?)?;
     let mut edge = EdgeProcess::start(&topology.pop, &config, &[])?;
     let before = Scrape::take(&topology)?;
     assert!(before.0.ends_with("# EOF\n"), "{}", before.0);
@@ -124,9 +132,13 @@ fn counters_move_with_real_traffic() -> Result<()> {
         let reply = curl(&topology.client, &["--resolve", &resolve, &big])?;
         assert_eq!((reply.status, reply.cache()), (200, "miss"));
     }
-    // The origin answers after origin_read_timeout; the refusing origin refuses.
-    let late = "http://static.example.com/late?delay=3000";
-    let timeout = curl(&topology.client, &["--resolve", &resolve, late])?;
+    // The origin answers after origin_read_timeout, three times over; the refusing origin
+    // refuses.
+    let late = format!(
+        "http://static.example.com/late?delay={}",
+        3_000 * slowdown()?
+    );
+    let timeout = curl(&topology.client, &["--resolve", &resolve, &late])?;
     assert_eq!(timeout.status, 504);
     let refusing = format!("refusing.example.com:80:{}", Topology::POP_V4);
     let refused = curl(

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use edge_tests::{
     curl::{Reply, curl},
-    edge::EdgeProcess,
+    edge::{EdgeProcess, slowdown},
     origin::{Origin, connect, pattern},
     raw_origin::{RawOrigin, RawRequest, answer_body},
     topology::Topology,
@@ -56,6 +56,8 @@ impl Pop {
         } else {
             "client_timeout = \"5s\"\n"
         };
+        // 3 s times the slowdown: under TCG (`cargo xtask vm-test`) a 24 MiB miss got 504.
+        let read_timeout = 3 * slowdown()?;
         let text = format!(
             r#"
 [xdp]
@@ -82,7 +84,7 @@ http_port = {HYPER_PORT}
 listen = "{pop}:80"
 cache_dir = "{cache_dir}"
 cache_capacity = "256 MiB"
-origin_read_timeout = "3s"
+origin_read_timeout = "{read_timeout}s"
 {client_timeout}{http}
 
 [[http.sites]]

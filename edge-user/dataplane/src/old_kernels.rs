@@ -6,6 +6,10 @@
 //! before the loop's head, so that the latch falls through into it; the verifier of 6.1 (Debian
 //! 12) then refuses the program before verifying it: "back-edge from insn 309 to 310". Its
 //! depth-first walk is replayed here on each function of the object.
+//!
+//! [`precision`] checks what kernels before 6.4 need around the RRL call.
+
+mod precision;
 
 use anyhow::{Context as _, Result};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};

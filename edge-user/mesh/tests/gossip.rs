@@ -101,6 +101,14 @@ fn live_names(view: &View) -> Vec<String> {
     view.live().map(|member| member.name.clone()).collect()
 }
 
+/// Whether `view` has `name` as a member that is not dead: live, or stale (its report old),
+/// which is not a matter of membership. Where the CPU is emulated (`vm-test`), detection
+/// outlasts `stale_after` and every member is stale by the time a PoP comes back.
+fn in_view(view: &View, name: &str) -> bool {
+    view.member(name)
+        .is_some_and(|member| member.state != State::Dead)
+}
+
 /// Polls until `done` holds for every node's view, within `bound`; returns the time it took.
 async fn until(
     nodes: &[&Mesh],
@@ -261,10 +269,11 @@ async fn five_pops_agree_on_the_origin_and_move_together() {
     o1 = 90.0;
     let took = settle(&nodes, o1, &cut_off, "o2").await;
     eprintln!("o1 loaded: all 5 PoPs answered o2 after {took:?}");
-    // Back to idle, and a third PoP loses o1: a majority says down, o2 stays.
+    // Back to idle, and a third PoP loses o1: a majority says down, o2 stays. The rounds give
+    // the third PoP's report time to reach the others (more of them where the CPU is slower).
     o1 = 5.0;
     cut_off.push(2);
-    for _ in 0..10 {
+    for _ in 0..10 * slowdown() {
         round(&nodes, o1, &cut_off).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
@@ -310,7 +319,7 @@ async fn a_dead_pop_leaves_every_view_within_2s_and_returns() {
             &others,
             detection_bound(),
             &format!("{name} dead"),
-            |view| !live_names(view).contains(&name),
+            |view| !in_view(view, &name),
         )
         .await;
         assert!(
@@ -327,7 +336,7 @@ async fn a_dead_pop_leaves_every_view_within_2s_and_returns() {
         nodes.insert(victim, back);
         let all: Vec<&Mesh> = nodes.iter().collect();
         let took = until(&all, converge_bound(), &format!("{name} back"), |view| {
-            live_names(view).contains(&name)
+            in_view(view, &name)
         })
         .await;
         eprintln!("{name} restarted: back in every view after {took:?}");
