@@ -88,8 +88,8 @@ impl BenchZone {
     }
 
     /// Every name once as an A query, in a fixed shuffled order so that consecutive queries
-    /// do not walk the zone in creation order. kxdpgun (`-i`) and dnsperf (`-d`) read the same
-    /// `name type` lines.
+    /// do not walk the zone in creation order, as `name type` lines: dnsperf (`-d`) reads them,
+    /// and the trafgen frames are built from them.
     pub fn query_file(&self) -> String {
         self.sample_query_file(self.names)
     }
