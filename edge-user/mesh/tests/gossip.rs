@@ -269,13 +269,31 @@ async fn five_pops_agree_on_the_origin_and_move_together() {
     o1 = 90.0;
     let took = settle(&nodes, o1, &cut_off, "o2").await;
     eprintln!("o1 loaded: all 5 PoPs answered o2 after {took:?}");
-    // Back to idle, and a third PoP loses o1: a majority says down, o2 stays. The rounds give
-    // the third PoP's report time to reach the others (more of them where the CPU is slower).
+    // Back to idle, and a third PoP loses o1: a majority says down, so o2 stays. Judged once
+    // every PoP has every PoP's new figures for o1 (until the third PoP's report reaches a
+    // PoP, that one sees an idle o1 that only two PoPs miss); rounds go on until then, however
+    // slow the machine.
     o1 = 5.0;
     cut_off.push(2);
-    for _ in 0..10 * slowdown() {
+    let heard = |nodes: &[Mesh]| {
+        nodes.iter().all(|node| {
+            let view = node.view();
+            (0..nodes.len()).all(|i| {
+                view.member(&format!("pop{}", i + 1)).is_some_and(|member| {
+                    member.report.origins.get("shop/o1")
+                        == measured(i, o1, &cut_off, None).origins.get("shop/o1")
+                })
+            })
+        })
+    };
+    let start = Instant::now();
+    while !heard(&nodes) {
+        assert!(
+            start.elapsed() < converge_bound(),
+            "the new figures did not reach every PoP"
+        );
         round(&nodes, o1, &cut_off).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
         agreed(&nodes).iter().all(|c| c.as_deref() == Some("o2")),
