@@ -339,7 +339,8 @@ fn reload_swaps_the_certificate_while_a_download_continues() -> Result<()> {
         .args([
             "-s",
             "--max-time",
-            "60",
+            // Under TCG (vm-test) the download runs several times longer.
+            &(60 * edge_tests::edge::slowdown()?).to_string(),
             "--limit-rate",
             "2M",
             "--resolve",
@@ -406,7 +407,8 @@ fn h2_many_streams() -> Result<()> {
             .topology
             .client
             .command("timeout")
-            .args(["60", "h2load", "-n", "2000", "-c", "4", "-m", streams])
+            .arg((60 * edge_tests::edge::slowdown()?).to_string())
+            .args(["h2load", "-n", "2000", "-c", "4", "-m", streams])
             .args(["-H", ":authority: a.example.com", &url])
             .output()?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
