@@ -25,6 +25,8 @@ use clap::ValueEnum;
 
 use crate::{Tally, interrupt, setup, step, workspace_root};
 
+/// Open files each test executable may hold in the guest.
+const GUEST_OPEN_FILES: u32 = 65_536;
 /// The box where one can be downloaded.
 const PUBLIC_BOX: &str = "debian/bookworm64";
 /// Where the synced folder puts the test binaries in the guest.
@@ -391,8 +393,10 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
     /// returns its tally and whether it ended with libtest's summary.
     fn run_test(&self, test: &TestBinary) -> Result<(Tally, bool)> {
         eprintln!("xtask: guest: {}", test.name);
+        // `ulimit -n`: a login's 1,024 files are too few for the TCP tests, which hold over a
+        // thousand connections (the CI host allows 20,000).
         let command = format!(
-            "cd {} && {}exec timeout {} {GUEST_BINARIES}/deps/{}",
+            "ulimit -n {GUEST_OPEN_FILES} && cd {} && {}exec timeout {} {GUEST_BINARIES}/deps/{}",
             quote(&test.package_dir.to_string_lossy()),
             self.test_env,
             TEST_TIMEOUT.as_secs(),
