@@ -405,14 +405,19 @@ fn default_soa_minimum() -> u32 {
     DEFAULT_SOA_MINIMUM
 }
 
+/// The text of the config file at `path`.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError {
+        file: path.to_path_buf(),
+        field: String::new(),
+        reason: format!("cannot read: {error}"),
+    })
+}
+
 impl Config {
     /// Reads and parses `path`. Only the shape is checked here; see edge-dns's `Zones::build`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-            file: path.to_path_buf(),
-            field: String::new(),
-            reason: format!("cannot read: {error}"),
-        })?;
+        let text = read(path)?;
         Self::parse(path, &text)
     }
 
@@ -420,11 +425,7 @@ impl Config {
     /// `status`, `stats`…): all but the zones' name tables, which are most of what a large
     /// config takes to parse (they are the daemon's to check).
     pub fn load_settings(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-            file: path.to_path_buf(),
-            field: String::new(),
-            reason: format!("cannot read: {error}"),
-        })?;
+        let text = read(path)?;
         match names_table::split(&text, false) {
             Some(split) => match Self::deserialize_toml(path, &split.rest) {
                 Ok(config) if config.zones.len() == split.zones => config.checked(path),
