@@ -40,7 +40,7 @@ use edge_tests::{
         peers::{self, Daemon, PeerSetup},
         program_cost::{self, Asked, CaseCost, ProgramCost},
         reply_sink::ReplySink,
-        report::{Table, count, median, percent, rate, replace_section},
+        report::{Table, count, median, merge_section, percent, rate, replace_section},
         trafgen::{self, Addresses, TrafgenReport, TrafgenRun},
         zone::{APEX, BenchZone, EdgeSettings},
     },
@@ -141,6 +141,13 @@ struct Args {
     /// Static names beside the steered one in the steering row.
     #[arg(long, default_value_t = LARGE_ZONE)]
     steering_names: usize,
+}
+
+impl Args {
+    /// Whether this run skips some of the section's tables.
+    fn partial(&self) -> bool {
+        self.skip_throughput || self.skip_program_cost || self.skip_scale || self.skip_steering
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -413,17 +420,26 @@ fn main() -> Result<()> {
         &case_costs,
     )?;
     if !scale.is_empty() {
-        section.push_str(&scale_section(&scale));
+        section.push_str(&scale_section(&scale, &stamp(&args, &date)));
     }
     if let Some(steering) = &steering {
-        section.push_str(&steering_section(args.steering_names, steering));
+        section.push_str(&steering_section(
+            args.steering_names,
+            steering,
+            &stamp(&args, &date),
+        ));
     }
     section.push_str(&method(&args));
     print!("{section}");
     if let Some(out) = &args.out {
         let document = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".into());
-        std::fs::write(out, replace_section(&document, "DNS", &section))
-            .with_context(|| format!("writing {}", out.display()))?;
+        // A partial run keeps the tables it did not measure.
+        let document = if args.partial() {
+            merge_section(&document, "DNS", &section)
+        } else {
+            replace_section(&document, "DNS", &section)
+        };
+        std::fs::write(out, document).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("bench: wrote the DNS section of {}", out.display());
     }
     let mut failed: Vec<String> = results
@@ -1216,7 +1232,7 @@ fn program_costs(baseline: Option<&Path>) -> Result<Vec<CostRow>> {
 }
 
 /// The program-cost table.
-fn program_cost_section(costs: &[CostRow]) -> String {
+fn program_cost_section(costs: &[CostRow], stamp: &str) -> String {
     let with_baseline = costs.iter().any(|(.., cost)| cost.baseline.is_some());
     let mut columns = vec!["zone", "names asked", "edge_dns"];
     if with_baseline {
@@ -1250,7 +1266,7 @@ fn program_cost_section(costs: &[CostRow]) -> String {
         ""
     };
     format!(
-        "\n### XDP program cost per query\n\n\
+        "\n### XDP program cost per query\n\n{stamp}\n\n\
          Apart from the veth pair, the load generator and their scheduling: every query frame of the row runs \
          through `edge_dns` (the zone loaded as edge publishes it) and through the reflector with \
          BPF_PROG_TEST_RUN, one run per call, {ROUNDS} rounds; the kernel times each run and a \
@@ -1269,7 +1285,7 @@ fn program_cost_section(costs: &[CostRow]) -> String {
 }
 
 /// The per-case table: the XDP program's test cases, timed.
-fn case_cost_section(costs: &[CaseCost]) -> String {
+fn case_cost_section(costs: &[CaseCost], stamp: &str) -> String {
     let mut table = Table::new(&["case", "verdict", "counter", "edge_dns"]);
     for cost in costs {
         table.row(vec![
@@ -1280,7 +1296,7 @@ fn case_cost_section(costs: &[CaseCost]) -> String {
         ]);
     }
     format!(
-        "\n### XDP program cost per case\n\n\
+        "\n### XDP program cost per case\n\n{stamp}\n\n\
          The cases the tests run (`tests/src/xdp_cases.rs`: frame in, verdict, frame out, \
          counter), each checked as the tests check it, then run through `edge_dns` with \
          BPF_PROG_TEST_RUN over the shared test zone, {ROUNDS} rounds; a case's figure is its \
@@ -1431,13 +1447,20 @@ fn report(
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
     let nproc = thread::available_parallelism()?.get();
 
+    let stamp = stamp(args, date);
     let mut text = String::new();
     text.push_str("## DNS\n\n");
     text.push_str(&format!(
-        "Produced by `{}` on {date}, in {:.0} s.\n\n",
+        "Produced by `{}` on {date}, in {:.0} s.",
         args.command,
         took.as_secs_f64()
     ));
+    if args.partial() {
+        text.push_str(
+            " It measured only some of the tables; each table names the run that produced it.",
+        );
+    }
+    text.push_str("\n\n");
     text.push_str(&format!(
         "Machine: {nproc} CPUs ({cpu_model}), kernel {}. Tools: {}; {}; {}; {}; {}.\n\n",
         kernel.trim(),
@@ -1448,7 +1471,7 @@ fn report(
         version("gdnsd", &["-h"]),
     ));
     if !results.is_empty() {
-        text.push_str("### Throughput\n\n");
+        text.push_str(&format!("### Throughput\n\n{stamp}\n\n"));
         text.push_str(&table.markdown());
         text.push_str(&format!(
             "\n- edge XDP path vs the reflector: {}\n\
@@ -1467,16 +1490,22 @@ fn report(
         }
     }
     if !costs.is_empty() {
-        text.push_str(&program_cost_section(costs));
+        text.push_str(&program_cost_section(costs, &stamp));
     }
     if !case_costs.is_empty() {
-        text.push_str(&case_cost_section(case_costs));
+        text.push_str(&case_cost_section(case_costs, &stamp));
     }
     Ok(text)
 }
 
+/// The line under each table that says which run produced it: a partial run leaves the other
+/// tables of the section as they were.
+fn stamp(args: &Args, date: &str) -> String {
+    format!("*From `{}`, {date}.*", args.command)
+}
+
 /// The scale table.
-fn scale_section(rows: &[(usize, Result<ScaleRow>)]) -> String {
+fn scale_section(rows: &[(usize, Result<ScaleRow>)], stamp: &str) -> String {
     let mut table = Table::new(&[
         "names",
         "edge ready",
@@ -1518,7 +1547,7 @@ fn scale_section(rows: &[(usize, Result<ScaleRow>)]) -> String {
         table.row(cells);
     }
     format!(
-        "\n### Scale\n\n{}\n\
+        "\n### Scale\n\n{stamp}\n\n{}\n\
          Each server in turn, pinned to CPU {SERVER_CPU}, serves a zone of that many names with \
          one A record each (edge: its TOML config; Knot DNS and NSD: the same names in one zone \
          file). *Ready*: from starting the process to kdig's first right answer for the zone's \
@@ -1540,7 +1569,7 @@ fn scale_section(rows: &[(usize, Result<ScaleRow>)]) -> String {
 }
 
 /// The steering table.
-fn steering_section(names: usize, row: &Result<SteeringRow>) -> String {
+fn steering_section(names: usize, row: &Result<SteeringRow>, stamp: &str) -> String {
     let mut table = Table::new(&[
         "static names",
         "change",
@@ -1568,7 +1597,7 @@ fn steering_section(names: usize, row: &Result<SteeringRow>) -> String {
         ]),
     }
     format!(
-        "\n### Steering changes with many static names\n\n{}\n\
+        "\n### Steering changes with many static names\n\n{stamp}\n\n{}\n\
          edge serves {} static names and one steered name on a pool of two members that no probe \
          reaches (`all_down = \"answer-all\"`: both are answered while neither is drained). \
          `edge drain --config … p m1` (then `undrain`) runs in the PoP namespace; the time is \

@@ -106,23 +106,12 @@ impl Table {
 /// `section`, or `section` appended when there is none, so that each benchmark rewrites only its
 /// own part of docs/BENCHMARKS.md. `section` starts with its heading line.
 pub fn replace_section(document: &str, heading: &str, section: &str) -> String {
-    let marker = format!("## {heading}\n");
-    let start = if document.starts_with(&marker) {
-        Some(0)
-    } else {
-        document.find(&format!("\n{marker}")).map(|at| at + 1)
-    };
-    let Some(start) = start else {
+    let Some((start, end)) = find_section(document, heading) else {
         let mut text = document.trim_end().to_string();
         text.push_str("\n\n");
         text.push_str(section);
         return text;
     };
-    let rest = &document[start + marker.len()..];
-    let end = rest
-        .find("\n## ")
-        .map(|at| start + marker.len() + at + 1)
-        .unwrap_or(document.len());
     let mut text = document[..start].to_string();
     text.push_str(section);
     if end < document.len() {
@@ -130,6 +119,76 @@ pub fn replace_section(document: &str, heading: &str, section: &str) -> String {
         text.push_str(&document[end..]);
     }
     text
+}
+
+/// Where `document`'s `## heading` section starts and ends (at the next `## ` heading).
+fn find_section(document: &str, heading: &str) -> Option<(usize, usize)> {
+    let marker = format!("## {heading}\n");
+    let start = if document.starts_with(&marker) {
+        0
+    } else {
+        document.find(&format!("\n{marker}"))? + 1
+    };
+    let body = start + marker.len();
+    let end = document[body..]
+        .find("\n## ")
+        .map_or(document.len(), |at| body + at + 1);
+    Some((start, end))
+}
+
+/// Like [`replace_section`], for a run that measured only some of the section's tables: the
+/// `### ` subsections of `section` replace those of the same title, and the document's other
+/// subsections stay where they were (each says which run produced it), so a partial run does
+/// not drop the tables it skipped.
+pub fn merge_section(document: &str, heading: &str, section: &str) -> String {
+    let Some((start, end)) = find_section(document, heading) else {
+        return replace_section(document, heading, section);
+    };
+    let old = &document[start..end];
+    let (preamble, fresh) = subsections(section);
+    let newer = |title: &str| fresh.iter().find(|(t, _)| *t == title).copied();
+    // The old order, each table replaced by this run's where it measured it ...
+    let mut parts: Vec<(&str, &str)> = subsections(old)
+        .1
+        .into_iter()
+        .map(|(title, text)| newer(title).unwrap_or((title, text)))
+        .collect();
+    // ... and a table new to the document after the one this run put before it.
+    for (at, part) in fresh.iter().enumerate() {
+        if parts.iter().any(|(t, _)| *t == part.0) {
+            continue;
+        }
+        let after = at
+            .checked_sub(1)
+            .and_then(|before| parts.iter().position(|(t, _)| *t == fresh[before].0));
+        parts.insert(after.map_or(0, |p| p + 1), *part);
+    }
+    let mut merged = preamble.to_string();
+    for (_, text) in parts {
+        merged.push_str(text.trim_end());
+        merged.push_str("\n\n");
+    }
+    let merged = format!("{}\n", merged.trim_end());
+    replace_section(document, heading, &merged)
+}
+
+/// A section's text before its first `### ` heading, and each subsection as (title, text).
+fn subsections(section: &str) -> (&str, Vec<(&str, &str)>) {
+    let mut starts: Vec<usize> = section
+        .match_indices("\n### ")
+        .map(|(at, _)| at + 1)
+        .collect();
+    let preamble = &section[..starts.first().copied().unwrap_or(section.len())];
+    starts.push(section.len());
+    let parts = starts
+        .windows(2)
+        .map(|pair| {
+            let text = &section[pair[0]..pair[1]];
+            let title = text["### ".len()..].lines().next().unwrap_or_default();
+            (title, text)
+        })
+        .collect();
+    (preamble, parts)
 }
 
 #[cfg(test)]
@@ -180,6 +239,29 @@ mod tests {
         assert_eq!(
             replace_section("# Benchmarks\n", "DNS", "## DNS\n\nnew\n"),
             "# Benchmarks\n\n## DNS\n\nnew\n"
+        );
+    }
+
+    #[test]
+    fn a_partial_run_keeps_the_subsections_it_did_not_measure() {
+        let document = "# B\n\n## DNS\n\nold run\n\n### Throughput\n\nold t\n\n### Cost\n\nold c\n\n\
+                        ### Scale\n\nold s\n\n### Method\n\nold m\n\n## Mesh\n\nkept\n";
+        let section = "## DNS\n\nnew run\n\n### Scale\n\nnew s\n\n### Method\n\nnew m\n";
+        assert_eq!(
+            merge_section(document, "DNS", section),
+            "# B\n\n## DNS\n\nnew run\n\n### Throughput\n\nold t\n\n### Cost\n\nold c\n\n\
+             ### Scale\n\nnew s\n\n### Method\n\nnew m\n\n## Mesh\n\nkept\n"
+        );
+        // A subsection the document lacks goes where the run put it.
+        let section = "## DNS\n\nnew run\n\n### Cost\n\nnew c\n\n### Latency\n\nnew l\n";
+        assert_eq!(
+            merge_section(document, "DNS", section),
+            "# B\n\n## DNS\n\nnew run\n\n### Throughput\n\nold t\n\n### Cost\n\nnew c\n\n\
+             ### Latency\n\nnew l\n\n### Scale\n\nold s\n\n### Method\n\nold m\n\n## Mesh\n\nkept\n"
+        );
+        assert_eq!(
+            merge_section("# B\n", "DNS", section),
+            replace_section("# B\n", "DNS", section)
         );
     }
 
