@@ -49,6 +49,13 @@ pub fn slowdown() -> Result<u32> {
     }
 }
 
+/// `time` times [`slowdown`]: a test's time bound or timing setting, as long on an emulated CPU
+/// as `time` is here. For time only: a count scaled so would let a test pass that should fail.
+/// Panics on a bad [`SLOWDOWN_VAR`] (the test cannot run as meant).
+pub fn scaled(time: Duration) -> Duration {
+    time * slowdown().unwrap_or_else(|error| panic!("{error:#}"))
+}
+
 /// A byte offset into a daemon's log: where it ended when an action happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogPosition(usize);

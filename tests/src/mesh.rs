@@ -20,7 +20,7 @@ use hickory_proto::{
 
 use crate::{
     dig::kdig,
-    edge::{EdgeProcess, status},
+    edge::{EdgeProcess, scaled, slowdown, status},
     interrupt,
     topology::{Host, Lan},
 };
@@ -28,16 +28,50 @@ use crate::{
 /// Where every origin's and PoP's `edge agent` serves its load report.
 pub const AGENT_PORT: u16 = 9100;
 pub const GOSSIP_PORT: u16 = 7946;
-/// The PoPs' `[mesh] gossip_interval` (the default, written out so that bounds can name it).
+/// The PoPs' `[mesh] gossip_interval` on the host (the default, written out so that bounds can
+/// name it); [`gossip`] is the one they run with.
 pub const GOSSIP: Duration = Duration::from_millis(100);
+/// The PoPs' `[mesh] stale_after` on the host (the default); times the slowdown, as [`gossip`].
+const STALE_AFTER: Duration = Duration::from_millis(1500);
 const CLUSTER_ID: &str = "test-cdn";
 /// The mesh's shared secret (a test sealing datagrams of its own needs it).
 pub const SECRET: &str = "a test secret of 32 bytes, fine.";
 
 /// The pause between two polls of one PoP in [`Network::watch`].
 pub const POLL: Duration = Duration::from_millis(10);
-/// How long a poll waits for its answer: a lost one is an empty answer.
+/// How long a poll waits for its answer (times the slowdown): a lost one is an empty answer.
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The PoPs' gossip interval: [`GOSSIP`] times the slowdown (`EDGE_TEST_SLOWDOWN`). On an
+/// emulated CPU a round takes several times longer, and heartbeats every 100 ms would arrive
+/// so much later than the failure detector expects that live PoPs are judged dead.
+pub fn gossip() -> Duration {
+    scaled(GOSSIP)
+}
+
+/// A `[pools.steering.weights]` table for a PoP pool whose members' latencies a test sets,
+/// multiplied by the slowdown (`EDGE_TEST_SLOWDOWN`): the default PoP weights with each
+/// millisecond weighing that many times less, so that the scores compare as with the
+/// unscaled latencies on the host. Empty (the defaults) without a slowdown. Widened so, a
+/// latency gap stands out from an emulated CPU's own jitter in every measurement (tens of
+/// ms on an unloaded origin).
+pub fn pop_weights() -> Result<String> {
+    let slowdown = slowdown()?;
+    if slowdown == 1 {
+        return Ok(String::new());
+    }
+    let defaults = edge_config::steering::ScoreWeights::POP;
+    let ms = f64::from(slowdown);
+    Ok(format!(
+        "[pools.steering.weights]\nrtt = {}\nhttp = {}\nftp = {}\ncpu = {}\nmemory = {}\nload = {}\n",
+        defaults.rtt / ms,
+        defaults.http / ms,
+        defaults.ftp / ms,
+        defaults.cpu,
+        defaults.memory,
+        defaults.load
+    ))
+}
 
 /// One A question for `qname` to `server` over `socket`, as a stub resolver asks; the A records
 /// of the answer (none if it does not come within [`POLL_TIMEOUT`]).
@@ -46,8 +80,9 @@ fn ask_a(socket: &UdpSocket, server: SocketAddr, qname: &str) -> Result<Vec<IpAd
     query.add_query(Query::query(Name::from_ascii(qname)?, RecordType::A));
     let id = query.metadata.id;
     socket.send_to(&query.to_vec()?, server)?;
-    socket.set_read_timeout(Some(POLL_TIMEOUT))?;
-    let deadline = Instant::now() + POLL_TIMEOUT;
+    let timeout = scaled(POLL_TIMEOUT);
+    socket.set_read_timeout(Some(timeout))?;
+    let deadline = Instant::now() + timeout;
     let mut buffer = [0; 1500];
     while Instant::now() < deadline {
         let (len, from) = match socket.recv_from(&mut buffer) {
@@ -142,14 +177,17 @@ pub fn pool(
     text
 }
 
-/// `[mesh]` of PoP `pop`, joining through `seed` (a PoP's role), gossiping every [`GOSSIP`].
+/// `[mesh]` of PoP `pop`, joining through `seed` (a PoP's role), gossiping every [`gossip`]; a
+/// report unchanged for [`STALE_AFTER`] times the slowdown is stale.
 pub fn mesh(lan: &Lan, pop: &str, seed: &str) -> String {
     format!(
         "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{}:{GOSSIP_PORT}\"]\n\
-         cluster_id = \"{CLUSTER_ID}\"\nsecret = \"{SECRET}\"\ngossip_interval = \"{}ms\"\n",
+         cluster_id = \"{CLUSTER_ID}\"\nsecret = \"{SECRET}\"\ngossip_interval = \"{}ms\"\n\
+         stale_after = \"{}ms\"\n",
         lan.host(pop).v4,
         lan.host(seed).v4,
-        GOSSIP.as_millis()
+        gossip().as_millis(),
+        scaled(STALE_AFTER).as_millis()
     )
 }
 

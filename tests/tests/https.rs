@@ -402,7 +402,7 @@ fn h2_many_streams() -> Result<()> {
     let path = "/many.txt?size=1000&cc=max-age%3D600";
     https(&pop, &ca, "a.example.com", path, &["--http2"])?;
     let url = format!("https://{}:{TLS_PORT}{path}", Topology::POP_V4);
-    let h2load = |streams: &str| -> Result<(usize, usize)> {
+    let h2load = |streams: &str| -> Result<(usize, usize, String)> {
         let output = pop
             .topology
             .client
@@ -425,13 +425,18 @@ fn h2_many_streams() -> Result<()> {
                 .context(what.to_string())?;
             Ok(before.rsplit(' ').next().unwrap_or("").parse()?)
         };
-        Ok((count("succeeded")?, count("errored")?))
+        Ok((count("succeeded")?, count("errored")?, stdout))
     };
-    assert_eq!(h2load("50")?, (2000, 0));
+    let (succeeded, errored, stdout) = h2load("50")?;
+    assert_eq!((succeeded, errored), (2000, 0), "{stdout}");
     // Sent before the server's SETTINGS arrive, streams past 50 per connection are refused.
-    let (succeeded, errored) = h2load("100")?;
-    assert_eq!(succeeded + errored, 2000);
-    assert!(errored <= 4 * 50, "{errored} refused");
+    let (succeeded, errored, stdout) = h2load("100")?;
+    assert_eq!(succeeded + errored, 2000, "{stdout}");
+    assert!(
+        errored <= 4 * 50,
+        "{errored} refused\n{stdout}\n{}",
+        pop.edge.as_ref().map(|edge| edge.log()).unwrap_or_default()
+    );
     assert_eq!(pop.origin.count(path), 1);
     Ok(())
 }

@@ -15,15 +15,30 @@ use std::{
 use anyhow::{Result, bail};
 use edge_tests::{
     agent::{Agent, SAMPLE},
-    mesh::{self, AGENT_PORT, GOSSIP, Member, Network},
+    edge::scaled,
+    mesh::{self, AGENT_PORT, Member, Network},
     origin::Origin,
     topology::{Host, Lan},
 };
 
 const HTTP_PORT: u16 = 8080;
+/// The probe interval on the host; [`interval`] is the one the PoPs run with.
 const INTERVAL: Duration = Duration::from_millis(200);
 /// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
 const ALLOWANCE: Duration = Duration::from_millis(1500);
+
+/// The probe interval times the slowdown (`EDGE_TEST_SLOWDOWN`): on an emulated CPU a probe
+/// alone can take longer than the 150 ms timeout of a 200 ms interval. Every bound below is
+/// counted in these intervals, gossip rounds ([`mesh::gossip`]) and [`allowance`]s, so it
+/// stays as strict in rounds as on the host.
+fn interval() -> Duration {
+    scaled(INTERVAL)
+}
+
+/// [`ALLOWANCE`] times the slowdown.
+fn allowance() -> Duration {
+    scaled(ALLOWANCE)
+}
 const SHOP: &str = "shop.example.com";
 
 /// PoPs `pop1`… (the first is everyone's seed) steering one origin pool, `shop`, whose origins
@@ -79,7 +94,7 @@ impl Mesh {
                 .map(|origin| Member::http(lan.host(&origin.role), HTTP_PORT).with_agent())
                 .collect();
             mesh::xdp_and_dns(lan, pop)
-                + &mesh::pool("shop", "origin", INTERVAL, "", &members)
+                + &mesh::pool("shop", "origin", interval(), "", &members)
                 + "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n"
                 + &mesh::mesh(lan, pop, "pop1")
         })?;
@@ -104,14 +119,14 @@ fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()
     let _timing = edge_tests::serial::timing_sensitive();
     let mut mesh = Mesh::start("mesh-agree", 3, &[20, 60])?;
     let (origin1, origin2) = (ip(mesh.host("origin1")), ip(mesh.host("origin2")));
-    let took = mesh.net.wait_for_everyone(Duration::from_secs(5))?;
+    let took = mesh.net.wait_for_everyone(scaled(Duration::from_secs(5)))?;
     eprintln!("3 PoPs see each other live {took:?} after the last started");
     mesh.net
-        .wait_for_answers(&[0, 1, 2], SHOP, &[origin1], ALLOWANCE)?;
+        .wait_for_answers(&[0, 1, 2], SHOP, &[origin1], allowance())?;
     // The answers can agree before every PoP's first report has reached pop1 (or, on a loaded
     // machine, while one report is a moment past its freshness): wait for all three.
     mesh.net
-        .wait_for_source(&[0], "shop", "mesh: agreed over 3 PoPs", ALLOWANCE)?;
+        .wait_for_source(&[0], "shop", "mesh: agreed over 3 PoPs", allowance())?;
     let state = mesh.net.status(0)?;
     let shop = state.pool("shop").unwrap();
     assert!(
@@ -137,7 +152,7 @@ fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()
         {
             break;
         }
-        assert!(start.elapsed() < ALLOWANCE, "{table}");
+        assert!(start.elapsed() < allowance(), "{table}");
         thread::sleep(Duration::from_millis(20));
     }
 
@@ -147,35 +162,37 @@ fn three_pops_agree_on_the_origin_and_a_dead_pop_leaves_within_2s() -> Result<()
         &[0, 1, 2],
         SHOP,
         &[origin2],
-        SAMPLE + 3 * INTERVAL + ALLOWANCE,
+        SAMPLE + 3 * interval() + allowance(),
     )?;
     eprintln!("origin 1 loaded: all 3 PoPs answered origin 2 within {took:?}");
 
-    // pop3 dies: out of the others' views within 2 s.
+    // pop3 dies: out of the others' views within 2 s (times the slowdown, as the gossip
+    // interval its failure detector counts in).
     mesh.net.kill(2)?;
     let killed = Instant::now();
+    let detection = scaled(Duration::from_secs(2));
     let took = mesh
         .net
-        .wait_for_members(&[0, 1], &[("pop3", false)], Duration::from_secs(2))?;
+        .wait_for_members(&[0, 1], &[("pop3", false)], detection)?;
     eprintln!(
         "pop3 killed: out of pop1's and pop2's views within {:?}",
         killed.elapsed()
     );
-    assert!(took <= Duration::from_secs(2));
+    assert!(took <= detection);
     // pop1's next round selects over the two live PoPs.
     mesh.net.wait_for_source(
         &[0],
         "shop",
         "mesh: agreed over 2 PoPs",
-        2 * INTERVAL + ALLOWANCE,
+        2 * interval() + allowance(),
     )?;
 
     // Restarted, it is back.
     mesh.net.restart(2)?;
-    let took = mesh.net.wait_for_everyone(Duration::from_secs(5))?;
+    let took = mesh.net.wait_for_everyone(scaled(Duration::from_secs(5)))?;
     eprintln!("pop3 restarted: back in every view within {took:?}");
     mesh.net
-        .wait_for_answers(&[0, 1, 2], SHOP, &[origin2], ALLOWANCE)?;
+        .wait_for_answers(&[0, 1, 2], SHOP, &[origin2], allowance())?;
     Ok(())
 }
 
@@ -186,15 +203,17 @@ fn five_pops_agree_and_move_together_within_a_probe_round_and_a_gossip_round() -
     let mesh = Mesh::start("mesh-five", 5, &[40, 20, 60])?;
     let (origin1, origin2) = (ip(mesh.host("origin1")), ip(mesh.host("origin2")));
     let all = mesh.net.all();
-    let took = mesh.net.wait_for_everyone(Duration::from_secs(10))?;
+    let took = mesh
+        .net
+        .wait_for_everyone(scaled(Duration::from_secs(10)))?;
     eprintln!("5 PoPs see each other live {took:?} after the last started");
     // All agree on the least-loaded origin, over the five.
     mesh.net
-        .wait_for_answers(&all, SHOP, &[origin2], 10 * INTERVAL + ALLOWANCE)?;
+        .wait_for_answers(&all, SHOP, &[origin2], 10 * interval() + allowance())?;
     // The answers can agree before every PoP's first report has reached every other: wait
     // for each PoP's answer to rest on all five.
     mesh.net
-        .wait_for_source(&all, "shop", "mesh: agreed over 5 PoPs", ALLOWANCE)?;
+        .wait_for_source(&all, "shop", "mesh: agreed over 5 PoPs", allowance())?;
 
     // Origin 2 gets loaded: every PoP moves to origin 1, the next least loaded. Once the first
     // PoP has moved, the data that moved it is published; each other PoP has it after a gossip
@@ -206,18 +225,19 @@ fn five_pops_agree_and_move_together_within_a_probe_round_and_a_gossip_round() -
         &all,
         SHOP,
         loaded,
-        SAMPLE + 10 * INTERVAL + ALLOWANCE,
+        SAMPLE + 10 * interval() + allowance(),
         |answer| answer == [origin1],
     )?;
     let first = *moved.iter().min().unwrap();
     let last = *moved.iter().max().unwrap();
     let spread = last - first;
     // A probe round is the interval within the default jitter of ±10 %.
-    let round = INTERVAL.mul_f64(1.1);
-    let bound = round + GOSSIP + poll;
+    let round = interval().mul_f64(1.1);
+    let gossip = mesh::gossip();
+    let bound = round + gossip + poll;
     eprintln!(
         "origin 2 loaded: first PoP moved after {first:?}, all 5 within {spread:?} of it \
-         (bound: probe round {round:?} + gossip {GOSSIP:?} + longest gap between polls \
+         (bound: probe round {round:?} + gossip {gossip:?} + longest gap between polls \
          {poll:?} = {bound:?}); each: {moved:?}"
     );
     assert!(
@@ -229,7 +249,7 @@ fn five_pops_agree_and_move_together_within_a_probe_round_and_a_gossip_round() -
         for i in all.iter().copied() {
             assert_eq!(mesh.answer(i)?, [origin1], "pop{}", i + 1);
         }
-        thread::sleep(INTERVAL);
+        thread::sleep(interval());
     }
     Ok(())
 }
@@ -239,9 +259,9 @@ fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Resu
     let _timing = edge_tests::serial::timing_sensitive();
     let mesh = Mesh::start("mesh-quorum", 3, &[20, 60])?;
     let (origin1, origin2) = (ip(mesh.host("origin1")), ip(mesh.host("origin2")));
-    mesh.net.wait_for_everyone(Duration::from_secs(5))?;
+    mesh.net.wait_for_everyone(scaled(Duration::from_secs(5)))?;
     mesh.net
-        .wait_for_answers(&[0, 1, 2], SHOP, &[origin1], ALLOWANCE)?;
+        .wait_for_answers(&[0, 1, 2], SHOP, &[origin1], allowance())?;
 
     // pop1 cannot reach origin 1 any more; pop2 and pop3 can.
     let route = format!("{origin1}/32");
@@ -258,7 +278,7 @@ fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Resu
         if shop.members[0].state == "down" && shop.members[0].quorum == split {
             break;
         }
-        assert!(start.elapsed() < 4 * INTERVAL + ALLOWANCE, "{shop:#?}");
+        assert!(start.elapsed() < 4 * interval() + allowance(), "{shop:#?}");
         thread::sleep(Duration::from_millis(20));
     }
     // Its own probes say down, the quorum says up: it keeps answering origin 1, as do the
@@ -267,7 +287,7 @@ fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Resu
         for i in 0..3 {
             assert_eq!(mesh.answer(i)?, [origin1], "pop{}", i + 1);
         }
-        thread::sleep(INTERVAL);
+        thread::sleep(interval());
     }
 
     // pop2 loses it too: a majority says down, and every PoP moves to origin 2.
@@ -275,9 +295,9 @@ fn a_pop_that_loses_its_path_to_an_origin_answers_what_the_quorum_says() -> Resu
         .pop(1)
         .netns
         .run("ip", &["route", "add", "blackhole", &route])?;
-    let took = mesh
-        .net
-        .wait_for_answers(&[0, 1, 2], SHOP, &[origin2], 4 * INTERVAL + ALLOWANCE)?;
+    let took =
+        mesh.net
+            .wait_for_answers(&[0, 1, 2], SHOP, &[origin2], 4 * interval() + allowance())?;
     eprintln!("a majority lost origin 1: all 3 PoPs answered origin 2 within {took:?}");
     Ok(())
 }
@@ -305,7 +325,7 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
     for (i, server) in servers.iter().enumerate() {
         for (j, other) in PEERS.iter().enumerate().filter(|&(j, _)| j != i) {
             let distance = if region(i) == region(j) { 5 } else { 50 };
-            server.set_delay_from(ip(lan.host(other)), Duration::from_millis(distance));
+            server.set_delay_from(ip(lan.host(other)), scaled(Duration::from_millis(distance)));
         }
     }
     let _agents: Vec<Agent> = PEERS
@@ -323,7 +343,8 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
         .collect::<Result<_>>()?;
     // Each PoP reads only its own agent: the others' load it knows from the mesh alone, so
     // that its own measurements would answer otherwise (every other PoP as loaded as the one
-    // figure it has: itself).
+    // figure it has: itself). Distances times the slowdown weigh as on the host.
+    let weights = mesh::pop_weights()?;
     net.start_pops(&PEERS, |lan, pop| {
         let members: Vec<Member> = PEERS
             .iter()
@@ -337,7 +358,7 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
             })
             .collect();
         mesh::xdp_and_dns(lan, pop)
-            + &mesh::pool("pops", "pop", INTERVAL, "", &members)
+            + &mesh::pool("pops", "pop", interval(), &weights, &members)
             + "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"static\"\npool = \"pops\"\n"
             + &mesh::mesh(lan, pop, "pop1")
     })?;
@@ -355,7 +376,7 @@ fn each_pop_answers_the_static_hostname_with_the_best_pop_from_where_it_stands()
         if answers == wanted {
             break;
         }
-        if start.elapsed() > 10 * INTERVAL + ALLOWANCE {
+        if start.elapsed() > 10 * interval() + allowance() {
             let state = net.status(0).ok();
             bail!("answers {answers:?}, not {wanted:?}\n{state:#?}");
         }
@@ -401,7 +422,7 @@ fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
     let mesh = Mesh::start("mesh-metrics", 2, &[20])?;
     let everyone = [("pop1", true), ("pop2", true)];
     mesh.net
-        .wait_for_members(&[0, 1], &everyone, Duration::from_secs(5))?;
+        .wait_for_members(&[0, 1], &everyone, scaled(Duration::from_secs(5)))?;
     let value = |scrape: &std::collections::HashMap<String, f64>, series: &str| {
         scrape.get(series).copied().unwrap_or(0.0)
     };
@@ -409,7 +430,7 @@ fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
         value(scrape, r#"edge_mesh_members{state="live"}"#)
     };
     // A member's state is judged every gossip round (live, or stale a moment on a busy machine).
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
     let before = loop {
         let before = scrape(&mesh, 0)?;
         if live(&before) == 2.0 || Instant::now() > deadline {
@@ -457,7 +478,7 @@ fn mesh_metrics_count_members_gossip_and_rejected_datagrams() -> Result<()> {
             )
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
     let after = loop {
         let after = scrape(&mesh, 0)?;
         if dropped(&after) == [1.0; 4] && live(&after) == 2.0 || Instant::now() > deadline {

@@ -18,12 +18,14 @@ use edge_tests::{
     agent::Agent,
     curl::curl,
     dig::dig,
+    edge::scaled,
     mesh::{self, AGENT_PORT, CDN_ZONE, Member, Network},
     origin::Origin,
     resolver::{start_knot, start_unbound},
     topology::{Host, Lan},
 };
 
+/// The probe interval, times the slowdown (`EDGE_TEST_SLOWDOWN`) as every bound here.
 const INTERVAL: Duration = Duration::from_millis(200);
 /// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
 const ALLOWANCE: Duration = Duration::from_millis(1500);
@@ -40,6 +42,7 @@ fn ip(host: &Host) -> IpAddr {
 fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_got() -> Result<()>
 {
     let _timing = edge_tests::serial::timing_sensitive();
+    let (interval, allowance) = (scaled(INTERVAL), scaled(ALLOWANCE));
     let mut net = Network::new(
         Lan::new(
             "mesh-resolver",
@@ -82,7 +85,7 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
             .iter()
             .map(|peer| Member::http(lan.host(peer), 80))
             .collect();
-        mesh::cdn_pop(lan, pop, INTERVAL, &origins, &pops, "/")
+        mesh::cdn_pop(lan, pop, interval, &origins, &pops, "/")
     })?;
     let lan = &net.lan;
     let mut knot = start_knot(
@@ -108,7 +111,7 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
 
     // Before asking through the resolver (which caches), every PoP must answer from the
     // converged mesh: the agreed origin, and a healthy PoP for the static name.
-    net.wait_for_everyone(Duration::from_secs(5))?;
+    net.wait_for_everyone(scaled(Duration::from_secs(5)))?;
     let start = Instant::now();
     loop {
         let mut ready = true;
@@ -121,7 +124,7 @@ fn a_client_resolves_through_unbound_and_fetches_from_the_origin_and_the_pop_it_
         if ready {
             break;
         }
-        if start.elapsed() > 20 * INTERVAL + ALLOWANCE {
+        if start.elapsed() > 20 * interval + allowance {
             let state = net.status(0).ok();
             bail!("the PoPs did not converge\n{state:#?}");
         }

@@ -18,14 +18,14 @@ use edge_tests::{
     agent::Agent,
     curl::curl,
     dig::kdig,
-    edge::EdgeProcess,
+    edge::{EdgeProcess, scaled},
+    mesh,
     origin::Origin,
     topology::{Host, Lan, Netns},
 };
 
 const HTTP_PORT: u16 = 8080;
 const AGENT_PORT: u16 = 9100;
-const GOSSIP_PORT: u16 = 7946;
 const PLOTS: [&str; 5] = [
     "plot-origin-load",
     "plot-pop-rtt",
@@ -53,7 +53,13 @@ fn config(lan: &Lan, pop: &str) -> String {
             lan.work_dir().join("cache").display(),
         );
     }
-    let probe = "[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
+    // Times the slowdown (`EDGE_TEST_SLOWDOWN`): on an emulated CPU a probe alone can take
+    // longer than 150 ms, and every PoP and origin would be down.
+    let probe = format!(
+        "[pools.probe]\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\n",
+        scaled(Duration::from_millis(200)).as_millis(),
+        scaled(Duration::from_millis(150)).as_millis()
+    );
     text += &format!(
         "[[pools]]\nname = \"shop\"\nkind = \"origin\"\n{probe}[[pools.members]]\nname = \"origin1\"\naddress = \"{}\"\nhttp_port = {HTTP_PORT}\nagent_port = {AGENT_PORT}\n",
         origin.v4
@@ -66,12 +72,7 @@ fn config(lan: &Lan, pop: &str) -> String {
         );
     }
     text += "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"www\"\na = [\"192.0.2.10\"]\n[[zones.names]]\nname = \"shop\"\npool = \"shop\"\n[[zones.names]]\nname = \"static\"\npool = \"pops\"\n";
-    text += &format!(
-        "[mesh]\nname = \"{pop}\"\nlisten = \"{}:{GOSSIP_PORT}\"\nseeds = [\"{}:{GOSSIP_PORT}\"]\ncluster_id = \"test-cdn\"\nsecret = \"a test secret of 32 bytes, fine.\"\n",
-        host.v4,
-        lan.host("pop1").v4,
-    );
-    text
+    text + &mesh::mesh(lan, pop, "pop1")
 }
 
 /// The page as curl gets it from inside `netns`.
@@ -109,7 +110,7 @@ fn fewest_points(svg: &str) -> usize {
 fn chromium(netns: &Netns, profile: &Path, args: &[&str]) -> Result<Output> {
     let output = netns
         .command("timeout")
-        .arg("120")
+        .arg(scaled(Duration::from_secs(120)).as_secs().to_string())
         .arg("chromium")
         .args([
             "--headless",
@@ -181,7 +182,7 @@ fn the_status_page_renders_tables_and_plots_in_chromium() -> Result<()> {
 
     // The page as served, until every plot has two points a line, pop2 is live and the origin
     // pool's answer rests on both PoPs' reports.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
     loop {
         let html = page(pop1)?;
         let ready = PLOTS

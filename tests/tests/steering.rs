@@ -5,7 +5,11 @@
 //! Latency between PoPs is simulated the same way, in the PoP's HTTP server, not with netem.
 //!
 //! Intervals are 200 ms; every wait is bounded, with bounds from the configured thresholds plus
-//! a scheduling allowance.
+//! a scheduling allowance. Under `EDGE_TEST_SLOWDOWN` (an emulated CPU, `cargo xtask vm-test`)
+//! the intervals, timeouts, allowances and the latencies the test origins simulate are that
+//! many times longer, and a PoP pool's millisecond weighs that many times less
+//! ([`mesh::pop_weights`]): the same rounds, and the same choices between the same gaps, stand
+//! out of an emulated CPU's own jitter (tens of ms on an unloaded origin).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -20,8 +24,9 @@ use edge_tests::{
     agent::{Agent, SAMPLE},
     curl::curl,
     dig::kdig,
-    edge::{EdgeProcess, counters, status},
+    edge::{EdgeProcess, counters, scaled, status},
     ftp::Vsftpd,
+    mesh,
     origin::Origin,
     topology::{Host, Lan},
 };
@@ -30,8 +35,25 @@ const HTTP_PORT: u16 = 8080;
 const AGENT_PORT: u16 = 9100;
 const FTP_PORT: u16 = 2121;
 const INTERVAL: Duration = Duration::from_millis(200);
+/// The probe timeout.
+const TIMEOUT: Duration = Duration::from_millis(150);
 /// Process scheduling, kdig start-up and jitter on a busy 2-core machine.
 const ALLOWANCE: Duration = Duration::from_millis(1500);
+
+/// [`INTERVAL`] times the slowdown.
+fn interval() -> Duration {
+    scaled(INTERVAL)
+}
+
+/// [`ALLOWANCE`] times the slowdown.
+fn allowance() -> Duration {
+    scaled(ALLOWANCE)
+}
+
+/// A latency a test origin simulates, times the slowdown.
+fn latency(ms: u64) -> Duration {
+    scaled(Duration::from_millis(ms))
+}
 
 /// The A records of an answer, or its status when it is not NOERROR.
 type Answer = std::result::Result<Vec<IpAddr>, String>;
@@ -46,7 +68,9 @@ struct Setup {
 
 fn pool(name: &str, kind: &str, hosts: &[&Host], extra: &str, member_extra: &str) -> String {
     let mut text = format!(
-        "[[pools]]\nname = \"{name}\"\nkind = \"{kind}\"\n[pools.probe]\ninterval = \"200ms\"\ntimeout = \"150ms\"\njitter = 0.1\nrise = 2\nfall = 2\n[pools.steering]\n{extra}\n"
+        "[[pools]]\nname = \"{name}\"\nkind = \"{kind}\"\n[pools.probe]\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\njitter = 0.1\nrise = 2\nfall = 2\n[pools.steering]\n{extra}\n",
+        interval().as_millis(),
+        scaled(TIMEOUT).as_millis()
     );
     for host in hosts {
         text += &format!(
@@ -236,7 +260,7 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
     // 1 (steady at 50 %, better than origin 2 at 90 %) on its way.
     let uncertainty = 1.75 * (0.6f64 / (2.0 - 0.6)).sqrt();
     let netns = setup.lan.host("pop").netns.clone();
-    let deadline = Instant::now() + SAMPLE + 4 * INTERVAL + ALLOWANCE;
+    let deadline = Instant::now() + SAMPLE + 4 * interval() + allowance();
     let mut snapshots = 0;
     loop {
         let state = status(&netns, &setup.config)?;
@@ -260,7 +284,7 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    let (took, _) = setup.wait_for("shop", Ok(vec![ip(&hosts[2])]), ALLOWANCE)?;
+    let (took, _) = setup.wait_for("shop", Ok(vec![ip(&hosts[2])]), allowance())?;
     eprintln!("{snapshots} snapshots before the move; DNS answered it {took:?} later");
     assert_eq!(fetch("/after?cc=no-store")?, 200);
     assert_eq!(origins[2].count("/after?cc=no-store"), 1);
@@ -320,7 +344,11 @@ fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
 
     // fall = 2 failed probes, each at most interval + jitter + timeout apart.
     origins[0] = None;
-    let (left, ttl) = setup.wait_for("shop", Ok(vec![ip(&hosts[1])]), 2 * INTERVAL + ALLOWANCE)?;
+    let (left, ttl) = setup.wait_for(
+        "shop",
+        Ok(vec![ip(&hosts[1])]),
+        2 * interval() + allowance(),
+    )?;
     eprintln!("answer left the dead origin after {left:?}");
     assert_eq!(ttl, Some(3), "the short TTL while origin1's state changes");
     let state = status(&netns, &setup.config)?;
@@ -334,16 +362,19 @@ fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
     // Back up: it returns after rise = 2 good probes, not at the first one.
     let back = Instant::now();
     origins[0] = Some(start_origin(&hosts[0])?);
-    let (returned, ttl) =
-        setup.wait_for("shop", Ok(vec![ip(&hosts[0])]), 2 * INTERVAL + ALLOWANCE)?;
+    let (returned, ttl) = setup.wait_for(
+        "shop",
+        Ok(vec![ip(&hosts[0])]),
+        2 * interval() + allowance(),
+    )?;
     eprintln!("answer returned {returned:?} after the origin came back");
     assert!(
-        back.elapsed() >= INTERVAL.mul_f64(0.9),
+        back.elapsed() >= interval().mul_f64(0.9),
         "returned before two probes could have seen it"
     );
     assert_eq!(ttl, Some(3));
     // Settled: the steered TTL again.
-    let settled = Instant::now() + 3 * INTERVAL + ALLOWANCE;
+    let settled = Instant::now() + 3 * interval() + allowance();
     while setup.answer_and_ttl("shop")?.1 != Some(20) {
         assert!(Instant::now() < settled, "the TTL did not return to 20");
         thread::sleep(Duration::from_millis(50));
@@ -365,12 +396,12 @@ fn a_dead_origin_leaves_the_answer_and_comes_back() -> Result<()> {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
     assert!(edge(&["drain", "shop", "origin1"])?.contains("drained origin1"));
-    setup.wait_for("shop", Ok(vec![ip(&hosts[1])]), ALLOWANCE)?;
+    setup.wait_for("shop", Ok(vec![ip(&hosts[1])]), allowance())?;
     let state = status(&netns, &setup.config)?;
     assert!(state.pool("shop").unwrap().members[0].drained);
     assert!(edge(&["drain", "shop", "nobody"]).is_err());
     edge(&["undrain", "shop", "origin1"])?;
-    setup.wait_for("shop", Ok(vec![ip(&hosts[0])]), ALLOWANCE)?;
+    setup.wait_for("shop", Ok(vec![ip(&hosts[0])]), allowance())?;
     Ok(())
 }
 
@@ -382,7 +413,7 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
     let origins: Vec<Origin> = hosts.iter().map(start_origin).collect::<Result<_>>()?;
     // No agents: ranked by response time. Origin 2 steady at 30 ms, origin 1 alternating
     // between 10 and 50 ms (30 on average) faster than the probes come.
-    origins[1].set_delay(Duration::from_millis(30));
+    origins[1].set_delay(latency(30));
     let refs: Vec<&Host> = hosts.iter().collect();
     // The same origins twice: with the default steering settings (issue 21: they flapped), and
     // raw (the control: it must flap, or this test could not tell).
@@ -400,10 +431,10 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
         let origin = &origins[0];
         move || {
             let mut slow = false;
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + scaled(Duration::from_secs(30));
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
                 slow = !slow;
-                origin.set_delay(Duration::from_millis(if slow { 50 } else { 10 }));
+                origin.set_delay(latency(if slow { 50 } else { 10 }));
                 thread::sleep(Duration::from_millis(70));
             }
         }
@@ -413,9 +444,9 @@ fn an_origin_alternating_slow_and_fast_does_not_make_the_answer_flap() -> Result
         let setup = Setup::start(lan, &pools, &[("steady", "steady"), ("raw", "raw")], "")?;
         let netns = setup.lan.host("pop").netns.clone();
         // Let the averages settle, then count changes over 30 rounds.
-        thread::sleep(8 * INTERVAL);
+        thread::sleep(8 * interval());
         let before = status(&netns, &setup.config)?;
-        thread::sleep(30 * INTERVAL);
+        thread::sleep(30 * interval());
         let after = status(&netns, &setup.config)?;
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         toggling.join().expect("toggler");
@@ -469,10 +500,7 @@ fn all_origins_down_applies_each_pools_policy() -> Result<()> {
         .iter()
         .map(|host| start_origin(host).map(Some))
         .collect::<Result<_>>()?;
-    origins[0]
-        .as_ref()
-        .unwrap()
-        .set_delay(Duration::from_millis(40));
+    origins[0].as_ref().unwrap().set_delay(latency(40));
     let refs: Vec<&Host> = hosts.iter().collect();
     let pools = pool("all", "origin", &refs, "all_down = \"answer-all\"", "")
         + &pool("last", "origin", &refs, "all_down = \"keep-last-good\"", "")
@@ -485,7 +513,7 @@ fn all_origins_down_applies_each_pools_policy() -> Result<()> {
     }
     origins.iter_mut().for_each(|origin| *origin = None);
     // Each pool probes on its own schedule: wait until every one has seen both origins fall.
-    let deadline = Instant::now() + 2 * INTERVAL + ALLOWANCE;
+    let deadline = Instant::now() + 2 * interval() + allowance();
     loop {
         let state = status(&setup.lan.host("pop").netns, &setup.config)?;
         let down = |pool: &PoolStatus| pool.members.iter().all(|m| m.state == "down");
@@ -529,13 +557,13 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
         .collect::<Result<_>>()?;
     // pop: 40 ms away, 10 % CPU; pop2: 5 ms away, 20 % CPU. Default PoP weights: one ms
     // weighs as much as one percent of CPU.
-    servers[0].set_delay(Duration::from_millis(40));
-    servers[1].set_delay(Duration::from_millis(5));
+    servers[0].set_delay(latency(40));
+    servers[1].set_delay(latency(5));
     let pools = pool(
         "pops",
         "pop",
         &[&pop1, &pop2],
-        "ewma = 0.6",
+        &format!("ewma = 0.6\n{}", mesh::pop_weights()?),
         &format!("agent_port = {AGENT_PORT}\nftp_port = {FTP_PORT}"),
     );
     let setup = Setup::start(lan, &pools, &[("static", "pops")], "")?;
@@ -544,10 +572,17 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
     let pops = state.pool("pops").unwrap();
     let score = |i: usize| pops.members[i].score.unwrap();
     assert!(score(1) < score(0), "{pops:#?}");
-    assert!(pops.members[0].http_ms.unwrap() >= 40.0, "{pops:#?}");
-    // Both FTP services were logged into (a failed login would count as the timeout, 150 ms).
+    assert!(
+        pops.members[0].http_ms.unwrap() >= latency(40).as_secs_f64() * 1000.0,
+        "{pops:#?}"
+    );
+    // Both FTP services were logged into (a failed login would count as the timeout).
+    let timeout_ms = scaled(TIMEOUT).as_secs_f64() * 1000.0;
     for member in &pops.members {
-        assert!(member.ftp_ms.is_some_and(|ms| ms < 140.0), "{member:#?}");
+        assert!(
+            member.ftp_ms.is_some_and(|ms| ms < timeout_ms - 10.0),
+            "{member:#?}"
+        );
         assert_eq!(member.error, None);
     }
 
@@ -558,12 +593,12 @@ fn the_static_hostname_answers_with_the_best_pop() -> Result<()> {
     setup.wait_for(
         "static",
         Ok(vec![ip(&pop1)]),
-        SAMPLE + 10 * INTERVAL + ALLOWANCE,
+        SAMPLE + 10 * interval() + allowance(),
     )?;
     // And when pop gets slower still, pop2 wins again despite its load (its score still
     // carries the deviation of its load step, which it forgets by 1/16 a round).
-    servers[0].set_delay(Duration::from_millis(120));
-    setup.wait_for("static", Ok(vec![ip(&pop2)]), 20 * INTERVAL + ALLOWANCE)?;
+    servers[0].set_delay(latency(120));
+    setup.wait_for("static", Ok(vec![ip(&pop2)]), 20 * interval() + allowance())?;
     Ok(())
 }
 
@@ -591,7 +626,7 @@ fn a_reload_adds_a_member_and_keeps_the_rest() -> Result<()> {
     let grown = pool("grown", "origin", &[&hosts[0], &hosts[1]], "", &agent);
     std::fs::write(&setup.config, text.replace(&before, &(grown + &kept)))?;
     setup.edge.as_mut().unwrap().signal(libc::SIGHUP)?;
-    setup.wait_for("grown", Ok(vec![ip(&hosts[1])]), ALLOWANCE)?;
+    setup.wait_for("grown", Ok(vec![ip(&hosts[1])]), allowance())?;
     // The unchanged pool went on counting: its state was kept, not started afresh (which
     // would show one round).
     let state = status(&netns, &setup.config)?;

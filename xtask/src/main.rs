@@ -39,6 +39,10 @@ enum Task {
         /// KVM, or QEMU's emulated CPU where KVM cannot boot a kernel.
         #[arg(long, value_enum, default_value_t = vm::Accel::Auto)]
         accel: vm::Accel,
+        /// Run only these test targets, by cargo's names: `--only mesh,steering` (the files of
+        /// tests/tests/), `edge_steer` (a crate's unit tests).
+        #[arg(long, value_delimiter = ',', value_name = "TARGETS")]
+        only: Vec<String>,
     },
     /// The PoP network in namespaces: three PoPs with the mesh, three origins, the customer's
     /// DNS and a resolver; a client resolves and fetches, then an origin is loaded and a PoP
@@ -90,8 +94,12 @@ fn main() -> Result<()> {
             println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
             return result;
         }
-        Task::VmTest { box_source, accel } => {
-            let outcome = vm::run(box_source, accel)?;
+        Task::VmTest {
+            box_source,
+            accel,
+            only,
+        } => {
+            let outcome = vm::run(box_source, accel, &only)?;
             eprintln!("xtask: done in {:.0?}", started.elapsed());
             for name in &outcome.broken {
                 eprintln!("xtask: {name} ended without a test summary");

@@ -67,8 +67,11 @@ pub struct Outcome {
     pub broken: Vec<String>,
 }
 
-pub fn run(source: BoxSource, accel: Accel) -> Result<Outcome> {
+/// Runs the test executables of the targets in `only` (cargo's names: `mesh`, `edge_steer`),
+/// or every one if it is empty.
+pub fn run(source: BoxSource, accel: Accel, only: &[String]) -> Result<Outcome> {
     interrupt::catch();
+    check_targets(only)?;
     let scratch = target_dir().join("vm-test");
     setup::run()?;
     step("vm-test: host packages for the VM", || {
@@ -82,6 +85,11 @@ pub fn run(source: BoxSource, accel: Accel) -> Result<Outcome> {
     let mut tests = Vec::new();
     step("vm-test: build the tests on the host", || {
         tests = build_tests(&scratch.join("bin"))?;
+        if !only.is_empty() {
+            tests.retain(|test| only.contains(&test.target));
+            let names: Vec<&str> = tests.iter().map(|test| test.name.as_str()).collect();
+            eprintln!("  only {}: {}", only.join(", "), names.join(" "));
+        }
         Ok(())
     })?;
     let mut box_name = String::new();
@@ -132,9 +140,46 @@ pub fn run(source: BoxSource, accel: Accel) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// A test executable, and the package directory cargo would run it in.
+/// Refuses a name in `only` that is not a target `cargo test` runs, naming those that are.
+fn check_targets(only: &[String]) -> Result<()> {
+    if only.is_empty() {
+        return Ok(());
+    }
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .current_dir(workspace_root())
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let mut known: Vec<&str> = metadata
+        .workspace_packages()
+        .into_iter()
+        .filter(|package| package.name.as_str() != "edge-ebpf")
+        .flat_map(|package| &package.targets)
+        .filter(|target| target.test)
+        .map(|target| target.name.as_str())
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    let unknown: Vec<&str> = only
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !known.contains(name))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "--only {}: no such test target; the test targets are: {}",
+            unknown.join(","),
+            known.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A test executable, the target cargo built it from, and the package directory cargo would
+/// run it in.
 struct TestBinary {
     name: String,
+    target: String,
     package_dir: PathBuf,
 }
 
@@ -173,23 +218,27 @@ fn build_tests(staging: &Path) -> Result<Vec<TestBinary>> {
     fs::create_dir_all(staging.join("deps"))?;
     strip(&edge, &staging.join("edge-under-test"))?;
     let mut binaries = Vec::new();
-    for (executable, package_dir) in tests {
+    for (executable, target, package_dir) in tests {
         let name = executable
             .file_name()
             .context("an executable's name")?
             .to_string_lossy()
             .into_owned();
         strip(&executable, &staging.join("deps").join(&name))?;
-        binaries.push(TestBinary { name, package_dir });
+        binaries.push(TestBinary {
+            name,
+            target,
+            package_dir,
+        });
     }
     binaries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(binaries)
 }
 
-/// What `cargo test --no-run` built: each test executable with its package's directory, and
-/// `edge-under-test`.
+/// What `cargo test --no-run` built: each test executable with its target's name and its
+/// package's directory, and `edge-under-test`.
 struct Artifacts {
-    tests: Vec<(PathBuf, PathBuf)>,
+    tests: Vec<(PathBuf, String, PathBuf)>,
     edge: Option<PathBuf>,
 }
 
@@ -213,9 +262,11 @@ impl Artifacts {
                 .as_std_path()
                 .to_path_buf();
             if artifact.profile.test {
-                artifacts
-                    .tests
-                    .push((executable.into_std_path_buf(), package_dir));
+                artifacts.tests.push((
+                    executable.into_std_path_buf(),
+                    artifact.target.name.clone(),
+                    package_dir,
+                ));
             } else if artifact.target.name == "edge-under-test" {
                 artifacts.edge = Some(executable.into_std_path_buf());
             }
