@@ -34,7 +34,8 @@ pub struct Pop {
 }
 
 impl Pop {
-    /// `http` is added to the `[http]` table (it may set cache_capacity).
+    /// `http` is added to the `[http]` table (it may set cache_capacity and client_timeout,
+    /// else 64 MiB and 2 s).
     pub fn start(test: &str, http: &str) -> Result<Self> {
         let topology = Topology::client_and_pop(test)?;
         let origin = Origin::start(
@@ -45,6 +46,11 @@ impl Pop {
             String::new()
         } else {
             "cache_capacity = \"64 MiB\"\n".into()
+        };
+        let client_timeout = if http.contains("client_timeout") {
+            String::new()
+        } else {
+            "client_timeout = \"2s\"\n".into()
         };
         let slowdown = slowdown()?;
         let text = format!(
@@ -80,10 +86,9 @@ http_port = {REFUSING_PORT}
 [http]
 listen = "{pop}:80"
 cache_dir = "{cache_dir}"
-client_timeout = "2s"
 origin_connect_timeout = "{connect_timeout}s"
 origin_read_timeout = "{read_timeout}s"
-{capacity}{http}
+{client_timeout}{capacity}{http}
 
 [[http.sites]]
 host = "static.example.com"
