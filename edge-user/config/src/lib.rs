@@ -451,12 +451,16 @@ impl Config {
             || split
                 .names
                 .iter()
-                .any(|(z, _)| !config.zones[*z].names.is_empty())
+                .zip(&config.zones)
+                .any(|(names, zone)| !names.is_empty() && !zone.names.is_empty())
         {
             return whole();
         }
-        for (z, name) in split.names {
-            config.zones[z].names.push(name);
+        // Each zone's list moves whole: a million names are not copied again.
+        for (zone, names) in config.zones.iter_mut().zip(split.names) {
+            if !names.is_empty() {
+                zone.names = names;
+            }
         }
         config.checked(path)
     }

@@ -21,17 +21,15 @@ pub(crate) struct Split {
     pub rest: String,
     /// The `[[zones]]` tables the text opens, in order.
     pub zones: usize,
-    /// The name tables read, each with the index of the `[[zones]]` table it belongs to.
-    pub names: Vec<(usize, NameConfig)>,
+    /// The name tables read, by the index of the `[[zones]]` table they belong to (one list
+    /// per zone up to the last that has any), each in order.
+    pub names: Vec<Vec<NameConfig>>,
 }
 
 /// Splits `text`; `None` when something in it is not in the plain form, or could make a line
 /// mean something else than it seems (a multi-line string): the caller then parses it whole.
 /// Without `read_names`, the name tables are left out unread, whatever their form.
 pub(crate) fn split(text: &str, read_names: bool) -> Option<Split> {
-    if text.contains("\"\"\"") || text.contains("'''") {
-        return None;
-    }
     let mut rest = String::with_capacity(text.len().min(1 << 16));
     let mut zones: usize = 0;
     let mut names = Vec::new();
@@ -39,11 +37,14 @@ pub(crate) fn split(text: &str, read_names: bool) -> Option<Split> {
     for raw in text.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let trimmed = line.trim_matches([' ', '\t']);
+        // A multi-line string could hide lines, or make them: only in the rest, since a name
+        // table's lines are read strictly (a string there begins and ends on its line).
+        let multi_line = || line.contains("\"\"\"") || line.contains("'''");
         if trimmed.starts_with('[') {
             if let Some(entry) = current.take()
                 && read_names
             {
-                names.push((zones.checked_sub(1)?, entry.finish()?));
+                push(&mut names, zones.checked_sub(1)?, entry.finish()?);
             }
             match header(trimmed)? {
                 Header::Names => {
@@ -56,8 +57,13 @@ pub(crate) fn split(text: &str, read_names: bool) -> Option<Split> {
         } else if let Some(entry) = &mut current {
             if read_names {
                 entry.line(trimmed)?;
+            } else if multi_line() {
+                return None;
             }
             continue;
+        }
+        if multi_line() {
+            return None;
         }
         rest.push_str(raw);
         rest.push('\n');
@@ -65,9 +71,17 @@ pub(crate) fn split(text: &str, read_names: bool) -> Option<Split> {
     if let Some(entry) = current.take()
         && read_names
     {
-        names.push((zones.checked_sub(1)?, entry.finish()?));
+        push(&mut names, zones.checked_sub(1)?, entry.finish()?);
     }
     Some(Split { rest, zones, names })
+}
+
+/// Adds `name` to the list of zone `z`.
+fn push(names: &mut Vec<Vec<NameConfig>>, z: usize, name: NameConfig) {
+    if names.len() <= z {
+        names.resize_with(z + 1, Vec::new);
+    }
+    names[z].push(name);
 }
 
 enum Header {
@@ -262,7 +276,8 @@ mod tests {
         let owners: Vec<(usize, &str)> = split
             .names
             .iter()
-            .map(|(z, name)| (*z, name.name.as_str()))
+            .enumerate()
+            .flat_map(|(z, names)| names.iter().map(move |name| (z, name.name.as_str())))
             .collect();
         assert_eq!(owners, [(0, "www"), (0, "v6"), (0, "alias"), (1, "shop")]);
         assert!(!split.rest.contains("[[zones.names]]"));

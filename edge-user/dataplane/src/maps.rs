@@ -126,6 +126,7 @@ impl AnswerMaps {
                 None => self.answers.read_long()?,
             },
             pending: Vec::new(),
+            empty: false,
             changes: AnswerChanges::default(),
         };
         let mut answers = BTreeMap::new();
@@ -185,7 +186,7 @@ impl Capacity {
 
     /// What `entries` need: one entry each in the map its name and answer pick, and a slot for
     /// each steered one.
-    pub fn needed(entries: &[Entry]) -> Self {
+    pub fn needed<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Self {
         let mut needed = Self::default();
         for entry in entries {
             let short = entry.name().len() <= SHORT_NAME_LEN;
@@ -276,6 +277,9 @@ pub struct Round {
     long: StdHashMap<LongNameKey, Answer>,
     /// Table entries to write: home slot, slot content, the slot it replaces.
     pending: Vec<(u32, NameSlot, Option<u32>)>,
+    /// Whether the table held no entry when the round began (a map this daemon created): then
+    /// no entry is looked up (none is there to find), and nothing is left to sweep.
+    empty: bool,
     changes: AnswerChanges,
 }
 
@@ -329,6 +333,7 @@ impl AnswerMap {
             long_wanted: HashSet::new(),
             long,
             pending: Vec::new(),
+            empty: self.table.empty,
             changes: AnswerChanges::default(),
         })
     }
@@ -337,7 +342,12 @@ impl AnswerMap {
     /// [`Self::write_staged`] (the table's share) or written at once (the long-answer map).
     fn stage(&mut self, round: &mut Round, entry: &Entry, staged: Staged) -> Result<()> {
         let short = entry.short_key();
-        let found = short.as_ref().and_then(|key| self.table.find(key));
+        // Keys are unique within a round: in a table that began it empty, the entry is not
+        // there yet.
+        let found = match (&short, round.empty) {
+            (Some(key), false) => self.table.find(key),
+            _ => None,
+        };
         let fits = matches!(staged, Staged::Selection(_)) || fits_slot(entry);
         if let (Some(key), true) = (short, fits) {
             let slot = slot_for(&key, &staged);
@@ -375,9 +385,18 @@ impl AnswerMap {
     /// each into a free slot of its window before the slot it replaces is removed. An entry
     /// whose window is full goes to the long-answer map.
     fn write_staged(&mut self, round: &mut Round) -> Result<()> {
-        let mut pending = std::mem::take(&mut round.pending);
-        pending.sort_unstable_by_key(|(home, ..)| *home);
-        for (home, slot, replaces) in pending {
+        let pending = std::mem::take(&mut round.pending);
+        // Sorted as home slot and position in one word: a million 140-byte entries moved by a
+        // sort took longer than writing them.
+        let mut order: Vec<u64> = pending
+            .iter()
+            .enumerate()
+            .map(|(position, (home, ..))| u64::from(*home) << 32 | position as u64)
+            .collect();
+        order.sort_unstable();
+        for ordered in order {
+            let (home, slot, replaces) = &pending[ordered as u32 as usize];
+            let (home, replaces) = (*home, *replaces);
             let index = match self.table.free_slot(home) {
                 Some(index) => Some(index),
                 None if self.table.grace()? => self.table.free_slot(home),
@@ -385,7 +404,7 @@ impl AnswerMap {
             };
             match index {
                 Some(index) => {
-                    self.table.write(index, &slot);
+                    self.table.write(index, slot);
                     set_bit(&mut round.seen, index);
                     round.changes.written += 1;
                 }
@@ -393,7 +412,7 @@ impl AnswerMap {
                     let mut key = LongNameKey::zeroed();
                     key.name[..SHORT_NAME_LEN].copy_from_slice(&slot.name);
                     key.qtype = slot.qtype;
-                    self.write_long(round, key, slot_answer(&slot))?;
+                    self.write_long(round, key, slot_answer(slot))?;
                     round.changes.overflowed += 1;
                 }
             }
@@ -407,7 +426,10 @@ impl AnswerMap {
     /// Removes every entry the round did not want: table slots it did not see, long-answer
     /// keys it did not ask for.
     fn finish(&mut self, mut round: Round) -> Result<AnswerChanges> {
-        round.changes.removed += self.table.sweep(&round.seen);
+        // A round that began on an empty table wrote every live slot.
+        if !round.empty {
+            round.changes.removed += self.table.sweep(&round.seen);
+        }
         let stale: Vec<LongNameKey> = round
             .long
             .keys()
@@ -515,6 +537,8 @@ struct NameTable {
     homes: u32,
     /// Slots removed since the last grace period, not to be written yet.
     fresh: HashSet<u32>,
+    /// No slot has been written since the map was created (read once, when mapped).
+    empty: bool,
     /// Keeps the map (and the mapping's file) open.
     _map: Array<MapData, NameSlot>,
 }
@@ -552,7 +576,9 @@ impl NameTable {
         // at their size rounded up to 8, which NameSlot is), any bit pattern is a valid
         // NameSlot, and nothing else in this process aliases it.
         let slots = unsafe { std::slice::from_raw_parts_mut(base.cast::<NameSlot>(), entries) };
+        let empty = slots.iter().all(|slot| slot.tag == SLOT_EMPTY);
         Ok(Self {
+            empty,
             slots,
             homes: (entries - PROBES) as u32,
             // Removals of an earlier run may be recent: one grace period before any reuse.
@@ -599,6 +625,7 @@ impl NameTable {
     }
 
     fn write(&mut self, index: u32, slot: &NameSlot) {
+        self.empty = false;
         let target = &mut self.slots[index as usize];
         let tag = slot.tag;
         // Everything but the tag, which keeps its value (empty or removed) meanwhile.

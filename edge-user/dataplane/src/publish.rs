@@ -10,7 +10,10 @@ use edge_common::Services;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use edge_dns::{fast_path, zone::Zones};
+use edge_dns::{
+    fast_path::{self, Entry},
+    zone::Zones,
+};
 
 use crate::{
     DataPlane,
@@ -57,7 +60,28 @@ impl Publisher {
     /// Writes the fast path's view of `zones` to the maps: the service addresses, then the
     /// answers. A failure is counted and returned; nothing is retried (see [`Self::publish`]).
     pub fn try_publish(&mut self, plane: &mut DataPlane, zones: &Zones) -> Result<()> {
-        match write(plane, &self.services, zones) {
+        self.try_publish_built(plane, zones, None)
+    }
+
+    /// As [`Self::try_publish`], with the entries of `zones`' static names built already
+    /// ([`fast_path::static_entries`], as a load builds them to size the maps): only the
+    /// steered names' entries are built here.
+    pub fn try_publish_loaded(
+        &mut self,
+        plane: &mut DataPlane,
+        zones: &Zones,
+        static_entries: Vec<Entry>,
+    ) -> Result<()> {
+        self.try_publish_built(plane, zones, Some(static_entries))
+    }
+
+    fn try_publish_built(
+        &mut self,
+        plane: &mut DataPlane,
+        zones: &Zones,
+        static_entries: Option<Vec<Entry>>,
+    ) -> Result<()> {
+        match write(plane, &self.services, zones, static_entries) {
             Ok(()) => {
                 self.retry = None;
                 self.backoff = FIRST_BACKOFF;
@@ -152,9 +176,20 @@ pub fn check_fits(plane: &DataPlane, needed: &Capacity) -> Result<()> {
     Ok(())
 }
 
-fn write(plane: &mut DataPlane, services: &Services, zones: &Zones) -> Result<()> {
+fn write(
+    plane: &mut DataPlane,
+    services: &Services,
+    zones: &Zones,
+    static_entries: Option<Vec<Entry>>,
+) -> Result<()> {
     plane.services.replace(services)?;
-    let entries = fast_path::entries(zones).context("building answers")?;
+    let entries = match static_entries {
+        Some(mut entries) => {
+            entries.extend(fast_path::steered_entries(zones).context("building answers")?);
+            entries
+        }
+        None => fast_path::entries(zones).context("building answers")?,
+    };
     let Publication {
         answers,
         steered_written,

@@ -246,15 +246,30 @@ pub fn lower_wire(name: &Name, wire: &mut Vec<u8>) {
 /// CNAME and unavailable steered names SERVFAIL, all from the userspace server, so they have no
 /// entry.
 pub fn entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
-    entries_of(zones, false)
+    entries_of(zones, Names::All)
 }
 
 /// The entries of [`entries`] for steered names only: what a steering round changes.
 pub fn steered_entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
-    entries_of(zones, true)
+    entries_of(zones, Names::Steered)
 }
 
-fn entries_of(zones: &Zones, steered_only: bool) -> Result<Vec<Entry>, ProtoError> {
+/// The entries of [`entries`] for names that are not steered: the same for every selection, so
+/// that a load builds them once (with [`steered_entries`] of the zones as selected, they are
+/// [`entries`]).
+pub fn static_entries(zones: &Zones) -> Result<Vec<Entry>, ProtoError> {
+    entries_of(zones, Names::Static)
+}
+
+/// Which names' entries to build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Names {
+    All,
+    Steered,
+    Static,
+}
+
+fn entries_of(zones: &Zones, which: Names) -> Result<Vec<Entry>, ProtoError> {
     let mut entries = Vec::new();
     let mut section = Vec::with_capacity(ANSWER_DATA_LEN);
     let mut name = Vec::with_capacity(NAME_KEY_LEN);
@@ -262,14 +277,18 @@ fn entries_of(zones: &Zones, steered_only: bool) -> Result<Vec<Entry>, ProtoErro
         // Most zones delegate nothing: then no name needs the walk up to the apex.
         let delegates = zone.cuts().next().is_some();
         // A steering round writes the steered names' entries and reads no other.
-        let names: Box<dyn Iterator<Item = _>> = if steered_only {
+        let names: Box<dyn Iterator<Item = _>> = if which == Names::Steered {
             Box::new(zone.steered.iter())
         } else {
+            entries.reserve(zone.names.len().saturating_sub(zone.steered.len()));
             Box::new(zone.iter())
         };
         for (owner, records) in names {
             // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
-            if records.unavailable || (delegates && zone.delegation(owner).is_some()) {
+            if records.unavailable
+                || (which == Names::Static && records.pool.is_some())
+                || (delegates && zone.delegation(owner).is_some())
+            {
                 continue;
             }
             let mut named = false;

@@ -15,7 +15,10 @@ use edge_dataplane::{
     maps::Capacity,
     publish::{self, Publisher},
 };
-use edge_dns::{fast_path, zone::Zones};
+use edge_dns::{
+    fast_path::{self, Entry},
+    zone::Zones,
+};
 use edge_http::HttpServer;
 use edge_steer::{Steering, agent};
 use tokio::{
@@ -227,8 +230,18 @@ fn execute(command: Command) -> Result<()> {
 }
 
 /// A config with its zones validated (those unchanged since `previous` taken from it), and
-/// refused if the maps it sizes cannot hold its answers; with what the zones need of the maps.
-fn load(path: &Path, previous: Option<&Zones>) -> Result<(Config, Zones, Capacity)> {
+/// refused if the maps it sizes cannot hold its answers.
+struct Loaded {
+    config: Config,
+    zones: Zones,
+    /// What the zones need of the maps.
+    needed: Capacity,
+    /// The fast path's entries for the names that are not steered, built once: they size the
+    /// maps, then the publish writes them.
+    static_entries: Vec<Entry>,
+}
+
+fn load(path: &Path, previous: Option<&Zones>) -> Result<Loaded> {
     let mut config = Config::load(path)?;
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
@@ -239,8 +252,10 @@ fn load(path: &Path, previous: Option<&Zones>) -> Result<(Config, Zones, Capacit
     for zone in &mut config.zones {
         zone.names = Vec::new();
     }
-    let needed = Capacity::needed(&fast_path::entries(&zones).context("building answers")?);
+    let static_entries = fast_path::static_entries(&zones).context("building answers")?;
     // Unselected, a steered name answers with all its pool's members: the most it ever needs.
+    let steered = fast_path::steered_entries(&zones).context("building answers")?;
+    let needed = Capacity::needed(static_entries.iter().chain(&steered));
     if let Some((field, needed, held)) = config
         .xdp
         .as_ref()
@@ -253,7 +268,12 @@ fn load(path: &Path, previous: Option<&Zones>) -> Result<(Config, Zones, Capacit
         }
         .into());
     }
-    Ok((config, zones, needed))
+    Ok(Loaded {
+        config,
+        zones,
+        needed,
+        static_entries,
+    })
 }
 
 /// The signals the daemon acts on. Taken before anything is attached: a stop that comes
@@ -272,16 +292,17 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         interrupt: signal(SignalKind::interrupt())?,
         hangup: signal(SignalKind::hangup())?,
     };
-    let (config, zones, needed) = load(path, None)?;
+    let loaded = load(path, None)?;
+    let config = &loaded.config;
     // The first probe round ends before anything is served: no answer from an unchecked state.
-    let mut steering = Steering::start(&config).await?;
-    let http = HttpServer::start(&config, &steering.watch()).await?;
+    let mut steering = Steering::start(config).await?;
+    let http = HttpServer::start(config, &steering.watch()).await?;
     let sources = metrics::Sources {
         steering: steering.shared.clone(),
         cache: http.as_ref().map(|http| http.cache.clone()),
         responses: http.as_ref().map(|http| http.responses.clone()),
         origin_requests: http.as_ref().map(|http| http.origin_requests.clone()),
-        pin_dir: pin_dir(&config),
+        pin_dir: pin_dir(config),
         daemon: Arc::default(),
         dns: Arc::default(),
     };
@@ -289,8 +310,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
     let result = serve(
         path,
-        &config,
-        (zones, needed),
+        loaded,
         &mut steering,
         plane.as_mut(),
         http.as_ref(),
@@ -352,8 +372,7 @@ fn prepare_http(
 /// fails is retried.
 async fn serve(
     path: &Path,
-    config: &Config,
-    (mut zones, needed): (Zones, Capacity),
+    loaded: Loaded,
     steering: &mut Steering,
     mut plane: Option<&mut DataPlane>,
     http: Option<&HttpServer>,
@@ -364,6 +383,13 @@ async fn serve(
         mut interrupt,
         mut hangup,
     } = signals;
+    let Loaded {
+        config,
+        mut zones,
+        needed,
+        static_entries,
+    } = loaded;
+    let config = &config;
     let counts = sources.daemon.clone();
     let mut running = config.clone();
     let mut selections = steering.watch();
@@ -380,7 +406,7 @@ async fn serve(
     let mut listeners = Listeners::start(config, sources, &zones_watch).await?;
     let mut publisher = Publisher::new(&config.dns.listen);
     if let Some(plane) = plane.as_deref_mut() {
-        publisher.try_publish(plane, &current_zones.borrow())?;
+        publisher.try_publish_loaded(plane, &current_zones.borrow(), static_entries)?;
     }
     release_freed_memory();
     info!(fast_path = plane.is_some(), "daemon ready");
@@ -406,7 +432,7 @@ async fn serve(
             _ = hangup.recv() => {
                 service::reloading();
                 match load(path, Some(&zones)) {
-                    Ok((reloaded, reloaded_zones, needed)) if pin_dir(&reloaded) == pin_dir(config) => {
+                    Ok(Loaded { config: reloaded, zones: reloaded_zones, needed, static_entries }) if pin_dir(&reloaded) == pin_dir(config) => {
                         if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &needed)) {
                             error!(
                                 "reload refused, keeping the running config: {}: {error:#} (map sizes change at a restart)",
@@ -441,7 +467,7 @@ async fn serve(
                         let steered = Arc::new(reloaded_zones.with_selections(&selections.borrow_and_update()));
                         publisher.set_listen(&reloaded.dns.listen);
                         let published = match plane.as_deref_mut() {
-                            Some(plane) => publisher.try_publish(plane, &steered),
+                            Some(plane) => publisher.try_publish_loaded(plane, &steered, static_entries),
                             None => Ok(()),
                         };
                         match published {
@@ -523,7 +549,12 @@ fn pin_dir(config: &Config) -> Option<PathBuf> {
 }
 
 fn check(path: &Path) -> Result<()> {
-    let (config, zones, needed) = load(path, None)?;
+    let Loaded {
+        config,
+        zones,
+        needed,
+        ..
+    } = load(path, None)?;
     // Certificates are files of their own: read and checked as `edge run` would.
     if let Some(http) = &config.http {
         edge_http::tls::server_config(
