@@ -308,6 +308,16 @@ mod tests {
             assert!(split(&text, true).is_none(), "{table}");
             assert_eq!(parsed(&text), whole(&text), "{table}");
         }
+        // A multi-line string in the rest could hold lines that look like name tables.
+        let hidden = "[xdp]\ninterface = \"eth0\"\nnote = '''\n[[zones]]\n[[zones.names]]\n\
+            name = \"x\"\n'''\n[[zones]]\napex = \"a.example\"\n";
+        assert!(split(hidden, true).is_none());
+        assert!(split(hidden, false).is_none());
+        assert_eq!(parsed(hidden), whole(hidden));
+        // Left unread, a name table may not hide the rest's lines either.
+        let unread =
+            format!("{zone}[[zones.names]]\nname = \"www\"\ntxt = [\"\"\"\n[dns]\n\"\"\"]\n");
+        assert!(split(&unread, false).is_none());
         // Names before any zone, and names both inline and as tables, are the toml crate's
         // refusals.
         let before = "[[zones.names]]\nname = \"www\"\n[[zones]]\napex = \"a.example\"\n";

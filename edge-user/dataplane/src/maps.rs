@@ -385,18 +385,9 @@ impl AnswerMap {
     /// each into a free slot of its window before the slot it replaces is removed. An entry
     /// whose window is full goes to the long-answer map.
     fn write_staged(&mut self, round: &mut Round) -> Result<()> {
-        let pending = std::mem::take(&mut round.pending);
-        // Sorted as home slot and position in one word: a million 140-byte entries moved by a
-        // sort took longer than writing them.
-        let mut order: Vec<u64> = pending
-            .iter()
-            .enumerate()
-            .map(|(position, (home, ..))| u64::from(*home) << 32 | position as u64)
-            .collect();
-        order.sort_unstable();
-        for ordered in order {
-            let (home, slot, replaces) = &pending[ordered as u32 as usize];
-            let (home, replaces) = (*home, *replaces);
+        let mut pending = std::mem::take(&mut round.pending);
+        pending.sort_unstable_by_key(|(home, ..)| *home);
+        for (home, slot, replaces) in pending {
             let index = match self.table.free_slot(home) {
                 Some(index) => Some(index),
                 None if self.table.grace()? => self.table.free_slot(home),
@@ -404,7 +395,7 @@ impl AnswerMap {
             };
             match index {
                 Some(index) => {
-                    self.table.write(index, slot);
+                    self.table.write(index, &slot);
                     set_bit(&mut round.seen, index);
                     round.changes.written += 1;
                 }
@@ -412,7 +403,7 @@ impl AnswerMap {
                     let mut key = LongNameKey::zeroed();
                     key.name[..SHORT_NAME_LEN].copy_from_slice(&slot.name);
                     key.qtype = slot.qtype;
-                    self.write_long(round, key, slot_answer(slot))?;
+                    self.write_long(round, key, slot_answer(&slot))?;
                     round.changes.overflowed += 1;
                 }
             }

@@ -182,6 +182,7 @@ fn write(
     zones: &Zones,
     static_entries: Option<Vec<Entry>>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     plane.services.replace(services)?;
     let entries = match static_entries {
         Some(mut entries) => {
@@ -203,6 +204,7 @@ fn write(
         overflowed = answers.overflowed,
         steered_written,
         flipped,
+        elapsed = ?started.elapsed(),
         "answers published"
     );
     Ok(())

@@ -5,6 +5,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result};
@@ -25,7 +26,7 @@ use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     sync::watch,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     admin,
@@ -242,11 +243,14 @@ struct Loaded {
 }
 
 fn load(path: &Path, previous: Option<&Zones>) -> Result<Loaded> {
+    let started = Instant::now();
     let mut config = Config::load(path)?;
+    let read = started.elapsed();
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
     }
     let zones = Zones::rebuild(path, &config, previous)?;
+    let built = started.elapsed();
     // The zones hold the names now; the config's copy (hundreds of bytes a name) would only
     // double what a large zone takes.
     for zone in &mut config.zones {
@@ -256,6 +260,12 @@ fn load(path: &Path, previous: Option<&Zones>) -> Result<Loaded> {
     // Unselected, a steered name answers with all its pool's members: the most it ever needs.
     let steered = fast_path::steered_entries(&zones).context("building answers")?;
     let needed = Capacity::needed(static_entries.iter().chain(&steered));
+    debug!(
+        ?read,
+        zones = ?built - read,
+        answers = ?started.elapsed() - built,
+        "config loaded"
+    );
     if let Some((field, needed, held)) = config
         .xdp
         .as_ref()
