@@ -10,7 +10,10 @@ use edge_common::Services;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use edge_dns::{fast_path, zone::Zones};
+use edge_dns::{
+    fast_path::{self, Entry},
+    zone::Zones,
+};
 
 use crate::{
     DataPlane,
@@ -115,6 +118,37 @@ impl Publisher {
                     self.failures += 1;
                     self.schedule_retry(zones, &error);
                     return;
+                }
+            }
+        }
+        self.publish(plane, zones);
+    }
+
+    /// A dynamic update of `zones` (as they are now): writes the entries it changed (`write`)
+    /// and removes those it ended (`remove`), nothing else. If that fails, or an earlier publish
+    /// is still to be retried, the whole of `zones` is published (and retried until it is).
+    pub fn publish_update(
+        &mut self,
+        plane: &mut DataPlane,
+        zones: &Arc<Zones>,
+        write: &[Entry],
+        remove: &[Entry],
+    ) {
+        if self.retry.is_none() {
+            match plane.answers.patch(write, remove) {
+                Ok(changes) => {
+                    info!(
+                        written = changes.written,
+                        removed = changes.removed,
+                        unchanged = changes.unchanged,
+                        overflowed = changes.overflowed,
+                        "updated answers published"
+                    );
+                    return;
+                }
+                Err(error) => {
+                    self.failures += 1;
+                    error!("publishing an update's answers failed, publishing all: {error:#}");
                 }
             }
         }

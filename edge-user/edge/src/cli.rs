@@ -15,12 +15,12 @@ use edge_dataplane::{
     maps::Capacity,
     publish::{self, Publisher},
 };
-use edge_dns::{fast_path, zone::Zones};
+use edge_dns::{fast_path, journal::Journal, zone::Zones};
 use edge_http::HttpServer;
 use edge_steer::{Steering, agent};
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
-    sync::watch,
+    sync::{mpsc, watch},
 };
 use tracing::{error, info, warn};
 
@@ -28,8 +28,11 @@ use crate::{
     admin,
     listeners::Listeners,
     metrics::{self, DaemonCounts},
-    service,
+    service, updates,
 };
+
+/// Updates waiting for the daemon loop; more wait in the server (each client's until answered).
+const QUEUED_UPDATES: usize = 64;
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -272,7 +275,9 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         interrupt: signal(SignalKind::interrupt())?,
         hangup: signal(SignalKind::hangup())?,
     };
-    let (config, zones, needed) = load(path, None)?;
+    let (config, mut zones, needed) = load(path, None)?;
+    // Dynamic updates applied before the restart, over the zones as their source builds them.
+    Journal::new(&config.dns.journal_dir).replay(&mut zones);
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(&config).await?;
     let http = HttpServer::start(&config, &steering.watch()).await?;
@@ -377,7 +382,9 @@ async fn serve(
     }
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
-    let mut listeners = Listeners::start(config, sources, &zones_watch).await?;
+    let (update_requests, mut updates_waiting) = mpsc::channel(QUEUED_UPDATES);
+    let mut journal = Journal::new(&config.dns.journal_dir);
+    let mut listeners = Listeners::start(config, sources, &zones_watch, update_requests).await?;
     let mut publisher = Publisher::new(&config.dns.listen);
     if let Some(plane) = plane.as_deref_mut() {
         publisher.try_publish(plane, &current_zones.borrow())?;
@@ -396,6 +403,16 @@ async fn serve(
                 if let Some(plane) = plane.as_deref_mut() {
                     publisher.publish_steering(plane, &steered);
                 }
+            }
+            Some(request) = updates_waiting.recv() => {
+                let selected = selections.borrow().clone();
+                updates::apply(request, updates::Apply {
+                    zones: &mut zones,
+                    journal: &journal,
+                    selections: &selected,
+                    serving: &current_zones,
+                    plane: plane.as_deref_mut().map(|plane| (plane, &mut publisher)),
+                });
             }
             _ = tick(watchdog.as_mut()) => service::watchdog(),
             () = publisher.retry_due() => {
@@ -456,6 +473,9 @@ async fn serve(
                                 DaemonCounts::count(&counts.reloads_applied);
                                 zones = reloaded_zones;
                                 running = reloaded;
+                                // Updates to zones rebuilt from a changed source went with them.
+                                journal = Journal::new(&running.dns.journal_dir);
+                                journal.reconcile(&zones);
                                 current_zones.send_replace(steered);
                                 release_freed_memory();
                                 // Once the zones it replaced are given back: a reload of a large
