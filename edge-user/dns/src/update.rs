@@ -470,3 +470,240 @@ pub(crate) fn wire(rdata: &RData) -> Result<Vec<u8>, hickory_proto::ProtoError> 
     rdata.emit(&mut encoder)?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{net::Ipv4Addr, path::Path};
+
+    use edge_config::Config;
+    use hickory_proto::{
+        op::{MessageType, OpCode, Query},
+        rr::rdata::{A, CNAME, NS, TXT},
+    };
+
+    use super::*;
+    use crate::authority::lookup;
+
+    const ZONES: &str = r#"
+[xdp]
+interface = "eth0"
+[[pools]]
+name = "shop"
+kind = "origin"
+[[pools.members]]
+name = "o1"
+address = "192.0.2.101"
+[[zones]]
+apex = "example.com"
+[zones.soa]
+serial = 10
+[[zones.nameservers]]
+name = "ns1"
+addresses = ["192.0.2.53"]
+[[zones.nameservers]]
+name = "ns2.example.net."
+[[zones.names]]
+name = "www"
+a = ["192.0.2.10", "192.0.2.11"]
+[[zones.names]]
+name = "alias"
+cname = "www"
+[[zones.names]]
+name = "txt.deep"
+txt = ["hello"]
+[[zones.names]]
+name = "sub"
+ns = ["ns.sub"]
+[[zones.names]]
+name = "ns.sub"
+a = ["192.0.2.54"]
+[[zones.names]]
+name = "shop"
+pool = "shop"
+[[zones]]
+apex = "child.example.com"
+"#;
+
+    fn zones() -> Zones {
+        let path = Path::new("edge.toml");
+        Zones::build(path, &Config::parse(path, ZONES).unwrap()).unwrap()
+    }
+
+    fn name(text: &str) -> Name {
+        Name::from_ascii(text).unwrap()
+    }
+
+    fn a(last: u8) -> RData {
+        RData::A(A(Ipv4Addr::new(192, 0, 2, last)))
+    }
+
+    fn add(owner: &str, ttl: u32, rdata: RData) -> Record {
+        Record::from_rdata(name(owner), ttl, rdata)
+    }
+
+    /// A record of class `class` without data ("RRset exists", "delete RRset"…).
+    fn empty(owner: &str, rtype: RecordType, class: DNSClass) -> Record {
+        let mut record = Record::update0(name(owner), 0, rtype);
+        record.dns_class = class;
+        record
+    }
+
+    fn delete_rr(owner: &str, rdata: RData) -> Record {
+        let mut record = Record::from_rdata(name(owner), 0, rdata);
+        record.dns_class = DNSClass::NONE;
+        record
+    }
+
+    /// An UPDATE of `zone`, sent and read back as the server reads it.
+    fn update(zone: &str, prerequisites: Vec<Record>, changes: Vec<Record>) -> Message {
+        let mut message = Message::new(7, MessageType::Query, OpCode::Update);
+        message.add_query(Query::query(name(zone), RecordType::SOA));
+        for record in prerequisites {
+            message.add_answer(record);
+        }
+        for record in changes {
+            message.add_authority(record);
+        }
+        Message::from_vec(&message.to_vec().unwrap()).unwrap()
+    }
+
+    fn apply(zones: &Zones, prerequisites: Vec<Record>, changes: Vec<Record>) -> Result<Option<Update>, Refusal> {
+        prepare(zones, &name("example.com."), &update("example.com.", prerequisites, changes))
+    }
+
+    fn applied(zones: &mut Zones, changes: Vec<Record>) -> Update {
+        let update = apply(zones, vec![], changes).unwrap().expect("a change");
+        zones.zones[0] = update.zone.clone();
+        update
+    }
+
+    fn answers(zones: &Zones, owner: &str, rtype: RecordType) -> (ResponseCode, Vec<String>) {
+        let found = lookup(zones, &name(owner), rtype);
+        let records = found
+            .answers
+            .iter()
+            .flat_map(|set| set.rdatas.iter().map(move |rdata| format!("{} {rdata}", set.ttl)))
+            .collect();
+        (found.rcode, records)
+    }
+
+    #[test]
+    fn an_added_name_answers_and_the_serial_goes_up() {
+        let mut zones = zones();
+        let update = applied(&mut zones, vec![add("new.example.com.", 60, a(1))]);
+        assert_eq!(answers(&zones, "new.example.com.", RecordType::A), (ResponseCode::NoError, vec!["60 192.0.2.1".into()]));
+        assert_eq!(zones.zones[0].soa.serial, 11);
+        assert_eq!(answers(&zones, "example.com.", RecordType::SOA).1[0].split(' ').nth(3), Some("11"));
+        // One fast-path entry to write, the new name's A; nothing to remove.
+        assert_eq!(update.write.len(), 1);
+        assert_eq!(update.write[0].name(), b"\x03new\x07example\x03com\x00");
+        assert!(update.remove.is_empty());
+        // The names as built are untouched: only the updated map changed.
+        assert!(!zones.zones[0].names.contains_key(&name("new.example.com.")));
+        // The same record again changes nothing, and the serial stays.
+        assert!(apply(&zones, vec![], vec![add("new.example.com.", 60, a(1))]).unwrap().is_none());
+    }
+
+    #[test]
+    fn deletions_of_records_rrsets_and_names() {
+        let mut zones = zones();
+        let update = applied(&mut zones, vec![delete_rr("www.example.com.", a(10))]);
+        assert_eq!(answers(&zones, "www.example.com.", RecordType::A).1, ["300 192.0.2.11"]);
+        assert_eq!(update.write.len(), 1);
+        applied(&mut zones, vec![empty("www.example.com.", RecordType::A, DNSClass::ANY)]);
+        let update = apply(&zones, vec![], vec![empty("txt.deep.example.com.", RecordType::ANY, DNSClass::ANY)])
+            .unwrap()
+            .unwrap();
+        zones.zones[0] = update.zone;
+        assert_eq!(answers(&zones, "txt.deep.example.com.", RecordType::TXT).0, ResponseCode::NXDomain);
+        // deep.example.com no longer has descendants: NXDOMAIN, not an empty non-terminal.
+        assert_eq!(answers(&zones, "deep.example.com.", RecordType::TXT).0, ResponseCode::NXDomain);
+        // The apex keeps its SOA and last NS; its other records go.
+        applied(&mut zones, vec![delete_rr("example.com.", RData::NS(NS(name("ns2.example.net."))))]);
+        let kept = apply(&zones, vec![], vec![
+            delete_rr("example.com.", RData::NS(NS(name("ns1.example.com.")))),
+            empty("example.com.", RecordType::ANY, DNSClass::ANY),
+        ]);
+        assert!(kept.unwrap().is_none());
+        assert_eq!(answers(&zones, "example.com.", RecordType::NS).1, ["300 ns1.example.com."]);
+    }
+
+    #[test]
+    fn prerequisites_are_checked_as_knot_checks_them() {
+        let zones = zones();
+        let change = || vec![add("x.example.com.", 60, a(1))];
+        let cases: Vec<(Record, Option<ResponseCode>)> = vec![
+            (empty("www.example.com.", RecordType::ANY, DNSClass::ANY), None),
+            (empty("nope.example.com.", RecordType::ANY, DNSClass::ANY), Some(ResponseCode::NXDomain)),
+            (empty("www.example.com.", RecordType::A, DNSClass::ANY), None),
+            (empty("www.example.com.", RecordType::TXT, DNSClass::ANY), Some(ResponseCode::NXRRSet)),
+            (empty("nope.example.com.", RecordType::ANY, DNSClass::NONE), None),
+            (empty("www.example.com.", RecordType::ANY, DNSClass::NONE), Some(ResponseCode::YXDomain)),
+            (empty("www.example.com.", RecordType::A, DNSClass::NONE), Some(ResponseCode::YXRRSet)),
+            (add("www.example.com.", 0, a(10)), Some(ResponseCode::NXRRSet)),
+            (add("www.example.com.", 5, a(10)), Some(ResponseCode::FormErr)),
+            (empty("www.example.org.", RecordType::ANY, DNSClass::ANY), Some(ResponseCode::NotZone)),
+        ];
+        for (prerequisite, expected) in cases {
+            let outcome = apply(&zones, vec![prerequisite.clone()], change());
+            assert_eq!(outcome.as_ref().err().map(|refusal| refusal.rcode), expected, "{prerequisite}: {outcome:?}");
+        }
+        // The exact RRset, in any order: both records.
+        let both = vec![add("www.example.com.", 0, a(11)), add("www.example.com.", 0, a(10))];
+        assert!(apply(&zones, both, change()).unwrap().is_some());
+    }
+
+    #[test]
+    fn what_edge_cannot_serve_is_refused() {
+        let zones = zones();
+        let refused = |changes: Vec<Record>| apply(&zones, vec![], changes).unwrap_err();
+        let steered = refused(vec![add("shop.example.com.", 60, a(1))]);
+        assert_eq!(steered.rcode, ResponseCode::Refused);
+        assert!(steered.reason.contains("steered"), "{steered:?}");
+        let below = refused(vec![add("x.sub.example.com.", 60, RData::TXT(TXT::new(vec!["t".into()])))]);
+        assert_eq!(below.rcode, ResponseCode::Refused);
+        assert!(below.reason.contains("below the delegation"), "{below:?}");
+        // A new delegation over a name with data.
+        let over = refused(vec![add("deep.example.com.", 60, RData::NS(NS(name("ns.example.net."))))]);
+        assert!(over.reason.contains("would be below"), "{over:?}");
+        assert_eq!(refused(vec![add("a.child.example.com.", 60, a(1))]).rcode, ResponseCode::NotZone);
+        assert_eq!(refused(vec![add("a.example.org.", 60, a(1))]).rcode, ResponseCode::NotZone);
+        let mut any = Record::update0(name("a.example.com."), 60, RecordType::ANY);
+        any.dns_class = DNSClass::IN;
+        assert_eq!(refused(vec![any]).rcode, ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn aliases_and_the_soa_follow_knot() {
+        let mut zones = zones();
+        // An alias is not added to a name with data, nor data to an alias.
+        assert!(apply(&zones, vec![], vec![add("www.example.com.", 60, RData::CNAME(CNAME(name("x.example.com."))))]).unwrap().is_none());
+        assert!(apply(&zones, vec![], vec![add("alias.example.com.", 60, a(1))]).unwrap().is_none());
+        // Another alias replaces it.
+        applied(&mut zones, vec![add("alias.example.com.", 60, RData::CNAME(CNAME(name("other.example.com."))))]);
+        assert_eq!(answers(&zones, "alias.example.com.", RecordType::CNAME).1, ["60 other.example.com."]);
+        // An SOA with a higher serial is taken; a lower one is ignored and the serial goes up.
+        let base = zones.zones[0].soa.clone();
+        let soa = |serial| {
+            let mut soa = base.clone();
+            soa.serial = serial;
+            RData::SOA(soa)
+        };
+        let serial = zones.zones[0].soa.serial;
+        applied(&mut zones, vec![add("example.com.", 300, soa(100))]);
+        assert_eq!(zones.zones[0].soa.serial, 100);
+        applied(&mut zones, vec![add("example.com.", 300, soa(50)), add("y.example.com.", 60, a(2))]);
+        assert_eq!((serial, zones.zones[0].soa.serial), (11, 101));
+    }
+
+    #[test]
+    fn a_new_delegation_takes_its_names_out_of_the_fast_path() {
+        let mut zones = zones();
+        applied(&mut zones, vec![add("glue.del.example.com.", 60, a(7))]);
+        let update = applied(&mut zones, vec![add("del.example.com.", 60, RData::NS(NS(name("glue.del.example.com."))))]);
+        assert_eq!(update.remove.len(), 1, "{:?}", update.remove);
+        assert_eq!(update.remove[0].name(), b"\x04glue\x03del\x07example\x03com\x00");
+        let found = lookup(&zones, &name("glue.del.example.com."), RecordType::A);
+        assert!(!found.authoritative && found.answers.is_empty());
+    }
+}
