@@ -1122,4 +1122,36 @@ mod tests {
         assert!(error.reason.contains("line 1"), "{error}");
         assert!(error.to_string().starts_with("edge.toml: "), "{error}");
     }
+
+    #[test]
+    fn update_keys_are_refused_at_the_field() {
+        let zone = "[[zones]]\napex = \"example.com\"\n";
+        let key = |fields: &str| {
+            format!(
+                "[[dns.update_keys]]\nname = \"k\"\nalgorithm = \"hmac-sha256\"\n{fields}\n{zone}"
+            )
+        };
+        let good = "secret = \"c2VjcmV0\"\nzones = [\"example.com.\"]";
+        let config = parse(&key(good)).unwrap();
+        assert_eq!(config.dns.update_keys[0].algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(config.dns.journal_dir, Path::new(DEFAULT_JOURNAL_DIR));
+        for (fields, field, reason) in [
+            ("secret = \"not base64!\"\nzones = [\"example.com\"]", "dns.update_keys[0].secret", "base64"),
+            ("secret = \"\"\nzones = [\"example.com\"]", "dns.update_keys[0].secret", "empty"),
+            ("secret = \"c2VjcmV0\"\nzones = [\"example.org\"]", "dns.update_keys[0].zones[0]", "no zone"),
+            ("secret = \"c2VjcmV0\"\nzones = []", "dns.update_keys[0].zones", "no zone"),
+        ] {
+            let error = parse(&key(fields)).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.reason.contains(reason), "{error}");
+        }
+        let md5 = key(good).replace("hmac-sha256", "hmac-md5");
+        let error = parse(&md5).unwrap_err();
+        assert_eq!(error.field, "dns.update_keys[0].algorithm", "{error}");
+        let twice = format!("{}[[dns.update_keys]]\nname = \"K.\"\nalgorithm = \"hmac-sha512\"\n{good}\n", key(good));
+        let error = parse(&twice).unwrap_err();
+        assert_eq!(error.field, "dns.update_keys[1].name", "{error}");
+        let error = parse(&format!("[dns]\njournal_dir = \"journal\"\n{zone}")).unwrap_err();
+        assert_eq!(error.field, "dns.journal_dir", "{error}");
+    }
 }

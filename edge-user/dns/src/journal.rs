@@ -252,3 +252,90 @@ fn decode(bytes: &[u8]) -> Option<Change> {
     }
     Some(Change { apex, names })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use edge_config::Config;
+    use hickory_proto::rr::{RData, rdata::A};
+
+    use super::*;
+
+    fn zones(dir: &Path, www: &str) -> Zones {
+        let path = dir.join("edge.toml");
+        let text = format!(
+            "[[zones]]\napex = \"example.com\"\n[[zones.names]]\nname = \"www\"\na = [\"{www}\"]\n\
+             [[zones.names]]\nname = \"old\"\ntxt = [\"gone soon\"]\n"
+        );
+        Zones::build(&path, &Config::parse(&path, &text).unwrap()).unwrap()
+    }
+
+    fn name(text: &str) -> Name {
+        Name::from_ascii(text).unwrap()
+    }
+
+    /// A change as an update makes it: `new` added, `old` deleted, the serial bumped.
+    fn change(zone: &Zone, serial: u32, last: u8) -> Change {
+        let mut new = NameRecords::default();
+        new.add(60, RData::A(A(Ipv4Addr::new(192, 0, 2, last))));
+        let mut apex = zone.stored(&zone.apex).unwrap().clone();
+        let mut soa = zone.soa.clone();
+        soa.serial = serial;
+        apex.sets.remove(&u16::from(RecordType::SOA));
+        apex.add(zone.soa_ttl, RData::SOA(soa));
+        Change {
+            apex: zone.apex.clone(),
+            names: vec![
+                (zone.apex.clone(), Some(apex)),
+                (name("new.example.com."), Some(new)),
+                (name("old.example.com."), None),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_journal_is_replayed_over_the_same_source_and_dropped_over_another() {
+        let dir = std::env::temp_dir().join(format!("edge-journal-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let journal = Journal::new(&dir.join("journal"));
+        let mut running = zones(&dir, "192.0.2.1");
+        for (serial, last) in [(2, 5), (3, 6)] {
+            let change = change(&running.zones[0], serial, last);
+            journal.append(&running.zones[0], &change).unwrap();
+            running.zones[0].apply(&change);
+        }
+        // A restart: the zone as its source builds it, then the journal.
+        let mut restarted = zones(&dir, "192.0.2.1");
+        journal.replay(&mut restarted);
+        assert_eq!(restarted, running);
+        assert_eq!(restarted.zones[0].soa.serial, 3);
+        let new = restarted.zones[0].stored(&name("new.example.com.")).unwrap();
+        assert_eq!(new.sets[&1].rdatas()[0], RData::A(A(Ipv4Addr::new(192, 0, 2, 6))));
+        assert!(restarted.zones[0].stored(&name("old.example.com.")).is_none());
+        // Replayed, the journal is one entry, and replays to the same again.
+        let path = dir.join("journal/example.com.journal");
+        let text = fs::read(&path).unwrap();
+        let body = &text[text.iter().position(|&byte| byte == b'\n').unwrap() + 1..];
+        assert_eq!(entries(body).0.len(), 1);
+        let mut again = zones(&dir, "192.0.2.1");
+        journal.replay(&mut again);
+        assert_eq!(again, running);
+
+        // A torn last entry (a write cut short) is left out; the rest stays.
+        let change = change(&running.zones[0], 4, 7);
+        journal.append(&running.zones[0], &change).unwrap();
+        let text = fs::read(&path).unwrap();
+        fs::write(&path, &text[..text.len() - 3]).unwrap();
+        let mut torn = zones(&dir, "192.0.2.1");
+        journal.replay(&mut torn);
+        assert_eq!(torn, running);
+
+        // The source changed: the journal is dropped, the zone is what the source says.
+        let mut changed = zones(&dir, "192.0.2.9");
+        journal.replay(&mut changed);
+        assert_eq!(changed, zones(&dir, "192.0.2.9"));
+        assert!(!path.exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
