@@ -6,7 +6,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::{
-    op::{Message, Metadata, OpCode, ResponseCode},
+    op::{Edns, Message, Metadata, OpCode, ResponseCode},
     rr::{DNSClass, Name, RecordType},
     serialize::binary::{BinDecodable as _, BinDecoder},
 };
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::{
+    message::MAX_UDP_PAYLOAD,
     tsig::{self, Auth, Failure},
     zone::Zones,
 };
@@ -59,6 +60,13 @@ pub async fn respond(zones: &Zones, bytes: &[u8], requests: Option<&Requests>) -
     let mut response = Message::new(header.metadata.id, hickory_proto::op::MessageType::Response, OpCode::Update);
     response.metadata = Metadata::response_from_request(&header.metadata);
     response.add_query(zone.clone());
+    if let Some(edns) = &message.edns {
+        // Our OPT, as for queries: payload 1232, version 0, DO echoed.
+        let mut ours = Edns::new();
+        ours.set_max_payload(MAX_UDP_PAYLOAD)
+            .set_dnssec_ok(edns.flags().dnssec_ok);
+        response.set_edns(ours);
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
