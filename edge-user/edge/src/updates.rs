@@ -52,11 +52,13 @@ pub fn apply(request: Request, apply: Apply<'_>) {
             ResponseCode::NoError
         }
         Ok(Some(applied)) => {
+            let journaling = Instant::now();
             if let Err(error) = apply.journal.append(&applied.zone, &applied.change) {
                 error!(zone = %request.apex, "update not applied: writing its journal failed: {error}");
                 let _ = request.reply.send(ResponseCode::ServFail);
                 return;
             }
+            let journal_micros = journaling.elapsed().as_micros() as u64;
             let serial = applied.zone.soa.serial;
             let names = applied.change.names.len();
             if let Some(zone) = apply
@@ -79,6 +81,7 @@ pub fn apply(request: Request, apply: Apply<'_>) {
                 names,
                 written = applied.write.len(),
                 removed = applied.remove.len(),
+                journal_micros,
                 micros = started.elapsed().as_micros() as u64,
                 "update applied"
             );
