@@ -11,17 +11,17 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
+use edge_tests::{
+    dig::kdig,
+    edge::{EdgeProcess, counters},
+    topology::Topology,
+};
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{
         DNSClass, Name, RData, Record, RecordType, TSigner,
         rdata::{A, tsig::TsigAlgorithm},
     },
-};
-use edge_tests::{
-    dig::kdig,
-    edge::{EdgeProcess, counters},
-    topology::Topology,
 };
 
 const NAMES: usize = 1_000_000;
@@ -77,7 +77,10 @@ const SECRET: &str = "c2NhbGVzY2FsZXNjYWxlc2NhbGVzY2FsZXNjYWxlMTI=";
 /// An UPDATE of big.example, signed with the test's key: `name`'s A RRset replaced by `address`.
 fn update(name: &Name, address: Ipv4Addr) -> Result<Vec<u8>> {
     let mut message = Message::new(0x4242, MessageType::Query, OpCode::Update);
-    message.add_query(Query::query(Name::from_ascii("big.example.")?, RecordType::SOA));
+    message.add_query(Query::query(
+        Name::from_ascii("big.example.")?,
+        RecordType::SOA,
+    ));
     let mut delete = Record::update0(name.clone(), 0, RecordType::A);
     delete.dns_class = DNSClass::ANY;
     message.add_authority(delete);
@@ -109,18 +112,30 @@ fn time_update(update: &[u8], name: &Name, address: Ipv4Addr) -> Result<(Duratio
     updater.send_to(update, server)?;
     let mut asked = 0;
     let visible = loop {
-        ensure!(sent.elapsed() < Duration::from_secs(10), "the update never became visible");
+        ensure!(
+            sent.elapsed() < Duration::from_secs(10),
+            "the update never became visible"
+        );
         asker.send_to(&query, server)?;
         asked += 1;
-        let len = asker.recv(&mut buffer).context("a query sent during the update went unanswered")?;
+        let len = asker
+            .recv(&mut buffer)
+            .context("a query sent during the update went unanswered")?;
         let answer = Message::from_vec(&buffer[..len])?;
-        if answer.answers.iter().any(|record| record.data == RData::A(A(address))) {
+        if answer
+            .answers
+            .iter()
+            .any(|record| record.data == RData::A(A(address)))
+        {
             break sent.elapsed();
         }
     };
     let len = updater.recv(&mut buffer)?;
     let response = Message::from_vec(&buffer[..len])?;
-    ensure!(response.metadata.response_code == ResponseCode::NoError, "{response:?}");
+    ensure!(
+        response.metadata.response_code == ResponseCode::NoError,
+        "{response:?}"
+    );
     Ok((visible, asked))
 }
 
@@ -245,16 +260,25 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
     let (visible, asked) = topology
         .client
         .run_inside(|| time_update(&signed, &name, new))??;
-    eprintln!("update visible from XDP after {visible:?} ({asked} queries meanwhile, all answered)");
+    eprintln!(
+        "update visible from XDP after {visible:?} ({asked} queries meanwhile, all answered)"
+    );
     let log = edge.log();
     let applied = log.lines().find(|line| line.contains("update applied"));
     eprintln!("{}", applied.unwrap_or_default());
     // Every one from XDP: the new entry is written beside the old one before it goes.
     assert_eq!(counters(&path)?["answered"] - before, asked as u64);
-    assert!(edge.log().contains("updated answers published"), "{}", edge.log());
+    assert!(
+        edge.log().contains("updated answers published"),
+        "{}",
+        edge.log()
+    );
     // A debug build on a shared machine: well under a reload's seconds. The release figure is
     // in docs/BENCHMARKS.md.
-    assert!(visible < Duration::from_millis(500), "visible after {visible:?}");
+    assert!(
+        visible < Duration::from_millis(500),
+        "visible after {visible:?}"
+    );
     assert_eq!(ask(&topology, "n500000.big.example")?, [new.to_string()]);
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())

@@ -56,7 +56,12 @@ fn knsupdate(topology: &Topology, key: Option<&str>, commands: &str) -> Result<S
     run_with_input(topology, "knsupdate", &[], &script)
 }
 
-fn run_with_input(topology: &Topology, program: &str, args: &[&str], input: &str) -> Result<String> {
+fn run_with_input(
+    topology: &Topology,
+    program: &str,
+    args: &[&str],
+    input: &str,
+) -> Result<String> {
     let mut child = topology
         .client
         .command("timeout")
@@ -132,14 +137,27 @@ fn signed_updates_change_both_paths_and_the_rest_are_refused() -> Result<()> {
     let topology = Topology::client_and_pop("dns-update")?;
     let path = topology.write_file("edge.toml", &config(&topology, &test_zone::zone()))?;
     let edge = EdgeProcess::start(&topology.pop, &path, &[])?;
-    assert_eq!(ask_xdp(&topology, &path, "www.example.com")?, ["192.0.2.10", "192.0.2.11"]);
+    assert_eq!(
+        ask_xdp(&topology, &path, "www.example.com")?,
+        ["192.0.2.10", "192.0.2.11"]
+    );
     assert_eq!(ask(&topology, "new.example.com", "A", true)?, ["NXDOMAIN"]);
     assert_eq!(serial(&topology)?, "1");
 
-    let added = knsupdate(&topology, signed(), "zone example.com.\nupdate add new.example.com. 60 A 192.0.2.77")?;
+    let added = knsupdate(
+        &topology,
+        signed(),
+        "zone example.com.\nupdate add new.example.com. 60 A 192.0.2.77",
+    )?;
     assert_eq!(status(&added), "NOERROR", "{added}");
-    assert_eq!(ask_xdp(&topology, &path, "new.example.com")?, ["192.0.2.77"]);
-    assert_eq!(ask(&topology, "new.example.com", "A", true)?, ["192.0.2.77"]);
+    assert_eq!(
+        ask_xdp(&topology, &path, "new.example.com")?,
+        ["192.0.2.77"]
+    );
+    assert_eq!(
+        ask(&topology, "new.example.com", "A", true)?,
+        ["192.0.2.77"]
+    );
     assert_eq!(serial(&topology)?, "2");
 
     // An RRset replaced: deleted and added in one update, the answer changes at once.
@@ -149,11 +167,21 @@ fn signed_updates_change_both_paths_and_the_rest_are_refused() -> Result<()> {
         "zone example.com.\nupdate delete www.example.com. A\nupdate add www.example.com. 60 A 192.0.2.88",
     )?;
     assert_eq!(status(&replaced), "NOERROR", "{replaced}");
-    assert_eq!(ask_xdp(&topology, &path, "www.example.com")?, ["192.0.2.88"]);
+    assert_eq!(
+        ask_xdp(&topology, &path, "www.example.com")?,
+        ["192.0.2.88"]
+    );
     // A name deleted: the maps no longer answer it, the userspace server says NXDOMAIN.
-    let deleted = knsupdate(&topology, signed(), "zone example.com.\nupdate delete mail.example.com.")?;
+    let deleted = knsupdate(
+        &topology,
+        signed(),
+        "zone example.com.\nupdate delete mail.example.com.",
+    )?;
     assert_eq!(status(&deleted), "NOERROR", "{deleted}");
-    assert_eq!(ask(&topology, "mail.example.com", "A", false)?, ["NXDOMAIN"]);
+    assert_eq!(
+        ask(&topology, "mail.example.com", "A", false)?,
+        ["NXDOMAIN"]
+    );
     assert_eq!(ask(&topology, "mail.example.com", "A", true)?, ["NXDOMAIN"]);
     assert_eq!(serial(&topology)?, "4");
 
@@ -161,14 +189,20 @@ fn signed_updates_change_both_paths_and_the_rest_are_refused() -> Result<()> {
     let bind = run_with_input(
         &topology,
         "nsupdate",
-        &["-y", "hmac-sha256:ddns-key:c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="],
+        &[
+            "-y",
+            "hmac-sha256:ddns-key:c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=",
+        ],
         &format!(
             "server {} 53\nzone example.com.\nupdate add bind.example.com. 30 A 192.0.2.99\nsend\nanswer\n",
             Topology::POP_V4
         ),
     )?;
     assert_eq!(status(&bind), "NOERROR", "{bind}");
-    assert_eq!(ask_xdp(&topology, &path, "bind.example.com")?, ["192.0.2.99"]);
+    assert_eq!(
+        ask_xdp(&topology, &path, "bind.example.com")?,
+        ["192.0.2.99"]
+    );
 
     // Refusals: nothing changes, the serial stays.
     let change = "zone example.com.\nupdate add refused.example.com. 60 A 192.0.2.1";
@@ -205,8 +239,15 @@ fn signed_updates_change_both_paths_and_the_rest_are_refused() -> Result<()> {
         "zone example.com.\nupdate add shop.example.com. 60 A 192.0.2.1",
     )?;
     assert_eq!(status(&steered), "REFUSED", "{steered}");
-    assert!(edge.log_since(position).contains("is steered"), "{}", edge.log_since(position));
-    assert_eq!(ask(&topology, "refused.example.com", "A", true)?, ["NXDOMAIN"]);
+    assert!(
+        edge.log_since(position).contains("is steered"),
+        "{}",
+        edge.log_since(position)
+    );
+    assert_eq!(
+        ask(&topology, "refused.example.com", "A", true)?,
+        ["NXDOMAIN"]
+    );
     assert_eq!(serial(&topology)?, "5");
     assert!(edge.stop()?, "edge did not exit cleanly");
     Ok(())
@@ -217,34 +258,64 @@ fn updates_outlive_reloads_and_restarts_until_the_source_changes() -> Result<()>
     let topology = Topology::client_and_pop("dns-update-journal")?;
     let path = topology.write_file("edge.toml", &config(&topology, &test_zone::zone()))?;
     let mut edge = EdgeProcess::start(&topology.pop, &path, &[])?;
-    let added = knsupdate(&topology, signed(), "zone example.com.\nupdate add kept.example.com. 60 A 192.0.2.66")?;
+    let added = knsupdate(
+        &topology,
+        signed(),
+        "zone example.com.\nupdate add kept.example.com. 60 A 192.0.2.66",
+    )?;
     assert_eq!(status(&added), "NOERROR", "{added}");
 
     // A reload of an unchanged config keeps the zone, and with it the update.
     let reloaded = edge.signal(libc::SIGHUP)?;
     edge.wait_for_log(reloaded, "reload applied", Duration::from_secs(20))?;
-    assert_eq!(ask_xdp(&topology, &path, "kept.example.com")?, ["192.0.2.66"]);
+    assert_eq!(
+        ask_xdp(&topology, &path, "kept.example.com")?,
+        ["192.0.2.66"]
+    );
 
     // A restart replays the journal over the zone as the config builds it.
     assert!(edge.stop()?, "edge did not exit cleanly");
     edge = EdgeProcess::start(&topology.pop, &path, &[])?;
     assert!(edge.log().contains("journal replayed"), "{}", edge.log());
-    assert_eq!(ask_xdp(&topology, &path, "kept.example.com")?, ["192.0.2.66"]);
-    assert_eq!(ask(&topology, "kept.example.com", "A", true)?, ["192.0.2.66"]);
+    assert_eq!(
+        ask_xdp(&topology, &path, "kept.example.com")?,
+        ["192.0.2.66"]
+    );
+    assert_eq!(
+        ask(&topology, "kept.example.com", "A", true)?,
+        ["192.0.2.66"]
+    );
     assert_eq!(serial(&topology)?, "2");
 
     // The zone's source changes: it is rebuilt from it, and the update is dropped, logged.
-    let changed = test_zone::zone().replace("name = \"mail\"\na = [\"192.0.2.25\"]", "name = \"mail\"\na = [\"192.0.2.26\"]");
+    let changed = test_zone::zone().replace(
+        "name = \"mail\"\na = [\"192.0.2.25\"]",
+        "name = \"mail\"\na = [\"192.0.2.26\"]",
+    );
     assert_ne!(changed, test_zone::zone());
     topology.write_file("edge.toml", &config(&topology, &changed))?;
     let reloaded = edge.signal(libc::SIGHUP)?;
     edge.wait_for_log(reloaded, "reload applied", Duration::from_secs(20))?;
     let log = edge.log_since(reloaded);
-    assert!(log.contains("source changed") && log.contains("dropped"), "{log}");
-    assert_eq!(ask(&topology, "kept.example.com", "A", false)?, ["NXDOMAIN"]);
-    assert_eq!(ask_xdp(&topology, &path, "mail.example.com")?, ["192.0.2.26"]);
+    assert!(
+        log.contains("source changed") && log.contains("dropped"),
+        "{log}"
+    );
+    assert_eq!(
+        ask(&topology, "kept.example.com", "A", false)?,
+        ["NXDOMAIN"]
+    );
+    assert_eq!(
+        ask_xdp(&topology, &path, "mail.example.com")?,
+        ["192.0.2.26"]
+    );
     assert_eq!(serial(&topology)?, "1");
-    assert!(!topology.work_dir().join("journal/example.com.journal").exists());
+    assert!(
+        !topology
+            .work_dir()
+            .join("journal/example.com.journal")
+            .exists()
+    );
     // And a restart has nothing to replay.
     assert!(edge.stop()?, "edge did not exit cleanly");
     let edge = EdgeProcess::start(&topology.pop, &path, &[])?;

@@ -655,7 +655,10 @@ impl Config {
             {
                 return Err(refuse(
                     at("name"),
-                    format!("key {} is already defined by dns.update_keys[{first}]", key.name),
+                    format!(
+                        "key {} is already defined by dns.update_keys[{first}]",
+                        key.name
+                    ),
                 ));
             }
             match data_encoding::BASE64.decode(key.secret.trim().as_bytes()) {
@@ -664,10 +667,17 @@ impl Config {
                 Err(error) => return Err(refuse(at("secret"), format!("not base64: {error}"))),
             }
             if key.zones.is_empty() {
-                return Err(refuse(at("zones"), "names no zone the key may change".into()));
+                return Err(refuse(
+                    at("zones"),
+                    "names no zone the key may change".into(),
+                ));
             }
             for (z, zone) in key.zones.iter().enumerate() {
-                if !self.zones.iter().any(|known| plain(&known.apex) == plain(zone)) {
+                if !self
+                    .zones
+                    .iter()
+                    .any(|known| plain(&known.apex) == plain(zone))
+                {
                     return Err(refuse(
                         format!("dns.update_keys[{k}].zones[{z}]"),
                         format!("no zone {zone} in [[zones]]"),
@@ -1133,13 +1143,32 @@ mod tests {
         };
         let good = "secret = \"c2VjcmV0\"\nzones = [\"example.com.\"]";
         let config = parse(&key(good)).unwrap();
-        assert_eq!(config.dns.update_keys[0].algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(
+            config.dns.update_keys[0].algorithm,
+            TsigAlgorithm::HmacSha256
+        );
         assert_eq!(config.dns.journal_dir, Path::new(DEFAULT_JOURNAL_DIR));
         for (fields, field, reason) in [
-            ("secret = \"not base64!\"\nzones = [\"example.com\"]", "dns.update_keys[0].secret", "base64"),
-            ("secret = \"\"\nzones = [\"example.com\"]", "dns.update_keys[0].secret", "empty"),
-            ("secret = \"c2VjcmV0\"\nzones = [\"example.org\"]", "dns.update_keys[0].zones[0]", "no zone"),
-            ("secret = \"c2VjcmV0\"\nzones = []", "dns.update_keys[0].zones", "no zone"),
+            (
+                "secret = \"not base64!\"\nzones = [\"example.com\"]",
+                "dns.update_keys[0].secret",
+                "base64",
+            ),
+            (
+                "secret = \"\"\nzones = [\"example.com\"]",
+                "dns.update_keys[0].secret",
+                "empty",
+            ),
+            (
+                "secret = \"c2VjcmV0\"\nzones = [\"example.org\"]",
+                "dns.update_keys[0].zones[0]",
+                "no zone",
+            ),
+            (
+                "secret = \"c2VjcmV0\"\nzones = []",
+                "dns.update_keys[0].zones",
+                "no zone",
+            ),
         ] {
             let error = parse(&key(fields)).unwrap_err();
             assert_eq!(error.field, field, "{error}");
@@ -1148,7 +1177,10 @@ mod tests {
         let md5 = key(good).replace("hmac-sha256", "hmac-md5");
         let error = parse(&md5).unwrap_err();
         assert_eq!(error.field, "dns.update_keys[0].algorithm", "{error}");
-        let twice = format!("{}[[dns.update_keys]]\nname = \"K.\"\nalgorithm = \"hmac-sha512\"\n{good}\n", key(good));
+        let twice = format!(
+            "{}[[dns.update_keys]]\nname = \"K.\"\nalgorithm = \"hmac-sha512\"\n{good}\n",
+            key(good)
+        );
         let error = parse(&twice).unwrap_err();
         assert_eq!(error.field, "dns.update_keys[1].name", "{error}");
         let error = parse(&format!("[dns]\njournal_dir = \"journal\"\n{zone}")).unwrap_err();

@@ -171,7 +171,10 @@ impl AnswerMaps {
         for entry in write {
             // Moved from the long-answer map into the table: the old copy goes.
             let key = entry.key();
-            if fits_slot(entry) && !round.long_wanted.contains(&key) && round.long.contains_key(&key) {
+            if fits_slot(entry)
+                && !round.long_wanted.contains(&key)
+                && round.long.contains_key(&key)
+            {
                 self.answers.remove_long(&mut round, &key)?;
             }
         }
@@ -450,7 +453,8 @@ impl AnswerMap {
     }
 
     fn remove_long(&mut self, round: &mut Round, key: &LongNameKey) -> Result<()> {
-        absent_is_removed(self.long.remove(key)).context("removing from the long-name answer map")?;
+        absent_is_removed(self.long.remove(key))
+            .context("removing from the long-name answer map")?;
         round.long.remove(key);
         round.changes.removed += 1;
         Ok(())

@@ -119,14 +119,20 @@ impl Journal {
         };
         for entry in dir.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|extension| extension != "journal") {
+            if path
+                .extension()
+                .is_none_or(|extension| extension != "journal")
+            {
                 continue;
             }
             let mut first = [0; 512];
             let read = File::open(&path)
                 .and_then(|mut file| file.read(&mut first))
                 .unwrap_or(0);
-            let line = first[..read].split(|&byte| byte == b'\n').next().unwrap_or_default();
+            let line = first[..read]
+                .split(|&byte| byte == b'\n')
+                .next()
+                .unwrap_or_default();
             let line = String::from_utf8_lossy(line);
             let Some(apex) = line
                 .strip_prefix(MAGIC)
@@ -310,9 +316,18 @@ mod tests {
         journal.replay(&mut restarted);
         assert_eq!(restarted, running);
         assert_eq!(restarted.zones[0].soa.serial, 3);
-        let new = restarted.zones[0].stored(&name("new.example.com.")).unwrap();
-        assert_eq!(new.sets[&1].rdatas()[0], RData::A(A(Ipv4Addr::new(192, 0, 2, 6))));
-        assert!(restarted.zones[0].stored(&name("old.example.com.")).is_none());
+        let new = restarted.zones[0]
+            .stored(&name("new.example.com."))
+            .unwrap();
+        assert_eq!(
+            new.sets[&1].rdatas()[0],
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 6)))
+        );
+        assert!(
+            restarted.zones[0]
+                .stored(&name("old.example.com."))
+                .is_none()
+        );
         // Replayed, the journal is one entry, and replays to the same again.
         let path = dir.join("journal/example.com.journal");
         let text = fs::read(&path).unwrap();

@@ -278,7 +278,8 @@ async fn serve_tcp(
         let queries = queries.clone();
         let updates = updates.clone();
         tokio::spawn(async move {
-            let served = serve_connection(stream, &zones, &slot, limits, &queries, updates.as_ref());
+            let served =
+                serve_connection(stream, &zones, &slot, limits, &queries, updates.as_ref());
             if let Err(error) = served.await {
                 debug!(%error, %peer, "tcp connection");
             }

@@ -227,7 +227,10 @@ mod tests {
     /// An update of example.com signed by `key` with `secret` at `time`, as bytes.
     fn signed(key: &str, secret: &str, time: u64) -> Vec<u8> {
         let mut message = Message::new(9, MessageType::Query, OpCode::Update);
-        message.add_query(Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::SOA));
+        message.add_query(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::SOA,
+        ));
         let signer = TSigner::new(
             data_encoding::BASE64.decode(secret.as_bytes()).unwrap(),
             TsigAlgorithm::HmacSha256,
@@ -241,7 +244,13 @@ mod tests {
 
     fn check(bytes: &[u8], apex: &str, now: u64) -> Result<(), TsigError> {
         let message = Message::from_vec(bytes).unwrap();
-        match authenticate(&keys(), &Name::from_ascii(apex).unwrap(), &message, bytes, now) {
+        match authenticate(
+            &keys(),
+            &Name::from_ascii(apex).unwrap(),
+            &message,
+            bytes,
+            now,
+        ) {
             Auth::Signed(_) => Ok(()),
             Auth::Unsigned => panic!("signed"),
             Auth::Failed(failure) => Err(failure.error()),
@@ -251,21 +260,51 @@ mod tests {
     #[test]
     fn tsig_errors_are_those_rfc_8945_names() {
         let now = 1_800_000_000;
-        assert_eq!(check(&signed("ddns-key.", SECRET, now), "example.com.", now), Ok(()));
-        assert_eq!(check(&signed("DDNS-Key.", SECRET, now - 200), "example.com.", now), Ok(()));
+        assert_eq!(
+            check(&signed("ddns-key.", SECRET, now), "example.com.", now),
+            Ok(())
+        );
+        assert_eq!(
+            check(&signed("DDNS-Key.", SECRET, now - 200), "example.com.", now),
+            Ok(())
+        );
         let other = "b3RoZXJvdGhlcm90aGVyb3RoZXJvdGhlcm90aGVyMTI=";
-        assert_eq!(check(&signed("ddns-key.", other, now), "example.com.", now), Err(TsigError::BadSig));
-        assert_eq!(check(&signed("nokey.", SECRET, now), "example.com.", now), Err(TsigError::BadKey));
+        assert_eq!(
+            check(&signed("ddns-key.", other, now), "example.com.", now),
+            Err(TsigError::BadSig)
+        );
+        assert_eq!(
+            check(&signed("nokey.", SECRET, now), "example.com.", now),
+            Err(TsigError::BadKey)
+        );
         // A key that may not change the zone is, for that zone, unknown.
-        assert_eq!(check(&signed("ddns-key.", SECRET, now), "example.org.", now), Err(TsigError::BadKey));
-        assert_eq!(check(&signed("ddns-key.", SECRET, now - 301), "example.com.", now), Err(TsigError::BadTime));
+        assert_eq!(
+            check(&signed("ddns-key.", SECRET, now), "example.org.", now),
+            Err(TsigError::BadKey)
+        );
+        assert_eq!(
+            check(&signed("ddns-key.", SECRET, now - 301), "example.com.", now),
+            Err(TsigError::BadTime)
+        );
         // A signing time below the fudge (near the epoch) is only late, not a crash.
-        assert_eq!(check(&signed("ddns-key.", SECRET, 5), "example.com.", now), Err(TsigError::BadTime));
+        assert_eq!(
+            check(&signed("ddns-key.", SECRET, 5), "example.com.", now),
+            Err(TsigError::BadTime)
+        );
         let mut unsigned = Message::new(9, MessageType::Query, OpCode::Update);
-        unsigned.add_query(Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::SOA));
+        unsigned.add_query(Query::query(
+            Name::from_ascii("example.com.").unwrap(),
+            RecordType::SOA,
+        ));
         let bytes = unsigned.to_vec().unwrap();
         assert!(matches!(
-            authenticate(&keys(), &Name::from_ascii("example.com.").unwrap(), &unsigned, &bytes, now),
+            authenticate(
+                &keys(),
+                &Name::from_ascii("example.com.").unwrap(),
+                &unsigned,
+                &bytes,
+                now
+            ),
             Auth::Unsigned
         ));
     }

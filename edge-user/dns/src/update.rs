@@ -116,7 +116,9 @@ pub fn prepare(zones: &Zones, apex: &Name, message: &Message) -> Result<Option<U
     let mut changed: Vec<(Name, Option<NameRecords>)> = work
         .touched
         .into_iter()
-        .filter(|(name, now)| zone.stored(name) != Some(now) && !(now.sets.is_empty() && zone.stored(name).is_none()))
+        .filter(|(name, now)| {
+            zone.stored(name) != Some(now) && !(now.sets.is_empty() && zone.stored(name).is_none())
+        })
         .map(|(name, now)| {
             let now = (!now.sets.is_empty()).then_some(now);
             (name, now)
@@ -133,8 +135,15 @@ pub fn prepare(zones: &Zones, apex: &Name, message: &Message) -> Result<Option<U
     let mut updated = zone.clone();
     updated.apply(&change);
     check_servable(zone, &updated, &change)?;
-    let (write, remove) = fast_path::changed_entries(zone, &updated, &affected(zone, &updated, &change))
-        .or_else(|error| refuse(ResponseCode::Refused, format!("the fast path cannot answer it: {error}")))?;
+    let (write, remove) =
+        fast_path::changed_entries(zone, &updated, &affected(zone, &updated, &change)).or_else(
+            |error| {
+                refuse(
+                    ResponseCode::Refused,
+                    format!("the fast path cannot answer it: {error}"),
+                )
+            },
+        )?;
     Ok(Some(Update {
         zone: updated,
         change,
@@ -147,15 +156,23 @@ pub fn prepare(zones: &Zones, apex: &Name, message: &Message) -> Result<Option<U
 /// also serve), and each class with the data and types it allows.
 fn check_update(zones: &Zones, zone: &Zone, record: &Record) -> Result<(), Refusal> {
     let owner = record.name.to_lowercase();
-    let inside = zones.find(&owner).is_some_and(|found| found.apex == zone.apex);
+    let inside = zones
+        .find(&owner)
+        .is_some_and(|found| found.apex == zone.apex);
     if !inside {
-        return refuse(ResponseCode::NotZone, format!("{owner} is not in zone {}", zone.apex));
+        return refuse(
+            ResponseCode::NotZone,
+            format!("{owner} is not in zone {}", zone.apex),
+        );
     }
     let rtype = record.record_type();
-    let malformed = |reason: &str| refuse(ResponseCode::FormErr, format!("{owner} {rtype}: {reason}"));
+    let malformed =
+        |reason: &str| refuse(ResponseCode::FormErr, format!("{owner} {rtype}: {reason}"));
     match record.dns_class {
         DNSClass::IN if is_meta(rtype) => malformed("a meta type cannot be added"),
-        DNSClass::ANY if !record.data.is_update() || (is_meta(rtype) && rtype != RecordType::ANY) => {
+        DNSClass::ANY
+            if !record.data.is_update() || (is_meta(rtype) && rtype != RecordType::ANY) =>
+        {
             malformed("a deletion of an RRset has no data")
         }
         DNSClass::NONE if record.ttl != 0 || is_meta(rtype) => {
@@ -168,25 +185,43 @@ fn check_update(zones: &Zones, zone: &Zone, record: &Record) -> Result<(), Refus
 
 /// RFC 2136 §3.2: every prerequisite must hold (§2.4: name or RRset in use or not, an RRset
 /// with exactly these records).
-fn check_prerequisites(zones: &Zones, zone: &Zone, prerequisites: &[Record]) -> Result<(), Refusal> {
+fn check_prerequisites(
+    zones: &Zones,
+    zone: &Zone,
+    prerequisites: &[Record],
+) -> Result<(), Refusal> {
     // Value-dependent prerequisites, merged into RRsets and compared once all are read.
     let mut exact: BTreeMap<(Name, u16), Vec<Vec<u8>>> = BTreeMap::new();
     for record in prerequisites {
         let owner = record.name.to_lowercase();
         let rtype = record.record_type();
-        let formerr = |reason: &str| refuse(ResponseCode::FormErr, format!("prerequisite {owner} {rtype}: {reason}"));
+        let formerr = |reason: &str| {
+            refuse(
+                ResponseCode::FormErr,
+                format!("prerequisite {owner} {rtype}: {reason}"),
+            )
+        };
         if record.ttl != 0 {
             return formerr("TTL must be 0");
         }
-        if !zones.find(&owner).is_some_and(|found| found.apex == zone.apex) {
-            return refuse(ResponseCode::NotZone, format!("prerequisite {owner} is not in zone {}", zone.apex));
+        if !zones
+            .find(&owner)
+            .is_some_and(|found| found.apex == zone.apex)
+        {
+            return refuse(
+                ResponseCode::NotZone,
+                format!("prerequisite {owner} is not in zone {}", zone.apex),
+            );
         }
         let node = zone.stored(&owner);
         let in_use = node.is_some_and(|records| !records.sets.is_empty());
         let has_type = node.is_some_and(|records| records.has(rtype));
-        let failed = |rcode, what: &str| refuse(rcode, format!("prerequisite failed: {owner} {what}"));
+        let failed =
+            |rcode, what: &str| refuse(rcode, format!("prerequisite failed: {owner} {what}"));
         match record.dns_class {
-            DNSClass::ANY | DNSClass::NONE if !record.data.is_update() => return formerr("has data"),
+            DNSClass::ANY | DNSClass::NONE if !record.data.is_update() => {
+                return formerr("has data");
+            }
             DNSClass::ANY if rtype == RecordType::ANY => {
                 if !in_use {
                     return failed(ResponseCode::NXDomain, "is not in use");
@@ -223,14 +258,22 @@ fn check_prerequisites(zones: &Zones, zone: &Zone, prerequisites: &[Record]) -> 
         let mut held: Vec<Vec<u8>> = zone
             .stored(&owner)
             .and_then(|records| records.sets.get(&rtype))
-            .map(|set| set.rdatas().iter().filter_map(|rdata| wire(rdata).ok()).collect())
+            .map(|set| {
+                set.rdatas()
+                    .iter()
+                    .filter_map(|rdata| wire(rdata).ok())
+                    .collect()
+            })
             .unwrap_or_default();
         held.sort();
         wanted.sort();
         if held != wanted {
             return refuse(
                 ResponseCode::NXRRSet,
-                format!("prerequisite failed: {owner} {} is not the RRset given", RecordType::from(rtype)),
+                format!(
+                    "prerequisite failed: {owner} {} is not the RRset given",
+                    RecordType::from(rtype)
+                ),
             );
         }
     }
@@ -255,10 +298,16 @@ impl Work<'_> {
     fn apply(&mut self, record: &Record, serial: u32) -> Result<(), Refusal> {
         let owner = record.name.to_lowercase();
         let rtype = record.record_type();
-        if self.zone.stored(&owner).is_some_and(|records| records.pool.is_some()) {
+        if self
+            .zone
+            .stored(&owner)
+            .is_some_and(|records| records.pool.is_some())
+        {
             return refuse(
                 ResponseCode::Refused,
-                format!("{owner} is steered: its answers belong to the steering loop (change its pool in the config)"),
+                format!(
+                    "{owner} is steered: its answers belong to the steering loop (change its pool in the config)"
+                ),
             );
         }
         let apex = owner == self.zone.apex;
@@ -318,17 +367,29 @@ impl Work<'_> {
     fn add(&mut self, owner: &Name, record: &Record) -> Result<(), Refusal> {
         let rtype = record.record_type();
         if u16::from(rtype) == TYPE_DNAME {
-            return refuse(ResponseCode::Refused, format!("{owner}: DNAME is not served"));
+            return refuse(
+                ResponseCode::Refused,
+                format!("{owner}: DNAME is not served"),
+            );
         }
-        check_ttl(record.ttl).or_else(|reason| refuse(ResponseCode::FormErr, format!("{owner} {rtype}: TTL {reason}")))?;
-        let bytes = wire(&record.data).or_else(|error| refuse(ResponseCode::FormErr, format!("{owner} {rtype}: {error}")))?;
-        let rdata = zone_file::rdata(rtype, bytes.clone())
-            .or_else(|reason| refuse(ResponseCode::Refused, format!("{owner} {rtype}: {reason}")))?;
+        check_ttl(record.ttl).or_else(|reason| {
+            refuse(
+                ResponseCode::FormErr,
+                format!("{owner} {rtype}: TTL {reason}"),
+            )
+        })?;
+        let bytes = wire(&record.data)
+            .or_else(|error| refuse(ResponseCode::FormErr, format!("{owner} {rtype}: {error}")))?;
+        let rdata = zone_file::rdata(rtype, bytes.clone()).or_else(|reason| {
+            refuse(ResponseCode::Refused, format!("{owner} {rtype}: {reason}"))
+        })?;
         let node = self.node(owner);
         let code = u16::from(rtype);
         let holds = |node: &NameRecords| {
             node.sets.get(&code).is_some_and(|set| {
-                set.rdatas().iter().any(|held| wire(held).ok().as_ref() == Some(&bytes))
+                set.rdatas()
+                    .iter()
+                    .any(|held| wire(held).ok().as_ref() == Some(&bytes))
             })
         };
         match rtype {
@@ -407,10 +468,9 @@ fn bump_serial(zone: &Zone, changed: &mut Vec<(Name, Option<NameRecords>)>) {
 fn check_servable(before: &Zone, after: &Zone, change: &Change) -> Result<(), Refusal> {
     let glue_only = |records: &NameRecords| {
         records.pool.is_none()
-            && records
-                .sets
-                .keys()
-                .all(|&rtype| rtype == u16::from(RecordType::A) || rtype == u16::from(RecordType::AAAA))
+            && records.sets.keys().all(|&rtype| {
+                rtype == u16::from(RecordType::A) || rtype == u16::from(RecordType::AAAA)
+            })
     };
     for (name, now) in &change.names {
         let Some(now) = now else { continue };
@@ -419,11 +479,15 @@ fn check_servable(before: &Zone, after: &Zone, change: &Change) -> Result<(), Re
         {
             return refuse(
                 ResponseCode::Refused,
-                format!("{name} is below the delegation at {cut}: only glue (A, AAAA) is served there"),
+                format!(
+                    "{name} is below the delegation at {cut}: only glue (A, AAAA) is served there"
+                ),
             );
         }
         let delegates = *name != after.apex && now.has(RecordType::NS);
-        let delegated = before.stored(name).is_some_and(|old| old.has(RecordType::NS));
+        let delegated = before
+            .stored(name)
+            .is_some_and(|old| old.has(RecordType::NS));
         if delegates && !delegated {
             if let Some((below, _)) = after
                 .stored_after(name)
@@ -432,7 +496,9 @@ fn check_servable(before: &Zone, after: &Zone, change: &Change) -> Result<(), Re
             {
                 return refuse(
                     ResponseCode::Refused,
-                    format!("{below} would be below the delegation at {name}: only glue (A, AAAA) is served there"),
+                    format!(
+                        "{below} would be below the delegation at {name}: only glue (A, AAAA) is served there"
+                    ),
                 );
             }
         }
@@ -445,7 +511,12 @@ fn check_servable(before: &Zone, after: &Zone, change: &Change) -> Result<(), Re
 fn affected(before: &Zone, after: &Zone, change: &Change) -> Vec<Name> {
     let mut names: Vec<Name> = change.names.iter().map(|(name, _)| name.clone()).collect();
     for (name, _) in &change.names {
-        let cut = |zone: &Zone| *name != zone.apex && zone.stored(name).is_some_and(|records| records.has(RecordType::NS));
+        let cut = |zone: &Zone| {
+            *name != zone.apex
+                && zone
+                    .stored(name)
+                    .is_some_and(|records| records.has(RecordType::NS))
+        };
         if cut(before) != cut(after) {
             for zone in [before, after] {
                 names.extend(
@@ -567,8 +638,16 @@ apex = "child.example.com"
         Message::from_vec(&message.to_vec().unwrap()).unwrap()
     }
 
-    fn apply(zones: &Zones, prerequisites: Vec<Record>, changes: Vec<Record>) -> Result<Option<Update>, Refusal> {
-        prepare(zones, &name("example.com."), &update("example.com.", prerequisites, changes))
+    fn apply(
+        zones: &Zones,
+        prerequisites: Vec<Record>,
+        changes: Vec<Record>,
+    ) -> Result<Option<Update>, Refusal> {
+        prepare(
+            zones,
+            &name("example.com."),
+            &update("example.com.", prerequisites, changes),
+        )
     }
 
     fn applied(zones: &mut Zones, changes: Vec<Record>) -> Update {
@@ -582,7 +661,11 @@ apex = "child.example.com"
         let records = found
             .answers
             .iter()
-            .flat_map(|set| set.rdatas.iter().map(move |rdata| format!("{} {rdata}", set.ttl)))
+            .flat_map(|set| {
+                set.rdatas
+                    .iter()
+                    .map(move |rdata| format!("{} {rdata}", set.ttl))
+            })
             .collect();
         (found.rcode, records)
     }
@@ -591,9 +674,17 @@ apex = "child.example.com"
     fn an_added_name_answers_and_the_serial_goes_up() {
         let mut zones = zones();
         let update = applied(&mut zones, vec![add("new.example.com.", 60, a(1))]);
-        assert_eq!(answers(&zones, "new.example.com.", RecordType::A), (ResponseCode::NoError, vec!["60 192.0.2.1".into()]));
+        assert_eq!(
+            answers(&zones, "new.example.com.", RecordType::A),
+            (ResponseCode::NoError, vec!["60 192.0.2.1".into()])
+        );
         assert_eq!(zones.zones[0].soa.serial, 11);
-        assert_eq!(answers(&zones, "example.com.", RecordType::SOA).1[0].split(' ').nth(3), Some("11"));
+        assert_eq!(
+            answers(&zones, "example.com.", RecordType::SOA).1[0]
+                .split(' ')
+                .nth(3),
+            Some("11")
+        );
         // One fast-path entry to write, the new name's A; nothing to remove.
         assert_eq!(update.write.len(), 1);
         assert_eq!(update.write[0].name(), b"\x03new\x07example\x03com\x00");
@@ -601,31 +692,68 @@ apex = "child.example.com"
         // The names as built are untouched: only the updated map changed.
         assert!(!zones.zones[0].names.contains_key(&name("new.example.com.")));
         // The same record again changes nothing, and the serial stays.
-        assert!(apply(&zones, vec![], vec![add("new.example.com.", 60, a(1))]).unwrap().is_none());
+        assert!(
+            apply(&zones, vec![], vec![add("new.example.com.", 60, a(1))])
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn deletions_of_records_rrsets_and_names() {
         let mut zones = zones();
         let update = applied(&mut zones, vec![delete_rr("www.example.com.", a(10))]);
-        assert_eq!(answers(&zones, "www.example.com.", RecordType::A).1, ["300 192.0.2.11"]);
+        assert_eq!(
+            answers(&zones, "www.example.com.", RecordType::A).1,
+            ["300 192.0.2.11"]
+        );
         assert_eq!(update.write.len(), 1);
-        applied(&mut zones, vec![empty("www.example.com.", RecordType::A, DNSClass::ANY)]);
-        let update = apply(&zones, vec![], vec![empty("txt.deep.example.com.", RecordType::ANY, DNSClass::ANY)])
-            .unwrap()
-            .unwrap();
+        applied(
+            &mut zones,
+            vec![empty("www.example.com.", RecordType::A, DNSClass::ANY)],
+        );
+        let update = apply(
+            &zones,
+            vec![],
+            vec![empty(
+                "txt.deep.example.com.",
+                RecordType::ANY,
+                DNSClass::ANY,
+            )],
+        )
+        .unwrap()
+        .unwrap();
         zones.zones[0] = update.zone;
-        assert_eq!(answers(&zones, "txt.deep.example.com.", RecordType::TXT).0, ResponseCode::NXDomain);
+        assert_eq!(
+            answers(&zones, "txt.deep.example.com.", RecordType::TXT).0,
+            ResponseCode::NXDomain
+        );
         // deep.example.com no longer has descendants: NXDOMAIN, not an empty non-terminal.
-        assert_eq!(answers(&zones, "deep.example.com.", RecordType::TXT).0, ResponseCode::NXDomain);
+        assert_eq!(
+            answers(&zones, "deep.example.com.", RecordType::TXT).0,
+            ResponseCode::NXDomain
+        );
         // The apex keeps its SOA and last NS; its other records go.
-        applied(&mut zones, vec![delete_rr("example.com.", RData::NS(NS(name("ns2.example.net."))))]);
-        let kept = apply(&zones, vec![], vec![
-            delete_rr("example.com.", RData::NS(NS(name("ns1.example.com.")))),
-            empty("example.com.", RecordType::ANY, DNSClass::ANY),
-        ]);
+        applied(
+            &mut zones,
+            vec![delete_rr(
+                "example.com.",
+                RData::NS(NS(name("ns2.example.net."))),
+            )],
+        );
+        let kept = apply(
+            &zones,
+            vec![],
+            vec![
+                delete_rr("example.com.", RData::NS(NS(name("ns1.example.com.")))),
+                empty("example.com.", RecordType::ANY, DNSClass::ANY),
+            ],
+        );
         assert!(kept.unwrap().is_none());
-        assert_eq!(answers(&zones, "example.com.", RecordType::NS).1, ["300 ns1.example.com."]);
+        assert_eq!(
+            answers(&zones, "example.com.", RecordType::NS).1,
+            ["300 ns1.example.com."]
+        );
     }
 
     #[test]
@@ -633,23 +761,60 @@ apex = "child.example.com"
         let zones = zones();
         let change = || vec![add("x.example.com.", 60, a(1))];
         let cases: Vec<(Record, Option<ResponseCode>)> = vec![
-            (empty("www.example.com.", RecordType::ANY, DNSClass::ANY), None),
-            (empty("nope.example.com.", RecordType::ANY, DNSClass::ANY), Some(ResponseCode::NXDomain)),
-            (empty("www.example.com.", RecordType::A, DNSClass::ANY), None),
-            (empty("www.example.com.", RecordType::TXT, DNSClass::ANY), Some(ResponseCode::NXRRSet)),
-            (empty("nope.example.com.", RecordType::ANY, DNSClass::NONE), None),
-            (empty("www.example.com.", RecordType::ANY, DNSClass::NONE), Some(ResponseCode::YXDomain)),
-            (empty("www.example.com.", RecordType::A, DNSClass::NONE), Some(ResponseCode::YXRRSet)),
-            (add("www.example.com.", 0, a(10)), Some(ResponseCode::NXRRSet)),
-            (add("www.example.com.", 5, a(10)), Some(ResponseCode::FormErr)),
-            (empty("www.example.org.", RecordType::ANY, DNSClass::ANY), Some(ResponseCode::NotZone)),
+            (
+                empty("www.example.com.", RecordType::ANY, DNSClass::ANY),
+                None,
+            ),
+            (
+                empty("nope.example.com.", RecordType::ANY, DNSClass::ANY),
+                Some(ResponseCode::NXDomain),
+            ),
+            (
+                empty("www.example.com.", RecordType::A, DNSClass::ANY),
+                None,
+            ),
+            (
+                empty("www.example.com.", RecordType::TXT, DNSClass::ANY),
+                Some(ResponseCode::NXRRSet),
+            ),
+            (
+                empty("nope.example.com.", RecordType::ANY, DNSClass::NONE),
+                None,
+            ),
+            (
+                empty("www.example.com.", RecordType::ANY, DNSClass::NONE),
+                Some(ResponseCode::YXDomain),
+            ),
+            (
+                empty("www.example.com.", RecordType::A, DNSClass::NONE),
+                Some(ResponseCode::YXRRSet),
+            ),
+            (
+                add("www.example.com.", 0, a(10)),
+                Some(ResponseCode::NXRRSet),
+            ),
+            (
+                add("www.example.com.", 5, a(10)),
+                Some(ResponseCode::FormErr),
+            ),
+            (
+                empty("www.example.org.", RecordType::ANY, DNSClass::ANY),
+                Some(ResponseCode::NotZone),
+            ),
         ];
         for (prerequisite, expected) in cases {
             let outcome = apply(&zones, vec![prerequisite.clone()], change());
-            assert_eq!(outcome.as_ref().err().map(|refusal| refusal.rcode), expected, "{prerequisite}: {outcome:?}");
+            assert_eq!(
+                outcome.as_ref().err().map(|refusal| refusal.rcode),
+                expected,
+                "{prerequisite}: {outcome:?}"
+            );
         }
         // The exact RRset, in any order: both records.
-        let both = vec![add("www.example.com.", 0, a(11)), add("www.example.com.", 0, a(10))];
+        let both = vec![
+            add("www.example.com.", 0, a(11)),
+            add("www.example.com.", 0, a(10)),
+        ];
         assert!(apply(&zones, both, change()).unwrap().is_some());
     }
 
@@ -660,14 +825,28 @@ apex = "child.example.com"
         let steered = refused(vec![add("shop.example.com.", 60, a(1))]);
         assert_eq!(steered.rcode, ResponseCode::Refused);
         assert!(steered.reason.contains("steered"), "{steered:?}");
-        let below = refused(vec![add("x.sub.example.com.", 60, RData::TXT(TXT::new(vec!["t".into()])))]);
+        let below = refused(vec![add(
+            "x.sub.example.com.",
+            60,
+            RData::TXT(TXT::new(vec!["t".into()])),
+        )]);
         assert_eq!(below.rcode, ResponseCode::Refused);
         assert!(below.reason.contains("below the delegation"), "{below:?}");
         // A new delegation over a name with data.
-        let over = refused(vec![add("deep.example.com.", 60, RData::NS(NS(name("ns.example.net."))))]);
+        let over = refused(vec![add(
+            "deep.example.com.",
+            60,
+            RData::NS(NS(name("ns.example.net."))),
+        )]);
         assert!(over.reason.contains("would be below"), "{over:?}");
-        assert_eq!(refused(vec![add("a.child.example.com.", 60, a(1))]).rcode, ResponseCode::NotZone);
-        assert_eq!(refused(vec![add("a.example.org.", 60, a(1))]).rcode, ResponseCode::NotZone);
+        assert_eq!(
+            refused(vec![add("a.child.example.com.", 60, a(1))]).rcode,
+            ResponseCode::NotZone
+        );
+        assert_eq!(
+            refused(vec![add("a.example.org.", 60, a(1))]).rcode,
+            ResponseCode::NotZone
+        );
         let mut any = Record::update0(name("a.example.com."), 60, RecordType::ANY);
         any.dns_class = DNSClass::IN;
         assert_eq!(refused(vec![any]).rcode, ResponseCode::FormErr);
@@ -677,11 +856,37 @@ apex = "child.example.com"
     fn aliases_and_the_soa_follow_knot() {
         let mut zones = zones();
         // An alias is not added to a name with data, nor data to an alias.
-        assert!(apply(&zones, vec![], vec![add("www.example.com.", 60, RData::CNAME(CNAME(name("x.example.com."))))]).unwrap().is_none());
-        assert!(apply(&zones, vec![], vec![add("alias.example.com.", 60, a(1))]).unwrap().is_none());
+        assert!(
+            apply(
+                &zones,
+                vec![],
+                vec![add(
+                    "www.example.com.",
+                    60,
+                    RData::CNAME(CNAME(name("x.example.com.")))
+                )]
+            )
+            .unwrap()
+            .is_none()
+        );
+        assert!(
+            apply(&zones, vec![], vec![add("alias.example.com.", 60, a(1))])
+                .unwrap()
+                .is_none()
+        );
         // Another alias replaces it.
-        applied(&mut zones, vec![add("alias.example.com.", 60, RData::CNAME(CNAME(name("other.example.com."))))]);
-        assert_eq!(answers(&zones, "alias.example.com.", RecordType::CNAME).1, ["60 other.example.com."]);
+        applied(
+            &mut zones,
+            vec![add(
+                "alias.example.com.",
+                60,
+                RData::CNAME(CNAME(name("other.example.com."))),
+            )],
+        );
+        assert_eq!(
+            answers(&zones, "alias.example.com.", RecordType::CNAME).1,
+            ["60 other.example.com."]
+        );
         // An SOA with a higher serial is taken; a lower one is ignored and the serial goes up.
         let base = zones.zones[0].soa.clone();
         let soa = |serial| {
@@ -692,7 +897,13 @@ apex = "child.example.com"
         let serial = zones.zones[0].soa.serial;
         applied(&mut zones, vec![add("example.com.", 300, soa(100))]);
         assert_eq!(zones.zones[0].soa.serial, 100);
-        applied(&mut zones, vec![add("example.com.", 300, soa(50)), add("y.example.com.", 60, a(2))]);
+        applied(
+            &mut zones,
+            vec![
+                add("example.com.", 300, soa(50)),
+                add("y.example.com.", 60, a(2)),
+            ],
+        );
         assert_eq!((serial, zones.zones[0].soa.serial), (11, 101));
     }
 
@@ -700,9 +911,19 @@ apex = "child.example.com"
     fn a_new_delegation_takes_its_names_out_of_the_fast_path() {
         let mut zones = zones();
         applied(&mut zones, vec![add("glue.del.example.com.", 60, a(7))]);
-        let update = applied(&mut zones, vec![add("del.example.com.", 60, RData::NS(NS(name("glue.del.example.com."))))]);
+        let update = applied(
+            &mut zones,
+            vec![add(
+                "del.example.com.",
+                60,
+                RData::NS(NS(name("glue.del.example.com."))),
+            )],
+        );
         assert_eq!(update.remove.len(), 1, "{:?}", update.remove);
-        assert_eq!(update.remove[0].name(), b"\x04glue\x03del\x07example\x03com\x00");
+        assert_eq!(
+            update.remove[0].name(),
+            b"\x04glue\x03del\x07example\x03com\x00"
+        );
         let found = lookup(&zones, &name("glue.del.example.com."), RecordType::A);
         assert!(!found.authoritative && found.answers.is_empty());
     }

@@ -57,7 +57,11 @@ pub async fn respond(zones: &Zones, bytes: &[u8], requests: Option<&Requests>) -
         _ => return error(ResponseCode::FormErr),
     };
     let apex = zone.name().to_lowercase();
-    let mut response = Message::new(header.metadata.id, hickory_proto::op::MessageType::Response, OpCode::Update);
+    let mut response = Message::new(
+        header.metadata.id,
+        hickory_proto::op::MessageType::Response,
+        OpCode::Update,
+    );
     response.metadata = Metadata::response_from_request(&header.metadata);
     response.add_query(zone.clone());
     if let Some(edns) = &message.edns {
@@ -82,7 +86,10 @@ pub async fn respond(zones: &Zones, bytes: &[u8], requests: Option<&Requests>) -
             return response.to_vec().ok();
         }
         Auth::Failed(failure) => {
-            let key = message.signature().map(|tsig| tsig.name.to_string()).unwrap_or_default();
+            let key = message
+                .signature()
+                .map(|tsig| tsig.name.to_string())
+                .unwrap_or_default();
             info!(zone = %apex, %key, error = ?failure.error(), "update refused (NOTAUTH): TSIG does not check out");
             response.metadata.response_code = ResponseCode::NotAuth;
             let record = match failure {
@@ -93,7 +100,10 @@ pub async fn respond(zones: &Zones, bytes: &[u8], requests: Option<&Requests>) -
             return response.to_vec().ok();
         }
     };
-    let key = message.signature().map(|tsig| tsig.name.clone()).unwrap_or_default();
+    let key = message
+        .signature()
+        .map(|tsig| tsig.name.clone())
+        .unwrap_or_default();
     let rcode = match requests {
         Some(requests) => {
             let (reply, code) = oneshot::channel();

@@ -516,10 +516,11 @@ impl Zone {
 
     /// Every owner name with the records it answers with, in canonical order.
     pub fn iter(&self) -> impl Iterator<Item = (&Name, &NameRecords)> {
-        self.stored_iter().map(|(name, records)| match records.pool {
-            Some(_) => (name, self.steered.get(name).unwrap_or(records)),
-            None => (name, records),
-        })
+        self.stored_iter()
+            .map(|(name, records)| match records.pool {
+                Some(_) => (name, self.steered.get(name).unwrap_or(records)),
+                None => (name, records),
+            })
     }
 
     /// Every owner name with its records as built and updated, in canonical order.
@@ -534,7 +535,10 @@ impl Zone {
         name: &'a Name,
     ) -> impl Iterator<Item = (&'a Name, &'a NameRecords)> {
         let after = (Bound::Excluded(name), Bound::Unbounded);
-        merged(self.names.range::<Name, _>(after), self.updated.range::<Name, _>(after))
+        merged(
+            self.names.range::<Name, _>(after),
+            self.updated.range::<Name, _>(after),
+        )
     }
 
     /// The steered names as configured, found again in `names` (after a build or a change).
@@ -717,9 +721,8 @@ impl Zones {
             config.dns.identity.as_deref(),
             config.dns.version.as_deref(),
         );
-        let update_keys = Arc::new(
-            UpdateKeys::new(&config.dns.update_keys).map_err(|(f, r)| refuse(f, r))?,
-        );
+        let update_keys =
+            Arc::new(UpdateKeys::new(&config.dns.update_keys).map_err(|(f, r)| refuse(f, r))?);
         let zones = Self {
             zones,
             identity,
