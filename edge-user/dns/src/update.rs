@@ -204,10 +204,10 @@ fn check_prerequisites(
         if record.ttl != 0 {
             return formerr("TTL must be 0");
         }
-        if !zones
+        let inside = zones
             .find(&owner)
-            .is_some_and(|found| found.apex == zone.apex)
-        {
+            .is_some_and(|found| found.apex == zone.apex);
+        if !inside {
             return refuse(
                 ResponseCode::NotZone,
                 format!("prerequisite {owner} is not in zone {}", zone.apex),
@@ -488,19 +488,19 @@ fn check_servable(before: &Zone, after: &Zone, change: &Change) -> Result<(), Re
         let delegated = before
             .stored(name)
             .is_some_and(|old| old.has(RecordType::NS));
-        if delegates && !delegated {
-            if let Some((below, _)) = after
+        if delegates
+            && !delegated
+            && let Some((below, _)) = after
                 .stored_after(name)
                 .take_while(|(below, _)| name.zone_of(below))
                 .find(|(_, records)| !glue_only(records))
-            {
-                return refuse(
-                    ResponseCode::Refused,
-                    format!(
-                        "{below} would be below the delegation at {name}: only glue (A, AAAA) is served there"
-                    ),
-                );
-            }
+        {
+            return refuse(
+                ResponseCode::Refused,
+                format!(
+                    "{below} would be below the delegation at {name}: only glue (A, AAAA) is served there"
+                ),
+            );
         }
     }
     Ok(())
