@@ -218,6 +218,46 @@ pub struct DnsConfig {
     /// Answered for CHAOS TXT `version.bind` and `version.server`; unset: edge's version;
     /// empty: not answered.
     pub version: Option<String>,
+    /// TSIG keys (RFC 8945) that may change zones with dynamic updates (RFC 2136), each with the
+    /// zones it may change. A zone no key names refuses every update (NOTAUTH, as Knot DNS
+    /// answers without an ACL that allows it).
+    #[serde(default)]
+    pub update_keys: Vec<UpdateKeyConfig>,
+    /// Where applied updates are kept (one journal file per zone), replayed over the zone at a
+    /// restart while the zone's source is unchanged. Created when a zone first takes one.
+    #[serde(default = "default_journal_dir")]
+    pub journal_dir: PathBuf,
+}
+
+/// Where the journal of dynamic updates goes unless the config says otherwise.
+pub const DEFAULT_JOURNAL_DIR: &str = "/var/lib/edge/journal";
+
+fn default_journal_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_JOURNAL_DIR)
+}
+
+/// A TSIG key that signs dynamic updates, as Knot DNS's `key` section and an `update` ACL in one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyConfig {
+    /// The key's name, as clients sign with it (`knsupdate -y hmac-sha256:NAME:SECRET`).
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    /// The shared secret, base64 (what `keymgr -t NAME` or `tsig-keygen` print).
+    pub secret: String,
+    /// The apexes of the zones this key may change.
+    pub zones: Vec<String>,
+}
+
+/// The TSIG MAC algorithms edge verifies (those hickory-proto implements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TsigAlgorithm {
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
 }
 
 impl Default for DnsConfig {
@@ -231,6 +271,8 @@ impl Default for DnsConfig {
             tcp_io_timeout: default_tcp_io_timeout(),
             identity: None,
             version: None,
+            update_keys: Vec::new(),
+            journal_dir: default_journal_dir(),
         }
     }
 }
@@ -568,6 +610,10 @@ impl Config {
                 "must be at most dns.tcp_idle_timeout",
             ));
         }
+        if !dns.journal_dir.is_absolute() {
+            return Err(refuse("journal_dir", "must be an absolute path"));
+        }
+        self.check_update_keys(path)?;
         for (i, address) in self.dns.listen.iter().enumerate() {
             if self.dns.listen[..i].contains(address) {
                 return Err(ConfigError {
@@ -588,6 +634,59 @@ impl Config {
                         "the XDP program answers on at most {SERVICES_MAX} addresses per family"
                     ),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each update key: a name given once, a secret that is base64 of at least one byte, and
+    /// zones that the config defines. A name's syntax is edge-dns's to check.
+    fn check_update_keys(&self, path: &Path) -> Result<(), ConfigError> {
+        let refuse = |field: String, reason: String| ConfigError {
+            file: path.to_path_buf(),
+            field,
+            reason,
+        };
+        let plain = |name: &str| name.trim_end_matches('.').to_ascii_lowercase();
+        for (k, key) in self.dns.update_keys.iter().enumerate() {
+            let at = |field: &str| format!("dns.update_keys[{k}].{field}");
+            if plain(&key.name).is_empty() {
+                return Err(refuse(at("name"), "must name the key".into()));
+            }
+            if let Some(first) = self.dns.update_keys[..k]
+                .iter()
+                .position(|other| plain(&other.name) == plain(&key.name))
+            {
+                return Err(refuse(
+                    at("name"),
+                    format!(
+                        "key {} is already defined by dns.update_keys[{first}]",
+                        key.name
+                    ),
+                ));
+            }
+            match data_encoding::BASE64.decode(key.secret.trim().as_bytes()) {
+                Ok(secret) if !secret.is_empty() => {}
+                Ok(_) => return Err(refuse(at("secret"), "is empty".into())),
+                Err(error) => return Err(refuse(at("secret"), format!("not base64: {error}"))),
+            }
+            if key.zones.is_empty() {
+                return Err(refuse(
+                    at("zones"),
+                    "names no zone the key may change".into(),
+                ));
+            }
+            for (z, zone) in key.zones.iter().enumerate() {
+                if !self
+                    .zones
+                    .iter()
+                    .any(|known| plain(&known.apex) == plain(zone))
+                {
+                    return Err(refuse(
+                        format!("dns.update_keys[{k}].zones[{z}]"),
+                        format!("no zone {zone} in [[zones]]"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -1036,5 +1135,59 @@ mod tests {
         assert!(error.field.is_empty());
         assert!(error.reason.contains("line 1"), "{error}");
         assert!(error.to_string().starts_with("edge.toml: "), "{error}");
+    }
+
+    #[test]
+    fn update_keys_are_refused_at_the_field() {
+        let zone = "[[zones]]\napex = \"example.com\"\n";
+        let key = |fields: &str| {
+            format!(
+                "[[dns.update_keys]]\nname = \"k\"\nalgorithm = \"hmac-sha256\"\n{fields}\n{zone}"
+            )
+        };
+        let good = "secret = \"c2VjcmV0\"\nzones = [\"example.com.\"]";
+        let config = parse(&key(good)).unwrap();
+        assert_eq!(
+            config.dns.update_keys[0].algorithm,
+            TsigAlgorithm::HmacSha256
+        );
+        assert_eq!(config.dns.journal_dir, Path::new(DEFAULT_JOURNAL_DIR));
+        for (fields, field, reason) in [
+            (
+                "secret = \"not base64!\"\nzones = [\"example.com\"]",
+                "dns.update_keys[0].secret",
+                "base64",
+            ),
+            (
+                "secret = \"\"\nzones = [\"example.com\"]",
+                "dns.update_keys[0].secret",
+                "empty",
+            ),
+            (
+                "secret = \"c2VjcmV0\"\nzones = [\"example.org\"]",
+                "dns.update_keys[0].zones[0]",
+                "no zone",
+            ),
+            (
+                "secret = \"c2VjcmV0\"\nzones = []",
+                "dns.update_keys[0].zones",
+                "no zone",
+            ),
+        ] {
+            let error = parse(&key(fields)).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.reason.contains(reason), "{error}");
+        }
+        let md5 = key(good).replace("hmac-sha256", "hmac-md5");
+        let error = parse(&md5).unwrap_err();
+        assert_eq!(error.field, "dns.update_keys[0].algorithm", "{error}");
+        let twice = format!(
+            "{}[[dns.update_keys]]\nname = \"K.\"\nalgorithm = \"hmac-sha512\"\n{good}\n",
+            key(good)
+        );
+        let error = parse(&twice).unwrap_err();
+        assert_eq!(error.field, "dns.update_keys[1].name", "{error}");
+        let error = parse(&format!("[dns]\njournal_dir = \"journal\"\n{zone}")).unwrap_err();
+        assert_eq!(error.field, "dns.journal_dir", "{error}");
     }
 }

@@ -150,6 +150,46 @@ impl AnswerMaps {
         }))
     }
 
+    /// A dynamic update: writes the static entries `write` (new, or answering differently)
+    /// and removes `remove`, touching nothing else; each written entry through the same path as
+    /// [`Self::publish`] (beside the entry it replaces, which is removed after), so a query
+    /// finds the old answer or the new one. Steered names never come here (updates to them are
+    /// refused).
+    pub fn patch(&mut self, write: &[Entry], remove: &[Entry]) -> Result<AnswerChanges> {
+        let mut round = self.answers.begin()?;
+        for entry in write {
+            if entry.steered {
+                bail!("a steered answer cannot be patched");
+            }
+            let staged = Staged::Answer(entry.answer());
+            if !fits_slot(entry) {
+                // Bound for the long-answer map: a copy in the table would shadow it.
+                self.answers.remove_from_table(entry, &mut round);
+            }
+            self.answers.stage(&mut round, entry, staged)?;
+        }
+        self.answers.write_staged(&mut round)?;
+        for entry in write {
+            // Moved from the long-answer map into the table: the old copy goes.
+            let key = entry.key();
+            if fits_slot(entry)
+                && !round.long_wanted.contains(&key)
+                && round.long.contains_key(&key)
+            {
+                self.answers.remove_long(&mut round, &key)?;
+            }
+        }
+        for entry in remove {
+            self.answers.remove_from_table(entry, &mut round);
+            let key = entry.key();
+            if round.long.contains_key(&key) {
+                self.answers.remove_long(&mut round, &key)?;
+            }
+        }
+        self.answers.long_known = Some(round.long);
+        Ok(round.changes)
+    }
+
     /// How many entries each map holds, as the kernel says (a map adopted from an earlier run
     /// keeps the size it was created with).
     pub fn capacity(&self) -> Result<Capacity> {
@@ -411,6 +451,22 @@ impl AnswerMap {
                 self.table.remove(old);
             }
         }
+        Ok(())
+    }
+
+    /// Removes `entry`'s slot from the table, if it has one.
+    fn remove_from_table(&mut self, entry: &Entry, round: &mut Round) {
+        if let Some(index) = entry.short_key().and_then(|key| self.table.find(&key)) {
+            self.table.remove(index);
+            round.changes.removed += 1;
+        }
+    }
+
+    fn remove_long(&mut self, round: &mut Round, key: &LongNameKey) -> Result<()> {
+        absent_is_removed(self.long.remove(key))
+            .context("removing from the long-name answer map")?;
+        round.long.remove(key);
+        round.changes.removed += 1;
         Ok(())
     }
 

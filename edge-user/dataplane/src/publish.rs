@@ -145,6 +145,37 @@ impl Publisher {
         self.publish(plane, zones);
     }
 
+    /// A dynamic update of `zones` (as they are now): writes the entries it changed (`write`)
+    /// and removes those it ended (`remove`), nothing else. If that fails, or an earlier publish
+    /// is still to be retried, the whole of `zones` is published (and retried until it is).
+    pub fn publish_update(
+        &mut self,
+        plane: &mut DataPlane,
+        zones: &Arc<Zones>,
+        write: &[Entry],
+        remove: &[Entry],
+    ) {
+        if self.retry.is_none() {
+            match plane.answers.patch(write, remove) {
+                Ok(changes) => {
+                    info!(
+                        written = changes.written,
+                        removed = changes.removed,
+                        unchanged = changes.unchanged,
+                        overflowed = changes.overflowed,
+                        "updated answers published"
+                    );
+                    return;
+                }
+                Err(error) => {
+                    self.failures += 1;
+                    error!("publishing an update's answers failed, publishing all: {error:#}");
+                }
+            }
+        }
+        self.publish(plane, zones);
+    }
+
     /// Publishes that failed since the daemon started.
     pub fn failures(&self) -> u64 {
         self.failures

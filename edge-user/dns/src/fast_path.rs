@@ -14,7 +14,7 @@ use hickory_proto::{
 };
 
 use super::answer::{AUTHORITATIVE_ANSWER, answer_into, answer_section};
-use crate::zone::Zones;
+use crate::zone::{NameRecords, Zone, Zones};
 
 /// The DNS port, answered on every address when no service address is configured.
 pub const DNS_PORT: u16 = 53;
@@ -271,8 +271,7 @@ enum Names {
 
 fn entries_of(zones: &Zones, which: Names) -> Result<Vec<Entry>, ProtoError> {
     let mut entries = Vec::new();
-    let mut section = Vec::with_capacity(ANSWER_DATA_LEN);
-    let mut name = Vec::with_capacity(NAME_KEY_LEN);
+    let mut buffers = Buffers::default();
     for zone in &zones.zones {
         // Most zones delegate nothing: then no name needs the walk up to the apex.
         let delegates = zone.cuts().next().is_some();
@@ -284,35 +283,84 @@ fn entries_of(zones: &Zones, which: Names) -> Result<Vec<Entry>, ProtoError> {
             Box::new(zone.iter())
         };
         for (owner, records) in names {
-            // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
-            if records.unavailable
-                || (which == Names::Static && records.pool.is_some())
-                || (delegates && zone.delegation(owner).is_some())
-            {
+            if which == Names::Static && records.pool.is_some() {
                 continue;
             }
-            let mut named = false;
-            for rtype in [RecordType::A, RecordType::AAAA] {
-                let Some(set) = records.sets.get(&u16::from(rtype)) else {
-                    continue;
-                };
-                if !named {
-                    lower_wire(owner, &mut name);
-                    named = true;
-                }
-                section.clear();
-                answer_into(&mut section, set.ttl, &set.rdatas())?;
-                entries.push(Entry::new(
-                    &name,
-                    rtype,
-                    set.len() as u16,
-                    &section,
-                    records.pool.is_some(),
-                )?);
-            }
+            let delegated = delegates && zone.delegation(owner).is_some();
+            name_entries(owner, records, delegated, &mut buffers, &mut entries)?;
         }
     }
     Ok(entries)
+}
+
+/// The fast-path entries a change of `names` alters, from the zone as it was (`before`) to
+/// the zone as it is (`after`): those to write (new, or answering differently), and those to
+/// remove.
+pub fn changed_entries(
+    before: &Zone,
+    after: &Zone,
+    names: &[Name],
+) -> Result<(Vec<Entry>, Vec<Entry>), ProtoError> {
+    let mut buffers = Buffers::default();
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    for name in names {
+        for (zone, out) in [(before, &mut old), (after, &mut new)] {
+            if let Some(records) = zone.records(name) {
+                let delegated = zone.delegation(name).is_some();
+                name_entries(name, records, delegated, &mut buffers, out)?;
+            }
+        }
+    }
+    let same_key = |a: &Entry, b: &Entry| a.name() == b.name() && a.qtype == b.qtype;
+    let remove = old
+        .iter()
+        .filter(|entry| !new.iter().any(|now| same_key(entry, now)))
+        .cloned()
+        .collect();
+    new.retain(|entry| !old.contains(entry));
+    Ok((new, remove))
+}
+
+/// Scratch space for building entries.
+#[derive(Default)]
+struct Buffers {
+    section: Vec<u8>,
+    name: Vec<u8>,
+}
+
+/// The entries of one owner name (`delegated`: at or below a delegation): its A and AAAA
+/// answers, built by [`answer_into`] as the userspace server writes them.
+fn name_entries(
+    owner: &Name,
+    records: &NameRecords,
+    delegated: bool,
+    buffers: &mut Buffers,
+    entries: &mut Vec<Entry>,
+) -> Result<(), ProtoError> {
+    // SERVFAIL comes from userspace: the XDP program only answers NOERROR.
+    if records.unavailable || delegated {
+        return Ok(());
+    }
+    let mut named = false;
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let Some(set) = records.sets.get(&u16::from(rtype)) else {
+            continue;
+        };
+        if !named {
+            lower_wire(owner, &mut buffers.name);
+            named = true;
+        }
+        buffers.section.clear();
+        answer_into(&mut buffers.section, set.ttl, &set.rdatas())?;
+        entries.push(Entry::new(
+            &buffers.name,
+            rtype,
+            set.len() as u16,
+            &buffers.section,
+            records.pool.is_some(),
+        )?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -120,7 +120,9 @@ fn answer(
     }
     match request.op_code {
         OpCode::Query => {}
-        // Operations on a zone that we serve but do not let anyone change or notify.
+        // NOTIFY we take from no one. An UPDATE comes here only from a caller without the
+        // update path: the server gives UPDATE to `updates::respond`, which answers NOTAUTH to
+        // what no key may change, as here.
         OpCode::Notify | OpCode::Update => return with(ResponseCode::NotAuth),
         _ => return with(ResponseCode::NotImp),
     }

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::{
     connections::{Connections, Slot, TcpLimits},
     message::{Transport, respond},
+    updates::{self, Requests},
     zone::Zones,
 };
 
@@ -46,6 +47,8 @@ pub struct Server {
     connections: Arc<Connections>,
     zones: ZonesWatch,
     queries: Arc<QueryCounts>,
+    /// Where authenticated updates go; without it they are refused.
+    updates: Option<Requests>,
 }
 
 /// The sockets of the addresses a reload adds, bound before anything changes, and the config
@@ -101,17 +104,19 @@ impl QueryCounts {
 
 impl Server {
     /// Binds every address of `config` (UDP and TCP) and starts answering from `zones`,
-    /// counting what it answers in `queries`.
+    /// counting what it answers in `queries`, and handing authenticated updates to `updates`.
     pub fn start(
         config: &DnsConfig,
         zones: &ZonesWatch,
         queries: &Arc<QueryCounts>,
+        updates: Option<Requests>,
     ) -> Result<Self> {
         let mut server = Self {
             listening: Vec::new(),
             connections: Connections::new(TcpLimits::of(config)),
             zones: zones.clone(),
             queries: queries.clone(),
+            updates,
         };
         let prepared = server.prepare(config)?;
         server.apply(prepared);
@@ -157,13 +162,19 @@ impl Server {
         for (address, udp, tcp) in bound {
             let mut tasks = JoinSet::new();
             for socket in udp {
-                tasks.spawn(serve_udp(socket, self.zones.clone(), self.queries.clone()));
+                tasks.spawn(serve_udp(
+                    socket,
+                    self.zones.clone(),
+                    self.queries.clone(),
+                    self.updates.clone(),
+                ));
             }
             tasks.spawn(serve_tcp(
                 tcp,
                 self.zones.clone(),
                 self.connections.clone(),
                 self.queries.clone(),
+                self.updates.clone(),
             ));
             self.listening.push((address, tasks));
         }
@@ -196,7 +207,13 @@ fn tcp_listener(address: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
-async fn serve_udp(socket: UdpSocket, zones: ZonesWatch, queries: Arc<QueryCounts>) {
+async fn serve_udp(
+    socket: UdpSocket,
+    zones: ZonesWatch,
+    queries: Arc<QueryCounts>,
+    updates: Option<Requests>,
+) {
+    let socket = Arc::new(socket);
     let mut buffer = vec![0; MAX_MESSAGE];
     loop {
         let (len, peer) = match socket.recv_from(&mut buffer).await {
@@ -207,6 +224,21 @@ async fn serve_udp(socket: UdpSocket, zones: ZonesWatch, queries: Arc<QueryCount
             }
         };
         let current = zones.borrow().clone();
+        if updates::is_update(&buffer[..len]) {
+            // Applied by the daemon, one at a time: queries on this socket go on meanwhile.
+            let (socket, queries, updates) = (socket.clone(), queries.clone(), updates.clone());
+            let request = buffer[..len].to_vec();
+            tokio::spawn(async move {
+                let response = updates::respond(&current, &request, updates.as_ref()).await;
+                queries.count(Transport::Udp, response.as_deref());
+                if let Some(response) = response
+                    && let Err(error) = socket.send_to(&response, peer).await
+                {
+                    debug!(%error, %peer, "udp send");
+                }
+            });
+            continue;
+        }
         let response = respond(&current, &buffer[..len], Transport::Udp);
         queries.count(Transport::Udp, response.as_deref());
         if let Some(response) = response
@@ -222,6 +254,7 @@ async fn serve_tcp(
     zones: ZonesWatch,
     connections: Arc<Connections>,
     queries: Arc<QueryCounts>,
+    updates: Option<Requests>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -243,8 +276,11 @@ async fn serve_tcp(
         let zones = zones.clone();
         let limits = connections.limits();
         let queries = queries.clone();
+        let updates = updates.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, &zones, &slot, limits, &queries).await {
+            let served =
+                serve_connection(stream, &zones, &slot, limits, &queries, updates.as_ref());
+            if let Err(error) = served.await {
                 debug!(%error, %peer, "tcp connection");
             }
         });
@@ -260,6 +296,7 @@ async fn serve_connection(
     slot: &Slot,
     limits: TcpLimits,
     queries: &QueryCounts,
+    updates: Option<&Requests>,
 ) -> io::Result<()> {
     let mut buffer = vec![0; MAX_MESSAGE];
     loop {
@@ -281,7 +318,11 @@ async fn serve_connection(
         let query = &mut buffer[..usize::from(u16::from_be_bytes(prefix))];
         timeout(limits.io_timeout, stream.read_exact(query)).await??;
         let current = zones.borrow().clone();
-        let response = respond(&current, query, Transport::Tcp);
+        let response = if updates::is_update(query) {
+            updates::respond(&current, query, updates).await
+        } else {
+            respond(&current, query, Transport::Tcp)
+        };
         queries.count(Transport::Tcp, response.as_deref());
         let Some(response) = response else {
             return Ok(());

@@ -5,9 +5,11 @@
 
 use std::{
     borrow::Cow,
+    cmp::Ordering,
     collections::BTreeMap,
     hash::{BuildHasher as _, Hash, Hasher as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Bound,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -25,6 +27,7 @@ use hickory_proto::{
 
 use crate::{
     identity::{self, Identity},
+    tsig::UpdateKeys,
     zone_file,
 };
 
@@ -38,11 +41,13 @@ pub const MAX_TTL: u32 = i32::MAX as u32;
 /// TXT character-strings are at most 255 bytes (RFC 1035 §3.3).
 const TXT_STRING_MAX: usize = 255;
 
-/// Every zone this server is authoritative for, and how it names itself (reloaded with them).
+/// Every zone this server is authoritative for, how it names itself, and the keys that may
+/// change its zones (reloaded with them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Zones {
     pub zones: Vec<Zone>,
     pub identity: Identity,
+    pub update_keys: Arc<UpdateKeys>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +65,10 @@ pub struct Zone {
     /// The steered names with the records they answer with now: as configured until
     /// [`Zones::with_selections`] replaces them, which touches this map and nothing else.
     pub steered: Arc<BTreeMap<Name, NameRecords>>,
+    /// Names changed by dynamic updates ([`crate::update`]) since the zone was built, with
+    /// what they hold now (`None`: nothing). Read before `names`, so that a change copies this
+    /// map of updated names and not the million names beside it.
+    pub updated: Arc<BTreeMap<Name, Option<NameRecords>>>,
     /// What it was built from.
     pub source: Source,
 }
@@ -74,6 +83,12 @@ pub struct Source {
 }
 
 impl Source {
+    /// One number for the whole source: a journal of updates ([`crate::journal`]) applies
+    /// over a zone built from the source it names, and no other.
+    pub fn fingerprint(&self) -> u64 {
+        digest_of(&(self.config, &self.files))
+    }
+
     /// Whether each file still holds what was read.
     fn files_unchanged(&self) -> bool {
         self.files.iter().all(|(path, digest)| {
@@ -305,6 +320,13 @@ impl RrData {
         self.len() == 0
     }
 
+    /// Keeps the records `keep` says to keep.
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&RData) -> bool) {
+        let mut rdatas = self.rdatas().into_owned();
+        rdatas.retain(keep);
+        self.records = Self::new(self.ttl, rdatas).records;
+    }
+
     /// Adds `rdata` unless the set holds it already.
     fn push(&mut self, rdata: RData) {
         if let Records::Any(rdatas) = &mut self.records
@@ -460,6 +482,7 @@ impl Zone {
         Self {
             names: Arc::new(BTreeMap::from([(apex.clone(), apex_records)])),
             steered: Arc::default(),
+            updated: Arc::default(),
             source: Source::default(),
             apex,
             soa,
@@ -467,9 +490,26 @@ impl Zone {
         }
     }
 
+    /// The records `name` (absolute, lower-case) holds as built and updated; a steered name's
+    /// as configured.
+    pub fn stored(&self, name: &Name) -> Option<&NameRecords> {
+        match self.updated.get(name) {
+            Some(now) => now.as_ref(),
+            None => self.names.get(name),
+        }
+    }
+
+    /// [`Self::stored`] with the owner name as the map holds it.
+    fn stored_entry(&self, name: &Name) -> Option<(&Name, &NameRecords)> {
+        match self.updated.get_key_value(name) {
+            Some((owner, now)) => now.as_ref().map(|records| (owner, records)),
+            None => self.names.get_key_value(name),
+        }
+    }
+
     /// The records `name` (absolute, lower-case) answers with: a steered name's as selected.
     pub fn records(&self, name: &Name) -> Option<&NameRecords> {
-        let records = self.names.get(name)?;
+        let records = self.stored(name)?;
         match records.pool {
             Some(_) => self.steered.get(name).or(Some(records)),
             None => Some(records),
@@ -478,10 +518,29 @@ impl Zone {
 
     /// Every owner name with the records it answers with, in canonical order.
     pub fn iter(&self) -> impl Iterator<Item = (&Name, &NameRecords)> {
-        self.names.iter().map(|(name, records)| match records.pool {
-            Some(_) => (name, self.steered.get(name).unwrap_or(records)),
-            None => (name, records),
-        })
+        self.stored_iter()
+            .map(|(name, records)| match records.pool {
+                Some(_) => (name, self.steered.get(name).unwrap_or(records)),
+                None => (name, records),
+            })
+    }
+
+    /// Every owner name with its records as built and updated, in canonical order.
+    pub fn stored_iter(&self) -> impl Iterator<Item = (&Name, &NameRecords)> {
+        merged(self.names.iter(), self.updated.iter())
+    }
+
+    /// The owner names after `name` in canonical order (its descendants first), as built and
+    /// updated.
+    pub fn stored_after<'a>(
+        &'a self,
+        name: &'a Name,
+    ) -> impl Iterator<Item = (&'a Name, &'a NameRecords)> {
+        let after = (Bound::Excluded(name), Bound::Unbounded);
+        merged(
+            self.names.range::<Name, _>(after),
+            self.updated.range::<Name, _>(after),
+        )
     }
 
     /// The steered names as configured, found again in `names` (after a build or a change).
@@ -502,17 +561,16 @@ impl Zone {
 
     /// Whether `name` owns any record.
     pub fn has_name(&self, name: &Name) -> bool {
-        self.names.contains_key(name)
+        self.stored(name).is_some()
     }
 
     /// Whether `name` exists only as an ancestor of names that own records (RFC 8020: such an
     /// empty non-terminal answers NODATA, not NXDOMAIN).
     pub fn is_empty_non_terminal(&self, name: &Name) -> bool {
         // Canonical order puts a name's descendants right after it.
-        self.names
-            .range(name.clone()..)
+        self.stored_after(name)
             .next()
-            .is_some_and(|(next, _)| next != name && name.zone_of(next))
+            .is_some_and(|(next, _)| name.zone_of(next))
     }
 
     /// The records a wildcard gives `name`, a name that does not exist (RFC 4592 §3.3.1): those
@@ -529,8 +587,7 @@ impl Zone {
 
     /// The zone cuts: names below the apex with NS records.
     pub fn cuts(&self) -> impl Iterator<Item = &Name> {
-        self.names
-            .iter()
+        self.stored_iter()
             .filter(|(name, records)| **name != self.apex && records.has(RecordType::NS))
             .map(|(name, _)| name)
     }
@@ -540,8 +597,7 @@ impl Zone {
         let labels = name.num_labels();
         (self.apex.num_labels() + 1..=labels).find_map(|keep| {
             let ancestor = name.trim_to(usize::from(keep));
-            self.names
-                .get_key_value(&ancestor)
+            self.stored_entry(&ancestor)
                 .filter(|(_, records)| records.has(RecordType::NS))
         })
     }
@@ -551,6 +607,39 @@ impl Zone {
     pub fn negative_ttl(&self) -> u32 {
         self.soa_ttl.min(self.soa.minimum)
     }
+}
+
+/// The names as built, with the updated ones in their place (those updated to nothing left
+/// out), in canonical order.
+fn merged<'a>(
+    names: impl Iterator<Item = (&'a Name, &'a NameRecords)>,
+    updated: impl Iterator<Item = (&'a Name, &'a Option<NameRecords>)>,
+) -> impl Iterator<Item = (&'a Name, &'a NameRecords)> {
+    let mut names = names.peekable();
+    let mut updated = updated.peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let update_first = match (names.peek(), updated.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((name, _)), Some((changed, _))) => match name.cmp(changed) {
+                    Ordering::Less => false,
+                    Ordering::Equal => {
+                        names.next();
+                        true
+                    }
+                    Ordering::Greater => true,
+                },
+            };
+            if !update_first {
+                return names.next();
+            }
+            if let (name, Some(records)) = updated.next()? {
+                return Some((name, records));
+            }
+        }
+    })
 }
 
 impl Zones {
@@ -634,7 +723,13 @@ impl Zones {
             config.dns.identity.as_deref(),
             config.dns.version.as_deref(),
         );
-        let zones = Self { zones, identity };
+        let update_keys =
+            Arc::new(UpdateKeys::new(&config.dns.update_keys).map_err(|(f, r)| refuse(f, r))?);
+        let zones = Self {
+            zones,
+            identity,
+            update_keys,
+        };
         zones.check_nesting(config).map_err(|(f, r)| refuse(f, r))?;
         zones.check_targets(config).map_err(|(f, r)| refuse(f, r))?;
         Ok(zones)

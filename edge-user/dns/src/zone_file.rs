@@ -194,7 +194,7 @@ fn to_name(name: &domain::base::Name<Bytes>) -> Name {
 
 /// The record data from its wire form: decoded where answers need its structure, otherwise
 /// kept as bytes (RFC 3597).
-fn rdata(rtype: RecordType, wire: Vec<u8>) -> Result<RData, String> {
+pub(crate) fn rdata(rtype: RecordType, wire: Vec<u8>) -> Result<RData, String> {
     let decode = || {
         let mut decoder = BinDecoder::new(&wire);
         let rdata = RData::read(&mut decoder, rtype, Restrict::new(wire.len() as u16))

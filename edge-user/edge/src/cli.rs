@@ -18,13 +18,14 @@ use edge_dataplane::{
 };
 use edge_dns::{
     fast_path::{self, Entry},
+    journal::Journal,
     zone::Zones,
 };
 use edge_http::HttpServer;
 use edge_steer::{Steering, agent};
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
-    sync::watch,
+    sync::{mpsc, watch},
 };
 use tracing::{debug, error, info, warn};
 
@@ -32,8 +33,11 @@ use crate::{
     admin,
     listeners::Listeners,
     metrics::{self, DaemonCounts},
-    service,
+    service, updates,
 };
+
+/// Updates waiting for the daemon loop; more wait in the server (each client's until answered).
+const QUEUED_UPDATES: usize = 64;
 
 #[derive(Parser)]
 #[command(name = "edge", version, about = "eBPF/XDP-accelerated CDN edge")]
@@ -242,14 +246,27 @@ struct Loaded {
     static_entries: Vec<Entry>,
 }
 
-fn load(path: &Path, previous: Option<&Zones>) -> Result<Loaded> {
+/// Whether [`load`] applies the journal of dynamic updates: at start the daemon does, over the
+/// zones as their source builds them; a reload keeps the updated zones whose source is unchanged,
+/// and `edge check` checks the source alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Journaled {
+    Replay,
+    Ignore,
+}
+
+fn load(path: &Path, previous: Option<&Zones>, journaled: Journaled) -> Result<Loaded> {
     let started = Instant::now();
     let mut config = Config::load(path)?;
     let read = started.elapsed();
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
     }
-    let zones = Zones::rebuild(path, &config, previous)?;
+    let mut zones = Zones::rebuild(path, &config, previous)?;
+    if journaled == Journaled::Replay {
+        // Before the answers are built: they size the maps and are published as they are.
+        Journal::new(&config.dns.journal_dir).replay(&mut zones);
+    }
     let built = started.elapsed();
     // The zones hold the names now; the config's copy (hundreds of bytes a name) would only
     // double what a large zone takes.
@@ -302,7 +319,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         interrupt: signal(SignalKind::interrupt())?,
         hangup: signal(SignalKind::hangup())?,
     };
-    let loaded = load(path, None)?;
+    let loaded = load(path, None, Journaled::Replay)?;
     let config = &loaded.config;
     // The first probe round ends before anything is served: no answer from an unchecked state.
     let mut steering = Steering::start(config).await?;
@@ -413,7 +430,9 @@ async fn serve(
     }
     let steered = zones.with_selections(&selections.borrow_and_update());
     let (current_zones, zones_watch) = watch::channel(Arc::new(steered));
-    let mut listeners = Listeners::start(config, sources, &zones_watch).await?;
+    let (update_requests, mut updates_waiting) = mpsc::channel(QUEUED_UPDATES);
+    let mut journal = Journal::new(&config.dns.journal_dir);
+    let mut listeners = Listeners::start(config, sources, &zones_watch, update_requests).await?;
     let mut publisher = Publisher::new(&config.dns.listen);
     if let Some(plane) = plane.as_deref_mut() {
         publisher.try_publish_loaded(plane, &current_zones.borrow(), static_entries)?;
@@ -433,6 +452,16 @@ async fn serve(
                     publisher.publish_steering(plane, &steered);
                 }
             }
+            Some(request) = updates_waiting.recv() => {
+                let selected = selections.borrow().clone();
+                updates::apply(request, updates::Apply {
+                    zones: &mut zones,
+                    journal: &journal,
+                    selections: &selected,
+                    serving: &current_zones,
+                    plane: plane.as_deref_mut().map(|plane| (plane, &mut publisher)),
+                });
+            }
             _ = tick(watchdog.as_mut()) => service::watchdog(),
             () = publisher.retry_due() => {
                 if let Some(plane) = plane.as_deref_mut() {
@@ -441,7 +470,7 @@ async fn serve(
             }
             _ = hangup.recv() => {
                 service::reloading();
-                match load(path, Some(&zones)) {
+                match load(path, Some(&zones), Journaled::Ignore) {
                     Ok(Loaded { config: reloaded, zones: reloaded_zones, needed, static_entries }) if pin_dir(&reloaded) == pin_dir(config) => {
                         if let Some(Err(error)) = plane.as_deref().map(|plane| publish::check_fits(plane, &needed)) {
                             error!(
@@ -492,6 +521,9 @@ async fn serve(
                                 DaemonCounts::count(&counts.reloads_applied);
                                 zones = reloaded_zones;
                                 running = reloaded;
+                                // Updates to zones rebuilt from a changed source went with them.
+                                journal = Journal::new(&running.dns.journal_dir);
+                                journal.reconcile(&zones);
                                 current_zones.send_replace(steered);
                                 release_freed_memory();
                                 // Once the zones it replaced are given back: a reload of a large
@@ -564,7 +596,7 @@ fn check(path: &Path) -> Result<()> {
         zones,
         needed,
         ..
-    } = load(path, None)?;
+    } = load(path, None, Journaled::Ignore)?;
     // Certificates are files of their own: read and checked as `edge run` would.
     if let Some(http) = &config.http {
         edge_http::tls::server_config(

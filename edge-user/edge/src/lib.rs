@@ -1,6 +1,7 @@
 //! edge: the PoP daemon and its command line ([`cli`]), the one admin server ([`admin`]), its
 //! Prometheus metrics ([`metrics`]) and status page ([`status_page`], with the last hour kept by
-//! [`history`] and drawn by [`plot`]); what systemd is told ([`service`]).
+//! [`history`] and drawn by [`plot`]); what systemd is told ([`service`]); dynamic updates
+//! applied one at a time ([`updates`]).
 //!
 //! The top of the crate graph: it wires the crates below (config, DNS, steering, HTTP cache, data
 //! plane) together: the selections edge-steer publishes go to edge-dns's zones, and from there to
@@ -16,3 +17,4 @@ pub mod metrics;
 pub mod plot;
 pub mod service;
 pub mod status_page;
+pub mod updates;

@@ -8,7 +8,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Result;
 use edge_config::Config;
-use edge_dns::server::{Prepared, Server, ZonesWatch};
+use edge_dns::{
+    server::{Prepared, Server, ZonesWatch},
+    updates::Requests,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::info;
 
@@ -36,15 +39,21 @@ pub struct Rebind {
 }
 
 impl Listeners {
-    /// Binds the admin address and the DNS server's of `config`, and starts serving.
-    pub async fn start(config: &Config, sources: Sources, zones: &ZonesWatch) -> Result<Self> {
+    /// Binds the admin address and the DNS server's of `config`, and starts serving; the DNS
+    /// server hands authenticated updates to `updates`.
+    pub async fn start(
+        config: &Config,
+        sources: Sources,
+        zones: &ZonesWatch,
+        updates: Requests,
+    ) -> Result<Self> {
         let listener = admin::bind(config.admin.listen).await?;
         let history = Arc::new(History::new(config.admin.history_interval));
         let controls = Controls {
             sources: sources.clone(),
             history: history.clone(),
         };
-        let dns = Server::start(&config.dns, zones, &sources.dns)?;
+        let dns = Server::start(&config.dns, zones, &sources.dns, Some(updates))?;
         Ok(Self {
             dns,
             admin: AbortOnDrop(tokio::spawn(admin::serve(listener, controls.clone()))),
