@@ -104,7 +104,8 @@ pub(crate) fn digest_of(value: &(impl Hash + ?Sized)) -> u64 {
     DIGEST.hash_one(value)
 }
 
-/// The digests' hasher: the same seed for the daemon's life, so that digests compare.
+/// The digests' hasher: a fixed seed, so that digests compare across reloads and, for a
+/// journal, across restarts of the same build.
 const DIGEST: foldhash::quality::FixedState = foldhash::quality::FixedState::with_seed(0);
 
 /// The digest of what zone table `zone` builds from: the table, and the pools if it steers.
