@@ -156,10 +156,7 @@ pub fn prepare(zones: &Zones, apex: &Name, message: &Message) -> Result<Option<U
 /// also serve), and each class with the data and types it allows.
 fn check_update(zones: &Zones, zone: &Zone, record: &Record) -> Result<(), Refusal> {
     let owner = record.name.to_lowercase();
-    let inside = zones
-        .find(&owner)
-        .is_some_and(|found| found.apex == zone.apex);
-    if !inside {
+    if !in_zone(zones, zone, &owner) {
         return refuse(
             ResponseCode::NotZone,
             format!("{owner} is not in zone {}", zone.apex),
@@ -183,6 +180,14 @@ fn check_update(zones: &Zones, zone: &Zone, record: &Record) -> Result<(), Refus
     }
 }
 
+/// Whether `owner` is in `zone` and not in a child zone we also serve (RFC 2136 §3.1.1: NOTZONE
+/// otherwise).
+fn in_zone(zones: &Zones, zone: &Zone, owner: &Name) -> bool {
+    zones
+        .find(owner)
+        .is_some_and(|found| found.apex == zone.apex)
+}
+
 /// RFC 2136 §3.2: every prerequisite must hold (§2.4: name or RRset in use or not, an RRset
 /// with exactly these records).
 fn check_prerequisites(
@@ -204,10 +209,7 @@ fn check_prerequisites(
         if record.ttl != 0 {
             return formerr("TTL must be 0");
         }
-        let inside = zones
-            .find(&owner)
-            .is_some_and(|found| found.apex == zone.apex);
-        if !inside {
+        if !in_zone(zones, zone, &owner) {
             return refuse(
                 ResponseCode::NotZone,
                 format!("prerequisite {owner} is not in zone {}", zone.apex),
