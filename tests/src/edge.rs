@@ -238,18 +238,19 @@ pub fn counters(config: &Path) -> Result<std::collections::BTreeMap<String, u64>
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
-/// The steering status of the daemon that `config` describes, read with `edge status --json`
-/// inside `netns` (the admin endpoint listens on the namespace's loopback).
+/// The steering status of the daemon that `config` describes, read from its admin endpoint
+/// (which listens on the namespace's loopback) by a thread inside `netns`, as `edge status
+/// --json` reads it. In process, not by running `edge status`: tests poll this every few
+/// milliseconds for several daemons, and on an emulated CPU (`cargo xtask vm-test`) starting
+/// the debug binary each time took more of the guest than the daemons it watched.
 pub fn status(netns: &crate::topology::Netns, config: &Path) -> Result<edge_steer::status::Status> {
-    let output = netns
-        .command(binary())
-        .args(["status", "--json", "--config"])
-        .arg(config)
-        .output()?;
-    if !output.status.success() {
-        bail!("edge status: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let listen = edge_config::Config::load_settings(config)?.admin.listen;
+    netns.run_inside(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(edge::admin::status(listen))
+    })?
 }
 
 #[cfg(test)]

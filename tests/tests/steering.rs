@@ -313,6 +313,19 @@ fn answer_is_the_least_loaded_origin_and_follows_the_load() -> Result<()> {
     for host in &hosts {
         assert!(table.contains(&host.role), "{table}");
     }
+    // And `--json`, for scripts, the same status the tests read from the admin endpoint.
+    let output = setup
+        .lan
+        .host("pop")
+        .netns
+        .command(edge_tests::edge::binary())
+        .args(["status", "--json", "--config"])
+        .arg(&setup.config)
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let json: edge_steer::status::Status = serde_json::from_slice(&output.stdout)?;
+    let pool = json.pool("shop").expect("the pool in --json");
+    assert_eq!(pool.members.len(), hosts.len(), "{json:#?}");
     Ok(())
 }
 
