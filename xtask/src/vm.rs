@@ -35,10 +35,17 @@ const GUEST_BINARIES: &str = "/edge-bin";
 const GUEST_REPOSITORY: &str = "/edge";
 /// How long one test binary may run in the guest.
 const TEST_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How many times longer the tests wait for the daemon to start on QEMU's emulated CPU
-/// (`EDGE_TEST_SLOWDOWN`, tests/src/edge.rs): there, verifying the XDP program alone took
-/// longer than the usual 20 s (measured on 6.1 at a load of 10).
-const TCG_SLOWDOWN: u32 = 6;
+/// A piece of the tests' work, timed on the host and in the guest to tell how much slower the
+/// guest runs: process starts (the tests start kdig, curl and the daemon's CLI by the hundred)
+/// and a CPU-bound hash (the daemon's own work). Timed inside the shell, so ssh's start-up is
+/// not counted.
+const REFERENCE_WORK: &str = "s=$(date +%s%N); for i in $(seq 200); do /bin/true; done; \
+head -c 33554432 /dev/zero | sha256sum >/dev/null; echo $(( $(date +%s%N) - s ))";
+/// The guest's slowdown is measured this many times on each side; the fastest run counts.
+const REFERENCE_RUNS: usize = 3;
+/// The least slowdown given to a guest on an emulated CPU: its timers and interrupts lag
+/// more than its hashing does (at 6, every test of runs 5 and 6 passed its start-up waits).
+const TCG_MIN_SLOWDOWN: u32 = 6;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BoxSource {
@@ -102,7 +109,7 @@ pub fn run(source: BoxSource, accel: Accel, only: &[String]) -> Result<Outcome> 
         Accel::Kvm => false,
         Accel::Tcg => true,
     };
-    let vm = Vm::new(&box_name, tcg, &scratch)?;
+    let mut vm = Vm::new(&box_name, tcg, &scratch)?;
     // A VM a killed run left behind would be reused as it is.
     vm.destroy();
     interrupt::check()?;
@@ -119,6 +126,8 @@ pub fn run(source: BoxSource, accel: Accel, only: &[String]) -> Result<Outcome> 
     step("guest: packages, bpffs, the repository's host path", || {
         vm.prepare()
     })?;
+    let (slowdown, how) = vm.set_slowdown(tcg)?;
+    eprintln!("xtask: EDGE_TEST_SLOWDOWN={slowdown} in the guest: {how}");
     let mut outcome = Outcome {
         kernel,
         tally: Tally::default(),
@@ -363,12 +372,55 @@ impl Vm {
         Ok(Vm {
             env,
             ssh_config: scratch.join("ssh-config"),
-            test_env: if tcg {
-                format!("EDGE_TEST_SLOWDOWN={TCG_SLOWDOWN} ")
-            } else {
-                String::new()
-            },
+            test_env: String::new(),
         })
+    }
+
+    /// Sets the tests' `EDGE_TEST_SLOWDOWN` (tests/src/edge.rs): how many times slower the
+    /// guest ran [`REFERENCE_WORK`] than the host, now, under this host's present load, at
+    /// least [`TCG_MIN_SLOWDOWN`] on an emulated CPU; or the host's `EDGE_TEST_SLOWDOWN` if
+    /// set. Returns the factor and how it was found.
+    fn set_slowdown(&mut self, tcg: bool) -> Result<(u32, String)> {
+        let (factor, how) = match std::env::var("EDGE_TEST_SLOWDOWN") {
+            Ok(value) => {
+                let factor = value
+                    .parse()
+                    .with_context(|| format!("EDGE_TEST_SLOWDOWN={value}"))?;
+                (factor, "EDGE_TEST_SLOWDOWN on the host".to_string())
+            }
+            Err(_) => {
+                let fastest = |run: &mut dyn FnMut() -> Result<String>| -> Result<u64> {
+                    (0..REFERENCE_RUNS)
+                        .map(|_| {
+                            let out = run()?;
+                            out.trim()
+                                .parse::<u64>()
+                                .with_context(|| format!("reference work printed {out:?}"))
+                        })
+                        .try_fold(u64::MAX, |least, ns| Ok(least.min(ns?)))
+                };
+                let host = fastest(&mut || {
+                    let out = Command::new("sh").args(["-c", REFERENCE_WORK]).output()?;
+                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+                })?;
+                let guest = fastest(&mut || self.output(REFERENCE_WORK))?;
+                let ratio = guest.div_ceil(host.max(1));
+                let least = if tcg { TCG_MIN_SLOWDOWN } else { 1 };
+                (
+                    u32::try_from(ratio).unwrap_or(u32::MAX).clamp(least, 100),
+                    format!(
+                        "the reference work took {:.2} s in the guest, {:.2} s on the host \
+                         (ratio {ratio}, at least {least})",
+                        guest as f64 / 1e9,
+                        host as f64 / 1e9
+                    ),
+                )
+            }
+        };
+        if factor > 1 {
+            self.test_env = format!("EDGE_TEST_SLOWDOWN={factor} ");
+        }
+        Ok((factor, how))
     }
 
     fn vagrant(&self) -> Command {
