@@ -48,7 +48,9 @@ use edge_tests::{
     edge::EdgeProcess,
     interrupt,
     topology::{Netns, Topology, remove_pins},
+    update::{Timed, UpdateKey, wait_for_address},
 };
+use hickory_proto::rr::Name;
 
 const INTERFACE: &str = Topology::INTERFACE;
 const SERVER: Ipv4Addr = Topology::POP_V4;
@@ -91,6 +93,13 @@ const MEMBER_2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// The changed name's new address in the reload row: outside every zone's addresses
 /// ([`BenchZone::address`] stays below 10.153.0.0 for ten million names).
 const CHANGED_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 254);
+/// The address a dynamic update gives another name (name1) in the same row.
+const UPDATED_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 253);
+/// The key the scale rows' edge lets update the zone.
+const UPDATE_KEY: UpdateKey = UpdateKey {
+    name: "bench-key",
+    secret: b"a bench key of thirty-two bytes.",
+};
 
 #[derive(Parser)]
 struct Args {
@@ -814,20 +823,24 @@ impl Footprint {
     }
 }
 
-/// One reload of edge changing one name.
+/// One change of one name in a running edge: a reload or a dynamic update.
 #[derive(Debug, Clone, Copy)]
-struct Reload {
-    /// From SIGHUP to kdig's first answer with the changed address.
+struct Change {
+    /// From SIGHUP (or sending the update) to the first answer with the changed address.
     visible: Duration,
-    /// Queries trafgen sent from before the SIGHUP until after the change was visible, and
-    /// replies counted.
+    /// Queries trafgen sent from before the change until after it was visible, and replies
+    /// counted.
     sent: u64,
     answered: u64,
+    /// Of the queries that watched for the change (back to back), those without an answer
+    /// within 100 ms, asked again.
+    unanswered: usize,
 }
 
 struct ScaleRow {
     edge: Result<Footprint>,
-    reload: Result<Reload>,
+    reload: Result<Change>,
+    update: Result<Change>,
     knot: Result<Footprint>,
     nsd: Result<Footprint>,
 }
@@ -960,17 +973,24 @@ impl Bench<'_> {
             .topology
             .client
             .run_inside(|| UdpSocket::bind((Topology::CLIENT_V4, trafgen::CLIENT_PORT)))??;
+        // The userspace server listens for the update row's UPDATE (the XDP program passes it).
+        let journal = self.topology.work_dir().join(format!("journal-{names}"));
         let text = zone.edge_config(&EdgeSettings {
             interface: INTERFACE,
             pin_root: self.topology.pin_root(),
             mode: "native",
-            dns_listen: None,
+            dns_listen: Some(SocketAddr::from((SERVER, 53))),
         });
+        let text = text.replacen(
+            "\n[[zones]]",
+            &format!("{}\n[[zones]]", UPDATE_KEY.dns_config(APEX, &journal)),
+            1,
+        );
         let config = self
             .topology
             .write_file(&format!("scale-{names}.toml"), &text)?;
         let edge = self.footprint(names, || self.spawn_edge(&config));
-        let (edge, reload) = match edge {
+        let (edge, reload, update) = match edge {
             Ok((mut daemon, footprint)) => {
                 eprintln!(
                     "bench:   edge ready in {:.2} s, {} MB PSS, {} MB maps",
@@ -979,11 +999,16 @@ impl Bench<'_> {
                     footprint.memlock >> 20
                 );
                 let reload = self.reload(&mut daemon, &config, &text, &files.frames);
+                let update = self.update(&mut daemon, &files.frames);
                 drop(daemon);
                 self.clear_pop();
-                (Ok(footprint), reload)
+                (Ok(footprint), reload, update)
             }
-            Err(error) => (Err(error), Err(anyhow::anyhow!("edge did not start"))),
+            Err(error) => (
+                Err(error),
+                Err(anyhow::anyhow!("edge did not start")),
+                Err(anyhow::anyhow!("edge did not start")),
+            ),
         };
         drop(text);
         let peer = |name: &str, start: fn(&PeerSetup) -> Result<Daemon>| {
@@ -1007,6 +1032,7 @@ impl Bench<'_> {
         Ok(ScaleRow {
             edge,
             reload,
+            update,
             knot,
             nsd,
         })
@@ -1020,7 +1046,7 @@ impl Bench<'_> {
         config: &Path,
         text: &str,
         frames: &Path,
-    ) -> Result<Reload> {
+    ) -> Result<Change> {
         let old = format!("a = [\"{}\"]", BenchZone::address(0));
         let changed = text.replacen(&old, &format!("a = [\"{CHANGED_ADDRESS}\"]"), 1);
         if changed == text {
@@ -1030,6 +1056,64 @@ impl Bench<'_> {
         let fresh = config.with_extension("toml.new");
         std::fs::write(&fresh, changed)?;
         std::fs::rename(&fresh, config)?;
+        let name = Name::from_ascii(format!("{}.", BenchZone::name(0)))?;
+        let change = self.under_load(frames, "reload", |client| {
+            let signalled = Instant::now();
+            // SAFETY: kill(2) on the daemon we started.
+            if unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGHUP) } != 0 {
+                bail!("SIGHUP: {}", std::io::Error::last_os_error());
+            }
+            client.run_inside(|| {
+                wait_for_address(
+                    SocketAddr::from((SERVER, 53)),
+                    None,
+                    &name,
+                    CHANGED_ADDRESS,
+                    signalled,
+                    RELOAD_TIMEOUT,
+                )
+            })?
+        })?;
+        daemon.check_running()?;
+        Ok(change)
+    }
+
+    /// Replaces name1's address by a TSIG-signed dynamic update (RFC 2136) and asks it back to
+    /// back until the new address is answered, while trafgen offers `RELOAD_RATE` queries per
+    /// second for the hot names.
+    fn update(&self, daemon: &mut Daemon, frames: &Path) -> Result<Change> {
+        let apex = Name::from_ascii(format!("{APEX}."))?;
+        let name = Name::from_ascii(format!("{}.", BenchZone::name(1)))?;
+        let signed = UPDATE_KEY.replace_a(&apex, &name, UPDATED_ADDRESS)?;
+        let change = self.under_load(frames, "update", |client| {
+            let timed = client.run_inside(|| {
+                wait_for_address(
+                    SocketAddr::from((SERVER, 53)),
+                    Some(&signed),
+                    &name,
+                    UPDATED_ADDRESS,
+                    Instant::now(),
+                    RELOAD_TIMEOUT,
+                )
+            })??;
+            if timed.update_sends > 1 {
+                eprintln!("bench:   the update was sent {} times", timed.update_sends);
+            }
+            Ok(timed)
+        })?;
+        daemon.check_running()?;
+        Ok(change)
+    }
+
+    /// Runs `change` (which returns when its change was first seen) while trafgen offers
+    /// `RELOAD_RATE` queries per second for the hot names, and counts what the client end sent
+    /// and received from before it until `RELOAD_TAIL` after.
+    fn under_load(
+        &self,
+        frames: &Path,
+        what: &str,
+        change: impl FnOnce(&Netns) -> Result<Timed>,
+    ) -> Result<Change> {
         let client = &self.topology.client;
         let trafgen = trafgen::Trafgen::start(
             client,
@@ -1040,36 +1124,27 @@ impl Bench<'_> {
                 seconds: 0.0,
                 cpu: CLIENT_CPU,
             },
-            &self.topology.work_dir().join("trafgen-reload.log"),
+            &self.topology.work_dir().join(format!("trafgen-{what}.log")),
         )?;
         let window = trafgen::Window::open(client, INTERFACE)?;
-        let signalled = Instant::now();
-        // SAFETY: kill(2) on the daemon we started.
-        if unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGHUP) } != 0 {
-            bail!("SIGHUP: {}", std::io::Error::last_os_error());
-        }
-        let visible = loop {
-            daemon.check_running()?;
-            if self.answers(0, CHANGED_ADDRESS)? {
-                break signalled.elapsed();
-            }
-            if signalled.elapsed() > RELOAD_TIMEOUT {
-                bail!("the changed name did not answer within {RELOAD_TIMEOUT:?}");
-            }
-        };
+        let timed = change(client)?;
         thread::sleep(RELOAD_TAIL);
         drop(trafgen);
         let counted = window.settle()?;
         eprintln!(
-            "bench:   reload visible after {:.1} ms; {} sent, {} answered",
-            visible.as_secs_f64() * 1e3,
+            "bench:   {what} visible after {:.1} ms; {} sent, {} answered; {} of the {} \
+             watching queries unanswered",
+            timed.visible.as_secs_f64() * 1e3,
             counted.sent,
-            counted.answered
+            counted.answered,
+            timed.unanswered,
+            timed.asked
         );
-        Ok(Reload {
-            visible,
+        Ok(Change {
+            visible: timed.visible,
             sent: counted.sent,
             answered: counted.answered,
+            unanswered: timed.unanswered,
         })
     }
 
@@ -1515,6 +1590,8 @@ fn scale_section(rows: &[(usize, Result<ScaleRow>)], stamp: &str) -> String {
         "edge in all",
         "1-name reload → visible",
         "queries lost during it",
+        "1-name UPDATE → visible",
+        "queries lost during it",
         "Knot ready",
         "Knot PSS",
         "NSD ready",
@@ -1529,14 +1606,20 @@ fn scale_section(rows: &[(usize, Result<ScaleRow>)], stamp: &str) -> String {
                 cells.push(cell(&row.edge, |f| megabytes(f.peak)));
                 cells.push(cell(&row.edge, |f| megabytes(f.memlock)));
                 cells.push(cell(&row.edge, |f| megabytes(f.in_all())));
-                cells.push(cell(&row.reload, |r| seconds(r.visible)));
-                cells.push(cell(&row.reload, |r| {
-                    format!(
-                        "{} of {}",
-                        count(r.sent.saturating_sub(r.answered)),
-                        count(r.sent)
-                    )
-                }));
+                for change in [&row.reload, &row.update] {
+                    cells.push(cell(change, |c| seconds(c.visible)));
+                    cells.push(cell(change, |c| {
+                        let mut text = format!(
+                            "{} of {}",
+                            count(c.sent.saturating_sub(c.answered)),
+                            count(c.sent)
+                        );
+                        if c.unanswered > 0 {
+                            text += &format!(" ({} watching unanswered)", c.unanswered);
+                        }
+                        text
+                    }));
+                }
                 cells.push(cell(&row.knot, |f| seconds(f.ready)));
                 cells.push(cell(&row.knot, |f| megabytes(f.pss)));
                 cells.push(cell(&row.nsd, |f| seconds(f.ready)));
@@ -1557,10 +1640,18 @@ fn scale_section(rows: &[(usize, Result<ScaleRow>)], stamp: &str) -> String {
          each map once. *In all*: PSS plus kernel maps, less the maps' pages mapped into the \
          daemon (edge writes its name table through such a mapping, so those pages are in both). \
          *Reload*: the config rewritten with one name's address changed, then \
-         SIGHUP; the time until kdig gets the new address (polled back to back), while trafgen \
+         SIGHUP; the time until the name's A query, asked back to back from the client \
+         namespace (each waiting up to 100 ms), gets the new address, while trafgen \
          offers {} qps for 1,000 names; *lost*: queries the client end's interface sent minus \
          replies it received, from before the SIGHUP until trafgen stopped {} ms after the \
-         change was visible (and its last replies had up to 2 s to arrive). A server passing {:.0} % of the memory available when it started is stopped.\n",
+         change was visible (and its last replies had up to 2 s to arrive). *UPDATE*: another \
+         name's address replaced by an RFC 2136 update signed with TSIG (HMAC-SHA256), sent \
+         from the client namespace; the time from sending it until that name's A query, asked \
+         back to back from the same namespace, gets the new address (the update is journaled \
+         with fsync on the benchmark's disk before it applies; it is sent again if no \
+         response comes within 250 ms), under the same load, lost counted the same way; \
+         watching queries that went unanswered (dropped on the veth under trafgen's load, \
+         before its counters) are noted in the cell. A server passing {:.0} % of the memory available when it started is stopped.\n",
         table.markdown(),
         rate(RELOAD_RATE as f64),
         RELOAD_TAIL.as_millis(),

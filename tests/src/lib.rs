@@ -19,5 +19,6 @@ pub mod resolver;
 pub mod serial;
 pub mod test_zone;
 pub mod topology;
+pub mod update;
 pub mod xdp;
 pub mod xdp_cases;

@@ -6,23 +6,18 @@
 //! answering the new address is measured, while every query sent meanwhile is answered.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result};
 use edge_tests::{
     dig::kdig,
     edge::{EdgeProcess, counters},
     topology::Topology,
+    update::{Timed, UpdateKey, wait_for_address},
 };
-use hickory_proto::{
-    op::{Message, MessageType, OpCode, Query, ResponseCode},
-    rr::{
-        DNSClass, Name, RData, Record, RecordType, TSigner,
-        rdata::{A, tsig::TsigAlgorithm},
-    },
-};
+use hickory_proto::rr::Name;
 
 const NAMES: usize = 1_000_000;
 
@@ -43,6 +38,12 @@ fn zone_file(changed: Option<usize>) -> String {
     text
 }
 
+/// The key allowed to update big.example.
+const KEY: UpdateKey = UpdateKey {
+    name: "scale-key",
+    secret: b"scalescalescalescalescalescale12",
+};
+
 fn config(topology: &Topology) -> String {
     format!(
         r#"
@@ -53,13 +54,7 @@ max_answers = {max_answers}
 
 [dns]
 listen = ["{pop}:53"]
-journal_dir = "{journal}"
-[[dns.update_keys]]
-name = "scale-key"
-algorithm = "hmac-sha256"
-secret = "{SECRET}"
-zones = ["big.example"]
-
+{update}
 [[zones]]
 apex = "big.example"
 file = "big.zone"
@@ -68,75 +63,8 @@ file = "big.zone"
         pin_root = topology.pin_root().display(),
         max_answers = NAMES + 16,
         pop = Topology::POP_V4,
-        journal = topology.work_dir().join("journal").display(),
+        update = KEY.dns_config("big.example", &topology.work_dir().join("journal")),
     )
-}
-
-const SECRET: &str = "c2NhbGVzY2FsZXNjYWxlc2NhbGVzY2FsZXNjYWxlMTI=";
-
-/// An UPDATE of big.example, signed with the test's key: `name`'s A RRset replaced by `address`.
-fn update(name: &Name, address: Ipv4Addr) -> Result<Vec<u8>> {
-    let mut message = Message::new(0x4242, MessageType::Query, OpCode::Update);
-    message.add_query(Query::query(
-        Name::from_ascii("big.example.")?,
-        RecordType::SOA,
-    ));
-    let mut delete = Record::update0(name.clone(), 0, RecordType::A);
-    delete.dns_class = DNSClass::ANY;
-    message.add_authority(delete);
-    message.add_authority(Record::from_rdata(name.clone(), 300, RData::A(A(address))));
-    let signer = TSigner::new(
-        b"scalescalescalescalescalescale12".to_vec(),
-        TsigAlgorithm::HmacSha256,
-        Name::from_ascii("scale-key.")?,
-        300,
-    )?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    message.finalize(&signer, now)?;
-    Ok(message.to_vec()?)
-}
-
-/// Sends `update` and asks `name`'s A record until the answer is `address`; returns how long
-/// that took and how many queries were sent meanwhile. Every query must be answered.
-fn time_update(update: &[u8], name: &Name, address: Ipv4Addr) -> Result<(Duration, usize)> {
-    let server = SocketAddr::from((Topology::POP_V4, 53));
-    let updater = UdpSocket::bind("0.0.0.0:0")?;
-    let asker = UdpSocket::bind("0.0.0.0:0")?;
-    asker.set_read_timeout(Some(Duration::from_millis(500)))?;
-    updater.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut query = Message::new(1, MessageType::Query, OpCode::Query);
-    query.add_query(Query::query(name.clone(), RecordType::A));
-    let query = query.to_vec()?;
-    let mut buffer = [0; 1500];
-    let sent = Instant::now();
-    updater.send_to(update, server)?;
-    let mut asked = 0;
-    let visible = loop {
-        ensure!(
-            sent.elapsed() < Duration::from_secs(10),
-            "the update never became visible"
-        );
-        asker.send_to(&query, server)?;
-        asked += 1;
-        let len = asker
-            .recv(&mut buffer)
-            .context("a query sent during the update went unanswered")?;
-        let answer = Message::from_vec(&buffer[..len])?;
-        if answer
-            .answers
-            .iter()
-            .any(|record| record.data == RData::A(A(address)))
-        {
-            break sent.elapsed();
-        }
-    };
-    let len = updater.recv(&mut buffer)?;
-    let response = Message::from_vec(&buffer[..len])?;
-    ensure!(
-        response.metadata.response_code == ResponseCode::NoError,
-        "{response:?}"
-    );
-    Ok((visible, asked))
 }
 
 /// The A record kdig gets for `name`.
@@ -255,11 +183,25 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
     // A dynamic update of one name: visible from XDP in milliseconds, not a reload's seconds.
     let name = Name::from_ascii("n500000.big.example.")?;
     let new = Ipv4Addr::new(10, 250, 250, 250);
-    let signed = update(&name, new)?;
+    let signed = KEY.replace_a(&Name::from_ascii("big.example.")?, &name, new)?;
     let before = counters(&path)?["answered"];
-    let (visible, asked) = topology
-        .client
-        .run_inside(|| time_update(&signed, &name, new))??;
+    let server = SocketAddr::from((Topology::POP_V4, 53));
+    let Timed {
+        visible,
+        asked,
+        unanswered,
+        update_sends,
+    } = topology.client.run_inside(|| {
+        wait_for_address(
+            server,
+            Some(&signed),
+            &name,
+            new,
+            Instant::now(),
+            Duration::from_secs(10),
+        )
+    })??;
+    assert_eq!((unanswered, update_sends), (0, 1), "on a quiet link");
     eprintln!(
         "update visible from XDP after {visible:?} ({asked} queries meanwhile, all answered)"
     );
