@@ -109,6 +109,7 @@ pub fn run(source: BoxSource, accel: Accel, only: &[String]) -> Result<Outcome> 
         Accel::Kvm => false,
         Accel::Tcg => true,
     };
+    let host_reference = host_reference()?;
     let mut vm = Vm::new(&box_name, tcg, &scratch)?;
     // A VM a killed run left behind would be reused as it is.
     vm.destroy();
@@ -126,7 +127,7 @@ pub fn run(source: BoxSource, accel: Accel, only: &[String]) -> Result<Outcome> 
     step("guest: packages, bpffs, the repository's host path", || {
         vm.prepare()
     })?;
-    let (slowdown, how) = vm.set_slowdown(tcg)?;
+    let (slowdown, how) = vm.set_slowdown(tcg, host_reference)?;
     eprintln!("xtask: EDGE_TEST_SLOWDOWN={slowdown} in the guest: {how}");
     let mut outcome = Outcome {
         kernel,
@@ -348,6 +349,30 @@ fn has_box(name: &str) -> Result<bool> {
         .any(|line| line.starts_with(&prefix)))
 }
 
+/// The least time, in nanoseconds, of [`REFERENCE_RUNS`] runs of [`REFERENCE_WORK`] by `run`.
+fn fastest(run: &mut dyn FnMut() -> Result<String>) -> Result<u64> {
+    (0..REFERENCE_RUNS)
+        .map(|_| {
+            let out = run()?;
+            out.trim()
+                .parse::<u64>()
+                .with_context(|| format!("reference work printed {out:?}"))
+        })
+        .try_fold(u64::MAX, |least, ns| Ok(least.min(ns?)))
+}
+
+/// [`REFERENCE_WORK`]'s time on the host, unless `EDGE_TEST_SLOWDOWN` is set there.
+fn host_reference() -> Result<Option<u64>> {
+    if std::env::var_os("EDGE_TEST_SLOWDOWN").is_some() {
+        return Ok(None);
+    }
+    fastest(&mut || {
+        let out = Command::new("sh").args(["-c", REFERENCE_WORK]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .map(Some)
+}
+
 /// The VM of vagrant/, configured by the environment the Vagrantfile reads; destroyed on drop.
 struct Vm {
     env: Vec<(&'static str, String)>,
@@ -376,33 +401,21 @@ impl Vm {
         })
     }
 
-    /// Sets the tests' `EDGE_TEST_SLOWDOWN` (tests/src/edge.rs): how many times slower the
-    /// guest ran [`REFERENCE_WORK`] than the host, now, under this host's present load, at
-    /// least [`TCG_MIN_SLOWDOWN`] on an emulated CPU; or the host's `EDGE_TEST_SLOWDOWN` if
-    /// set. Returns the factor and how it was found.
-    fn set_slowdown(&mut self, tcg: bool) -> Result<(u32, String)> {
-        let (factor, how) = match std::env::var("EDGE_TEST_SLOWDOWN") {
-            Ok(value) => {
+    /// Sets the tests' `EDGE_TEST_SLOWDOWN` (tests/src/edge.rs): how many times longer the
+    /// guest takes for [`REFERENCE_WORK`] than `host` (the host's time, taken before the VM
+    /// started, so that the VM's own load does not make the host look slow), at least
+    /// [`TCG_MIN_SLOWDOWN`] on an emulated CPU; or the host's `EDGE_TEST_SLOWDOWN` if set.
+    /// Returns the factor and how it was found.
+    fn set_slowdown(&mut self, tcg: bool, host: Option<u64>) -> Result<(u32, String)> {
+        let (factor, how) = match (std::env::var("EDGE_TEST_SLOWDOWN"), host) {
+            (Ok(value), _) => {
                 let factor = value
                     .parse()
                     .with_context(|| format!("EDGE_TEST_SLOWDOWN={value}"))?;
                 (factor, "EDGE_TEST_SLOWDOWN on the host".to_string())
             }
-            Err(_) => {
-                let fastest = |run: &mut dyn FnMut() -> Result<String>| -> Result<u64> {
-                    (0..REFERENCE_RUNS)
-                        .map(|_| {
-                            let out = run()?;
-                            out.trim()
-                                .parse::<u64>()
-                                .with_context(|| format!("reference work printed {out:?}"))
-                        })
-                        .try_fold(u64::MAX, |least, ns| Ok(least.min(ns?)))
-                };
-                let host = fastest(&mut || {
-                    let out = Command::new("sh").args(["-c", REFERENCE_WORK]).output()?;
-                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-                })?;
+            (Err(_), host) => {
+                let host = host.context("no reference time of the host")?;
                 let guest = fastest(&mut || self.output(REFERENCE_WORK))?;
                 let ratio = guest.div_ceil(host.max(1));
                 let least = if tcg { TCG_MIN_SLOWDOWN } else { 1 };
