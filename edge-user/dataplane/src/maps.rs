@@ -425,9 +425,17 @@ impl AnswerMap {
     /// each into a free slot of its window before the slot it replaces is removed. An entry
     /// whose window is full goes to the long-answer map.
     fn write_staged(&mut self, round: &mut Round) -> Result<()> {
-        let mut pending = std::mem::take(&mut round.pending);
-        pending.sort_unstable_by_key(|(home, ..)| *home);
-        for (home, slot, replaces) in pending {
+        let pending = std::mem::take(&mut round.pending);
+        // Sorted as home slot and place in the queue, a number each: a million entries of 144
+        // bytes each would otherwise be moved about by the sort (a tenth of a load's time).
+        let mut order: Vec<u64> = pending
+            .iter()
+            .enumerate()
+            .map(|(at, (home, ..))| u64::from(*home) << 32 | at as u64)
+            .collect();
+        order.sort_unstable();
+        for at in order {
+            let (home, slot, replaces) = pending[(at & u64::from(u32::MAX)) as usize];
             let index = match self.table.free_slot(home) {
                 Some(index) => Some(index),
                 None if self.table.grace()? => self.table.free_slot(home),

@@ -589,7 +589,8 @@ impl Zone {
     /// The zone cuts: names below the apex with NS records.
     pub fn cuts(&self) -> impl Iterator<Item = &Name> {
         self.stored_iter()
-            .filter(|(name, records)| **name != self.apex && records.has(RecordType::NS))
+            // The type first: a name comparison for each of a million names is most of the walk.
+            .filter(|(name, records)| records.has(RecordType::NS) && **name != self.apex)
             .map(|(name, _)| name)
     }
 
@@ -785,7 +786,16 @@ impl Zones {
     /// A parent zone's names inside a child zone we also serve would never be answered.
     fn check_nesting(&self, config: &Config) -> Result<(), Refusal> {
         for (z, zone) in self.zones.iter().enumerate() {
+            // Without a zone of ours below this one, a name inside it is its own: found
+            // without looking through the zones for each of a million names.
+            let parent = self
+                .zones
+                .iter()
+                .any(|other| other.apex != zone.apex && zone.apex.zone_of(&other.apex));
             for name in zone.names.keys() {
+                if !parent && zone.apex.zone_of(name) {
+                    continue;
+                }
                 let owner = self.find(name).map(|found| &found.apex);
                 if owner != Some(&zone.apex) && zone.delegation(name).is_none() {
                     let child = owner.map(ToString::to_string).unwrap_or_default();
@@ -908,10 +918,9 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
     let at = |sub: String| format!("zones[{z}]{sub}");
     let zone_ttl = zone.ttl.unwrap_or(DEFAULT_TTL);
     check_ttl(zone_ttl).map_err(|reason| (at(".ttl".into()), reason))?;
-    // Every owner with its canonical key and the `names` entry defining it (none for glue), in
-    // definition order; sorted once, then made a map in one pass.
-    let mut owned: Vec<(Vec<u8>, Name, NameRecords, Option<usize>)> =
-        Vec::with_capacity(zone.names.len() + zone.nameservers.len() + 1);
+    // Every owner in definition order (the name servers' glue, then the `names` entries), put
+    // in canonical order once and then made a map in one pass (see [`Owners`]).
+    let mut owned = Owners::with_capacity(&apex, zone.names.len() + zone.nameservers.len() + 1);
     let mut nameservers = Vec::with_capacity(zone.nameservers.len());
     for (i, ns) in zone.nameservers.iter().enumerate() {
         let field = at(format!(".nameservers[{i}]"));
@@ -942,10 +951,11 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
             for ip in aaaa {
                 glue.add(zone_ttl, RData::AAAA(AAAA(ip)));
             }
-            owned.push((canonical_key(&name), name.clone(), glue, None));
+            owned.push(name.clone(), glue);
         }
         nameservers.push(name);
     }
+    let glue = owned.len();
 
     for (n, entry) in zone.names.iter().enumerate() {
         // The field is named only for a refusal: formatting it for each of a million names
@@ -954,26 +964,18 @@ fn build_zone(config: &Config, z: usize, zone: &ZoneConfig, apex: Name) -> Resul
         let owner = owner_name(&apex, &entry.name).map_err(|r| (field(".name"), r))?;
         let records = name_records(config, &apex, &owner, entry, zone_ttl)
             .map_err(|(sub, reason)| (field(&sub), reason))?;
-        owned.push((canonical_key(&owner), owner, records, Some(n)));
+        owned.push(owner, records);
     }
-    owned.sort_by(|a, b| a.0.cmp(&b.0));
     // An owner defined twice is refused at its second definition, the first in config order.
-    let twice = owned
-        .windows(2)
-        .filter(|pair| pair[0].0 == pair[1].0)
-        .filter_map(|pair| pair[1].3.map(|n| (n, &pair[1].1)))
-        .min_by_key(|(n, _)| *n);
-    if let Some((n, owner)) = twice {
-        let first = defined_by(zone, z, &apex, owner);
-        return Err((
+    let sorted = owned.sorted().map_err(|(second, owner)| {
+        let n = second - glue;
+        let first = defined_by(zone, z, &apex, &owner);
+        (
             at(format!(".names[{n}].name")),
             format!("{owner} is already defined by {first}"),
-        ));
-    }
-    let mut names: BTreeMap<Name, NameRecords> = owned
-        .into_iter()
-        .map(|(_, owner, records, _)| (owner, records))
-        .collect();
+        )
+    })?;
+    let mut names: BTreeMap<Name, NameRecords> = sorted.into_iter().collect();
 
     // Below a zone cut only glue is allowed: anything else would never be answered.
     for (owner, records) in &names {
@@ -1059,7 +1061,13 @@ fn defined_by(zone: &ZoneConfig, z: usize, apex: &Name, owner: &Name) -> String 
 /// these in a fraction of the time that label-by-label comparisons take.
 pub(crate) fn canonical_key(name: &Name) -> Vec<u8> {
     let mut key = Vec::with_capacity(32);
-    for label in name.iter().rev() {
+    canonical_key_into(name, 0, &mut key);
+    key
+}
+
+/// [`canonical_key`] of `name` without its last `skip` labels, appended to `key`.
+fn canonical_key_into(name: &Name, skip: usize, key: &mut Vec<u8>) {
+    for label in name.iter().rev().skip(skip) {
         for &byte in label {
             match byte.to_ascii_lowercase() {
                 0 => key.extend([1, 1]),
@@ -1069,7 +1077,113 @@ pub(crate) fn canonical_key(name: &Name) -> Vec<u8> {
         }
         key.push(0);
     }
-    key
+}
+
+/// A zone's owners as defined, to be put in canonical order. Sorting the owners themselves
+/// (a name and its records, about 150 bytes) would move each many times, into a scratch buffer
+/// as large as half of them, and give each key an allocation: a million names' keys are
+/// written into one buffer instead, small places sorted by them, and the owners moved once.
+struct Owners {
+    /// Labels of the apex, which every owner ends with: left out of the keys.
+    apex_labels: usize,
+    owners: Vec<(Name, NameRecords)>,
+    /// The canonical keys of `owners` below the apex, one after the other.
+    keys: Vec<u8>,
+    places: Vec<Place>,
+}
+
+/// Where an owner's key is, and the owner.
+struct Place {
+    /// The key's first 16 bytes, zero-padded, as a big-endian number: keys no longer than
+    /// that compare as these do (a label is never empty, so a key holds no two zeros in a
+    /// row, and padding never makes one key look like another).
+    prefix: u128,
+    start: usize,
+    len: u32,
+    /// The owner's index in [`Owners::owners`].
+    index: u32,
+}
+
+impl Owners {
+    fn with_capacity(apex: &Name, owners: usize) -> Self {
+        Self {
+            apex_labels: usize::from(apex.num_labels()),
+            owners: Vec::with_capacity(owners),
+            // The label of a large zone's names (`name12345`) takes about 10 bytes.
+            keys: Vec::with_capacity(owners * 16),
+            places: Vec::with_capacity(owners),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Adds `owner`, inside the apex.
+    fn push(&mut self, owner: Name, records: NameRecords) {
+        let start = self.keys.len();
+        canonical_key_into(&owner, self.apex_labels, &mut self.keys);
+        let key = &self.keys[start..];
+        let mut prefix = [0; 16];
+        let head = key.len().min(16);
+        prefix[..head].copy_from_slice(&key[..head]);
+        // A key is at most twice the 255 bytes of a wire name; a zone holds fewer than 2^32
+        // owners (it would not fit in memory).
+        self.places.push(Place {
+            prefix: u128::from_be_bytes(prefix),
+            start,
+            len: key.len() as u32,
+            index: self.owners.len() as u32,
+        });
+        self.owners.push((owner, records));
+    }
+
+    /// The owners in canonical order; an owner defined twice gives the index of its second
+    /// definition (the first such in definition order) and the owner.
+    fn sorted(self) -> Result<Vec<(Name, NameRecords)>, (usize, Name)> {
+        let Self {
+            mut owners,
+            keys,
+            mut places,
+            ..
+        } = self;
+        let key = |place: &Place| &keys[place.start..place.start + place.len as usize];
+        let order = |a: &Place, b: &Place| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| match a.len.max(b.len) {
+                    0..=16 => Ordering::Equal,
+                    _ => key(a).cmp(key(b)),
+                })
+        };
+        // By key, then in definition order: equal keys sit together, the first definition first.
+        places.sort_unstable_by(|a, b| order(a, b).then(a.index.cmp(&b.index)));
+        let twice = places
+            .windows(2)
+            .filter(|pair| order(&pair[0], &pair[1]) == Ordering::Equal)
+            .map(|pair| pair[1].index as usize)
+            .min();
+        if let Some(second) = twice {
+            return Err((second, owners.swap_remove(second).0));
+        }
+        drop(keys);
+        // Moved into place along each cycle of the permutation: position `at` takes the owner
+        // at `from`; a place done points at itself.
+        let mut from: Vec<u32> = places.into_iter().map(|place| place.index).collect();
+        for start in 0..owners.len() {
+            let mut at = start;
+            loop {
+                let source = from[at] as usize;
+                from[at] = at as u32;
+                if source == start || source == at {
+                    break;
+                }
+                owners.swap(at, source);
+                at = source;
+            }
+        }
+        Ok(owners)
+    }
 }
 
 pub fn check_ttl(ttl: u32) -> Result<(), String> {
