@@ -1483,6 +1483,68 @@ a = ["192.0.2.2"]
     }
 
     #[test]
+    fn owners_are_put_in_the_order_names_compare() {
+        let apex = name("example.com.");
+        // Keys past 16 bytes that share their first 16, labels holding the escaped bytes 0
+        // and 1, a label that begins another, the apex, and upper case.
+        let labels: [&[&[u8]]; 17] = [
+            &[],
+            &[b"a"],
+            &[b"a", b"a"],
+            &[b"ab"],
+            &[b"a-longer-label-than-sixteen"],
+            &[b"a-longer-label-than-sixteen-bytes"],
+            &[b"b", b"a-longer-label-than-sixteen"],
+            &[b"\x00"],
+            &[b"\x01"],
+            &[b"\x01x"],
+            &[b"x\x00"],
+            &[b"x", b"\x00"],
+            &[b"Zz"],
+            &[b"zy", b"ZZ"],
+            &[b"name9"],
+            &[b"name10"],
+            &[b"name100"],
+        ];
+        let owners: Vec<Name> = labels
+            .iter()
+            .map(|below| {
+                let labels = below.iter().copied().chain(apex.iter());
+                Name::from_labels(labels).unwrap().to_lowercase()
+            })
+            .collect();
+        // Pushed in a shuffled order (each label's index times 7, modulo a prime above).
+        let mut shuffled = Owners::with_capacity(&apex, owners.len());
+        for i in (0..owners.len()).map(|i| i * 7 % 17) {
+            shuffled.push(owners[i].clone(), NameRecords::default());
+        }
+        let sorted: Vec<Name> = shuffled
+            .sorted()
+            .unwrap()
+            .into_iter()
+            .map(|(owner, _)| owner)
+            .collect();
+        let mut expected = owners.clone();
+        expected.sort();
+        assert_eq!(sorted, expected);
+        // The second definition of a name, whatever its case, is the one refused.
+        let mut twice = Owners::with_capacity(&apex, 4);
+        for label in [
+            "a-longer-label-than-sixteen",
+            "b",
+            "A-LONGER-label-than-sixteen",
+            "B",
+        ] {
+            twice.push(target_name(&apex, label).unwrap(), NameRecords::default());
+        }
+        let (second, owner) = twice.sorted().unwrap_err();
+        assert_eq!(
+            (second, owner.to_string()),
+            (2, "a-longer-label-than-sixteen.example.com.".to_string())
+        );
+    }
+
+    #[test]
     fn name_outside_zone_is_refused() {
         let error = build(
             r#"
