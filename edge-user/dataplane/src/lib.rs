@@ -63,12 +63,32 @@ pub struct DataPlane {
     _ebpf: Ebpf,
 }
 
+/// The program loaded into the kernel with its maps (the pinned ones opened, the others
+/// created and pinned), not attached, and no map written: the costly part of
+/// [`DataPlane::start`] (the kernel allocates and clears the maps and verifies the program),
+/// which the daemon does while it builds its zones.
+pub struct Prepared {
+    xdp: XdpConfig,
+    pin_dir: PathBuf,
+    ebpf: Ebpf,
+    /// The pins, and the pin directory, that were not there before: what
+    /// [`Prepared::abandon`] removes.
+    created: Vec<PathBuf>,
+    created_dir: bool,
+}
+
 impl DataPlane {
     /// Loads the program with the pinned maps (creating and pinning them if absent) and attaches
     /// it, or swaps it into the pinned link of an earlier run.
     pub fn start(xdp: &XdpConfig) -> Result<Self> {
+        Self::prepare(xdp)?.attach()
+    }
+
+    /// The first half of [`Self::start`]: the program loaded with its maps, not attached.
+    pub fn prepare(xdp: &XdpConfig) -> Result<Prepared> {
         let pin_dir = xdp.pin_dir();
         ensure_bpffs(&xdp.pin_root)?;
+        let created_dir = !pin_dir.exists();
         fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
 
         let names_pin = pin_dir.join(pin::NAMES);
@@ -77,6 +97,18 @@ impl DataPlane {
         let services_pin = pin_dir.join(pin::SERVICES);
         let selections_pin = pin_dir.join(pin::SELECTIONS);
         let state_pin = pin_dir.join(pin::STATE);
+        let created = [
+            &names_pin,
+            &long_answers_pin,
+            &counters_pin,
+            &services_pin,
+            &selections_pin,
+            &state_pin,
+        ]
+        .into_iter()
+        .filter(|pin| !pin.exists())
+        .cloned()
+        .collect();
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(map_name::NAMES, names_pin.as_path())
             .map_pin_path(map_name::LONG_ANSWERS, long_answers_pin.as_path())
@@ -98,7 +130,31 @@ impl DataPlane {
             .context("XDP program missing from the object")?
             .try_into()?;
         program.load().context("loading the XDP program")?;
+        Ok(Prepared {
+            xdp: xdp.clone(),
+            pin_dir,
+            ebpf,
+            created,
+            created_dir,
+        })
+    }
+}
 
+impl Prepared {
+    /// The second half of [`DataPlane::start`]: attaches the program, or swaps it into the
+    /// pinned link of an earlier run, and sets up the maps.
+    pub fn attach(self) -> Result<DataPlane> {
+        let Self {
+            xdp,
+            pin_dir,
+            mut ebpf,
+            ..
+        } = self;
+        let xdp = &xdp;
+        let program: &mut Xdp = ebpf
+            .program_mut(program_name::DNS)
+            .context("XDP program missing from the object")?
+            .try_into()?;
         let link_pin = pin_dir.join(pin::LINK);
         let adopted = match adopt_link(program, &link_pin) {
             Ok(adopted) => adopted,
@@ -153,7 +209,7 @@ impl DataPlane {
                 .context("map edge_rrl_buckets missing from the object")?,
         )?;
         rrl.apply(xdp.rrl.as_ref())?;
-        Ok(Self {
+        Ok(DataPlane {
             pin_dir,
             answers,
             services,
@@ -164,6 +220,30 @@ impl DataPlane {
         })
     }
 
+    /// Leaves things as they were before [`DataPlane::prepare`] (the daemon does not start):
+    /// unloads the program and removes the pins it created, and the pin directory if it
+    /// created that; the maps of an earlier run stay as they are.
+    pub fn abandon(self) {
+        let Self {
+            pin_dir,
+            ebpf,
+            created,
+            created_dir,
+            ..
+        } = self;
+        drop(ebpf);
+        for pin in created {
+            if let Err(error) = remove_if_present(&pin) {
+                warn!("{error:#}");
+            }
+        }
+        if created_dir && fs::remove_dir(&pin_dir).is_ok() {
+            remove_pin_root(&pin_dir);
+        }
+    }
+}
+
+impl DataPlane {
     /// Stops the daemon's hold on the data plane. With `keep`, the program stays attached and
     /// keeps answering from the pinned maps; otherwise it is detached and the pins removed.
     pub fn stop(self, keep: bool) -> Result<()> {

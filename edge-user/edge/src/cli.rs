@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use edge_config::{Config, ConfigError};
 use edge_dataplane::{
-    self as dataplane, DataPlane,
+    self as dataplane, DataPlane, Prepared,
     maps::Capacity,
     publish::{self, Publisher},
 };
@@ -257,11 +257,28 @@ enum Journaled {
 
 fn load(path: &Path, previous: Option<&Zones>, journaled: Journaled) -> Result<Loaded> {
     let started = Instant::now();
-    let mut config = Config::load(path)?;
-    let read = started.elapsed();
+    let config = read_config(path)?;
+    build(path, config, previous, journaled, started)
+}
+
+/// The config at `path`, parsed and checked but for its zones.
+fn read_config(path: &Path) -> Result<Config> {
+    let config = Config::load(path)?;
     for deprecation in config.deprecations() {
         warn!("{}: {deprecation}", path.display());
     }
+    Ok(config)
+}
+
+/// The second half of [`load`], on the config read (from `started` on, for the timings).
+fn build(
+    path: &Path,
+    mut config: Config,
+    previous: Option<&Zones>,
+    journaled: Journaled,
+    started: Instant,
+) -> Result<Loaded> {
+    let read = started.elapsed();
     let mut zones = Zones::rebuild(path, &config, previous)?;
     if journaled == Journaled::Replay {
         // Before the answers are built: they size the maps and are published as they are.
@@ -319,11 +336,43 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         interrupt: signal(SignalKind::interrupt())?,
         hangup: signal(SignalKind::hangup())?,
     };
-    let loaded = load(path, None, Journaled::Replay)?;
+    let started = Instant::now();
+    let config = read_config(path)?;
+    // The program is loaded and its maps created (the kernel clears them: a tenth of a million
+    // names' start) while the zones are built, on another CPU if there is one. It is attached
+    // where it was, once the config is accepted; until then nothing is written.
+    let preparing = config
+        .xdp
+        .clone()
+        .map(|xdp| std::thread::spawn(move || DataPlane::prepare(&xdp)));
+    let loaded = build(path, config, None, Journaled::Replay, started);
+    let prepared = preparing.map(|thread| {
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    let (loaded, prepared) = match (loaded, prepared.transpose()) {
+        (Ok(loaded), Ok(prepared)) => (loaded, prepared),
+        (Err(error), prepared) => {
+            prepared.ok().flatten().map(Prepared::abandon);
+            return Err(error);
+        }
+        (Ok(_), Err(error)) => return Err(error),
+    };
     let config = &loaded.config;
     // The first probe round ends before anything is served: no answer from an unchecked state.
-    let mut steering = Steering::start(config).await?;
-    let http = HttpServer::start(config, &steering.watch()).await?;
+    let servers = async {
+        let steering = Steering::start(config).await?;
+        let http = HttpServer::start(config, &steering.watch()).await?;
+        anyhow::Ok((steering, http))
+    };
+    let (mut steering, http) = match servers.await {
+        Ok(servers) => servers,
+        Err(error) => {
+            prepared.map(Prepared::abandon);
+            return Err(error);
+        }
+    };
     let sources = metrics::Sources {
         steering: steering.shared.clone(),
         cache: http.as_ref().map(|http| http.cache.clone()),
@@ -334,7 +383,7 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
         dns: Arc::default(),
     };
     // Without [xdp] nothing is attached and nothing pinned: no bpffs needed.
-    let mut plane = config.xdp.as_ref().map(DataPlane::start).transpose()?;
+    let mut plane = prepared.map(Prepared::attach).transpose()?;
     let result = serve(
         path,
         loaded,
