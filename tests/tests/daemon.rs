@@ -120,6 +120,40 @@ fn stop_removes_the_pin_root() -> Result<()> {
     Ok(())
 }
 
+/// The program is loaded and its maps created while the zones are built: a config refused
+/// then leaves nothing behind, neither pins nor a program on the interface.
+#[test]
+fn a_config_refused_at_start_leaves_no_pins() -> Result<()> {
+    let topology = Topology::client_and_pop("daemon-refused-start")?;
+    let pin_root = topology.pin_root().join("edge");
+    let zone = format!(
+        "{}[[zones.names]]\nname = \"twice\"\na = [\"192.0.2.1\"]\n\
+         [[zones.names]]\nname = \"TWICE\"\na = [\"192.0.2.2\"]\n",
+        test_zone::zone()
+    );
+    let config = topology.write_file("edge.toml", &fast_path_config(&pin_root, &zone))?;
+    let output = topology
+        .pop
+        .command(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ensure!(!output.status.success(), "started: {said}");
+    ensure!(said.contains("already defined by"), "{said}");
+    assert!(!pin_root.exists(), "{} left behind", pin_root.display());
+    let link = topology
+        .pop
+        .run("ip", &["-d", "link", "show", Topology::INTERFACE])?;
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(!link.contains("prog/xdp"), "{link}");
+    Ok(())
+}
+
 /// `edge check` refuses `config` naming `field` and `reason`.
 fn refused(config: &Path, field: &str, reason: &str) -> Result<()> {
     let output = std::process::Command::new(binary())
