@@ -354,7 +354,9 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let (loaded, prepared) = match (loaded, prepared.transpose()) {
         (Ok(loaded), Ok(prepared)) => (loaded, prepared),
         (Err(error), prepared) => {
-            prepared.ok().flatten().map(Prepared::abandon);
+            if let Ok(Some(prepared)) = prepared {
+                prepared.abandon();
+            }
             return Err(error);
         }
         (Ok(_), Err(error)) => return Err(error),
@@ -369,7 +371,9 @@ async fn run(path: &Path, keep_data_plane: bool) -> Result<()> {
     let (mut steering, http) = match servers.await {
         Ok(servers) => servers,
         Err(error) => {
-            prepared.map(Prepared::abandon);
+            if let Some(prepared) = prepared {
+                prepared.abandon();
+            }
             return Err(error);
         }
     };
