@@ -116,6 +116,12 @@ fn chromium(netns: &Netns, profile: &Path, args: &[&str]) -> Result<Output> {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Raster and composite on the CPU, not through SwiftShader's GL, whose code is
+            // made at run time: on an emulated CPU (`cargo xtask vm-test`) one screenshot
+            // took over 20 minutes that way.
+            "--disable-gpu-rasterization",
+            "--disable-gpu-compositing",
+            "--disable-software-rasterizer",
             "--hide-scrollbars",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
