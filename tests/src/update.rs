@@ -68,21 +68,17 @@ pub struct Timed {
     pub visible: Duration,
     /// Queries for the name sent back to back meanwhile.
     pub asked: usize,
-    /// Those of them that got no answer within [`ASK_TIMEOUT`] (and were asked again).
+    /// Those of them that got no answer within the retry time (and were asked again).
     pub unanswered: usize,
-    /// How many times the update was sent: more than once when no response came within
-    /// [`UPDATE_RESEND`].
+    /// How many times the update was sent: more than once when no response came within the
+    /// retry time.
     pub update_sends: usize,
 }
 
-/// How long one query of [`wait_for_address`] waits for its answer before the next is sent.
-pub const ASK_TIMEOUT: Duration = Duration::from_millis(100);
-/// An update without a response after this long is sent again (the same signed message).
-pub const UPDATE_RESEND: Duration = Duration::from_millis(250);
-
 /// Asks `name`'s A record at `server` back to back until the answer is `address`, within
-/// `bound` of `since`, with `update` (if any) sent first and again every [`UPDATE_RESEND`]
-/// until its NOERROR response comes (waited for after the address is seen). Call it from inside the client's namespace. The caller
+/// `bound` of `since`, with `update` (if any) sent first and again every `retry` until its
+/// NOERROR response comes (waited for after the address is seen); a query unanswered within
+/// `retry` is asked again. Call it from inside the client's namespace. The caller
 /// judges [`Timed::unanswered`]: a test on a quiet link wants none, a benchmark under load
 /// reports them.
 pub fn wait_for_address(
@@ -92,12 +88,13 @@ pub fn wait_for_address(
     address: Ipv4Addr,
     since: Instant,
     bound: Duration,
+    retry: Duration,
 ) -> Result<Timed> {
     let mut updater = update
-        .map(|update| Updater::new(server, update))
+        .map(|update| Updater::new(server, update, retry))
         .transpose()?;
     let asker = UdpSocket::bind("0.0.0.0:0")?;
-    asker.set_read_timeout(Some(ASK_TIMEOUT))?;
+    asker.set_read_timeout(Some(retry))?;
     let mut query = Message::new(1, MessageType::Query, OpCode::Query);
     query.add_query(Query::query(name.clone(), RecordType::A));
     let query = query.to_vec()?;
@@ -134,7 +131,7 @@ pub fn wait_for_address(
     let mut update_sends = 0;
     if let Some(mut updater) = updater {
         updater.socket.set_nonblocking(false)?;
-        updater.socket.set_read_timeout(Some(UPDATE_RESEND))?;
+        updater.socket.set_read_timeout(Some(retry))?;
         while !updater.poll()? {
             ensure!(
                 since.elapsed() < bound,
@@ -151,24 +148,26 @@ pub fn wait_for_address(
     })
 }
 
-/// An update in flight: sent again every [`UPDATE_RESEND`] until its response comes.
+/// An update in flight: sent again every `retry` until its response comes.
 struct Updater<'a> {
     socket: UdpSocket,
     server: SocketAddr,
     message: &'a [u8],
+    retry: Duration,
     sent: Option<Instant>,
     sends: usize,
     responded: bool,
 }
 
 impl<'a> Updater<'a> {
-    fn new(server: SocketAddr, message: &'a [u8]) -> Result<Self> {
+    fn new(server: SocketAddr, message: &'a [u8], retry: Duration) -> Result<Self> {
         let socket = UdpSocket::bind("0.0.0.0:0")?;
         socket.set_nonblocking(true)?;
         Ok(Self {
             socket,
             server,
             message,
+            retry,
             sent: None,
             sends: 0,
             responded: false,
@@ -181,7 +180,7 @@ impl<'a> Updater<'a> {
         if self.responded {
             return Ok(true);
         }
-        if self.sent.is_none_or(|sent| sent.elapsed() >= UPDATE_RESEND) {
+        if self.sent.is_none_or(|sent| sent.elapsed() >= self.retry) {
             self.socket.send_to(self.message, self.server)?;
             self.sends += 1;
             self.sent = Some(Instant::now());

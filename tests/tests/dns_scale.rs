@@ -199,6 +199,7 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
             new,
             Instant::now(),
             Duration::from_secs(10),
+            Duration::from_millis(500),
         )
     })??;
     assert_eq!((unanswered, update_sends), (0, 1), "on a quiet link");

@@ -94,6 +94,8 @@ pub fn config(frames: impl IntoIterator<Item = Vec<u8>>) -> String {
 pub struct LinkCounters {
     pub rx_packets: u64,
     pub tx_packets: u64,
+    /// Frames the veth dropped instead of sending: the peer's receive ring was full.
+    pub tx_dropped: u64,
 }
 
 impl LinkCounters {
@@ -102,14 +104,15 @@ impl LinkCounters {
         let output = netns.run("ip", &["-s", "-j", "link", "show", "dev", interface])?;
         let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
         let stats = &json[0]["stats64"];
-        let number = |direction: &str| {
-            stats[direction]["packets"]
+        let number = |direction: &str, what: &str| {
+            stats[direction][what]
                 .as_u64()
-                .with_context(|| format!("no {direction} packets in `ip -s -j link`"))
+                .with_context(|| format!("no {direction} {what} in `ip -s -j link`"))
         };
         Ok(Self {
-            rx_packets: number("rx")?,
-            tx_packets: number("tx")?,
+            rx_packets: number("rx", "packets")?,
+            tx_packets: number("tx", "packets")?,
+            tx_dropped: number("tx", "dropped")?,
         })
     }
 }
@@ -136,6 +139,9 @@ pub struct TrafgenReport {
     pub answered_qps: f64,
     pub sent: u64,
     pub answered: u64,
+    /// Frames the client end dropped instead of sending (the PoP end's receive ring full):
+    /// not in `sent`.
+    pub dropped: u64,
     /// trafgen stopped on its own before the window ended (it gives up when the veth pushes
     /// back on its transmit ring): what it said.
     pub aborted: Option<String>,
@@ -319,6 +325,7 @@ impl<'a> Window<'a> {
             answered_qps: answered as f64 / seconds,
             sent,
             answered,
+            dropped: end.tx_dropped - self.start.tx_dropped,
             aborted: None,
         })
     }
