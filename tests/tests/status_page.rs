@@ -38,13 +38,17 @@ fn ip(host: &Host) -> IpAddr {
     host.v4.into()
 }
 
+/// The PoPs' `admin.history_interval`. The page reloads itself every sampling interval: it
+/// must outlast a page load and a screenshot, which on an emulated CPU (`cargo xtask vm-test`)
+/// take seconds; at 1 s Chromium reloaded it for ever there and never took the screenshot.
+fn sampling_interval() -> Duration {
+    (scaled(Duration::from_secs(1)) * 3).min(Duration::from_secs(60))
+}
+
 fn config(lan: &Lan, pop: &str) -> String {
     let host = lan.host(pop);
     let origin = lan.host("origin1");
-    // The page reloads itself every sampling interval: it must outlast a page load and a
-    // screenshot, which on an emulated CPU (`cargo xtask vm-test`) take seconds; at 1 s
-    // Chromium reloaded it for ever there and never took the screenshot.
-    let interval = (scaled(Duration::from_secs(1)) * 3).min(Duration::from_secs(60));
+    let interval = sampling_interval();
     let mut text = format!(
         "[admin]\nhistory_interval = \"{}s\"\n[dns]\nlisten = [\"{}:53\"]\n[xdp]\ninterface = \"eth0\"\npin_root = \"{}\"\n",
         interval.as_secs(),
@@ -162,14 +166,15 @@ fn the_status_page_renders_tables_and_plots_in_chromium() -> Result<()> {
     }
     let (pop1, client) = (&lan.host("pop1").netns, &lan.host("client").netns);
 
-    // Traffic over a few sampling intervals: an XDP answer, a userspace one (no such name) and
-    // a cache hit (after the first miss) each round.
+    // Traffic over two sampling intervals and a second, so that every rate has two samples: an
+    // XDP answer, a userspace one (no such name) and a cache hit (after the first miss) each
+    // round.
     let server = format!("@{}", lan.host("pop1").v4);
     let resolve = format!("static.example.com:80:{}", lan.host("pop1").v4);
     let url = "http://static.example.com/page?cc=max-age=600&size=2000";
     let mut misses = 0;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
+    while start.elapsed() < sampling_interval() * 2 + Duration::from_secs(1) {
         let xdp = kdig(client, &[&server, "www.example.com", "A"])?;
         ensure!(xdp.status().as_deref() == Some("NOERROR"), "{}", xdp.text);
         let userspace = kdig(client, &[&server, "nope.example.com", "A"])?;
@@ -187,7 +192,7 @@ fn the_status_page_renders_tables_and_plots_in_chromium() -> Result<()> {
 
     // The page as served, until every plot has two points a line, pop2 is live and the origin
     // pool's answer rests on both PoPs' reports.
-    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    let deadline = Instant::now() + sampling_interval() * 3 + scaled(Duration::from_secs(20));
     loop {
         let html = page(pop1)?;
         let ready = PLOTS
