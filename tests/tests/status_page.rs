@@ -228,9 +228,11 @@ fn the_status_page_renders_tables_and_plots_in_chromium() -> Result<()> {
     assert_eq!((width, height), (1400, 1500));
     // A blank page compresses to a few kilobytes; tables, text and plots do not.
     assert!(png.len() > 40_000, "screenshot of {} bytes", png.len());
-    // Kept for people to look at.
-    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
-    std::fs::copy(&screenshot, &kept)?;
+    // Kept for people to look at (in a `vm-test` guest the directory is not made by cargo).
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let kept = tmp.join("status-page.png");
+    std::fs::copy(&screenshot, &kept).with_context(|| format!("copying to {}", kept.display()))?;
 
     let dom = String::from_utf8(chromium(pop1, &profile, &["--dump-dom"])?.stdout)?;
     let mesh = element(&dom, "table", "mesh").context("the PoPs table")?;
