@@ -109,7 +109,7 @@ pub fn run(source: BoxSource, accel: Accel, only: &[String]) -> Result<Outcome> 
         Accel::Kvm => false,
         Accel::Tcg => true,
     };
-    let host_reference = host_reference()?;
+    let slowdown = Slowdown::on_host()?;
     let mut vm = Vm::new(&box_name, tcg, &scratch)?;
     // A VM a killed run left behind would be reused as it is.
     vm.destroy();
@@ -127,7 +127,7 @@ pub fn run(source: BoxSource, accel: Accel, only: &[String]) -> Result<Outcome> 
     step("guest: packages, bpffs, the repository's host path", || {
         vm.prepare()
     })?;
-    let (slowdown, how) = vm.set_slowdown(tcg, host_reference)?;
+    let (slowdown, how) = vm.set_slowdown(tcg, slowdown)?;
     eprintln!("xtask: EDGE_TEST_SLOWDOWN={slowdown} in the guest: {how}");
     let mut outcome = Outcome {
         kernel,
@@ -361,16 +361,29 @@ fn fastest(run: &mut dyn FnMut() -> Result<String>) -> Result<u64> {
         .try_fold(u64::MAX, |least, ns| Ok(least.min(ns?)))
 }
 
-/// [`REFERENCE_WORK`]'s time on the host, unless `EDGE_TEST_SLOWDOWN` is set there.
-fn host_reference() -> Result<Option<u64>> {
-    if std::env::var_os("EDGE_TEST_SLOWDOWN").is_some() {
-        return Ok(None);
+/// Where the guest's `EDGE_TEST_SLOWDOWN` comes from, decided on the host before the VM starts
+/// (so that the VM's own load does not make the host look slow).
+enum Slowdown {
+    /// `EDGE_TEST_SLOWDOWN` set on the host: passed on as it is.
+    Given(u32),
+    /// [`REFERENCE_WORK`]'s time on the host, in nanoseconds, to compare the guest's with.
+    Measure { host_ns: u64 },
+}
+
+impl Slowdown {
+    fn on_host() -> Result<Self> {
+        if let Ok(value) = std::env::var("EDGE_TEST_SLOWDOWN") {
+            let factor = value
+                .parse()
+                .with_context(|| format!("EDGE_TEST_SLOWDOWN={value}"))?;
+            return Ok(Slowdown::Given(factor));
+        }
+        let host_ns = fastest(&mut || {
+            let out = Command::new("sh").args(["-c", REFERENCE_WORK]).output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        })?;
+        Ok(Slowdown::Measure { host_ns })
     }
-    fastest(&mut || {
-        let out = Command::new("sh").args(["-c", REFERENCE_WORK]).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-    .map(Some)
 }
 
 /// The VM of vagrant/, configured by the environment the Vagrantfile reads; destroyed on drop.
@@ -401,21 +414,13 @@ impl Vm {
         })
     }
 
-    /// Sets the tests' `EDGE_TEST_SLOWDOWN` (tests/src/edge.rs): how many times longer the
-    /// guest takes for [`REFERENCE_WORK`] than `host` (the host's time, taken before the VM
-    /// started, so that the VM's own load does not make the host look slow), at least
-    /// [`TCG_MIN_SLOWDOWN`] on an emulated CPU; or the host's `EDGE_TEST_SLOWDOWN` if set.
-    /// Returns the factor and how it was found.
-    fn set_slowdown(&mut self, tcg: bool, host: Option<u64>) -> Result<(u32, String)> {
-        let (factor, how) = match (std::env::var("EDGE_TEST_SLOWDOWN"), host) {
-            (Ok(value), _) => {
-                let factor = value
-                    .parse()
-                    .with_context(|| format!("EDGE_TEST_SLOWDOWN={value}"))?;
-                (factor, "EDGE_TEST_SLOWDOWN on the host".to_string())
-            }
-            (Err(_), host) => {
-                let host = host.context("no reference time of the host")?;
+    /// Sets the tests' `EDGE_TEST_SLOWDOWN` (tests/src/edge.rs): the host's if given, else how
+    /// many times longer the guest takes for [`REFERENCE_WORK`] than the host, at least
+    /// [`TCG_MIN_SLOWDOWN`] on an emulated CPU. Returns the factor and how it was found.
+    fn set_slowdown(&mut self, tcg: bool, slowdown: Slowdown) -> Result<(u32, String)> {
+        let (factor, how) = match slowdown {
+            Slowdown::Given(factor) => (factor, "EDGE_TEST_SLOWDOWN on the host".to_string()),
+            Slowdown::Measure { host_ns: host } => {
                 let guest = fastest(&mut || self.output(REFERENCE_WORK))?;
                 let ratio = guest.div_ceil(host.max(1));
                 let least = if tcg { TCG_MIN_SLOWDOWN } else { 1 };
