@@ -61,6 +61,15 @@ impl UpdateKey {
     }
 }
 
+/// A signed update to send, and how long to wait for its response before sending it again.
+/// Its own time, not the watching queries': the response waits for the journal's fsync, and a
+/// DNS client waits about a second before it resends.
+#[derive(Clone, Copy)]
+pub struct Update<'a> {
+    pub message: &'a [u8],
+    pub resend: Duration,
+}
+
 /// How long a change took to become visible, and the queries asked meanwhile.
 #[derive(Debug, Clone, Copy)]
 pub struct Timed {
@@ -68,22 +77,22 @@ pub struct Timed {
     pub visible: Duration,
     /// Queries for the name sent back to back meanwhile.
     pub asked: usize,
-    /// Those of them that got no answer within the retry time (and were asked again).
+    /// Those of them that got no answer within `retry` (and were asked again).
     pub unanswered: usize,
-    /// How many times the update was sent: more than once when no response came within the
-    /// retry time.
+    /// How many times the update was sent: more than once when no response came within its
+    /// [`Update::resend`].
     pub update_sends: usize,
 }
 
 /// Asks `name`'s A record at `server` back to back until the answer is `address`, within
-/// `bound` of `since`, with `update` (if any) sent first and again every `retry` until its
-/// NOERROR response comes (waited for after the address is seen); a query unanswered within
-/// `retry` is asked again. Call it from inside the client's namespace. The caller
+/// `bound` of `since`, with `update` (if any) sent first and again every [`Update::resend`]
+/// until its NOERROR response comes (waited for after the address is seen); a query
+/// unanswered within `retry` is asked again. Call it from inside the client's namespace. The caller
 /// judges [`Timed::unanswered`]: a test on a quiet link wants none, a benchmark under load
 /// reports them.
 pub fn wait_for_address(
     server: SocketAddr,
-    update: Option<&[u8]>,
+    update: Option<Update>,
     name: &Name,
     address: Ipv4Addr,
     since: Instant,
@@ -91,7 +100,7 @@ pub fn wait_for_address(
     retry: Duration,
 ) -> Result<Timed> {
     let mut updater = update
-        .map(|update| Updater::new(server, update, retry))
+        .map(|update| Updater::new(server, update))
         .transpose()?;
     let asker = UdpSocket::bind("0.0.0.0:0")?;
     asker.set_read_timeout(Some(retry))?;
@@ -131,7 +140,9 @@ pub fn wait_for_address(
     let mut update_sends = 0;
     if let Some(mut updater) = updater {
         updater.socket.set_nonblocking(false)?;
-        updater.socket.set_read_timeout(Some(retry))?;
+        updater
+            .socket
+            .set_read_timeout(Some(updater.update.resend))?;
         while !updater.poll()? {
             ensure!(
                 since.elapsed() < bound,
@@ -148,26 +159,24 @@ pub fn wait_for_address(
     })
 }
 
-/// An update in flight: sent again every `retry` until its response comes.
+/// An update in flight: sent again every [`Update::resend`] until its response comes.
 struct Updater<'a> {
     socket: UdpSocket,
     server: SocketAddr,
-    message: &'a [u8],
-    retry: Duration,
+    update: Update<'a>,
     sent: Option<Instant>,
     sends: usize,
     responded: bool,
 }
 
 impl<'a> Updater<'a> {
-    fn new(server: SocketAddr, message: &'a [u8], retry: Duration) -> Result<Self> {
+    fn new(server: SocketAddr, update: Update<'a>) -> Result<Self> {
         let socket = UdpSocket::bind("0.0.0.0:0")?;
         socket.set_nonblocking(true)?;
         Ok(Self {
             socket,
             server,
-            message,
-            retry,
+            update,
             sent: None,
             sends: 0,
             responded: false,
@@ -180,8 +189,11 @@ impl<'a> Updater<'a> {
         if self.responded {
             return Ok(true);
         }
-        if self.sent.is_none_or(|sent| sent.elapsed() >= self.retry) {
-            self.socket.send_to(self.message, self.server)?;
+        if self
+            .sent
+            .is_none_or(|sent| sent.elapsed() >= self.update.resend)
+        {
+            self.socket.send_to(self.update.message, self.server)?;
             self.sends += 1;
             self.sent = Some(Instant::now());
         }

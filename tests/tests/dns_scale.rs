@@ -15,7 +15,7 @@ use edge_tests::{
     dig::kdig,
     edge::{EdgeProcess, counters},
     topology::Topology,
-    update::{Timed, UpdateKey, wait_for_address},
+    update::{Timed, Update, UpdateKey, wait_for_address},
 };
 use hickory_proto::rr::Name;
 
@@ -194,13 +194,16 @@ fn a_million_names_answer_from_xdp_and_reload_one_entry_at_a_time() -> Result<()
     } = topology.client.run_inside(|| {
         wait_for_address(
             server,
-            Some(&signed),
+            Some(Update {
+                message: &signed,
+                // Generous: the response waits for the journal's fsync, which a loaded CI
+                // machine (or an emulated one) can stretch; a resend would fail the check below.
+                resend: edge_tests::edge::scaled(Duration::from_secs(2)),
+            }),
             &name,
             new,
             Instant::now(),
             Duration::from_secs(10),
-            // Generous: the response waits for the journal's fsync, which a loaded CI machine
-            // (or an emulated one) can stretch; a resend would fail the check below.
             edge_tests::edge::scaled(Duration::from_secs(2)),
         )
     })??;
